@@ -1,0 +1,396 @@
+//! What clients send, and how it becomes stored spans.
+//!
+//! A step can be reported when it starts (`span_started`, no end) and again when it ends
+//! (`span_ended`, carrying only what is new: the end time, status, tokens, output). The
+//! functions here merge the two into one span, and tell a retry from new information, so
+//! a batch sent twice is stored once.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::id::SpanId;
+use crate::model::{
+    ErrorRecord, Level, Link, LlmDetails, LogRecord, RetrievalDetails, Span, SpanKind,
+    SpanStatus, State, ToolDetails,
+};
+use crate::time::Timestamp;
+
+/// A span as a client reports it. Only `span_id` is required; a `span_ended` for a span
+/// that was started carries only what changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpanInput {
+    /// The span's id.
+    pub span_id: SpanId,
+    /// Its parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_span_id: Option<SpanId>,
+    /// What it does (default `other`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<SpanKind>,
+    /// Its name (default: the kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_id: Option<String>,
+    /// The emitting service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Start (default: when the event is recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Timestamp>,
+    /// End (for `span_ended`; default: when the event is recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Timestamp>,
+    /// Outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<SpanStatus>,
+    /// Input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// Output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// LLM details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmDetails>,
+    /// Tool details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<ToolDetails>,
+    /// Retrieval details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<RetrievalDetails>,
+    /// Attributes; on `span_ended` they are merged into the started span's.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub attributes: Map<String, Value>,
+    /// Links.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
+}
+
+impl SpanInput {
+    /// An input with only the id set.
+    pub fn new(span_id: SpanId) -> SpanInput {
+        SpanInput {
+            span_id,
+            parent_span_id: None,
+            kind: None,
+            name: None,
+            component_id: None,
+            service: None,
+            start_time: None,
+            end_time: None,
+            status: None,
+            input: None,
+            output: None,
+            llm: None,
+            tool: None,
+            retrieval: None,
+            attributes: Map::new(),
+            links: Vec::new(),
+        }
+    }
+}
+
+impl From<Span> for SpanInput {
+    fn from(s: Span) -> SpanInput {
+        SpanInput {
+            span_id: s.span_id,
+            parent_span_id: s.parent_span_id,
+            kind: Some(s.kind),
+            name: Some(s.name),
+            component_id: s.component_id,
+            service: s.service,
+            start_time: Some(s.start_time),
+            end_time: s.end_time,
+            status: Some(s.status),
+            input: s.input,
+            output: s.output,
+            llm: s.llm,
+            tool: s.tool,
+            retrieval: s.retrieval,
+            attributes: s.attributes,
+            links: s.links,
+        }
+    }
+}
+
+/// One event in an append batch. In JSON, `"type"` selects the variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventInput {
+    /// A step began.
+    SpanStarted {
+        /// The span.
+        span: SpanInput,
+    },
+    /// A step ended, or arrived whole.
+    SpanEnded {
+        /// The span, or what changed since it started.
+        span: SpanInput,
+    },
+    /// A log line.
+    Log {
+        /// Idempotency key: an event with an id already stored in this trace is skipped.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// When (default: when recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        time: Option<Timestamp>,
+        /// The record.
+        #[serde(flatten)]
+        record: LogRecord,
+    },
+    /// An error.
+    Error {
+        /// Idempotency key: an event with an id already stored in this trace is skipped.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// When (default: when recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        time: Option<Timestamp>,
+        /// The record.
+        #[serde(flatten)]
+        record: ErrorRecord,
+    },
+}
+
+/// The request to create a trace (`POST /api/v1/traces`). Every field is optional.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTrace {
+    /// The id; when absent Traceway makes a UUIDv7.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<crate::id::TraceId>,
+    /// Name of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// Session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// User.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Initial state: `RECEIVED` (default) or `RUNNING`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<State>,
+    /// Detail kept (default: the server's `--default-level`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<Level>,
+    /// Metadata.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A change to a trace (`PATCH /api/v1/traces/{id}`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracePatch {
+    /// The new state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<State>,
+    /// Why the state changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Keys to set; the others stay.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// A new name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// What applying a span event did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpanChange {
+    /// A span not seen before.
+    New(Span),
+    /// A started span that now ended.
+    Ended {
+        /// As it was stored.
+        previous: Span,
+        /// As it is now.
+        span: Span,
+    },
+    /// Nothing new: a retry, or a start that came after the end.
+    Duplicate,
+}
+
+fn new_span(input: SpanInput, now: Timestamp, ended: bool) -> Span {
+    let kind = input.kind.unwrap_or_default();
+    let start = input.start_time.or(input.end_time).unwrap_or(now);
+    Span {
+        span_id: input.span_id,
+        parent_span_id: input.parent_span_id,
+        kind,
+        name: input.name.unwrap_or_else(|| kind.as_str().to_string()),
+        component_id: input.component_id,
+        service: input.service,
+        start_time: start,
+        end_time: ended.then(|| input.end_time.unwrap_or(now).max(start)),
+        status: input.status.unwrap_or_default(),
+        input: input.input,
+        output: input.output,
+        llm: input.llm,
+        tool: input.tool,
+        retrieval: input.retrieval,
+        attributes: input.attributes,
+        links: input.links,
+    }
+}
+
+/// Applies `span_started`. A span already known (started or ended) makes it a duplicate.
+pub fn start_span(existing: Option<&Span>, input: SpanInput, now: Timestamp) -> SpanChange {
+    match existing {
+        Some(_) => SpanChange::Duplicate,
+        None => SpanChange::New(new_span(input, now, false)),
+    }
+}
+
+/// Applies `span_ended`: ends a running span with what the input adds, or records a whole
+/// span not seen before. A span that has already ended makes it a duplicate.
+pub fn end_span(existing: Option<&Span>, input: SpanInput, now: Timestamp) -> SpanChange {
+    let Some(prev) = existing else {
+        return SpanChange::New(new_span(input, now, true));
+    };
+    if prev.is_ended() {
+        return SpanChange::Duplicate;
+    }
+    let mut span = prev.clone();
+    if let Some(v) = input.parent_span_id {
+        span.parent_span_id = Some(v);
+    }
+    if let Some(v) = input.kind {
+        span.kind = v;
+    }
+    if let Some(v) = input.name {
+        span.name = v;
+    }
+    if input.component_id.is_some() {
+        span.component_id = input.component_id;
+    }
+    if input.service.is_some() {
+        span.service = input.service;
+    }
+    if let Some(v) = input.start_time {
+        span.start_time = v;
+    }
+    span.end_time = Some(input.end_time.unwrap_or(now).max(span.start_time));
+    if let Some(v) = input.status {
+        span.status = v;
+    }
+    if input.input.is_some() {
+        span.input = input.input;
+    }
+    if input.output.is_some() {
+        span.output = input.output;
+    }
+    if let Some(llm) = input.llm {
+        span.llm = Some(merge_llm(span.llm.take(), llm));
+    }
+    if input.tool.is_some() {
+        span.tool = input.tool;
+    }
+    if input.retrieval.is_some() {
+        span.retrieval = input.retrieval;
+    }
+    span.attributes.extend(input.attributes);
+    span.links.extend(input.links);
+    SpanChange::Ended {
+        previous: prev.clone(),
+        span,
+    }
+}
+
+/// The end of an LLM call usually adds tokens and output to what its start said (model,
+/// prompt); fields the end leaves out keep their started value.
+fn merge_llm(started: Option<LlmDetails>, ended: LlmDetails) -> LlmDetails {
+    let Some(s) = started else { return ended };
+    LlmDetails {
+        provider: ended.provider.or(s.provider),
+        model: ended.model.or(s.model),
+        input_tokens: ended.input_tokens.or(s.input_tokens),
+        output_tokens: ended.output_tokens.or(s.output_tokens),
+        total_tokens: ended.total_tokens.or(s.total_tokens),
+        cached_tokens: ended.cached_tokens.or(s.cached_tokens),
+        reasoning_tokens: ended.reasoning_tokens.or(s.reasoning_tokens),
+        cost_usd: ended.cost_usd.or(s.cost_usd),
+        input_messages: if ended.input_messages.is_empty() {
+            s.input_messages
+        } else {
+            ended.input_messages
+        },
+        output_messages: if ended.output_messages.is_empty() {
+            s.output_messages
+        } else {
+            ended.output_messages
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::StatusCode;
+
+    fn sid(n: u64) -> SpanId {
+        SpanId::from_u64(n).unwrap()
+    }
+
+    #[test]
+    fn a_started_span_runs_then_ends_with_merged_details() {
+        let t0 = Timestamp::from_unix_millis(1_000);
+        let start: EventInput = serde_json::from_value(serde_json::json!({
+            "type": "span_started",
+            "span": {"span_id": "00000000000000aa", "kind": "llm", "name": "chat",
+                     "start_time": "1970-01-01T00:00:01Z",
+                     "llm": {"model": "gpt-4o", "input_messages": [{"role": "user", "content": "hi"}]}}
+        }))
+        .unwrap();
+        let EventInput::SpanStarted { span } = start else { panic!("wrong variant") };
+        let SpanChange::New(running) = start_span(None, span.clone(), t0) else {
+            panic!("expected new")
+        };
+        assert!(!running.is_ended());
+        assert_eq!(start_span(Some(&running), span, t0), SpanChange::Duplicate);
+
+        let end = SpanInput {
+            end_time: Some(Timestamp::from_unix_millis(1_400)),
+            status: Some(SpanStatus { code: StatusCode::Ok, message: None }),
+            llm: Some(LlmDetails { input_tokens: Some(12), output_tokens: Some(3), ..Default::default() }),
+            ..SpanInput::new(sid(0xaa))
+        };
+        let SpanChange::Ended { previous, span } = end_span(Some(&running), end.clone(), t0) else {
+            panic!("expected ended")
+        };
+        assert_eq!(previous, running);
+        let llm = span.llm.as_ref().unwrap();
+        assert_eq!(llm.model.as_deref(), Some("gpt-4o"), "kept from the start");
+        assert_eq!(llm.input_messages.len(), 1, "kept from the start");
+        assert_eq!(llm.output_tokens, Some(3));
+        assert_eq!(span.duration().unwrap().as_millis(), 400);
+        assert_eq!(end_span(Some(&span), end, t0), SpanChange::Duplicate, "retry");
+    }
+
+    #[test]
+    fn a_whole_span_not_seen_before_is_new_and_ended() {
+        let now = Timestamp::from_unix_millis(5_000);
+        let input = SpanInput { kind: Some(SpanKind::Tool), ..SpanInput::new(sid(1)) };
+        let SpanChange::New(s) = end_span(None, input, now) else { panic!() };
+        assert_eq!(s.name, "tool");
+        assert_eq!(s.end_time, Some(now));
+    }
+
+    #[test]
+    fn new_trace_rejects_unknown_fields_and_bad_states() {
+        assert!(serde_json::from_str::<NewTrace>(r#"{"nmae":"x"}"#).is_err());
+        assert!(serde_json::from_str::<NewTrace>(r#"{"state":"running"}"#).is_err());
+        let t: NewTrace = serde_json::from_str(r#"{"name":"x","level":"debug"}"#).unwrap();
+        assert_eq!(t.level, Some(Level::Debug));
+    }
+}

@@ -1,0 +1,16 @@
+//! Traceway's core: identifiers, the data model, levels and the pure functions that
+//! turn what clients send into what is stored. Nothing here does I/O, so everything is
+//! testable without a runtime.
+#![deny(missing_docs)]
+
+pub mod id;
+pub mod ingest;
+pub mod level;
+pub mod model;
+pub mod time;
+
+pub use id::{IdError, SpanId, TraceId};
+pub use ingest::{EventInput, NewTrace, SpanChange, SpanInput, TracePatch};
+pub use level::{strip_event_body, strip_span, DEFAULT_MAX_CONTENT_BYTES};
+pub use model::*;
+pub use time::Timestamp;
