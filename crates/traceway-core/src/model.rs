@@ -456,6 +456,7 @@ impl FromStr for Level {
 
 /// Totals over a trace's spans, kept up to date as events arrive.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Rollups {
     /// Spans seen (started or ended).
     pub span_count: u64,

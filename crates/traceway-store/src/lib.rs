@@ -1,1 +1,13 @@
+//! Storage for Traceway: the [`Store`] contract that handlers see, its backends, and the
+//! conformance suite every backend must pass.
+//!
+//! Backends: [`sqlite::SqliteStore`] (embedded, the default). Redis comes next and runs
+//! the same [`conformance`] tests.
 
+pub mod clock;
+pub mod conformance;
+mod contract;
+pub mod sqlite;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use contract::*;

@@ -1,0 +1,194 @@
+//! The store contract: what every backend (SQLite now, Redis later) does, with the same
+//! meaning. Nothing here knows SQL or Redis commands; cursors are opaque strings.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use traceway_core::{
+    Event, EventInput, EventType, Level, NewTrace, Span, State, Timestamp, Trace, TraceId,
+    TracePatch,
+};
+
+/// What a store operation can fail with.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    /// The trace does not exist for this tenant, or has expired.
+    #[error("trace {0} not found")]
+    NotFound(TraceId),
+    /// The trace id is taken, or a state change is not allowed.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is not valid (a bad cursor, say).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store cannot take more work now; try again later.
+    #[error("store overloaded: {0}")]
+    Overloaded(String),
+    /// The store is not reachable or is shutting down.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else; details are logged, not shown to clients.
+    #[error("internal store error: {0}")]
+    Internal(String),
+}
+
+/// How long things are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// A trace that is not terminal expires this long after creation, watchdog or not.
+    pub failsafe_ttl: Duration,
+    /// A terminal trace's row and summary are kept this long after it ended.
+    pub terminal_trace_ttl: Duration,
+    /// A terminal trace's spans and events are kept this long after it ended.
+    pub terminal_data_ttl: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        const HOUR: u64 = 3600;
+        Retention {
+            failsafe_ttl: Duration::from_secs(24 * HOUR),
+            terminal_trace_ttl: Duration::from_secs(7 * 24 * HOUR),
+            terminal_data_ttl: Duration::from_secs(3 * 24 * HOUR),
+        }
+    }
+}
+
+/// What capture keeps, applied by the store when it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureConfig {
+    /// The level of a trace created without one.
+    pub default_level: Level,
+    /// Strings longer than this are truncated at `detailed`.
+    pub max_content_bytes: usize,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> CaptureConfig {
+        CaptureConfig {
+            default_level: Level::Detailed,
+            max_content_bytes: traceway_core::DEFAULT_MAX_CONTENT_BYTES,
+        }
+    }
+}
+
+/// A batch of events for one trace.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    /// The tenant.
+    pub tenant: String,
+    /// The trace.
+    pub trace_id: TraceId,
+    /// When set, a missing trace is created from it (OTLP); when not, a missing trace is
+    /// `NotFound`.
+    pub create_if_missing: Option<NewTrace>,
+    /// The events, in order.
+    pub events: Vec<EventInput>,
+}
+
+/// What an append stored.
+#[derive(Debug, Clone, Default)]
+pub struct AppendOutcome {
+    /// Inputs that added something.
+    pub accepted: u32,
+    /// Inputs skipped as already stored (retries).
+    pub duplicates: u32,
+    /// Whether the trace was created by this append.
+    pub created: bool,
+    /// The events written, in `seq` order (for live subscribers).
+    pub events: Vec<Event>,
+}
+
+/// Filters for listing traces. Absent fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TraceFilter {
+    /// Only this agent.
+    pub agent_id: Option<String>,
+    /// Only this user.
+    pub user_id: Option<String>,
+    /// Only this session.
+    pub session_id: Option<String>,
+    /// Only this state.
+    pub state: Option<State>,
+    /// Created at or after.
+    pub created_after: Option<Timestamp>,
+    /// Created before.
+    pub created_before: Option<Timestamp>,
+    /// Only traces with (true) or without (false) errors.
+    pub has_error: Option<bool>,
+    /// Only traces whose spans span at least this long.
+    pub min_duration_ms: Option<f64>,
+}
+
+/// Which page of a listing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PageRequest {
+    /// Continue after the page that returned this cursor (newest first).
+    pub cursor: Option<String>,
+    /// Skip this many rows (page/page_size); ignored with a cursor.
+    pub offset: u64,
+    /// At most this many rows.
+    pub limit: u32,
+}
+
+/// One page of results.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Page<T> {
+    /// The rows.
+    pub items: Vec<T>,
+    /// Pass this as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters for reading a trace's events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    /// Only these types (all when empty).
+    pub types: Vec<EventType>,
+    /// Only events of spans of this component.
+    pub component_id: Option<String>,
+    /// Only events with `seq` greater than this.
+    pub after_seq: u64,
+    /// Skip this many matching events.
+    pub offset: u64,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// The contract every backend fulfils. All reads and writes are scoped to a tenant; a
+/// trace of another tenant does not exist. Expired data is never returned.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a trace and writes its `trace_started` event. `Conflict` if the id exists.
+    async fn create_trace(&self, tenant: &str, new: NewTrace) -> Result<(Trace, Vec<Event>), StoreError>;
+
+    /// Appends a batch of events; a retried batch is not stored twice.
+    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError>;
+
+    /// Changes a trace's state, name or metadata. `Conflict` when leaving a terminal state.
+    async fn update_trace(&self, tenant: &str, id: TraceId, patch: TracePatch) -> Result<(Trace, Vec<Event>), StoreError>;
+
+    /// One trace.
+    async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, StoreError>;
+
+    /// A trace's spans, by start time. `None` when the trace does not exist.
+    async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError>;
+
+    /// Traces, newest first.
+    async fn list_traces(&self, tenant: &str, filter: &TraceFilter, page: &PageRequest) -> Result<Page<Trace>, StoreError>;
+
+    /// A trace's events in `seq` order. `None` when the trace does not exist.
+    async fn read_events(&self, tenant: &str, id: TraceId, filter: &EventFilter) -> Result<Option<Vec<Event>>, StoreError>;
+
+    /// Deletes a trace with its spans and events. False when it did not exist.
+    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError>;
+
+    /// Deletes the tenant's terminal traces that ended before `cutoff`; returns how many.
+    async fn delete_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError>;
+
+    /// Whether the store can serve.
+    async fn health(&self) -> Result<(), StoreError>;
+
+    /// Finishes pending writes and stops. Later calls fail with `Unavailable`.
+    async fn shutdown(&self);
+}

@@ -1,0 +1,420 @@
+//! The embedded backend: one SQLite file in WAL mode, one writer thread with group commit,
+//! a small pool of read-only connections for queries.
+
+mod row;
+mod schema;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+use traceway_core::{Event, EventBody, NewTrace, Span, Timestamp, Trace, TraceId, TracePatch};
+
+use self::row::{read_trace_row, TRACE_COLUMNS};
+use self::schema::internal;
+use self::writer::{Msg, Op, OpResult, WriterCtx};
+use crate::{
+    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventFilter, Page, PageRequest,
+    Retention, Store, StoreError, TraceFilter,
+};
+
+/// Settings of the SQLite backend.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// The database file; its directory is created if missing.
+    pub path: PathBuf,
+    /// How long data is kept.
+    pub retention: Retention,
+    /// What capture keeps.
+    pub capture: CaptureConfig,
+    /// Commands that may wait for the writer; beyond this, callers wait up to
+    /// `enqueue_timeout` and then get `Overloaded`.
+    pub queue_capacity: usize,
+    /// At most this many commands share one transaction.
+    pub max_group: usize,
+    /// How long a write may wait for room in the queue.
+    pub enqueue_timeout: Duration,
+    /// Read connections kept open.
+    pub readers: usize,
+}
+
+impl SqliteConfig {
+    /// Defaults for a database at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> SqliteConfig {
+        SqliteConfig {
+            path: path.into(),
+            retention: Retention::default(),
+            capture: CaptureConfig::default(),
+            queue_capacity: 4096,
+            max_group: 512,
+            enqueue_timeout: Duration::from_secs(5),
+            readers: 4,
+        }
+    }
+}
+
+/// The SQLite store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    tx: mpsc::Sender<Msg>,
+    readers: Arc<ReaderPool>,
+    clock: Arc<dyn Clock>,
+    enqueue_timeout: Duration,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    keep: usize,
+}
+
+impl ReaderPool {
+    fn open(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(internal)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(internal)?;
+        Ok(conn)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => self.open()?,
+        };
+        let r = f(&conn);
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.keep {
+            idle.push(conn);
+        }
+        r
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database and starts the writer.
+    pub fn open(cfg: SqliteConfig, clock: Arc<dyn Clock>) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let mut conn = Connection::open(&cfg.path).map_err(internal)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(internal)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(internal)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Internal(format!("could not enable WAL (got {mode})")));
+        }
+        // NORMAL in WAL mode: a commit survives a crash of the process (the kill -9 test);
+        // only an OS crash or power loss can lose the last commits. See ADR 002.
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536;")
+            .map_err(internal)?;
+        schema::migrate(&mut conn)?;
+
+        let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+        let ctx = WriterCtx {
+            clock: clock.clone(),
+            retention: cfg.retention,
+            capture: cfg.capture,
+            max_group: cfg.max_group.max(1),
+        };
+        let writer = std::thread::Builder::new()
+            .name("traceway-sqlite-writer".into())
+            .spawn(move || writer::run(conn, rx, ctx))
+            .map_err(|e| StoreError::Internal(format!("spawn writer: {e}")))?;
+        Ok(SqliteStore {
+            tx,
+            readers: Arc::new(ReaderPool { path: cfg.path, idle: Mutex::new(Vec::new()), keep: cfg.readers }),
+            clock,
+            enqueue_timeout: cfg.enqueue_timeout,
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// The schema version this binary writes.
+    pub fn schema_version() -> usize {
+        schema::latest_version()
+    }
+
+    async fn write(&self, op: Op) -> Result<OpResult, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        match tokio::time::timeout(self.enqueue_timeout, self.tx.send(Msg::Op(op, reply))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(StoreError::Unavailable("store is shut down".into())),
+            Err(_) => return Err(StoreError::Overloaded("write queue full".into())),
+        }
+        rx.await
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, Timestamp) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let pool = self.readers.clone();
+        let now = self.clock.now();
+        tokio::task::spawn_blocking(move || pool.with(|c| f(c, now)))
+            .await
+            .map_err(|e| StoreError::Internal(format!("reader task: {e}")))?
+    }
+}
+
+/// The live row id and data expiry of a trace, if it exists and has not expired.
+fn live_trace_ref(c: &Connection, tenant: &str, id: TraceId, now: Timestamp) -> Result<Option<(i64, i64)>, StoreError> {
+    c.prepare_cached(
+        "SELECT id, data_expires_at FROM traces WHERE tenant = ?1 AND trace_id = ?2 AND expires_at > ?3",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![tenant, &id.to_bytes()[..], now.unix_nanos()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+    })
+    .map_err(internal)
+}
+
+/// A WHERE clause under construction with its numbered parameters.
+struct Query {
+    sql: String,
+    args: Vec<rusqlite::types::Value>,
+}
+
+impl Query {
+    fn and(&mut self, clause: &str, v: rusqlite::types::Value) {
+        self.args.push(v);
+        self.sql.push_str(&format!(" AND {clause} ?{}", self.args.len()));
+    }
+}
+
+fn encode_cursor(t: &Trace) -> String {
+    let raw = format!("{}:{}", t.created_at.unix_nanos(), t.trace_id);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_cursor(c: &str) -> Result<(i64, TraceId), StoreError> {
+    let bad = || StoreError::Invalid(format!("invalid cursor {c:?}"));
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let (t, id) = raw.split_once(':').ok_or_else(bad)?;
+    Ok((t.parse().map_err(|_| bad())?, id.parse().map_err(|_| bad())?))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_trace(&self, tenant: &str, new: NewTrace) -> Result<(Trace, Vec<Event>), StoreError> {
+        match self.write(Op::Create { tenant: tenant.to_string(), new }).await? {
+            OpResult::Trace(t, e) => Ok((t, e)),
+            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+        }
+    }
+
+    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        match self.write(Op::Append(req)).await? {
+            OpResult::Append(o) => Ok(o),
+            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+        }
+    }
+
+    async fn update_trace(&self, tenant: &str, id: TraceId, patch: TracePatch) -> Result<(Trace, Vec<Event>), StoreError> {
+        match self.write(Op::Update { tenant: tenant.to_string(), id, patch }).await? {
+            OpResult::Trace(t, e) => Ok((t, e)),
+            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+        }
+    }
+
+    async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, StoreError> {
+        let tenant = tenant.to_string();
+        self.read(move |c, now| {
+            c.prepare_cached(&format!(
+                "SELECT {TRACE_COLUMNS} FROM traces WHERE tenant = ?1 AND trace_id = ?2 AND expires_at > ?3"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![tenant, &id.to_bytes()[..], now.unix_nanos()], |r| read_trace_row(r, 0))
+                    .optional()
+            })
+            .map_err(internal)
+        })
+        .await
+    }
+
+    async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError> {
+        let tenant = tenant.to_string();
+        self.read(move |c, now| {
+            let Some((rowid, data_expires)) = live_trace_ref(c, &tenant, id, now)? else {
+                return Ok(None);
+            };
+            if data_expires <= now.unix_nanos() {
+                return Ok(Some(Vec::new()));
+            }
+            let mut stmt = c
+                .prepare_cached("SELECT body FROM spans WHERE trace_ref = ?1 ORDER BY start_time, span_id")
+                .map_err(internal)?;
+            let rows = stmt.query_map([rowid], |r| r.get::<_, String>(0)).map_err(internal)?;
+            let mut spans = Vec::new();
+            for body in rows {
+                let body = body.map_err(internal)?;
+                spans.push(serde_json::from_str(&body).map_err(|e| StoreError::Internal(format!("stored span: {e}")))?);
+            }
+            Ok(Some(spans))
+        })
+        .await
+    }
+
+    async fn list_traces(&self, tenant: &str, filter: &TraceFilter, page: &PageRequest) -> Result<Page<Trace>, StoreError> {
+        use rusqlite::types::Value;
+        let after = page.cursor.as_deref().map(decode_cursor).transpose()?;
+        let limit = page.limit.clamp(1, 1000);
+        let mut q = Query {
+            sql: format!("SELECT {TRACE_COLUMNS} FROM traces WHERE tenant = ?1 AND expires_at > ?2"),
+            args: vec![Value::Text(tenant.to_string()), Value::Null],
+        };
+        for (col, v) in [("agent_id", &filter.agent_id), ("user_id", &filter.user_id), ("session_id", &filter.session_id)] {
+            if let Some(v) = v {
+                q.and(&format!("{col} ="), Value::Text(v.clone()));
+            }
+        }
+        if let Some(s) = &filter.state {
+            q.and("state =", Value::Text(s.as_str().to_string()));
+        }
+        if let Some(t) = filter.created_after {
+            q.and("created_at >=", Value::Integer(t.unix_nanos()));
+        }
+        if let Some(t) = filter.created_before {
+            q.and("created_at <", Value::Integer(t.unix_nanos()));
+        }
+        match filter.has_error {
+            Some(true) => q.sql.push_str(" AND error_count > 0"),
+            Some(false) => q.sql.push_str(" AND error_count = 0"),
+            None => {}
+        }
+        if let Some(d) = filter.min_duration_ms {
+            q.and("duration_ms >=", Value::Real(d));
+        }
+        if let Some((t, id)) = after {
+            q.args.push(Value::Integer(t));
+            q.args.push(Value::Blob(id.to_bytes().to_vec()));
+            let n = q.args.len();
+            q.sql.push_str(&format!(" AND (created_at, trace_id) < (?{}, ?{n})", n - 1));
+        }
+        let Query { mut sql, mut args } = q;
+        // One row more than asked tells whether there is a next page.
+        sql.push_str(&format!(" ORDER BY created_at DESC, trace_id DESC LIMIT {}", limit + 1));
+        if after.is_none() && page.offset > 0 {
+            sql.push_str(&format!(" OFFSET {}", page.offset));
+        }
+        self.read(move |c, now| {
+            args[1] = Value::Integer(now.unix_nanos());
+            let mut stmt = c.prepare_cached(&sql).map_err(internal)?;
+            let rows = stmt
+                .query_map(params_from_iter(args.iter()), |r| read_trace_row(r, 0))
+                .map_err(internal)?;
+            let mut items = rows.collect::<Result<Vec<_>, _>>().map_err(internal)?;
+            let next_cursor = if items.len() > limit as usize {
+                items.truncate(limit as usize);
+                items.last().map(encode_cursor)
+            } else {
+                None
+            };
+            Ok(Page { items, next_cursor })
+        })
+        .await
+    }
+
+    async fn read_events(&self, tenant: &str, id: TraceId, filter: &EventFilter) -> Result<Option<Vec<Event>>, StoreError> {
+        use rusqlite::types::Value;
+        let tenant = tenant.to_string();
+        let mut sql = String::from("SELECT seq, time, component_id, body FROM events WHERE trace_ref = ?1 AND seq > ?2");
+        let mut args: Vec<Value> = vec![Value::Null, Value::Integer(filter.after_seq as i64)];
+        if !filter.types.is_empty() {
+            let marks: Vec<String> = filter
+                .types
+                .iter()
+                .map(|t| {
+                    args.push(Value::Text(t.as_str().to_string()));
+                    format!("?{}", args.len())
+                })
+                .collect();
+            sql.push_str(&format!(" AND type IN ({})", marks.join(", ")));
+        }
+        if let Some(comp) = &filter.component_id {
+            args.push(Value::Text(comp.clone()));
+            sql.push_str(&format!(" AND component_id = ?{}", args.len()));
+        }
+        sql.push_str(&format!(" ORDER BY seq LIMIT {} OFFSET {}", filter.limit.clamp(1, 10_000), filter.offset));
+        self.read(move |c, now| {
+            let Some((rowid, data_expires)) = live_trace_ref(c, &tenant, id, now)? else {
+                return Ok(None);
+            };
+            if data_expires <= now.unix_nanos() {
+                return Ok(Some(Vec::new()));
+            }
+            args[0] = Value::Integer(rowid);
+            let mut stmt = c.prepare_cached(&sql).map_err(internal)?;
+            let rows = stmt
+                .query_map(params_from_iter(args.iter()), |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, String>(3)?))
+                })
+                .map_err(internal)?;
+            let mut events = Vec::new();
+            for row in rows {
+                let (seq, time, component_id, body) = row.map_err(internal)?;
+                let body: EventBody = serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Internal(format!("stored event: {e}")))?;
+                events.push(Event {
+                    trace_id: id,
+                    seq: seq as u64,
+                    time: Timestamp::from_unix_nanos(time),
+                    component_id,
+                    body,
+                });
+            }
+            Ok(Some(events))
+        })
+        .await
+    }
+
+    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError> {
+        match self.write(Op::Delete { tenant: tenant.to_string(), id }).await? {
+            OpResult::Deleted(d) => Ok(d),
+            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+        }
+    }
+
+    async fn delete_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError> {
+        // Small batches, each its own command, so ingest keeps flowing between them.
+        let mut total = 0;
+        loop {
+            let op = Op::DeleteEndedBefore { tenant: tenant.to_string(), cutoff, limit: 200 };
+            match self.write(op).await? {
+                OpResult::Count(0) => return Ok(total),
+                OpResult::Count(n) => total += n,
+                _ => return Err(StoreError::Internal("unexpected writer reply".into())),
+            }
+        }
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        if self.tx.is_closed() {
+            return Err(StoreError::Unavailable("writer stopped".into()));
+        }
+        self.read(|c, _| c.query_row("SELECT 1", [], |_| Ok(())).map_err(internal)).await
+    }
+
+    async fn shutdown(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
