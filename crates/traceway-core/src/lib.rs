@@ -8,9 +8,11 @@ pub mod ingest;
 pub mod level;
 pub mod model;
 pub mod time;
+pub mod tree;
 
 pub use id::{IdError, SpanId, TraceId};
 pub use ingest::{EventInput, NewTrace, SpanChange, SpanInput, TracePatch};
 pub use level::{strip_event_body, strip_span, DEFAULT_MAX_CONTENT_BYTES};
 pub use model::*;
 pub use time::Timestamp;
+pub use tree::{span_tree, SpanNode};

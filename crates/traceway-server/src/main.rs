@@ -1,1 +1,70 @@
-fn main() {}
+//! `traceway`: the server (`serve`) and a CLI client (`ls`, `show`, `rm`).
+
+use clap::{Parser, Subcommand};
+use traceway_server::cli::{self, ClientArgs, LsArgs};
+use traceway_server::{Config, ServeArgs};
+
+#[derive(Parser)]
+#[command(name = "traceway", version, about = "Tracing for AI agents: ingest, store, stream and analyse agent traces")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// List traces, newest first.
+    Ls {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        filter: LsArgs,
+    },
+    /// Show one trace and its span tree.
+    Show {
+        /// The trace id.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a trace.
+    Rm {
+        /// The trace id.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = Config::resolve(args)?;
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log)?)
+                .with_writer(std::io::stderr)
+                .init();
+            traceway_server::serve(config, traceway_server::shutdown_signal(), |addr| {
+                // A line on stdout that scripts and tests can wait for.
+                println!("traceway listening on http://{addr}");
+            })
+            .await
+        }
+        Command::Ls { client, filter } => print(cli::ls(client, filter).await),
+        Command::Show { id, client } => print(cli::show(client, &id).await),
+        Command::Rm { id, client } => print(cli::rm(client, &id).await),
+    }
+}
+
+fn print(result: anyhow::Result<String>) -> anyhow::Result<()> {
+    let out = result?;
+    print!("{out}");
+    if !out.ends_with('\n') {
+        println!();
+    }
+    Ok(())
+}

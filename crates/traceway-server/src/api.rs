@@ -1,0 +1,267 @@
+//! Handlers of the native REST API. Each extracts, calls the store, maps the result.
+
+use axum::extract::State as AxumState;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use traceway_core::{
+    span_tree, strip_event_body, strip_span, Event, EventInput, EventType, Level, NewTrace, State,
+    Timestamp, Trace, TracePatch,
+};
+use traceway_store::{AppendRequest, EventFilter, PageRequest, TraceFilter};
+
+use crate::error::ApiError;
+use crate::extract::{JsonBody, QueryArgs, Tenant, TraceIdPath};
+use crate::AppState;
+
+/// `POST /api/v1/traces`: 201 with the trace.
+pub async fn create_trace(
+    AxumState(app): AxumState<AppState>,
+    tenant: Tenant,
+    JsonBody(new): JsonBody<NewTrace>,
+) -> Result<Response, ApiError> {
+    let (trace, _events) = app.store.create_trace(&tenant.0, new).await?;
+    let location = format!("/api/v1/traces/{}", trace.trace_id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(trace)).into_response())
+}
+
+/// The body of `POST /api/v1/traces/{id}/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppendBody {
+    /// The events, in order.
+    pub events: Vec<EventInput>,
+}
+
+/// The answer to an append.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AppendResponse {
+    /// Inputs that added something.
+    pub accepted: u32,
+    /// Inputs skipped as already stored.
+    pub duplicates: u32,
+    /// The trace's last `seq` after the append.
+    pub last_seq: u64,
+}
+
+/// `POST /api/v1/traces/{id}/events`.
+pub async fn append_events(
+    AxumState(app): AxumState<AppState>,
+    tenant: Tenant,
+    TraceIdPath(id): TraceIdPath,
+    JsonBody(body): JsonBody<AppendBody>,
+) -> Result<Json<AppendResponse>, ApiError> {
+    let out = app
+        .store
+        .append(AppendRequest { tenant: tenant.0.clone(), trace_id: id, create_if_missing: None, events: body.events })
+        .await?;
+    let last_seq = match out.events.last() {
+        Some(e) => e.seq,
+        None => app.store.get_trace(&tenant.0, id).await?.map_or(0, |t| t.last_seq),
+    };
+    Ok(Json(AppendResponse { accepted: out.accepted, duplicates: out.duplicates, last_seq }))
+}
+
+/// `PATCH /api/v1/traces/{id}`: state, name, metadata.
+pub async fn patch_trace(
+    AxumState(app): AxumState<AppState>,
+    tenant: Tenant,
+    TraceIdPath(id): TraceIdPath,
+    JsonBody(patch): JsonBody<TracePatch>,
+) -> Result<Json<Trace>, ApiError> {
+    let (trace, _events) = app.store.update_trace(&tenant.0, id, patch).await?;
+    Ok(Json(trace))
+}
+
+/// Query of `GET /api/v1/traces`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    agent_id: Option<String>,
+    user_id: Option<String>,
+    session_id: Option<String>,
+    state: Option<State>,
+    /// Created at or after (RFC 3339).
+    from: Option<Timestamp>,
+    /// Created before (RFC 3339).
+    to: Option<Timestamp>,
+    has_error: Option<bool>,
+    min_duration_ms: Option<f64>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+    page: Option<u64>,
+    page_size: Option<u32>,
+}
+
+/// Largest page.
+pub const MAX_PAGE: u32 = 1000;
+
+/// `GET /api/v1/traces`: newest first. Either `cursor` + `limit`, or `page` + `page_size`.
+pub async fn list_traces(
+    AxumState(app): AxumState<AppState>,
+    tenant: Tenant,
+    QueryArgs(p): QueryArgs<ListParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = p.limit.or(p.page_size).unwrap_or(50);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!("limit/page_size must be 1 to {MAX_PAGE}")));
+    }
+    let page = p.page.unwrap_or(1);
+    if page == 0 {
+        return Err(ApiError::bad_request("page starts at 1"));
+    }
+    if p.cursor.is_some() && p.page.is_some() {
+        return Err(ApiError::bad_request("use either cursor or page, not both"));
+    }
+    let filter = TraceFilter {
+        agent_id: p.agent_id,
+        user_id: p.user_id,
+        session_id: p.session_id,
+        state: p.state,
+        created_after: p.from,
+        created_before: p.to,
+        has_error: p.has_error,
+        min_duration_ms: p.min_duration_ms,
+    };
+    let req = PageRequest { cursor: p.cursor, offset: (page - 1) * limit as u64, limit };
+    let result = app.store.list_traces(&tenant.0, &filter, &req).await?;
+    Ok(Json(json!({"traces": result.items, "next_cursor": result.next_cursor})))
+}
+
+/// Query of `GET /api/v1/traces/{id}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetParams {
+    /// A lower level than the trace's, to see less.
+    level: Option<Level>,
+}
+
+/// `GET /api/v1/traces/{id}`: the trace and its span tree.
+pub async fn get_trace(
+    AxumState(app): AxumState<AppState>,
+    tenant: Tenant,
+    TraceIdPath(id): TraceIdPath,
+    QueryArgs(p): QueryArgs<GetParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let not_found = || ApiError::not_found(format!("trace {id} not found"));
+    let trace = app.store.get_trace(&tenant.0, id).await?.ok_or_else(not_found)?;
+    let mut spans = app.store.get_spans(&tenant.0, id).await?.ok_or_else(not_found)?;
+    // A read may lower the level, never raise it above what was captured.
+    let level = p.level.map_or(trace.level, |l| l.min(trace.level));
+    if level < trace.level {
+        let max = app.config.capture.max_content_bytes;
+        spans.iter_mut().for_each(|s| strip_span(s, level, max));
+    }
+    Ok(Json(json!({"trace": trace, "level": level, "spans": span_tree(spans)})))
+}
+
+/// Query of `GET /api/v1/traces/{id}/events`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventParams {
+    /// Comma-separated event types.
+    #[serde(rename = "type")]
+    types: Option<String>,
+    component_id: Option<String>,
+    after_seq: Option<u64>,
+    limit: Option<u32>,
+    offset: Option<u64>,
+    level: Option<Level>,
+}
+
+/// `GET /api/v1/traces/{id}/events`.
+pub async fn list_events(
+    AxumState(app): AxumState<AppState>,
+    tenant: Tenant,
+    TraceIdPath(id): TraceIdPath,
+    QueryArgs(p): QueryArgs<EventParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let types = match &p.types {
+        Some(s) => s
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(|t| t.trim().parse::<EventType>().map_err(|e| ApiError::bad_request(format!("invalid query parameter type: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    let limit = p.limit.unwrap_or(1000);
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::bad_request("limit must be 1 to 10000"));
+    }
+    let filter = EventFilter { types, component_id: p.component_id, after_seq: p.after_seq.unwrap_or(0), offset: p.offset.unwrap_or(0), limit };
+    let not_found = || ApiError::not_found(format!("trace {id} not found"));
+    let mut events: Vec<Event> = app.store.read_events(&tenant.0, id, &filter).await?.ok_or_else(not_found)?;
+    if let Some(level) = p.level {
+        let trace = app.store.get_trace(&tenant.0, id).await?.ok_or_else(not_found)?;
+        if level < trace.level {
+            let max = app.config.capture.max_content_bytes;
+            events.iter_mut().for_each(|e| strip_event_body(&mut e.body, level, max));
+        }
+    }
+    Ok(Json(json!({"events": events})))
+}
+
+/// `DELETE /api/v1/traces/{id}`: 204, or 404.
+pub async fn delete_trace(
+    AxumState(app): AxumState<AppState>,
+    tenant: Tenant,
+    TraceIdPath(id): TraceIdPath,
+) -> Result<StatusCode, ApiError> {
+    if app.store.delete_trace(&tenant.0, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("trace {id} not found")))
+    }
+}
+
+/// The body of `POST /api/v1/traces/cleanup`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanupBody {
+    /// Delete terminal traces that ended more than this many days ago.
+    pub older_than_days: f64,
+}
+
+/// `POST /api/v1/traces/cleanup`: deletes the tenant's finished traces that ended more
+/// than `older_than_days` ago; running traces are never touched.
+pub async fn cleanup(
+    AxumState(app): AxumState<AppState>,
+    tenant: Tenant,
+    JsonBody(body): JsonBody<CleanupBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !(body.older_than_days.is_finite() && body.older_than_days >= 0.0) {
+        return Err(ApiError::bad_request("older_than_days must be a number >= 0"));
+    }
+    let age = std::time::Duration::from_secs_f64((body.older_than_days * 86_400.0).min(1e12));
+    let cutoff = app.clock.now().sub(age);
+    let deleted = app.store.delete_ended_before(&tenant.0, cutoff).await?;
+    Ok(Json(json!({"deleted": deleted})))
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the store answers.
+pub async fn readyz(AxumState(app): AxumState<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    app.store.health().await?;
+    Ok(Json(json!({"status": "ready"})))
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], crate::OPENAPI_JSON).into_response()
+}
+
+/// Unknown routes.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see /api/v1/openapi.json")
+}
+
+/// Known route, wrong method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError { status: StatusCode::METHOD_NOT_ALLOWED, code: "method_not_allowed", message: "method not allowed on this route".into() }
+}

@@ -1,0 +1,172 @@
+//! The one typed configuration of `traceway serve`. Every field can come from a TOML file
+//! (`--config`), a `TRACEWAY_*` environment variable, or a flag; precedence is
+//! file < env < flag. Nothing else in the program reads the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::{Deserialize, Deserializer};
+use traceway_core::Level;
+use traceway_store::{CaptureConfig, Retention};
+
+/// Flags of `traceway serve`. All optional here; defaults are applied in [`Config::resolve`].
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with any of these settings (lowest precedence).
+    #[arg(long, env = "TRACEWAY_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Directory of the embedded store [default: ./traceway-data].
+    #[arg(long, env = "TRACEWAY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address of the HTTP API, OTLP/HTTP and the web page [default: 127.0.0.1:4318].
+    #[arg(long, env = "TRACEWAY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Largest request body accepted, in bytes [default: 10485760 (10 MiB)].
+    #[arg(long, env = "TRACEWAY_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Level of traces created without one: minimal, standard, detailed, debug [default: detailed].
+    #[arg(long, env = "TRACEWAY_DEFAULT_LEVEL")]
+    pub default_level: Option<Level>,
+
+    /// Strings longer than this are truncated at level `detailed` [default: 16384].
+    #[arg(long, env = "TRACEWAY_MAX_CONTENT_BYTES")]
+    pub max_content_bytes: Option<usize>,
+
+    /// A trace that never ends expires this long after creation [default: 24h].
+    #[arg(long, env = "TRACEWAY_FAILSAFE_TTL", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub failsafe_ttl: Option<Duration>,
+
+    /// A finished trace's row and summary are kept this long [default: 7d].
+    #[arg(long, env = "TRACEWAY_TRACE_RETENTION", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub trace_retention: Option<Duration>,
+
+    /// A finished trace's spans and events are kept this long [default: 3d].
+    #[arg(long, env = "TRACEWAY_DATA_RETENTION", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub data_retention: Option<Duration>,
+
+    /// Log filter, as RUST_LOG [default: info].
+    #[arg(long, env = "TRACEWAY_LOG")]
+    pub log: Option<String>,
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// HTTP address.
+    pub listen: SocketAddr,
+    /// Body cap in bytes.
+    pub max_body_bytes: usize,
+    /// What capture keeps.
+    pub capture: CaptureConfig,
+    /// How long data is kept.
+    pub retention: Retention,
+    /// Log filter.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config::resolve(ServeArgs::default()).expect("defaults are valid")
+    }
+}
+
+impl Config {
+    /// Applies file < env/flags < defaults. `args` already holds env and flags (clap
+    /// reads both, flags winning); the file named by `args.config` fills what they leave.
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+                toml::from_str::<ServeArgs>(&text)
+                    .map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?
+            }
+            None => ServeArgs::default(),
+        };
+        let defaults = Retention::default();
+        let capture_defaults = CaptureConfig::default();
+        let max_body_bytes = args.max_body_bytes.or(file.max_body_bytes).unwrap_or(10 * 1024 * 1024);
+        if max_body_bytes == 0 {
+            anyhow::bail!("max_body_bytes must be positive");
+        }
+        Ok(Config {
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("traceway-data")),
+            listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4318))),
+            max_body_bytes,
+            capture: CaptureConfig {
+                default_level: args.default_level.or(file.default_level).unwrap_or(capture_defaults.default_level),
+                max_content_bytes: args.max_content_bytes.or(file.max_content_bytes).unwrap_or(capture_defaults.max_content_bytes),
+            },
+            retention: Retention {
+                failsafe_ttl: args.failsafe_ttl.or(file.failsafe_ttl).unwrap_or(defaults.failsafe_ttl),
+                terminal_trace_ttl: args.trace_retention.or(file.trace_retention).unwrap_or(defaults.terminal_trace_ttl),
+                terminal_data_ttl: args.data_retention.or(file.data_retention).unwrap_or(defaults.terminal_data_ttl),
+            },
+            log: args.log.or(file.log).unwrap_or_else(|| "info".to_string()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("traceway.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\nfailsafe_ttl = \"2h\"\ndefault_level = \"debug\"\n").unwrap();
+        let cli = Cli::try_parse_from(["t", "--config", file.to_str().unwrap(), "--listen", "127.0.0.1:7000"]).unwrap();
+        let cfg = Config::resolve(cli.serve).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:7000".parse().unwrap(), "flag wins");
+        assert_eq!(cfg.data_dir, PathBuf::from("/from/file"), "file fills the rest");
+        assert_eq!(cfg.retention.failsafe_ttl, Duration::from_secs(7200));
+        assert_eq!(cfg.capture.default_level, Level::Debug);
+        assert_eq!(cfg.max_body_bytes, 10 * 1024 * 1024, "default");
+    }
+
+    #[test]
+    fn a_typo_in_the_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("traceway.toml");
+        std::fs::write(&file, "listn = \"127.0.0.1:9000\"\n").unwrap();
+        let cli = Cli::try_parse_from(["t", "--config", file.to_str().unwrap()]).unwrap();
+        let err = Config::resolve(cli.serve).unwrap_err().to_string();
+        assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_written_like_90s_30m_24h() {
+        let cli = Cli::try_parse_from(["t", "--failsafe-ttl", "90s", "--data-retention", "30m"]).unwrap();
+        let cfg = Config::resolve(cli.serve).unwrap();
+        assert_eq!(cfg.retention.failsafe_ttl, Duration::from_secs(90));
+        assert_eq!(cfg.retention.terminal_data_ttl, Duration::from_secs(1800));
+        assert!(Cli::try_parse_from(["t", "--failsafe-ttl", "soon"]).is_err());
+    }
+}

@@ -1,0 +1,85 @@
+//! Errors as the API shows them: `{"error": {"code", "message"}}` with the right status.
+//! One function, [`ApiError::from`] on a [`StoreError`], decides statuses for store
+//! failures; 5xx details are logged and never sent.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use traceway_store::StoreError;
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+impl ApiError {
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::BAD_REQUEST, code: "invalid_argument", message: message.into() }
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into() }
+    }
+
+    /// 413.
+    pub fn too_large(limit: usize) -> ApiError {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "payload_too_large",
+            message: format!("request body is larger than the limit of {limit} bytes"),
+        }
+    }
+
+    /// 415.
+    pub fn unsupported_media_type(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::UNSUPPORTED_MEDIA_TYPE, code: "unsupported_media_type", message: message.into() }
+    }
+
+    /// 500, with the detail logged only.
+    pub fn internal(detail: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %detail, "internal error");
+        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", message: "internal error".into() }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound(id) => ApiError::not_found(format!("trace {id} not found")),
+            StoreError::Conflict(m) => ApiError { status: StatusCode::CONFLICT, code: "conflict", message: m },
+            StoreError::Invalid(m) => ApiError::bad_request(m),
+            StoreError::Overloaded(m) => {
+                tracing::warn!(reason = %m, "store overloaded");
+                ApiError { status: StatusCode::TOO_MANY_REQUESTS, code: "overloaded", message: "the store is busy; retry later".into() }
+            }
+            StoreError::Unavailable(m) => {
+                tracing::warn!(reason = %m, "store unavailable");
+                ApiError { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message: "the store is unavailable; retry later".into() }
+            }
+            StoreError::Internal(m) => ApiError::internal(m),
+        }
+    }
+}
+
+/// Seconds a client should wait before retrying after a 429 or 503.
+const RETRY_AFTER_SECS: &str = "1";
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut resp = (self.status, body).into_response();
+        if matches!(self.status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
+        resp
+    }
+}
