@@ -60,11 +60,19 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Prints a client command's output, or its error as one line on stderr with exit code 1.
 fn print(result: anyhow::Result<String>) -> anyhow::Result<()> {
-    let out = result?;
-    print!("{out}");
-    if !out.ends_with('\n') {
-        println!();
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            if !out.ends_with('\n') {
+                println!();
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
     }
-    Ok(())
 }

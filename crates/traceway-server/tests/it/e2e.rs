@@ -1,0 +1,230 @@
+//! The real `traceway` binary on port 0 with a temporary data directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_traceway");
+
+/// A running server; killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("TRACEWAY_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn traceway");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("traceway listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let url = rx.recv_timeout(Duration::from_secs(30)).expect("server did not start in 30 s");
+        Server { child, url }
+    }
+
+    fn signal(&mut self, sig: &str) {
+        let status = Command::new("kill").args([sig, &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    fn stop(mut self) {
+        self.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "exit status {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "server did not stop within 20 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill9(mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client")
+}
+
+fn example(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/walkthrough").join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).expect("example")).expect("json")
+}
+
+async fn post(c: &reqwest::Client, url: String, body: &Value) -> (u16, Value) {
+    let r = c.post(url).json(body).send().await.expect("send");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(c: &reqwest::Client, url: String) -> (u16, Value) {
+    let r = c.get(url).send().await.expect("send");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn cli(server: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).args(["--server", &server.url]).output().expect("run cli");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_walkthrough_against_the_real_binary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let c = client();
+    let base = &server.url;
+
+    let (status, trace) = post(&c, format!("{base}/api/v1/traces"), &example("trace.json")).await;
+    assert_eq!(status, 201, "{trace}");
+    let id = trace["trace_id"].as_str().expect("id").to_string();
+    let (status, v) = post(&c, format!("{base}/api/v1/traces/{id}/events"), &example("steps.json")).await;
+    assert_eq!(status, 200, "{v}");
+    let r = c.patch(format!("{base}/api/v1/traces/{id}")).json(&json!({"state": "COMPLETED"})).send().await.expect("patch");
+    assert_eq!(r.status().as_u16(), 200);
+
+    let (status, v) = get(&c, format!("{base}/api/v1/traces/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["trace"]["state"], "COMPLETED");
+    assert_eq!(v["trace"]["rollups"]["total_tokens"], 470);
+    assert_eq!(v["spans"][0]["children"].as_array().expect("children").len(), 4);
+
+    let (ok, out, err) = cli(&server, &["ls"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("TRACE ID"), "{out}");
+    assert!(out.contains(&id) && out.contains("COMPLETED") && out.contains("support-agent") && out.contains("470"), "{out}");
+    let (ok, out, err) = cli(&server, &["show", &id]);
+    assert!(ok, "{err}");
+    for needle in ["refund question", "agent", "  llm", "gpt-4o-mini", "470 tok", "tool=get_order", "3 docs", "1.50s"] {
+        assert!(out.contains(needle), "show lacks {needle:?}:\n{out}");
+    }
+    let (ok, out, _) = cli(&server, &["ls", "--json"]);
+    assert!(ok);
+    let v: Value = serde_json::from_str(&out).expect("ls --json is JSON");
+    assert_eq!(v["traces"][0]["trace_id"], id.as_str());
+
+    let (ok, out, _) = cli(&server, &["rm", &id]);
+    assert!(ok && out.contains(&id), "{out}");
+    let (status, _) = get(&c, format!("{base}/api/v1/traces/{id}")).await;
+    assert_eq!(status, 404);
+    let (ok, _, err) = cli(&server, &["show", &id]);
+    assert!(!ok, "show of a deleted trace fails");
+    assert!(err.starts_with("error: 404") && err.contains("not found") && err.lines().count() == 1, "{err}");
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_is_there_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = client();
+    let server = Server::start(dir.path());
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let (_, t) = post(&c, format!("{}/api/v1/traces", server.url), &json!({"name": format!("run {i}")})).await;
+        let id = t["trace_id"].as_str().expect("id").to_string();
+        post(&c, format!("{}/api/v1/traces/{id}/events", server.url), &example("steps.json")).await;
+        ids.push(id);
+    }
+    let (_, before) = get(&c, format!("{}/api/v1/traces?limit=100", server.url)).await;
+    server.stop();
+
+    let server = Server::start(dir.path());
+    let (_, after) = get(&c, format!("{}/api/v1/traces?limit=100", server.url)).await;
+    assert_eq!(after, before, "the listing is identical after a restart");
+    for id in &ids {
+        let (status, v) = get(&c, format!("{}/api/v1/traces/{id}/events?limit=100", server.url)).await;
+        assert_eq!(status, 200);
+        assert_eq!(v["events"].as_array().expect("events").len(), 9, "{id}");
+    }
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_event_survives_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let c = client();
+    let (_, t) = post(&c, format!("{}/api/v1/traces", server.url), &json!({"name": "crash"})).await;
+    let id = t["trace_id"].as_str().expect("id").to_string();
+
+    // Writers append batches until the server dies under them; each remembers the span
+    // ids whose batch was acknowledged.
+    let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let url = format!("{}/api/v1/traces/{id}/events", server.url);
+    let mut writers = Vec::new();
+    for w in 0..4u64 {
+        let (c, url, acked) = (c.clone(), url.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            for b in 0..10_000u64 {
+                let base = (w << 32) | (b * 10 + 1);
+                let events: Vec<Value> = (0..10)
+                    .map(|i| json!({"type": "span_ended", "span": {"span_id": format!("{:016x}", base + i), "kind": "tool", "name": "t"}}))
+                    .collect();
+                match c.post(&url).json(&json!({"events": events})).send().await {
+                    Ok(r) if r.status().is_success() => acked.lock().expect("lock").extend((0..10).map(|i| base + i)),
+                    _ => return,
+                }
+            }
+        }));
+    }
+    // Let a few hundred batches through, then kill without warning.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.lock().expect("lock").len() < 3_000 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.kill9();
+    for w in writers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() >= 3_000, "only {} acknowledged before the kill", acked.len());
+
+    let server = Server::start(dir.path());
+    let (status, v) = get(&c, format!("{}/api/v1/traces/{id}", server.url)).await;
+    assert_eq!(status, 200);
+    let stored: std::collections::HashSet<u64> = v["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .map(|s| u64::from_str_radix(s["span_id"].as_str().expect("id"), 16).expect("hex"))
+        .collect();
+    let missing: Vec<_> = acked.iter().filter(|s| !stored.contains(s)).collect();
+    assert!(missing.is_empty(), "{} acknowledged spans lost, e.g. {:x?}", missing.len(), &missing[..missing.len().min(5)]);
+    // The event log has no gap either.
+    let (_, ev) = get(&c, format!("{}/api/v1/traces/{id}/events?limit=10000&type=span_ended", server.url)).await;
+    assert_eq!(ev["events"].as_array().expect("events").len(), stored.len());
+    let last_seq = v["trace"]["last_seq"].as_u64().expect("last_seq");
+    let (_, all) = get(&c, format!("{}/api/v1/traces/{id}/events?limit=10000", server.url)).await;
+    let seqs: Vec<u64> = all["events"].as_array().expect("events").iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
+    assert_eq!(seqs, (1..=last_seq.min(10_000)).collect::<Vec<_>>());
+    server.stop();
+}

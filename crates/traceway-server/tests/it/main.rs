@@ -1,0 +1,67 @@
+//! The server's one integration-test binary: router tests (no socket), end-to-end tests
+//! of the real `traceway` binary, and the OpenAPI document's checks.
+
+mod e2e;
+mod http;
+mod openapi;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use serde_json::Value;
+use tower::ServiceExt;
+use traceway_server::{app, AppState, Config};
+use traceway_store::sqlite::{SqliteConfig, SqliteStore};
+use traceway_store::{ManualClock, Store};
+
+/// A router on a fresh SQLite file, with a clock the test moves.
+pub struct TestApp {
+    pub router: Router,
+    pub store: Arc<dyn Store>,
+    pub clock: ManualClock,
+    _dir: tempfile::TempDir,
+}
+
+pub fn test_app_with(config: Config) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(traceway_store::conformance::start_time());
+    let mut sqlite = SqliteConfig::new(dir.path().join("traceway.db"));
+    sqlite.capture = config.capture;
+    sqlite.retention = config.retention;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(sqlite, Arc::new(clock.clone())).expect("open"));
+    let state = AppState { store: store.clone(), config: Arc::new(config), clock: Arc::new(clock.clone()) };
+    TestApp { router: app(state), store, clock, _dir: dir }
+}
+
+pub fn test_app() -> TestApp {
+    test_app_with(Config::default())
+}
+
+impl TestApp {
+    /// Sends a request through the router; JSON in, status and JSON (or Null) out.
+    pub async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_as("default", method, uri, body).await
+    }
+
+    pub async fn call_as(&self, tenant: &str, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(uri).header("x-traceway-tenant", tenant);
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Body::from(serde_json::to_vec(&v).expect("json"))
+            }
+            None => Body::empty(),
+        };
+        self.raw(req.body(body).expect("request")).await
+    }
+
+    pub async fn raw(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let resp = self.router.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 64 * 1024 * 1024).await.expect("body");
+        let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())) };
+        (status, v)
+    }
+}
