@@ -271,7 +271,10 @@ mod tests {
         assert_eq!((id.as_u128() >> 62) & 0b11, 0b10, "RFC 9562 variant");
         let ms = id.v7_unix_ms().unwrap();
         // The generator may run ahead of the clock by the ids made in this millisecond.
-        assert!(ms >= before && ms <= after + 1, "{before} <= {ms} <= {after}");
+        assert!(
+            ms >= before && ms <= after + 1,
+            "{before} <= {ms} <= {after}"
+        );
     }
 
     #[test]
@@ -290,9 +293,14 @@ mod tests {
     #[test]
     fn v7_ids_from_many_threads_are_unique() {
         let handles: Vec<_> = (0..4)
-            .map(|_| std::thread::spawn(|| (0..10_000).map(|_| TraceId::new_v7()).collect::<Vec<_>>()))
+            .map(|_| {
+                std::thread::spawn(|| (0..10_000).map(|_| TraceId::new_v7()).collect::<Vec<_>>())
+            })
             .collect();
-        let mut all: Vec<TraceId> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let mut all: Vec<TraceId> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
         let n = all.len();
         all.sort();
         all.dedup();
@@ -304,9 +312,18 @@ mod tests {
         let good = "0190f1c2a3b47c8d9e0f112233445566";
         let cases: &[(&str, Result<u128, ()>)] = &[
             (good, Ok(0x0190f1c2a3b47c8d9e0f112233445566)),
-            ("0190F1C2A3B47C8D9E0F112233445566", Ok(0x0190f1c2a3b47c8d9e0f112233445566)),
-            ("0190f1c2-a3b4-7c8d-9e0f-112233445566", Ok(0x0190f1c2a3b47c8d9e0f112233445566)),
-            ("4bf92f3577b34da6a3ce929d0e0e4736", Ok(0x4bf92f3577b34da6a3ce929d0e0e4736)),
+            (
+                "0190F1C2A3B47C8D9E0F112233445566",
+                Ok(0x0190f1c2a3b47c8d9e0f112233445566),
+            ),
+            (
+                "0190f1c2-a3b4-7c8d-9e0f-112233445566",
+                Ok(0x0190f1c2a3b47c8d9e0f112233445566),
+            ),
+            (
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+                Ok(0x4bf92f3577b34da6a3ce929d0e0e4736),
+            ),
             ("00000000000000000000000000000000", Err(())),
             ("00000000-0000-0000-0000-000000000000", Err(())),
             ("0190f1c2a3b47c8d9e0f11223344556", Err(())),
@@ -316,7 +333,10 @@ mod tests {
             ("", Err(())),
         ];
         for (input, want) in cases {
-            let got = input.parse::<TraceId>().map(TraceId::as_u128).map_err(|_| ());
+            let got = input
+                .parse::<TraceId>()
+                .map(TraceId::as_u128)
+                .map_err(|_| ());
             assert_eq!(&got, want, "input {input:?}");
         }
     }

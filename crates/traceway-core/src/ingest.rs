@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use crate::id::SpanId;
 use crate::model::{
-    ErrorRecord, Level, Link, LlmDetails, LogRecord, RetrievalDetails, Span, SpanKind,
-    SpanStatus, State, ToolDetails,
+    ErrorRecord, Level, Link, LlmDetails, LogRecord, RetrievalDetails, Span, SpanKind, SpanStatus,
+    State, ToolDetails,
 };
 use crate::time::Timestamp;
 
@@ -206,6 +206,9 @@ pub struct TracePatch {
 }
 
 /// What applying a span event did.
+// A short-lived return value, consumed at once; boxing would add allocations on the
+// ingest path for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum SpanChange {
     /// A span not seen before.
@@ -352,7 +355,9 @@ mod tests {
                      "llm": {"model": "gpt-4o", "input_messages": [{"role": "user", "content": "hi"}]}}
         }))
         .unwrap();
-        let EventInput::SpanStarted { span } = start else { panic!("wrong variant") };
+        let EventInput::SpanStarted { span } = start else {
+            panic!("wrong variant")
+        };
         let SpanChange::New(running) = start_span(None, span.clone(), t0) else {
             panic!("expected new")
         };
@@ -361,8 +366,15 @@ mod tests {
 
         let end = SpanInput {
             end_time: Some(Timestamp::from_unix_millis(1_400)),
-            status: Some(SpanStatus { code: StatusCode::Ok, message: None }),
-            llm: Some(LlmDetails { input_tokens: Some(12), output_tokens: Some(3), ..Default::default() }),
+            status: Some(SpanStatus {
+                code: StatusCode::Ok,
+                message: None,
+            }),
+            llm: Some(LlmDetails {
+                input_tokens: Some(12),
+                output_tokens: Some(3),
+                ..Default::default()
+            }),
             ..SpanInput::new(sid(0xaa))
         };
         let SpanChange::Ended { previous, span } = end_span(Some(&running), end.clone(), t0) else {
@@ -374,14 +386,23 @@ mod tests {
         assert_eq!(llm.input_messages.len(), 1, "kept from the start");
         assert_eq!(llm.output_tokens, Some(3));
         assert_eq!(span.duration().unwrap().as_millis(), 400);
-        assert_eq!(end_span(Some(&span), end, t0), SpanChange::Duplicate, "retry");
+        assert_eq!(
+            end_span(Some(&span), end, t0),
+            SpanChange::Duplicate,
+            "retry"
+        );
     }
 
     #[test]
     fn a_whole_span_not_seen_before_is_new_and_ended() {
         let now = Timestamp::from_unix_millis(5_000);
-        let input = SpanInput { kind: Some(SpanKind::Tool), ..SpanInput::new(sid(1)) };
-        let SpanChange::New(s) = end_span(None, input, now) else { panic!() };
+        let input = SpanInput {
+            kind: Some(SpanKind::Tool),
+            ..SpanInput::new(sid(1))
+        };
+        let SpanChange::New(s) = end_span(None, input, now) else {
+            panic!()
+        };
         assert_eq!(s.name, "tool");
         assert_eq!(s.end_time, Some(now));
     }

@@ -64,7 +64,11 @@ pub fn strip_span(span: &mut Span, level: Level, max_content_bytes: usize) {
             truncate_opt_value(&mut span.input, max);
             truncate_opt_value(&mut span.output, max);
             if let Some(llm) = &mut span.llm {
-                for m in llm.input_messages.iter_mut().chain(llm.output_messages.iter_mut()) {
+                for m in llm
+                    .input_messages
+                    .iter_mut()
+                    .chain(llm.output_messages.iter_mut())
+                {
                     truncate_opt(&mut m.content, max);
                 }
             }
@@ -79,7 +83,9 @@ pub fn strip_span(span: &mut Span, level: Level, max_content_bytes: usize) {
                     truncate_opt_value(&mut d.metadata, max);
                 }
             }
-            span.attributes.values_mut().for_each(|v| truncate_value(v, max));
+            span.attributes
+                .values_mut()
+                .for_each(|v| truncate_value(v, max));
         }
         Level::Standard => {
             span.input = None;
@@ -99,7 +105,9 @@ pub fn strip_span(span: &mut Span, level: Level, max_content_bytes: usize) {
                     d.metadata = None;
                 }
             }
-            span.attributes.values_mut().for_each(|v| truncate_value(v, max_content_bytes));
+            span.attributes
+                .values_mut()
+                .for_each(|v| truncate_value(v, max_content_bytes));
         }
         Level::Minimal => {
             span.input = None;
@@ -122,7 +130,9 @@ pub fn strip_event_body(body: &mut EventBody, level: Level, max_content_bytes: u
             if level == Level::Minimal {
                 l.attributes.clear();
             } else if level < Level::Debug {
-                l.attributes.values_mut().for_each(|v| truncate_value(v, max_content_bytes));
+                l.attributes
+                    .values_mut()
+                    .for_each(|v| truncate_value(v, max_content_bytes));
             }
             if level < Level::Debug {
                 truncate_string(&mut l.message, max_content_bytes);
@@ -150,7 +160,12 @@ mod tests {
     use serde_json::json;
 
     fn full_span() -> Span {
-        let mut s = Span::new(SpanId::from_u64(7).unwrap(), SpanKind::Llm, "chat", Timestamp::from_unix_millis(1));
+        let mut s = Span::new(
+            SpanId::from_u64(7).unwrap(),
+            SpanKind::Llm,
+            "chat",
+            Timestamp::from_unix_millis(1),
+        );
         s.input = Some(json!("question"));
         s.output = Some(json!({"answer": "x".repeat(100)}));
         s.llm = Some(LlmDetails {
@@ -159,14 +174,29 @@ mod tests {
             input_tokens: Some(10),
             output_tokens: Some(5),
             cost_usd: Some(0.01),
-            input_messages: vec![Message { role: "user".into(), content: Some("y".repeat(100)) }],
-            output_messages: vec![Message { role: "assistant".into(), content: Some("ok".into()) }],
+            input_messages: vec![Message {
+                role: "user".into(),
+                content: Some("y".repeat(100)),
+            }],
+            output_messages: vec![Message {
+                role: "assistant".into(),
+                content: Some("ok".into()),
+            }],
             ..Default::default()
         });
-        s.tool = Some(ToolDetails { name: Some("search".into()), arguments: Some(json!({"q": "a"})), result: Some(json!("r")) });
+        s.tool = Some(ToolDetails {
+            name: Some("search".into()),
+            arguments: Some(json!({"q": "a"})),
+            result: Some(json!("r")),
+        });
         s.retrieval = Some(RetrievalDetails {
             query: Some("q".into()),
-            documents: vec![Document { id: Some("d1".into()), score: Some(0.9), content: Some("chunk".into()), metadata: Some(json!({"src": "a"})) }],
+            documents: vec![Document {
+                id: Some("d1".into()),
+                score: Some(0.9),
+                content: Some("chunk".into()),
+                metadata: Some(json!({"src": "a"})),
+            }],
         });
         s.attributes.insert("customer.tier".into(), json!("gold"));
         s
@@ -183,7 +213,10 @@ mod tests {
         let mut standard = full_span();
         strip_span(&mut standard, Level::Standard, 1000);
         let llm = standard.llm.as_ref().unwrap();
-        assert_eq!((llm.model.as_deref(), llm.input_tokens, llm.cost_usd), (Some("gpt-4o"), Some(10), Some(0.01)));
+        assert_eq!(
+            (llm.model.as_deref(), llm.input_tokens, llm.cost_usd),
+            (Some("gpt-4o"), Some(10), Some(0.01))
+        );
         assert!(llm.input_messages.is_empty() && llm.output_messages.is_empty());
         let tool = standard.tool.as_ref().unwrap();
         assert_eq!(tool.name.as_deref(), Some("search"));
@@ -196,10 +229,27 @@ mod tests {
 
         let mut detailed = full_span();
         strip_span(&mut detailed, Level::Detailed, 10);
-        let content = detailed.llm.as_ref().unwrap().input_messages[0].content.clone().unwrap();
-        assert!(content.starts_with("yyyyyyyyyy") && content.ends_with(TRUNCATION_MARK), "{content}");
-        assert_eq!(detailed.retrieval.as_ref().unwrap().documents[0].content.as_deref(), Some("chunk"));
-        assert_eq!(detailed.output.as_ref().unwrap()["answer"].as_str().unwrap().len(), 10 + TRUNCATION_MARK.len());
+        let content = detailed.llm.as_ref().unwrap().input_messages[0]
+            .content
+            .clone()
+            .unwrap();
+        assert!(
+            content.starts_with("yyyyyyyyyy") && content.ends_with(TRUNCATION_MARK),
+            "{content}"
+        );
+        assert_eq!(
+            detailed.retrieval.as_ref().unwrap().documents[0]
+                .content
+                .as_deref(),
+            Some("chunk")
+        );
+        assert_eq!(
+            detailed.output.as_ref().unwrap()["answer"]
+                .as_str()
+                .unwrap()
+                .len(),
+            10 + TRUNCATION_MARK.len()
+        );
 
         let mut debug = full_span();
         strip_span(&mut debug, Level::Debug, 10);
@@ -208,7 +258,12 @@ mod tests {
 
     #[test]
     fn stripping_is_idempotent_and_lower_levels_keep_less() {
-        let levels = [Level::Debug, Level::Detailed, Level::Standard, Level::Minimal];
+        let levels = [
+            Level::Debug,
+            Level::Detailed,
+            Level::Standard,
+            Level::Minimal,
+        ];
         let mut prev = serde_json::to_string(&full_span()).unwrap().len();
         for level in levels {
             let mut once = full_span();

@@ -146,9 +146,8 @@ pub struct LlmDetails {
 impl LlmDetails {
     /// Total tokens: the reported total, else input + output.
     pub fn tokens_total(&self) -> u64 {
-        self.total_tokens.unwrap_or_else(|| {
-            self.input_tokens.unwrap_or(0) + self.output_tokens.unwrap_or(0)
-        })
+        self.total_tokens
+            .unwrap_or_else(|| self.input_tokens.unwrap_or(0) + self.output_tokens.unwrap_or(0))
     }
 }
 
@@ -492,18 +491,20 @@ impl Rollups {
         if span.status.code == StatusCode::Error && !was_error {
             self.error_count += 1;
         }
-        let (old_in, old_out, old_total, old_cost) = previous
-            .and_then(|p| p.llm.as_ref())
-            .map_or((0, 0, 0, 0.0), |l| {
-                (
-                    l.input_tokens.unwrap_or(0),
-                    l.output_tokens.unwrap_or(0),
-                    l.tokens_total(),
-                    l.cost_usd.unwrap_or(0.0),
-                )
-            });
+        let (old_in, old_out, old_total, old_cost) =
+            previous
+                .and_then(|p| p.llm.as_ref())
+                .map_or((0, 0, 0, 0.0), |l| {
+                    (
+                        l.input_tokens.unwrap_or(0),
+                        l.output_tokens.unwrap_or(0),
+                        l.tokens_total(),
+                        l.cost_usd.unwrap_or(0.0),
+                    )
+                });
         if let Some(l) = &span.llm {
-            self.input_tokens = (self.input_tokens + l.input_tokens.unwrap_or(0)).saturating_sub(old_in);
+            self.input_tokens =
+                (self.input_tokens + l.input_tokens.unwrap_or(0)).saturating_sub(old_in);
             self.output_tokens =
                 (self.output_tokens + l.output_tokens.unwrap_or(0)).saturating_sub(old_out);
             self.total_tokens = (self.total_tokens + l.tokens_total()).saturating_sub(old_total);
@@ -814,11 +815,21 @@ mod tests {
 
     #[test]
     fn state_names_are_validated() {
-        for bad in ["running", "Running", "", "1ABC", "WITH SPACE", &"X".repeat(65)] {
+        for bad in [
+            "running",
+            "Running",
+            "",
+            "1ABC",
+            "WITH SPACE",
+            &"X".repeat(65),
+        ] {
             assert!(bad.parse::<State>().is_err(), "{bad:?} accepted");
         }
         assert_eq!(st("PAUSED_2"), State::Custom("PAUSED_2".into()));
-        assert_eq!(serde_json::to_string(&State::Errored).unwrap(), "\"ERRORED\"");
+        assert_eq!(
+            serde_json::to_string(&State::Errored).unwrap(),
+            "\"ERRORED\""
+        );
     }
 
     #[test]
@@ -874,7 +885,10 @@ mod tests {
         r.apply_span(Some(&ended), &ended);
         assert_eq!(r.span_count, 1);
         assert_eq!(r.error_count, 1);
-        assert_eq!((r.input_tokens, r.output_tokens, r.total_tokens), (100, 20, 120));
+        assert_eq!(
+            (r.input_tokens, r.output_tokens, r.total_tokens),
+            (100, 20, 120)
+        );
         assert!((r.cost_usd - 0.5).abs() < 1e-9);
         assert_eq!(r.duration_ms, Some(250.0));
     }

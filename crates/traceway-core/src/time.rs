@@ -40,13 +40,19 @@ impl Timestamp {
     }
 
     /// This time plus a duration, saturating.
-    pub fn add(self, d: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_add(d.as_nanos().min(i64::MAX as u128) as i64))
+    pub fn saturating_add(self, d: Duration) -> Timestamp {
+        Timestamp(
+            self.0
+                .saturating_add(d.as_nanos().min(i64::MAX as u128) as i64),
+        )
     }
 
     /// This time minus a duration, saturating.
-    pub fn sub(self, d: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_sub(d.as_nanos().min(i64::MAX as u128) as i64))
+    pub fn saturating_sub(self, d: Duration) -> Timestamp {
+        Timestamp(
+            self.0
+                .saturating_sub(d.as_nanos().min(i64::MAX as u128) as i64),
+        )
     }
 
     /// Time elapsed from `earlier` to `self`, zero if `earlier` is later.

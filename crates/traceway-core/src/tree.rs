@@ -32,7 +32,10 @@ pub fn span_tree(mut spans: Vec<Span>) -> Vec<SpanNode> {
     let mut children: HashMap<SpanId, Vec<Span>> = HashMap::new();
     let mut roots = Vec::new();
     for s in spans {
-        match s.parent_span_id.filter(|p| present.contains(p) && *p != s.span_id) {
+        match s
+            .parent_span_id
+            .filter(|p| present.contains(p) && *p != s.span_id)
+        {
             Some(p) => children.entry(p).or_default().push(s),
             None => roots.push(s),
         }
@@ -41,7 +44,11 @@ pub fn span_tree(mut spans: Vec<Span>) -> Vec<SpanNode> {
     // members out rather than looping. Depth is bounded by MAX_DEPTH; deeper spans are
     // attached at that depth so a pathological chain cannot overflow the stack.
     fn build(span: Span, depth: usize, children: &mut HashMap<SpanId, Vec<Span>>) -> SpanNode {
-        let mut node = SpanNode { depth, children: Vec::new(), span };
+        let mut node = SpanNode {
+            depth,
+            children: Vec::new(),
+            span,
+        };
         let mut kids = children.remove(&node.span.span_id).unwrap_or_default();
         if depth >= MAX_DEPTH {
             // Flatten the rest of the chain under this node.
@@ -51,13 +58,26 @@ pub fn span_tree(mut spans: Vec<Span>) -> Vec<SpanNode> {
                 kids.extend(more);
                 i += 1;
             }
-            node.children = kids.into_iter().map(|k| SpanNode { depth: depth + 1, children: Vec::new(), span: k }).collect();
+            node.children = kids
+                .into_iter()
+                .map(|k| SpanNode {
+                    depth: depth + 1,
+                    children: Vec::new(),
+                    span: k,
+                })
+                .collect();
             return node;
         }
-        node.children = kids.into_iter().map(|k| build(k, depth + 1, children)).collect();
+        node.children = kids
+            .into_iter()
+            .map(|k| build(k, depth + 1, children))
+            .collect();
         node
     }
-    roots.into_iter().map(|r| build(r, 0, &mut children)).collect()
+    roots
+        .into_iter()
+        .map(|r| build(r, 0, &mut children))
+        .collect()
 }
 
 #[cfg(test)]
@@ -66,7 +86,12 @@ mod tests {
     use crate::{SpanKind, Timestamp};
 
     fn span(id: u64, parent: Option<u64>, start_ms: i64) -> Span {
-        let mut s = Span::new(SpanId::from_u64(id).unwrap(), SpanKind::Chain, format!("s{id}"), Timestamp::from_unix_millis(start_ms));
+        let mut s = Span::new(
+            SpanId::from_u64(id).unwrap(),
+            SpanKind::Chain,
+            format!("s{id}"),
+            Timestamp::from_unix_millis(start_ms),
+        );
         s.parent_span_id = parent.and_then(SpanId::from_u64);
         s
     }
@@ -82,24 +107,42 @@ mod tests {
 
     #[test]
     fn builds_nested_tree_in_start_order_with_orphans_as_roots() {
-        let spans = vec![span(3, Some(1), 30), span(2, Some(1), 20), span(1, None, 10), span(4, Some(2), 25), span(5, Some(99), 5)];
+        let spans = vec![
+            span(3, Some(1), 30),
+            span(2, Some(1), 20),
+            span(1, None, 10),
+            span(4, Some(2), 25),
+            span(5, Some(99), 5),
+        ];
         let tree = span_tree(spans);
         assert_eq!(
             shape(&tree),
-            vec![("s5".into(), 0), ("s1".into(), 0), ("s2".into(), 1), ("s4".into(), 2), ("s3".into(), 1)]
+            vec![
+                ("s5".into(), 0),
+                ("s1".into(), 0),
+                ("s2".into(), 1),
+                ("s4".into(), 2),
+                ("s3".into(), 1)
+            ]
         );
     }
 
     #[test]
     fn a_parent_cycle_does_not_loop() {
-        let tree = span_tree(vec![span(1, Some(2), 1), span(2, Some(1), 2), span(3, None, 3)]);
+        let tree = span_tree(vec![
+            span(1, Some(2), 1),
+            span(2, Some(1), 2),
+            span(3, None, 3),
+        ]);
         assert_eq!(shape(&tree), vec![("s3".into(), 0)]);
     }
 
     #[test]
     fn a_very_deep_chain_keeps_every_span_without_overflowing() {
         let n = 5_000u64;
-        let spans: Vec<Span> = (1..=n).map(|i| span(i, (i > 1).then(|| i - 1), i as i64)).collect();
+        let spans: Vec<Span> = (1..=n)
+            .map(|i| span(i, (i > 1).then(|| i - 1), i as i64))
+            .collect();
         let tree = span_tree(spans);
         let flat = shape(&tree);
         assert_eq!(flat.len(), n as usize);

@@ -24,7 +24,12 @@ pub async fn create_trace(
 ) -> Result<Response, ApiError> {
     let (trace, _events) = app.store.create_trace(&tenant.0, new).await?;
     let location = format!("/api/v1/traces/{}", trace.trace_id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(trace)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(trace),
+    )
+        .into_response())
 }
 
 /// The body of `POST /api/v1/traces/{id}/events`.
@@ -55,13 +60,26 @@ pub async fn append_events(
 ) -> Result<Json<AppendResponse>, ApiError> {
     let out = app
         .store
-        .append(AppendRequest { tenant: tenant.0.clone(), trace_id: id, create_if_missing: None, events: body.events })
+        .append(AppendRequest {
+            tenant: tenant.0.clone(),
+            trace_id: id,
+            create_if_missing: None,
+            events: body.events,
+        })
         .await?;
     let last_seq = match out.events.last() {
         Some(e) => e.seq,
-        None => app.store.get_trace(&tenant.0, id).await?.map_or(0, |t| t.last_seq),
+        None => app
+            .store
+            .get_trace(&tenant.0, id)
+            .await?
+            .map_or(0, |t| t.last_seq),
     };
-    Ok(Json(AppendResponse { accepted: out.accepted, duplicates: out.duplicates, last_seq }))
+    Ok(Json(AppendResponse {
+        accepted: out.accepted,
+        duplicates: out.duplicates,
+        last_seq,
+    }))
 }
 
 /// `PATCH /api/v1/traces/{id}`: state, name, metadata.
@@ -106,7 +124,9 @@ pub async fn list_traces(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let limit = p.limit.or(p.page_size).unwrap_or(50);
     if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad_request(format!("limit/page_size must be 1 to {MAX_PAGE}")));
+        return Err(ApiError::bad_request(format!(
+            "limit/page_size must be 1 to {MAX_PAGE}"
+        )));
     }
     let page = p.page.unwrap_or(1);
     if page == 0 {
@@ -125,9 +145,15 @@ pub async fn list_traces(
         has_error: p.has_error,
         min_duration_ms: p.min_duration_ms,
     };
-    let req = PageRequest { cursor: p.cursor, offset: (page - 1) * limit as u64, limit };
+    let req = PageRequest {
+        cursor: p.cursor,
+        offset: (page - 1) * limit as u64,
+        limit,
+    };
     let result = app.store.list_traces(&tenant.0, &filter, &req).await?;
-    Ok(Json(json!({"traces": result.items, "next_cursor": result.next_cursor})))
+    Ok(Json(
+        json!({"traces": result.items, "next_cursor": result.next_cursor}),
+    ))
 }
 
 /// Query of `GET /api/v1/traces/{id}`.
@@ -146,15 +172,25 @@ pub async fn get_trace(
     QueryArgs(p): QueryArgs<GetParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let not_found = || ApiError::not_found(format!("trace {id} not found"));
-    let trace = app.store.get_trace(&tenant.0, id).await?.ok_or_else(not_found)?;
-    let mut spans = app.store.get_spans(&tenant.0, id).await?.ok_or_else(not_found)?;
+    let trace = app
+        .store
+        .get_trace(&tenant.0, id)
+        .await?
+        .ok_or_else(not_found)?;
+    let mut spans = app
+        .store
+        .get_spans(&tenant.0, id)
+        .await?
+        .ok_or_else(not_found)?;
     // A read may lower the level, never raise it above what was captured.
     let level = p.level.map_or(trace.level, |l| l.min(trace.level));
     if level < trace.level {
         let max = app.config.capture.max_content_bytes;
         spans.iter_mut().for_each(|s| strip_span(s, level, max));
     }
-    Ok(Json(json!({"trace": trace, "level": level, "spans": span_tree(spans)})))
+    Ok(Json(
+        json!({"trace": trace, "level": level, "spans": span_tree(spans)}),
+    ))
 }
 
 /// Query of `GET /api/v1/traces/{id}/events`.
@@ -182,7 +218,11 @@ pub async fn list_events(
         Some(s) => s
             .split(',')
             .filter(|t| !t.is_empty())
-            .map(|t| t.trim().parse::<EventType>().map_err(|e| ApiError::bad_request(format!("invalid query parameter type: {e}"))))
+            .map(|t| {
+                t.trim().parse::<EventType>().map_err(|e| {
+                    ApiError::bad_request(format!("invalid query parameter type: {e}"))
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?,
         None => Vec::new(),
     };
@@ -190,14 +230,30 @@ pub async fn list_events(
     if limit == 0 || limit > 10_000 {
         return Err(ApiError::bad_request("limit must be 1 to 10000"));
     }
-    let filter = EventFilter { types, component_id: p.component_id, after_seq: p.after_seq.unwrap_or(0), offset: p.offset.unwrap_or(0), limit };
+    let filter = EventFilter {
+        types,
+        component_id: p.component_id,
+        after_seq: p.after_seq.unwrap_or(0),
+        offset: p.offset.unwrap_or(0),
+        limit,
+    };
     let not_found = || ApiError::not_found(format!("trace {id} not found"));
-    let mut events: Vec<Event> = app.store.read_events(&tenant.0, id, &filter).await?.ok_or_else(not_found)?;
+    let mut events: Vec<Event> = app
+        .store
+        .read_events(&tenant.0, id, &filter)
+        .await?
+        .ok_or_else(not_found)?;
     if let Some(level) = p.level {
-        let trace = app.store.get_trace(&tenant.0, id).await?.ok_or_else(not_found)?;
+        let trace = app
+            .store
+            .get_trace(&tenant.0, id)
+            .await?
+            .ok_or_else(not_found)?;
         if level < trace.level {
             let max = app.config.capture.max_content_bytes;
-            events.iter_mut().for_each(|e| strip_event_body(&mut e.body, level, max));
+            events
+                .iter_mut()
+                .for_each(|e| strip_event_body(&mut e.body, level, max));
         }
     }
     Ok(Json(json!({"events": events})))
@@ -232,10 +288,12 @@ pub async fn cleanup(
     JsonBody(body): JsonBody<CleanupBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if !(body.older_than_days.is_finite() && body.older_than_days >= 0.0) {
-        return Err(ApiError::bad_request("older_than_days must be a number >= 0"));
+        return Err(ApiError::bad_request(
+            "older_than_days must be a number >= 0",
+        ));
     }
     let age = std::time::Duration::from_secs_f64((body.older_than_days * 86_400.0).min(1e12));
-    let cutoff = app.clock.now().sub(age);
+    let cutoff = app.clock.now().saturating_sub(age);
     let deleted = app.store.delete_ended_before(&tenant.0, cutoff).await?;
     Ok(Json(json!({"deleted": deleted})))
 }
@@ -246,14 +304,20 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// `GET /readyz`: the store answers.
-pub async fn readyz(AxumState(app): AxumState<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn readyz(
+    AxumState(app): AxumState<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     app.store.health().await?;
     Ok(Json(json!({"status": "ready"})))
 }
 
 /// `GET /api/v1/openapi.json`.
 pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], crate::OPENAPI_JSON).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::OPENAPI_JSON,
+    )
+        .into_response()
 }
 
 /// Unknown routes.
@@ -263,5 +327,9 @@ pub async fn not_found() -> ApiError {
 
 /// Known route, wrong method.
 pub async fn method_not_allowed() -> ApiError {
-    ApiError { status: StatusCode::METHOD_NOT_ALLOWED, code: "method_not_allowed", message: "method not allowed on this route".into() }
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: "method not allowed on this route".into(),
+    }
 }

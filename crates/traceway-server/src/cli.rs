@@ -47,7 +47,9 @@ struct Client {
 
 impl Client {
     fn new(args: ClientArgs) -> anyhow::Result<Client> {
-        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
         Ok(Client { http, args })
     }
 
@@ -55,12 +57,18 @@ impl Client {
         format!("{}{path}", self.args.server.trim_end_matches('/'))
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<(reqwest::StatusCode, String)> {
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(reqwest::StatusCode, String)> {
         let req = match &self.args.tenant {
             Some(t) => req.header(crate::extract::TENANT_HEADER, t),
             None => req,
         };
-        let resp = req.send().await.map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", self.args.server))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", self.args.server))?;
         let status = resp.status();
         let body = resp.text().await?;
         if !status.is_success() {
@@ -78,12 +86,19 @@ impl Client {
 pub async fn ls(args: ClientArgs, filter: LsArgs) -> anyhow::Result<String> {
     let c = Client::new(args)?;
     let mut query: Vec<(&str, String)> = vec![("limit", filter.limit.to_string())];
-    for (k, v) in [("agent_id", filter.agent), ("state", filter.state), ("user_id", filter.user), ("session_id", filter.session)] {
+    for (k, v) in [
+        ("agent_id", filter.agent),
+        ("state", filter.state),
+        ("user_id", filter.user),
+        ("session_id", filter.session),
+    ] {
         if let Some(v) = v {
             query.push((k, v));
         }
     }
-    let (_, body) = c.send(c.http.get(c.url("/api/v1/traces")).query(&query)).await?;
+    let (_, body) = c
+        .send(c.http.get(c.url("/api/v1/traces")).query(&query))
+        .await?;
     if c.args.json {
         return Ok(body);
     }
@@ -95,7 +110,9 @@ pub async fn ls(args: ClientArgs, filter: LsArgs) -> anyhow::Result<String> {
 /// `traceway show ID`.
 pub async fn show(args: ClientArgs, id: &str) -> anyhow::Result<String> {
     let c = Client::new(args)?;
-    let (_, body) = c.send(c.http.get(c.url(&format!("/api/v1/traces/{id}")))).await?;
+    let (_, body) = c
+        .send(c.http.get(c.url(&format!("/api/v1/traces/{id}"))))
+        .await?;
     if c.args.json {
         return Ok(body);
     }
@@ -107,8 +124,13 @@ pub async fn show(args: ClientArgs, id: &str) -> anyhow::Result<String> {
 /// `traceway rm ID`.
 pub async fn rm(args: ClientArgs, id: &str) -> anyhow::Result<String> {
     let c = Client::new(args)?;
-    c.send(c.http.delete(c.url(&format!("/api/v1/traces/{id}")))).await?;
-    Ok(if c.args.json { format!("{{\"deleted\":\"{id}\"}}") } else { format!("deleted {id}") })
+    c.send(c.http.delete(c.url(&format!("/api/v1/traces/{id}"))))
+        .await?;
+    Ok(if c.args.json {
+        format!("{{\"deleted\":\"{id}\"}}")
+    } else {
+        format!("deleted {id}")
+    })
 }
 
 fn fmt_ms(ms: Option<f64>) -> String {
@@ -121,7 +143,9 @@ fn fmt_ms(ms: Option<f64>) -> String {
 
 /// The table `traceway ls` prints.
 pub fn trace_table(traces: &[Trace]) -> String {
-    let header = ["TRACE ID", "STATE", "NAME", "AGENT", "SPANS", "ERRORS", "TOKENS", "DURATION", "CREATED"];
+    let header = [
+        "TRACE ID", "STATE", "NAME", "AGENT", "SPANS", "ERRORS", "TOKENS", "DURATION", "CREATED",
+    ];
     let rows: Vec<[String; 9]> = traces
         .iter()
         .map(|t| {
@@ -134,7 +158,12 @@ pub fn trace_table(traces: &[Trace]) -> String {
                 t.rollups.error_count.to_string(),
                 t.rollups.total_tokens.to_string(),
                 fmt_ms(t.rollups.duration_ms),
-                t.created_at.to_rfc3339().chars().take(19).collect::<String>().replace('T', " "),
+                t.created_at
+                    .to_rfc3339()
+                    .chars()
+                    .take(19)
+                    .collect::<String>()
+                    .replace('T', " "),
             ]
         })
         .collect();
@@ -146,7 +175,11 @@ pub fn trace_table(traces: &[Trace]) -> String {
     }
     let mut out = String::new();
     let mut line = |cells: Vec<&str>| {
-        let parts: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         let _ = writeln!(out, "{}", parts.join("  ").trim_end());
     };
     line(header.to_vec());
@@ -164,7 +197,12 @@ pub fn render_trace(t: &Trace, spans: &Value) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "trace     {}", t.trace_id);
     let _ = writeln!(out, "state     {}", t.state);
-    for (k, v) in [("name", &t.name), ("agent", &t.agent_id), ("session", &t.session_id), ("user", &t.user_id)] {
+    for (k, v) in [
+        ("name", &t.name),
+        ("agent", &t.agent_id),
+        ("session", &t.session_id),
+        ("user", &t.user_id),
+    ] {
         if let Some(v) = v {
             let _ = writeln!(out, "{k:<9} {v}");
         }
@@ -173,7 +211,12 @@ pub fn render_trace(t: &Trace, spans: &Value) -> String {
     let _ = writeln!(
         out,
         "spans     {}   errors {}   tokens {} (in {} / out {})   duration {}",
-        r.span_count, r.error_count, r.total_tokens, r.input_tokens, r.output_tokens, fmt_ms(r.duration_ms)
+        r.span_count,
+        r.error_count,
+        r.total_tokens,
+        r.input_tokens,
+        r.output_tokens,
+        fmt_ms(r.duration_ms)
     );
     out.push('\n');
     let nodes: Vec<SpanNodeView> = serde_json::from_value(spans.clone()).unwrap_or_default();
@@ -217,7 +260,9 @@ fn render_node(out: &mut String, n: &SpanNodeView) {
         let duration = s.duration().map(|d| d.as_secs_f64() * 1000.0);
         let status = match (s.end_time, s.status.code) {
             (None, _) => "running".to_string(),
-            (_, StatusCode::Error) => format!("error: {}", s.status.message.clone().unwrap_or_default()),
+            (_, StatusCode::Error) => {
+                format!("error: {}", s.status.message.clone().unwrap_or_default())
+            }
             (_, StatusCode::Ok) => "ok".into(),
             (_, StatusCode::Unset) => "done".into(),
         };

@@ -104,22 +104,46 @@ impl Config {
         };
         let defaults = Retention::default();
         let capture_defaults = CaptureConfig::default();
-        let max_body_bytes = args.max_body_bytes.or(file.max_body_bytes).unwrap_or(10 * 1024 * 1024);
+        let max_body_bytes = args
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(10 * 1024 * 1024);
         if max_body_bytes == 0 {
             anyhow::bail!("max_body_bytes must be positive");
         }
         Ok(Config {
-            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("traceway-data")),
-            listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4318))),
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("traceway-data")),
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4318))),
             max_body_bytes,
             capture: CaptureConfig {
-                default_level: args.default_level.or(file.default_level).unwrap_or(capture_defaults.default_level),
-                max_content_bytes: args.max_content_bytes.or(file.max_content_bytes).unwrap_or(capture_defaults.max_content_bytes),
+                default_level: args
+                    .default_level
+                    .or(file.default_level)
+                    .unwrap_or(capture_defaults.default_level),
+                max_content_bytes: args
+                    .max_content_bytes
+                    .or(file.max_content_bytes)
+                    .unwrap_or(capture_defaults.max_content_bytes),
             },
             retention: Retention {
-                failsafe_ttl: args.failsafe_ttl.or(file.failsafe_ttl).unwrap_or(defaults.failsafe_ttl),
-                terminal_trace_ttl: args.trace_retention.or(file.trace_retention).unwrap_or(defaults.terminal_trace_ttl),
-                terminal_data_ttl: args.data_retention.or(file.data_retention).unwrap_or(defaults.terminal_data_ttl),
+                failsafe_ttl: args
+                    .failsafe_ttl
+                    .or(file.failsafe_ttl)
+                    .unwrap_or(defaults.failsafe_ttl),
+                terminal_trace_ttl: args
+                    .trace_retention
+                    .or(file.trace_retention)
+                    .unwrap_or(defaults.terminal_trace_ttl),
+                terminal_data_ttl: args
+                    .data_retention
+                    .or(file.data_retention)
+                    .unwrap_or(defaults.terminal_data_ttl),
             },
             log: args.log.or(file.log).unwrap_or_else(|| "info".to_string()),
         })
@@ -142,10 +166,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("traceway.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\nfailsafe_ttl = \"2h\"\ndefault_level = \"debug\"\n").unwrap();
-        let cli = Cli::try_parse_from(["t", "--config", file.to_str().unwrap(), "--listen", "127.0.0.1:7000"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "t",
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:7000",
+        ])
+        .unwrap();
         let cfg = Config::resolve(cli.serve).unwrap();
         assert_eq!(cfg.listen, "127.0.0.1:7000".parse().unwrap(), "flag wins");
-        assert_eq!(cfg.data_dir, PathBuf::from("/from/file"), "file fills the rest");
+        assert_eq!(
+            cfg.data_dir,
+            PathBuf::from("/from/file"),
+            "file fills the rest"
+        );
         assert_eq!(cfg.retention.failsafe_ttl, Duration::from_secs(7200));
         assert_eq!(cfg.capture.default_level, Level::Debug);
         assert_eq!(cfg.max_body_bytes, 10 * 1024 * 1024, "default");
@@ -163,7 +198,8 @@ mod tests {
 
     #[test]
     fn durations_are_written_like_90s_30m_24h() {
-        let cli = Cli::try_parse_from(["t", "--failsafe-ttl", "90s", "--data-retention", "30m"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["t", "--failsafe-ttl", "90s", "--data-retention", "30m"]).unwrap();
         let cfg = Config::resolve(cli.serve).unwrap();
         assert_eq!(cfg.retention.failsafe_ttl, Duration::from_secs(90));
         assert_eq!(cfg.retention.terminal_data_ttl, Duration::from_secs(1800));

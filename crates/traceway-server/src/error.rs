@@ -22,12 +22,20 @@ pub struct ApiError {
 impl ApiError {
     /// 400.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::BAD_REQUEST, code: "invalid_argument", message: message.into() }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_argument",
+            message: message.into(),
+        }
     }
 
     /// 404.
     pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into() }
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: message.into(),
+        }
     }
 
     /// 413.
@@ -41,13 +49,21 @@ impl ApiError {
 
     /// 415.
     pub fn unsupported_media_type(message: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::UNSUPPORTED_MEDIA_TYPE, code: "unsupported_media_type", message: message.into() }
+        ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "unsupported_media_type",
+            message: message.into(),
+        }
     }
 
     /// 500, with the detail logged only.
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %detail, "internal error");
-        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", message: "internal error".into() }
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: "internal error".into(),
+        }
     }
 }
 
@@ -55,15 +71,27 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::NotFound(id) => ApiError::not_found(format!("trace {id} not found")),
-            StoreError::Conflict(m) => ApiError { status: StatusCode::CONFLICT, code: "conflict", message: m },
+            StoreError::Conflict(m) => ApiError {
+                status: StatusCode::CONFLICT,
+                code: "conflict",
+                message: m,
+            },
             StoreError::Invalid(m) => ApiError::bad_request(m),
             StoreError::Overloaded(m) => {
                 tracing::warn!(reason = %m, "store overloaded");
-                ApiError { status: StatusCode::TOO_MANY_REQUESTS, code: "overloaded", message: "the store is busy; retry later".into() }
+                ApiError {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    code: "overloaded",
+                    message: "the store is busy; retry later".into(),
+                }
             }
             StoreError::Unavailable(m) => {
                 tracing::warn!(reason = %m, "store unavailable");
-                ApiError { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message: "the store is unavailable; retry later".into() }
+                ApiError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: "unavailable",
+                    message: "the store is unavailable; retry later".into(),
+                }
             }
             StoreError::Internal(m) => ApiError::internal(m),
         }
@@ -77,8 +105,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
         let mut resp = (self.status, body).into_response();
-        if matches!(self.status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        if matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
         }
         resp
     }

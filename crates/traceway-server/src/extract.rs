@@ -29,7 +29,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Tenant {
         let s = v.to_str().unwrap_or("");
         let valid = !s.is_empty()
             && s.len() <= 128
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !valid {
             return Err(ApiError::bad_request(
                 "X-Traceway-Tenant must be 1 to 128 characters of letters, digits, '-', '_' or '.'",
@@ -71,7 +72,8 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ApiError::bad_request(format!("invalid JSON body at {path}: {inner}"))
         }
     })?;
-    de.end().map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
     Ok(value)
 }
 
@@ -109,9 +111,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryArgs<T> {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<QueryArgs<T>, ApiError> {
         let q = parts.uri.query().unwrap_or("");
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
-        serde_path_to_error::deserialize(de).map(QueryArgs).map_err(|e| {
-            let path = e.path().to_string();
-            ApiError::bad_request(format!("invalid query parameter {path}: {}", e.into_inner()))
-        })
+        serde_path_to_error::deserialize(de)
+            .map(QueryArgs)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ApiError::bad_request(format!(
+                    "invalid query parameter {path}: {}",
+                    e.into_inner()
+                ))
+            })
     }
 }

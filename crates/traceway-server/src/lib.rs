@@ -36,13 +36,21 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     Router::new()
-        .route("/api/v1/traces", post(api::create_trace).get(api::list_traces))
+        .route(
+            "/api/v1/traces",
+            post(api::create_trace).get(api::list_traces),
+        )
         .route("/api/v1/traces/cleanup", post(api::cleanup))
         .route(
             "/api/v1/traces/{id}",
-            get(api::get_trace).patch(api::patch_trace).delete(api::delete_trace),
+            get(api::get_trace)
+                .patch(api::patch_trace)
+                .delete(api::delete_trace),
         )
-        .route("/api/v1/traces/{id}/events", post(api::append_events).get(api::list_events))
+        .route(
+            "/api/v1/traces/{id}/events",
+            post(api::append_events).get(api::list_events),
+        )
         .route("/api/v1/openapi.json", get(api::openapi))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
@@ -50,7 +58,9 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(error::ApiError::internal("handler panicked"))
+            axum::response::IntoResponse::into_response(error::ApiError::internal(
+                "handler panicked",
+            ))
         }))
         .with_state(state)
 }
@@ -79,8 +89,14 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "traceway listening");
     on_listen(addr);
-    let state = AppState { store: store.clone(), config: Arc::new(config), clock };
-    let result = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+    let state = AppState {
+        store: store.clone(),
+        config: Arc::new(config),
+        clock,
+    };
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
     tracing::info!("shutting down: finishing pending writes");
     store.shutdown().await;
     tracing::info!("stopped");

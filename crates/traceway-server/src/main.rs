@@ -5,7 +5,11 @@ use traceway_server::cli::{self, ClientArgs, LsArgs};
 use traceway_server::{Config, ServeArgs};
 
 #[derive(Parser)]
-#[command(name = "traceway", version, about = "Tracing for AI agents: ingest, store, stream and analyse agent traces")]
+#[command(
+    name = "traceway",
+    version,
+    about = "Tracing for AI agents: ingest, store, stream and analyse agent traces"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

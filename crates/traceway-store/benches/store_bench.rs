@@ -1,1 +1,408 @@
-fn main() {}
+//! Store benchmark: realistic agent events appended from concurrent writers with every
+//! write acknowledged, then the latency of listing the newest traces out of many.
+//!
+//! ```text
+//! cargo bench -p traceway-store --bench store_bench -- [--writers 8] [--seconds 10]
+//!     [--batch 5] [--traces 1000000] [--dir PATH]
+//! ```
+//!
+//! Prints the figures; asserts nothing (floors live in BENCHMARKS.md).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use traceway_core::{
+    Document, EventInput, LlmDetails, LogRecord, Message, NewTrace, RetrievalDetails, SpanId,
+    SpanInput, SpanKind, SpanStatus, StatusCode, ToolDetails, TraceId,
+};
+use traceway_store::sqlite::{SqliteConfig, SqliteStore};
+use traceway_store::{AppendRequest, PageRequest, Store, SystemClock, TraceFilter};
+
+struct Args {
+    writers: usize,
+    seconds: u64,
+    batch: usize,
+    traces: u64,
+    dir: Option<String>,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        writers: 8,
+        seconds: 10,
+        batch: 5,
+        traces: 1_000_000,
+        dir: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--writers" => a.writers = val().parse().expect("--writers"),
+            "--seconds" => a.seconds = val().parse().expect("--seconds"),
+            "--batch" => a.batch = val().parse().expect("--batch"),
+            "--traces" => a.traces = val().parse().expect("--traces"),
+            "--dir" => a.dir = Some(val()),
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+fn text(n: usize, seed: u64) -> String {
+    let words = [
+        "the", "agent", "refund", "policy", "order", "customer", "window", "delivery", "payment",
+        "within",
+    ];
+    let mut s = String::with_capacity(n + 10);
+    let mut i = seed as usize;
+    while s.len() < n {
+        s.push_str(words[i % words.len()]);
+        s.push(' ');
+        i = i.wrapping_mul(31).wrapping_add(7);
+    }
+    s.truncate(n);
+    s
+}
+
+fn sid(trace: u64, n: u64) -> SpanId {
+    SpanId::from_u64((trace << 8) | n).expect("non-zero")
+}
+
+fn span(trace: u64, n: u64, parent: Option<u64>, kind: SpanKind, name: &str) -> SpanInput {
+    SpanInput {
+        parent_span_id: parent.map(|p| sid(trace, p)),
+        kind: Some(kind),
+        name: Some(name.into()),
+        component_id: Some(format!("{name}-component")),
+        ..SpanInput::new(sid(trace, n))
+    }
+}
+
+fn ok() -> Option<SpanStatus> {
+    Some(SpanStatus {
+        code: StatusCode::Ok,
+        message: None,
+    })
+}
+
+/// One agent run as a live agent reports it: 12 events (steps start and end as they happen).
+fn agent_run(t: u64) -> Vec<EventInput> {
+    let llm = |n: u64, tokens: u64| LlmDetails {
+        provider: Some("openai".into()),
+        model: Some("gpt-4o-mini".into()),
+        input_tokens: Some(tokens),
+        output_tokens: Some(tokens / 8),
+        input_messages: vec![
+            Message {
+                role: "system".into(),
+                content: Some(text(200, n)),
+            },
+            Message {
+                role: "user".into(),
+                content: Some(text(300, n + 1)),
+            },
+        ],
+        output_messages: vec![Message {
+            role: "assistant".into(),
+            content: Some(text(500, n + 2)),
+        }],
+        ..Default::default()
+    };
+    let docs = (0..5)
+        .map(|i| Document {
+            id: Some(format!("doc-{i}")),
+            score: Some(0.9 - i as f64 * 0.1),
+            content: Some(text(200, i)),
+            metadata: None,
+        })
+        .collect();
+    vec![
+        EventInput::SpanStarted {
+            span: span(t, 1, None, SpanKind::Agent, "support-agent"),
+        },
+        EventInput::SpanStarted {
+            span: span(t, 2, Some(1), SpanKind::Chain, "plan"),
+        },
+        EventInput::SpanEnded {
+            span: SpanInput {
+                status: ok(),
+                output: Some(json!({"steps": 3})),
+                ..SpanInput::new(sid(t, 2))
+            },
+        },
+        EventInput::SpanEnded {
+            span: SpanInput {
+                retrieval: Some(RetrievalDetails {
+                    query: Some(text(80, t)),
+                    documents: docs,
+                }),
+                status: ok(),
+                ..span(t, 3, Some(1), SpanKind::Retriever, "search")
+            },
+        },
+        EventInput::SpanStarted {
+            span: SpanInput {
+                llm: Some(llm(t, 0)),
+                ..span(t, 4, Some(1), SpanKind::Llm, "reason")
+            },
+        },
+        EventInput::SpanEnded {
+            span: SpanInput {
+                llm: Some(llm(t, 420)),
+                status: ok(),
+                ..SpanInput::new(sid(t, 4))
+            },
+        },
+        EventInput::SpanEnded {
+            span: SpanInput {
+                tool: Some(ToolDetails {
+                    name: Some("get_order".into()),
+                    arguments: Some(json!({"order_id": t})),
+                    result: Some(json!({"status": "delivered", "total": 59.9})),
+                }),
+                status: ok(),
+                ..span(t, 5, Some(1), SpanKind::Tool, "get_order")
+            },
+        },
+        EventInput::SpanEnded {
+            span: SpanInput {
+                llm: Some(llm(t + 1, 610)),
+                status: ok(),
+                ..span(t, 6, Some(1), SpanKind::Llm, "answer")
+            },
+        },
+        EventInput::SpanEnded {
+            span: SpanInput {
+                tool: Some(ToolDetails {
+                    name: Some("send_reply".into()),
+                    arguments: Some(json!({"text": text(120, t)})),
+                    result: Some(json!("ok")),
+                }),
+                status: ok(),
+                ..span(t, 7, Some(1), SpanKind::Tool, "send_reply")
+            },
+        },
+        EventInput::Log {
+            id: None,
+            time: None,
+            record: LogRecord {
+                span_id: Some(sid(t, 1)),
+                message: "answered".into(),
+                ..Default::default()
+            },
+        },
+        EventInput::SpanEnded {
+            span: SpanInput {
+                llm: Some(llm(t + 2, 300)),
+                status: ok(),
+                ..span(t, 8, Some(1), SpanKind::Llm, "summarise")
+            },
+        },
+        EventInput::SpanEnded {
+            span: SpanInput {
+                status: ok(),
+                ..SpanInput::new(sid(t, 1))
+            },
+        },
+    ]
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn open(dir: &std::path::Path) -> Arc<dyn Store> {
+    let mut cfg = SqliteConfig::new(dir.join("traceway.db"));
+    cfg.queue_capacity = 8192;
+    Arc::new(SqliteStore::open(cfg, Arc::new(SystemClock)).expect("open store"))
+}
+
+async fn append_throughput(args: &Args, dir: &std::path::Path) {
+    let store = open(dir);
+    let events = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let next_trace = Arc::new(AtomicU64::new(1));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.writers {
+        let (store, events, stop, next_trace) = (
+            store.clone(),
+            events.clone(),
+            stop.clone(),
+            next_trace.clone(),
+        );
+        let batch = args.batch;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = next_trace.fetch_add(1, Ordering::Relaxed);
+                let (trace, _) = store
+                    .create_trace(
+                        "bench",
+                        NewTrace {
+                            agent_id: Some(format!("agent-{}", t % 10)),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .expect("create");
+                events.fetch_add(1, Ordering::Relaxed);
+                let run = agent_run(t);
+                for chunk in run.chunks(batch) {
+                    let n = chunk.len() as u64;
+                    let t0 = Instant::now();
+                    store
+                        .append(AppendRequest {
+                            tenant: "bench".into(),
+                            trace_id: trace.trace_id,
+                            create_if_missing: None,
+                            events: chunk.to_vec(),
+                        })
+                        .await
+                        .expect("append");
+                    latencies.push(t0.elapsed());
+                    events.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.expect("writer"));
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let n = events.load(Ordering::Relaxed);
+    println!(
+        "append: {} writers, batches of {} events, {:.1} s: {} events acknowledged = {:.0} events/s; append latency p50 {:.2} ms, p99 {:.2} ms",
+        args.writers,
+        args.batch,
+        elapsed.as_secs_f64(),
+        n,
+        n as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    );
+    store.shutdown().await;
+}
+
+async fn list_latency(args: &Args, dir: &std::path::Path) {
+    let store = open(dir);
+    // Fill with `traces` traces, many at a time so the writer groups them.
+    let t0 = Instant::now();
+    let created = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    let per_task = args.traces / 64 + 1;
+    for _ in 0..64 {
+        let (store, created, target) = (store.clone(), created.clone(), args.traces);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_task {
+                if created.fetch_add(1, Ordering::Relaxed) >= target {
+                    return;
+                }
+                let new = NewTrace {
+                    trace_id: Some(TraceId::new_v7()),
+                    agent_id: Some(format!("agent-{}", i % 10)),
+                    user_id: Some(format!("user-{}", i % 1000)),
+                    ..Default::default()
+                };
+                store.create_trace("bench", new).await.expect("create");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("filler");
+    }
+    println!(
+        "list: stored {} traces in {:.1} s",
+        args.traces,
+        t0.elapsed().as_secs_f64()
+    );
+
+    let cases: Vec<(&str, TraceFilter)> = vec![
+        ("newest 50", TraceFilter::default()),
+        (
+            "newest 50 of one agent",
+            TraceFilter {
+                agent_id: Some("agent-3".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "newest 50 of one user",
+            TraceFilter {
+                user_id: Some("user-42".into()),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (what, filter) in cases {
+        let mut lat = Vec::new();
+        let mut cursor = None;
+        for i in 0..2000 {
+            // Alternate first pages with pages reached by cursor deeper in the list.
+            let page = PageRequest {
+                cursor: if i % 2 == 1 { cursor.clone() } else { None },
+                limit: 50,
+                offset: 0,
+            };
+            let t = Instant::now();
+            let p = store
+                .list_traces("bench", &filter, &page)
+                .await
+                .expect("list");
+            lat.push(t.elapsed());
+            assert_eq!(p.items.len(), 50);
+            cursor = p.next_cursor;
+        }
+        lat.sort();
+        println!(
+            "list: {what} out of {}: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({} calls)",
+            args.traces,
+            percentile(&lat, 0.5).as_secs_f64() * 1e3,
+            percentile(&lat, 0.99).as_secs_f64() * 1e3,
+            lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+            lat.len()
+        );
+    }
+    let size = std::fs::metadata(dir.join("traceway.db"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!(
+        "list: database file {:.0} MiB",
+        size as f64 / (1024.0 * 1024.0)
+    );
+    store.shutdown().await;
+}
+
+fn main() {
+    let args = parse_args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = args
+        .dir
+        .clone()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    rt.block_on(async {
+        let a = base.join("append");
+        std::fs::create_dir_all(&a).expect("dir");
+        append_throughput(&args, &a).await;
+        let l = base.join("list");
+        std::fs::create_dir_all(&l).expect("dir");
+        list_latency(&args, &l).await;
+    });
+}

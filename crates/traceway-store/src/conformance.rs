@@ -80,7 +80,13 @@ fn sid(n: u64) -> SpanId {
 async fn new_trace(h: &Harness, tenant: &str, name: &str) -> TraceId {
     let (t, _) = h
         .store
-        .create_trace(tenant, NewTrace { name: Some(name.into()), ..Default::default() })
+        .create_trace(
+            tenant,
+            NewTrace {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+        )
         .await
         .expect("create");
     t.trace_id
@@ -100,7 +106,10 @@ fn started(id: u64, parent: Option<u64>, kind: SpanKind, name: &str) -> EventInp
 fn ended(id: u64) -> EventInput {
     EventInput::SpanEnded {
         span: SpanInput {
-            status: Some(SpanStatus { code: StatusCode::Ok, message: None }),
+            status: Some(SpanStatus {
+                code: StatusCode::Ok,
+                message: None,
+            }),
             ..SpanInput::new(sid(id))
         },
     }
@@ -115,7 +124,10 @@ fn llm_ended(id: u64, input_tokens: u64, output_tokens: u64) -> EventInput {
                 model: Some("gpt-4o".into()),
                 input_tokens: Some(input_tokens),
                 output_tokens: Some(output_tokens),
-                input_messages: vec![Message { role: "user".into(), content: Some("what is 2+2?".into()) }],
+                input_messages: vec![Message {
+                    role: "user".into(),
+                    content: Some("what is 2+2?".into()),
+                }],
                 ..Default::default()
             }),
             ..SpanInput::new(sid(id))
@@ -123,18 +135,36 @@ fn llm_ended(id: u64, input_tokens: u64, output_tokens: u64) -> EventInput {
     }
 }
 
-async fn append(h: &Harness, tenant: &str, id: TraceId, events: Vec<EventInput>) -> Result<crate::AppendOutcome, StoreError> {
+async fn append(
+    h: &Harness,
+    tenant: &str,
+    id: TraceId,
+    events: Vec<EventInput>,
+) -> Result<crate::AppendOutcome, StoreError> {
     h.store
-        .append(AppendRequest { tenant: tenant.into(), trace_id: id, create_if_missing: None, events })
+        .append(AppendRequest {
+            tenant: tenant.into(),
+            trace_id: id,
+            create_if_missing: None,
+            events,
+        })
         .await
 }
 
 fn all_events() -> EventFilter {
-    EventFilter { limit: 10_000, ..Default::default() }
+    EventFilter {
+        limit: 10_000,
+        ..Default::default()
+    }
 }
 
 async fn seqs(h: &Harness, tenant: &str, id: TraceId) -> Vec<u64> {
-    let events = h.store.read_events(tenant, id, &all_events()).await.expect("read").expect("exists");
+    let events = h
+        .store
+        .read_events(tenant, id, &all_events())
+        .await
+        .expect("read")
+        .expect("exists");
     events.iter().map(|e| e.seq).collect()
 }
 
@@ -145,17 +175,24 @@ pub async fn create_then_get(h: &Harness) {
     metadata.insert("env".to_string(), "prod".to_string());
     let (created, events) = h
         .store
-        .create_trace(T, NewTrace {
-            name: Some("support-agent run".into()),
-            agent_id: Some("support".into()),
-            session_id: Some("s1".into()),
-            user_id: Some("u1".into()),
-            metadata,
-            ..Default::default()
-        })
+        .create_trace(
+            T,
+            NewTrace {
+                name: Some("support-agent run".into()),
+                agent_id: Some("support".into()),
+                session_id: Some("s1".into()),
+                user_id: Some("u1".into()),
+                metadata,
+                ..Default::default()
+            },
+        )
         .await
         .expect("create");
-    assert_eq!(created.trace_id.uuid_version(), 7, "generated ids are UUIDv7");
+    assert_eq!(
+        created.trace_id.uuid_version(),
+        7,
+        "generated ids are UUIDv7"
+    );
     assert_eq!(created.state, State::Received);
     assert_eq!(created.level, Level::Detailed, "the default capture level");
     assert_eq!(created.created_at, h.clock.now_for_tests());
@@ -163,26 +200,58 @@ pub async fn create_then_get(h: &Harness) {
     assert_eq!(events[0].seq, 1);
     assert_eq!(events[0].body.event_type(), EventType::TraceStarted);
 
-    let got = h.store.get_trace(T, created.trace_id).await.expect("get").expect("exists");
+    let got = h
+        .store
+        .get_trace(T, created.trace_id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(got, created);
     assert_eq!(got.metadata["env"], "prod");
     assert_eq!(seqs(h, T, created.trace_id).await, vec![1]);
-    assert_eq!(h.store.get_spans(T, created.trace_id).await.expect("spans"), Some(vec![]));
+    assert_eq!(
+        h.store.get_spans(T, created.trace_id).await.expect("spans"),
+        Some(vec![])
+    );
 
     let unknown = TraceId::new_v7();
     assert_eq!(h.store.get_trace(T, unknown).await.expect("get"), None);
     assert_eq!(h.store.get_spans(T, unknown).await.expect("spans"), None);
-    assert_eq!(h.store.read_events(T, unknown, &all_events()).await.expect("events"), None);
+    assert_eq!(
+        h.store
+            .read_events(T, unknown, &all_events())
+            .await
+            .expect("events"),
+        None
+    );
 }
 
 /// Creating a trace whose id exists is a conflict; the first one is untouched.
 pub async fn create_with_taken_id_conflicts(h: &Harness) {
     let id = TraceId::new_v7();
-    let new = NewTrace { trace_id: Some(id), name: Some("first".into()), ..Default::default() };
+    let new = NewTrace {
+        trace_id: Some(id),
+        name: Some("first".into()),
+        ..Default::default()
+    };
     h.store.create_trace(T, new.clone()).await.expect("create");
-    let again = h.store.create_trace(T, NewTrace { name: Some("second".into()), ..new }).await;
+    let again = h
+        .store
+        .create_trace(
+            T,
+            NewTrace {
+                name: Some("second".into()),
+                ..new
+            },
+        )
+        .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
-    let got = h.store.get_trace(T, id).await.expect("get").expect("exists");
+    let got = h
+        .store
+        .get_trace(T, id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(got.name.as_deref(), Some("first"));
 }
 
@@ -192,20 +261,61 @@ pub async fn tenants_are_isolated(h: &Harness) {
     let other = "tenant-b";
     assert_eq!(h.store.get_trace(other, id).await.expect("get"), None);
     assert_eq!(h.store.get_spans(other, id).await.expect("spans"), None);
-    assert_eq!(h.store.read_events(other, id, &all_events()).await.expect("events"), None);
+    assert_eq!(
+        h.store
+            .read_events(other, id, &all_events())
+            .await
+            .expect("events"),
+        None
+    );
     let r = append(h, other, id, vec![started(1, None, SpanKind::Agent, "x")]).await;
     assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}");
-    let r = h.store.update_trace(other, id, TracePatch { state: Some(State::Completed), ..Default::default() }).await;
+    let r = h
+        .store
+        .update_trace(
+            other,
+            id,
+            TracePatch {
+                state: Some(State::Completed),
+                ..Default::default()
+            },
+        )
+        .await;
     assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}");
     assert!(!h.store.delete_trace(other, id).await.expect("delete"));
-    let page = h.store.list_traces(other, &TraceFilter::default(), &PageRequest { limit: 10, ..Default::default() }).await.expect("list");
+    let page = h
+        .store
+        .list_traces(
+            other,
+            &TraceFilter::default(),
+            &PageRequest {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("list");
     assert!(page.items.is_empty());
     // The owner still has it, unchanged.
-    let mine = h.store.get_trace(T, id).await.expect("get").expect("exists");
+    let mine = h
+        .store
+        .get_trace(T, id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(mine.state, State::Received);
     assert_eq!(mine.last_seq, 1);
     // The same trace id can exist separately in another tenant.
-    h.store.create_trace(other, NewTrace { trace_id: Some(id), ..Default::default() }).await.expect("create in b");
+    h.store
+        .create_trace(
+            other,
+            NewTrace {
+                trace_id: Some(id),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create in b");
 }
 
 /// Many writers appending to one trace at once: every event gets a seq, 1..=N, no gaps,
@@ -222,7 +332,12 @@ pub async fn concurrent_appends_get_gapless_seqs(h: &Harness) {
                 let span = 1 + w * 1000 + b;
                 let events = vec![started(span, None, SpanKind::Tool, "t"), ended(span)];
                 store
-                    .append(AppendRequest { tenant: T.into(), trace_id: id, create_if_missing: None, events })
+                    .append(AppendRequest {
+                        tenant: T.into(),
+                        trace_id: id,
+                        create_if_missing: None,
+                        events,
+                    })
                     .await
                     .expect("append");
             }
@@ -235,7 +350,12 @@ pub async fn concurrent_appends_get_gapless_seqs(h: &Harness) {
     // 1 trace_started + 1 state change to RUNNING + 2 per batch.
     let n = 2 + writers * batches * 2;
     assert_eq!(got, (1..=n).collect::<Vec<_>>());
-    let trace = h.store.get_trace(T, id).await.expect("get").expect("exists");
+    let trace = h
+        .store
+        .get_trace(T, id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(trace.last_seq, n);
     assert_eq!(trace.rollups.span_count, writers * batches);
 }
@@ -247,9 +367,17 @@ pub async fn retried_batches_are_stored_once(h: &Harness) {
     let log = |key: &str| EventInput::Log {
         id: Some(key.into()),
         time: None,
-        record: LogRecord { message: "fetched 3 docs".into(), ..Default::default() },
+        record: LogRecord {
+            message: "fetched 3 docs".into(),
+            ..Default::default()
+        },
     };
-    let batch = vec![started(1, None, SpanKind::Agent, "agent"), llm_ended(2, 10, 5), ended(1), log("log-1")];
+    let batch = vec![
+        started(1, None, SpanKind::Agent, "agent"),
+        llm_ended(2, 10, 5),
+        ended(1),
+        log("log-1"),
+    ];
     let first = append(h, T, id, batch.clone()).await.expect("first");
     assert_eq!((first.accepted, first.duplicates), (4, 0));
     let before = seqs(h, T, id).await;
@@ -257,11 +385,18 @@ pub async fn retried_batches_are_stored_once(h: &Harness) {
     assert_eq!((second.accepted, second.duplicates), (0, 4));
     assert!(second.events.is_empty());
     assert_eq!(seqs(h, T, id).await, before, "nothing stored twice");
-    let trace = h.store.get_trace(T, id).await.expect("get").expect("exists");
+    let trace = h
+        .store
+        .get_trace(T, id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(trace.rollups.span_count, 2);
     assert_eq!(trace.rollups.input_tokens, 10, "tokens not counted twice");
     // A retry mixed with new data keeps only the new part.
-    let third = append(h, T, id, vec![log("log-1"), log("log-2")]).await.expect("mixed");
+    let third = append(h, T, id, vec![log("log-1"), log("log-2")])
+        .await
+        .expect("mixed");
     assert_eq!((third.accepted, third.duplicates), (1, 1));
 }
 
@@ -274,28 +409,58 @@ pub async fn started_span_runs_then_ends(h: &Harness) {
             kind: Some(SpanKind::Llm),
             name: Some("chat".into()),
             component_id: Some("planner".into()),
-            llm: Some(LlmDetails { model: Some("gpt-4o".into()), ..Default::default() }),
+            llm: Some(LlmDetails {
+                model: Some("gpt-4o".into()),
+                ..Default::default()
+            }),
             ..SpanInput::new(sid(7))
         },
     };
     append(h, T, id, vec![start]).await.expect("start");
-    let spans = h.store.get_spans(T, id).await.expect("spans").expect("exists");
+    let spans = h
+        .store
+        .get_spans(T, id)
+        .await
+        .expect("spans")
+        .expect("exists");
     assert_eq!(spans.len(), 1);
     assert!(spans[0].end_time.is_none(), "running");
     assert_eq!(spans[0].start_time, h.clock.now_for_tests());
 
     h.clock.advance(Duration::from_millis(1500));
-    let out = append(h, T, id, vec![llm_ended(7, 120, 30)]).await.expect("end");
+    let out = append(h, T, id, vec![llm_ended(7, 120, 30)])
+        .await
+        .expect("end");
     assert_eq!(out.events.len(), 1);
     assert_eq!(out.events[0].body.event_type(), EventType::SpanEnded);
-    let spans = h.store.get_spans(T, id).await.expect("spans").expect("exists");
+    let spans = h
+        .store
+        .get_spans(T, id)
+        .await
+        .expect("spans")
+        .expect("exists");
     let s = &spans[0];
     assert_eq!(s.duration(), Some(Duration::from_millis(1500)));
-    assert_eq!(s.component_id.as_deref(), Some("planner"), "kept from the start");
+    assert_eq!(
+        s.component_id.as_deref(),
+        Some("planner"),
+        "kept from the start"
+    );
     let llm = s.llm.as_ref().expect("llm");
-    assert_eq!((llm.model.as_deref(), llm.input_tokens, llm.output_tokens), (Some("gpt-4o"), Some(120), Some(30)));
-    let trace = h.store.get_trace(T, id).await.expect("get").expect("exists");
-    assert_eq!((trace.rollups.span_count, trace.rollups.total_tokens), (1, 150));
+    assert_eq!(
+        (llm.model.as_deref(), llm.input_tokens, llm.output_tokens),
+        (Some("gpt-4o"), Some(120), Some(30))
+    );
+    let trace = h
+        .store
+        .get_trace(T, id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        (trace.rollups.span_count, trace.rollups.total_tokens),
+        (1, 150)
+    );
     assert_eq!(trace.rollups.duration_ms, Some(1500.0));
     assert_eq!(trace.last_activity_at, h.clock.now_for_tests());
 }
@@ -304,12 +469,30 @@ pub async fn started_span_runs_then_ends(h: &Harness) {
 /// terminal state; each change is an event, the end also a `trace_ended`.
 pub async fn state_machine_is_enforced(h: &Harness) {
     let id = new_trace(h, T, "lifecycle").await;
-    append(h, T, id, vec![started(1, None, SpanKind::Agent, "a")]).await.expect("append");
-    let trace = h.store.get_trace(T, id).await.expect("get").expect("exists");
+    append(h, T, id, vec![started(1, None, SpanKind::Agent, "a")])
+        .await
+        .expect("append");
+    let trace = h
+        .store
+        .get_trace(T, id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(trace.state, State::Running);
 
     let custom: State = "WAITING_FOR_HUMAN".parse().expect("state");
-    let (t, ev) = h.store.update_trace(T, id, TracePatch { state: Some(custom.clone()), ..Default::default() }).await.expect("custom");
+    let (t, ev) = h
+        .store
+        .update_trace(
+            T,
+            id,
+            TracePatch {
+                state: Some(custom.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("custom");
     assert_eq!(t.state, custom);
     assert_eq!(ev.len(), 1);
 
@@ -318,7 +501,16 @@ pub async fn state_machine_is_enforced(h: &Harness) {
     metadata.insert("outcome".to_string(), "resolved".to_string());
     let (t, ev) = h
         .store
-        .update_trace(T, id, TracePatch { state: Some(State::Completed), reason: Some("done".into()), metadata, name: None })
+        .update_trace(
+            T,
+            id,
+            TracePatch {
+                state: Some(State::Completed),
+                reason: Some("done".into()),
+                metadata,
+                name: None,
+            },
+        )
         .await
         .expect("complete");
     assert_eq!(t.state, State::Completed);
@@ -328,18 +520,55 @@ pub async fn state_machine_is_enforced(h: &Harness) {
     assert_eq!(types, vec![EventType::StateChanged, EventType::TraceEnded]);
 
     for to in [State::Running, State::Errored] {
-        let r = h.store.update_trace(T, id, TracePatch { state: Some(to), ..Default::default() }).await;
+        let r = h
+            .store
+            .update_trace(
+                T,
+                id,
+                TracePatch {
+                    state: Some(to),
+                    ..Default::default()
+                },
+            )
+            .await;
         assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
     }
     // The same terminal state again is a harmless retry.
-    let before = h.store.get_trace(T, id).await.expect("get").expect("exists").last_seq;
-    let (_, ev) = h.store.update_trace(T, id, TracePatch { state: Some(State::Completed), ..Default::default() }).await.expect("retry");
+    let before = h
+        .store
+        .get_trace(T, id)
+        .await
+        .expect("get")
+        .expect("exists")
+        .last_seq;
+    let (_, ev) = h
+        .store
+        .update_trace(
+            T,
+            id,
+            TracePatch {
+                state: Some(State::Completed),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("retry");
     assert!(ev.is_empty());
-    let after = h.store.get_trace(T, id).await.expect("get").expect("exists");
+    let after = h
+        .store
+        .get_trace(T, id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(after.last_seq, before);
     assert_eq!(after.state, State::Completed);
 
-    let all = h.store.read_events(T, id, &all_events()).await.expect("read").expect("exists");
+    let all = h
+        .store
+        .read_events(T, id, &all_events())
+        .await
+        .expect("read")
+        .expect("exists");
     let changes: Vec<(String, String)> = all
         .iter()
         .filter_map(|e| match &e.body {
@@ -356,20 +585,54 @@ pub async fn state_machine_is_enforced(h: &Harness) {
         ]
     );
     // A terminal state cannot be the initial one.
-    let r = h.store.create_trace(T, NewTrace { state: Some(State::Completed), ..Default::default() }).await;
+    let r = h
+        .store
+        .create_trace(
+            T,
+            NewTrace {
+                state: Some(State::Completed),
+                ..Default::default()
+            },
+        )
+        .await;
     assert!(matches!(r, Err(StoreError::Invalid(_))), "{r:?}");
 }
 
 /// Spans that arrive after the trace ended are stored and counted; the state stays.
 pub async fn late_spans_after_the_end_are_kept(h: &Harness) {
     let id = new_trace(h, T, "late").await;
-    h.store.update_trace(T, id, TracePatch { state: Some(State::Completed), ..Default::default() }).await.expect("complete");
-    let out = append(h, T, id, vec![llm_ended(9, 1, 1)]).await.expect("late append");
+    h.store
+        .update_trace(
+            T,
+            id,
+            TracePatch {
+                state: Some(State::Completed),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("complete");
+    let out = append(h, T, id, vec![llm_ended(9, 1, 1)])
+        .await
+        .expect("late append");
     assert_eq!(out.accepted, 1);
-    let t = h.store.get_trace(T, id).await.expect("get").expect("exists");
+    let t = h
+        .store
+        .get_trace(T, id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(t.state, State::Completed);
     assert_eq!(t.rollups.span_count, 1);
-    assert_eq!(h.store.get_spans(T, id).await.expect("spans").expect("exists").len(), 1);
+    assert_eq!(
+        h.store
+            .get_spans(T, id)
+            .await
+            .expect("spans")
+            .expect("exists")
+            .len(),
+        1
+    );
 }
 
 /// Appending to an unknown trace is `NotFound`, unless the request says how to create it
@@ -377,13 +640,20 @@ pub async fn late_spans_after_the_end_are_kept(h: &Harness) {
 pub async fn append_to_unknown_trace(h: &Harness) {
     let id = TraceId::new_v7();
     let r = append(h, T, id, vec![ended(1)]).await;
-    assert!(matches!(r, Err(StoreError::NotFound(x)) if x == id), "{r:?}");
+    assert!(
+        matches!(r, Err(StoreError::NotFound(x)) if x == id),
+        "{r:?}"
+    );
     let out = h
         .store
         .append(AppendRequest {
             tenant: T.into(),
             trace_id: id,
-            create_if_missing: Some(NewTrace { agent_id: Some("otel-agent".into()), state: Some(State::Running), ..Default::default() }),
+            create_if_missing: Some(NewTrace {
+                agent_id: Some("otel-agent".into()),
+                state: Some(State::Running),
+                ..Default::default()
+            }),
             events: vec![ended(1)],
         })
         .await
@@ -391,8 +661,16 @@ pub async fn append_to_unknown_trace(h: &Harness) {
     assert!(out.created);
     let types: Vec<_> = out.events.iter().map(|e| e.body.event_type()).collect();
     assert_eq!(types, vec![EventType::TraceStarted, EventType::SpanEnded]);
-    let t = h.store.get_trace(T, id).await.expect("get").expect("exists");
-    assert_eq!((t.state, t.agent_id.as_deref()), (State::Running, Some("otel-agent")));
+    let t = h
+        .store
+        .get_trace(T, id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        (t.state, t.agent_id.as_deref()),
+        (State::Running, Some("otel-agent"))
+    );
 }
 
 /// Listing returns newest first; following cursors visits every trace exactly once;
@@ -409,7 +687,12 @@ pub async fn listing_is_newest_first_with_cursor_and_pages(h: &Harness) {
     let newest_first: Vec<TraceId> = {
         let mut v: Vec<_> = Vec::new();
         for id in &ids {
-            let t = h.store.get_trace(T, *id).await.expect("get").expect("exists");
+            let t = h
+                .store
+                .get_trace(T, *id)
+                .await
+                .expect("get")
+                .expect("exists");
             v.push((t.created_at, t.trace_id));
         }
         v.sort();
@@ -421,7 +704,15 @@ pub async fn listing_is_newest_first_with_cursor_and_pages(h: &Harness) {
     loop {
         let page = h
             .store
-            .list_traces(T, &TraceFilter::default(), &PageRequest { cursor: cursor.clone(), limit: 5, offset: 0 })
+            .list_traces(
+                T,
+                &TraceFilter::default(),
+                &PageRequest {
+                    cursor: cursor.clone(),
+                    limit: 5,
+                    offset: 0,
+                },
+            )
             .await
             .expect("list");
         assert!(page.items.len() <= 5);
@@ -432,9 +723,39 @@ pub async fn listing_is_newest_first_with_cursor_and_pages(h: &Harness) {
         }
     }
     assert_eq!(seen, newest_first);
-    let third_page = h.store.list_traces(T, &TraceFilter::default(), &PageRequest { cursor: None, limit: 5, offset: 10 }).await.expect("page");
-    assert_eq!(third_page.items.iter().map(|t| t.trace_id).collect::<Vec<_>>(), newest_first[10..15].to_vec());
-    let r = h.store.list_traces(T, &TraceFilter::default(), &PageRequest { cursor: Some("not-a-cursor".into()), limit: 5, offset: 0 }).await;
+    let third_page = h
+        .store
+        .list_traces(
+            T,
+            &TraceFilter::default(),
+            &PageRequest {
+                cursor: None,
+                limit: 5,
+                offset: 10,
+            },
+        )
+        .await
+        .expect("page");
+    assert_eq!(
+        third_page
+            .items
+            .iter()
+            .map(|t| t.trace_id)
+            .collect::<Vec<_>>(),
+        newest_first[10..15].to_vec()
+    );
+    let r = h
+        .store
+        .list_traces(
+            T,
+            &TraceFilter::default(),
+            &PageRequest {
+                cursor: Some("not-a-cursor".into()),
+                limit: 5,
+                offset: 0,
+            },
+        )
+        .await;
     assert!(matches!(r, Err(StoreError::Invalid(_))), "{r:?}");
 }
 
@@ -446,27 +767,73 @@ pub async fn listing_filters(h: &Harness) {
         session_id: Some(session.into()),
         ..Default::default()
     };
-    let (a, _) = h.store.create_trace(T, mk("planner", "alice", "s1")).await.expect("a");
+    let (a, _) = h
+        .store
+        .create_trace(T, mk("planner", "alice", "s1"))
+        .await
+        .expect("a");
     h.clock.advance(Duration::from_secs(60));
-    let (b, _) = h.store.create_trace(T, mk("planner", "bob", "s2")).await.expect("b");
+    let (b, _) = h
+        .store
+        .create_trace(T, mk("planner", "bob", "s2"))
+        .await
+        .expect("b");
     h.clock.advance(Duration::from_secs(60));
-    let (c, _) = h.store.create_trace(T, mk("coder", "alice", "s1")).await.expect("c");
+    let (c, _) = h
+        .store
+        .create_trace(T, mk("coder", "alice", "s1"))
+        .await
+        .expect("c");
     // b errored with a failing span of 2 s; c completed.
     let failing = EventInput::SpanEnded {
         span: SpanInput {
-            start_time: Some(h.clock.now_for_tests().sub(Duration::from_secs(2))),
+            start_time: Some(
+                h.clock
+                    .now_for_tests()
+                    .saturating_sub(Duration::from_secs(2)),
+            ),
             end_time: Some(h.clock.now_for_tests()),
-            status: Some(SpanStatus { code: StatusCode::Error, message: Some("boom".into()) }),
+            status: Some(SpanStatus {
+                code: StatusCode::Error,
+                message: Some("boom".into()),
+            }),
             ..SpanInput::new(sid(1))
         },
     };
     append(h, T, b.trace_id, vec![failing]).await.expect("fail");
-    h.store.update_trace(T, b.trace_id, TracePatch { state: Some(State::Errored), ..Default::default() }).await.expect("err");
-    h.store.update_trace(T, c.trace_id, TracePatch { state: Some(State::Completed), ..Default::default() }).await.expect("done");
+    h.store
+        .update_trace(
+            T,
+            b.trace_id,
+            TracePatch {
+                state: Some(State::Errored),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("err");
+    h.store
+        .update_trace(
+            T,
+            c.trace_id,
+            TracePatch {
+                state: Some(State::Completed),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("done");
 
     let list = |f: TraceFilter| async move {
         h.store
-            .list_traces(T, &f, &PageRequest { limit: 50, ..Default::default() })
+            .list_traces(
+                T,
+                &f,
+                &PageRequest {
+                    limit: 50,
+                    ..Default::default()
+                },
+            )
             .await
             .expect("list")
             .items
@@ -476,20 +843,89 @@ pub async fn listing_filters(h: &Harness) {
     };
     let (a, b, c) = (a.trace_id, b.trace_id, c.trace_id);
     assert_eq!(list(TraceFilter::default()).await, vec![c, b, a]);
-    assert_eq!(list(TraceFilter { agent_id: Some("planner".into()), ..Default::default() }).await, vec![b, a]);
-    assert_eq!(list(TraceFilter { user_id: Some("alice".into()), ..Default::default() }).await, vec![c, a]);
-    assert_eq!(list(TraceFilter { session_id: Some("s2".into()), ..Default::default() }).await, vec![b]);
-    assert_eq!(list(TraceFilter { state: Some(State::Errored), ..Default::default() }).await, vec![b]);
-    assert_eq!(list(TraceFilter { state: Some(State::Received), ..Default::default() }).await, vec![a]);
-    assert_eq!(list(TraceFilter { has_error: Some(true), ..Default::default() }).await, vec![b]);
-    assert_eq!(list(TraceFilter { has_error: Some(false), ..Default::default() }).await, vec![c, a]);
-    assert_eq!(list(TraceFilter { min_duration_ms: Some(1500.0), ..Default::default() }).await, vec![b]);
-    let start = start_time();
     assert_eq!(
-        list(TraceFilter { created_after: Some(start.add(Duration::from_secs(30))), created_before: Some(start.add(Duration::from_secs(90))), ..Default::default() }).await,
+        list(TraceFilter {
+            agent_id: Some("planner".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![b, a]
+    );
+    assert_eq!(
+        list(TraceFilter {
+            user_id: Some("alice".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![c, a]
+    );
+    assert_eq!(
+        list(TraceFilter {
+            session_id: Some("s2".into()),
+            ..Default::default()
+        })
+        .await,
         vec![b]
     );
-    assert_eq!(list(TraceFilter { agent_id: Some("planner".into()), user_id: Some("alice".into()), ..Default::default() }).await, vec![a]);
+    assert_eq!(
+        list(TraceFilter {
+            state: Some(State::Errored),
+            ..Default::default()
+        })
+        .await,
+        vec![b]
+    );
+    assert_eq!(
+        list(TraceFilter {
+            state: Some(State::Received),
+            ..Default::default()
+        })
+        .await,
+        vec![a]
+    );
+    assert_eq!(
+        list(TraceFilter {
+            has_error: Some(true),
+            ..Default::default()
+        })
+        .await,
+        vec![b]
+    );
+    assert_eq!(
+        list(TraceFilter {
+            has_error: Some(false),
+            ..Default::default()
+        })
+        .await,
+        vec![c, a]
+    );
+    assert_eq!(
+        list(TraceFilter {
+            min_duration_ms: Some(1500.0),
+            ..Default::default()
+        })
+        .await,
+        vec![b]
+    );
+    let start = start_time();
+    assert_eq!(
+        list(TraceFilter {
+            created_after: Some(start.saturating_add(Duration::from_secs(30))),
+            created_before: Some(start.saturating_add(Duration::from_secs(90))),
+            ..Default::default()
+        })
+        .await,
+        vec![b]
+    );
+    assert_eq!(
+        list(TraceFilter {
+            agent_id: Some("planner".into()),
+            user_id: Some("alice".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![a]
+    );
 }
 
 /// Expired data is never returned, before any physical deletion: a non-terminal trace at
@@ -497,34 +933,102 @@ pub async fn listing_filters(h: &Harness) {
 pub async fn expired_traces_are_never_returned(h: &Harness) {
     let open = new_trace(h, T, "abandoned").await;
     let done = new_trace(h, T, "finished").await;
-    append(h, T, done, vec![llm_ended(1, 5, 5)]).await.expect("append");
-    h.store.update_trace(T, done, TracePatch { state: Some(State::Completed), ..Default::default() }).await.expect("done");
+    append(h, T, done, vec![llm_ended(1, 5, 5)])
+        .await
+        .expect("append");
+    h.store
+        .update_trace(
+            T,
+            done,
+            TracePatch {
+                state: Some(State::Completed),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("done");
     assert_eq!(listed(h).await, 2);
 
     h.clock.advance(Duration::from_secs(24 * 3600 - 1));
-    assert!(h.store.get_trace(T, open).await.expect("get").is_some(), "not yet");
+    assert!(
+        h.store.get_trace(T, open).await.expect("get").is_some(),
+        "not yet"
+    );
     h.clock.advance(Duration::from_secs(2));
-    assert_eq!(h.store.get_trace(T, open).await.expect("get"), None, "failsafe expiry");
-    assert_eq!(h.store.read_events(T, open, &all_events()).await.expect("events"), None);
+    assert_eq!(
+        h.store.get_trace(T, open).await.expect("get"),
+        None,
+        "failsafe expiry"
+    );
+    assert_eq!(
+        h.store
+            .read_events(T, open, &all_events())
+            .await
+            .expect("events"),
+        None
+    );
     let r = append(h, T, open, vec![ended(5)]).await;
-    assert!(matches!(r, Err(StoreError::NotFound(_))), "an expired trace takes no appends: {r:?}");
+    assert!(
+        matches!(r, Err(StoreError::NotFound(_))),
+        "an expired trace takes no appends: {r:?}"
+    );
     assert_eq!(listed(h).await, 1);
 
     h.clock.advance(Duration::from_secs(2 * 24 * 3600));
-    let t = h.store.get_trace(T, done).await.expect("get").expect("row kept 7 days");
+    let t = h
+        .store
+        .get_trace(T, done)
+        .await
+        .expect("get")
+        .expect("row kept 7 days");
     assert_eq!(t.rollups.total_tokens, 10, "summary kept with the row");
-    assert_eq!(h.store.get_spans(T, done).await.expect("spans"), Some(vec![]), "spans gone after 3 days");
-    assert_eq!(h.store.read_events(T, done, &all_events()).await.expect("events"), Some(vec![]));
+    assert_eq!(
+        h.store.get_spans(T, done).await.expect("spans"),
+        Some(vec![]),
+        "spans gone after 3 days"
+    );
+    assert_eq!(
+        h.store
+            .read_events(T, done, &all_events())
+            .await
+            .expect("events"),
+        Some(vec![])
+    );
 
     h.clock.advance(Duration::from_secs(4 * 24 * 3600));
-    assert_eq!(h.store.get_trace(T, done).await.expect("get"), None, "row gone after 7 days");
+    assert_eq!(
+        h.store.get_trace(T, done).await.expect("get"),
+        None,
+        "row gone after 7 days"
+    );
     assert_eq!(listed(h).await, 0);
     // An expired id can be used again.
-    h.store.create_trace(T, NewTrace { trace_id: Some(open), ..Default::default() }).await.expect("reuse");
+    h.store
+        .create_trace(
+            T,
+            NewTrace {
+                trace_id: Some(open),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("reuse");
 }
 
 async fn listed(h: &Harness) -> usize {
-    h.store.list_traces(T, &TraceFilter::default(), &PageRequest { limit: 10, ..Default::default() }).await.expect("list").items.len()
+    h.store
+        .list_traces(
+            T,
+            &TraceFilter::default(),
+            &PageRequest {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("list")
+        .items
+        .len()
 }
 
 /// Delete removes one trace; delete-ended-before removes only terminal traces that ended
@@ -533,81 +1037,277 @@ pub async fn delete_and_delete_ended_before(h: &Harness) {
     let mut old = Vec::new();
     for i in 0..5 {
         let id = new_trace(h, T, &format!("old {i}")).await;
-        append(h, T, id, vec![started(1, None, SpanKind::Agent, "a")]).await.expect("append");
-        h.store.update_trace(T, id, TracePatch { state: Some(State::Completed), ..Default::default() }).await.expect("done");
+        append(h, T, id, vec![started(1, None, SpanKind::Agent, "a")])
+            .await
+            .expect("append");
+        h.store
+            .update_trace(
+                T,
+                id,
+                TracePatch {
+                    state: Some(State::Completed),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("done");
         old.push(id);
     }
     let other_tenant_old = new_trace(h, "tenant-b", "b").await;
-    h.store.update_trace("tenant-b", other_tenant_old, TracePatch { state: Some(State::Errored), ..Default::default() }).await.expect("b done");
+    h.store
+        .update_trace(
+            "tenant-b",
+            other_tenant_old,
+            TracePatch {
+                state: Some(State::Errored),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("b done");
     h.clock.advance(Duration::from_secs(2 * 24 * 3600));
     let running = new_trace(h, T, "running").await;
     let recent = new_trace(h, T, "recent").await;
-    h.store.update_trace(T, recent, TracePatch { state: Some(State::Completed), ..Default::default() }).await.expect("done");
+    h.store
+        .update_trace(
+            T,
+            recent,
+            TracePatch {
+                state: Some(State::Completed),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("done");
 
     assert!(h.store.delete_trace(T, old[0]).await.expect("delete"));
     assert!(!h.store.delete_trace(T, old[0]).await.expect("delete again"));
     assert_eq!(h.store.get_trace(T, old[0]).await.expect("get"), None);
-    assert_eq!(h.store.read_events(T, old[0], &all_events()).await.expect("events"), None);
+    assert_eq!(
+        h.store
+            .read_events(T, old[0], &all_events())
+            .await
+            .expect("events"),
+        None
+    );
 
-    let cutoff = h.clock.now_for_tests().sub(Duration::from_secs(24 * 3600));
+    let cutoff = h
+        .clock
+        .now_for_tests()
+        .saturating_sub(Duration::from_secs(24 * 3600));
     // Cleanup judges by end time: the running trace never ended, whatever its age.
-    assert_eq!(h.store.delete_ended_before(T, cutoff).await.expect("cleanup"), 4);
-    assert_eq!(h.store.delete_ended_before(T, cutoff).await.expect("cleanup again"), 0);
+    assert_eq!(
+        h.store
+            .delete_ended_before(T, cutoff)
+            .await
+            .expect("cleanup"),
+        4
+    );
+    assert_eq!(
+        h.store
+            .delete_ended_before(T, cutoff)
+            .await
+            .expect("cleanup again"),
+        0
+    );
     for id in &old {
         assert_eq!(h.store.get_trace(T, *id).await.expect("get"), None);
     }
-    assert!(h.store.get_trace(T, running).await.expect("get").is_some(), "running traces are not cleaned up");
-    assert!(h.store.get_trace(T, recent).await.expect("get").is_some(), "recent traces stay");
-    assert!(h.store.get_trace("tenant-b", other_tenant_old).await.expect("get").is_some(), "other tenants untouched");
+    assert!(
+        h.store.get_trace(T, running).await.expect("get").is_some(),
+        "running traces are not cleaned up"
+    );
+    assert!(
+        h.store.get_trace(T, recent).await.expect("get").is_some(),
+        "recent traces stay"
+    );
+    assert!(
+        h.store
+            .get_trace("tenant-b", other_tenant_old)
+            .await
+            .expect("get")
+            .is_some(),
+        "other tenants untouched"
+    );
 }
 
 /// A trace's level is applied when data is written: detail above it is never stored.
 pub async fn level_is_applied_at_capture(h: &Harness) {
     let mut ids = Vec::new();
     for level in [Level::Minimal, Level::Standard, Level::Detailed] {
-        let (t, _) = h.store.create_trace(T, NewTrace { level: Some(level), ..Default::default() }).await.expect("create");
-        append(h, T, t.trace_id, vec![llm_ended(1, 7, 3)]).await.expect("append");
+        let (t, _) = h
+            .store
+            .create_trace(
+                T,
+                NewTrace {
+                    level: Some(level),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("create");
+        append(h, T, t.trace_id, vec![llm_ended(1, 7, 3)])
+            .await
+            .expect("append");
         ids.push(t.trace_id);
     }
     let llm_of = |spans: Vec<traceway_core::Span>| spans.into_iter().next().expect("span").llm;
-    let minimal = llm_of(h.store.get_spans(T, ids[0]).await.expect("spans").expect("exists"));
+    let minimal = llm_of(
+        h.store
+            .get_spans(T, ids[0])
+            .await
+            .expect("spans")
+            .expect("exists"),
+    );
     assert_eq!(minimal, None, "minimal keeps no LLM details");
-    let events = h.store.read_events(T, ids[0], &all_events()).await.expect("events").expect("exists");
-    let ended = events.iter().find_map(|e| match &e.body { EventBody::SpanEnded(s) => Some(s.clone()), _ => None }).expect("span_ended");
+    let events = h
+        .store
+        .read_events(T, ids[0], &all_events())
+        .await
+        .expect("events")
+        .expect("exists");
+    let ended = events
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::SpanEnded(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("span_ended");
     assert_eq!(ended.llm, None, "the event log is stripped too");
-    let minimal_trace = h.store.get_trace(T, ids[0]).await.expect("get").expect("exists");
-    assert_eq!(minimal_trace.rollups.total_tokens, 0, "tokens above the level are not kept anywhere");
+    let minimal_trace = h
+        .store
+        .get_trace(T, ids[0])
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        minimal_trace.rollups.total_tokens, 0,
+        "tokens above the level are not kept anywhere"
+    );
 
-    let standard = llm_of(h.store.get_spans(T, ids[1]).await.expect("spans").expect("exists")).expect("llm");
-    assert_eq!((standard.model.as_deref(), standard.input_tokens), (Some("gpt-4o"), Some(7)));
-    assert!(standard.input_messages.is_empty(), "standard keeps no prompts");
+    let standard = llm_of(
+        h.store
+            .get_spans(T, ids[1])
+            .await
+            .expect("spans")
+            .expect("exists"),
+    )
+    .expect("llm");
+    assert_eq!(
+        (standard.model.as_deref(), standard.input_tokens),
+        (Some("gpt-4o"), Some(7))
+    );
+    assert!(
+        standard.input_messages.is_empty(),
+        "standard keeps no prompts"
+    );
 
-    let detailed = llm_of(h.store.get_spans(T, ids[2]).await.expect("spans").expect("exists")).expect("llm");
-    assert_eq!(detailed.input_messages[0].content.as_deref(), Some("what is 2+2?"));
+    let detailed = llm_of(
+        h.store
+            .get_spans(T, ids[2])
+            .await
+            .expect("spans")
+            .expect("exists"),
+    )
+    .expect("llm");
+    assert_eq!(
+        detailed.input_messages[0].content.as_deref(),
+        Some("what is 2+2?")
+    );
 }
 
 /// Event reads filter by type, component and `after_seq`, with limit and offset.
 pub async fn event_filters(h: &Harness) {
     let id = new_trace(h, T, "filters").await;
     let comp = |n: u64, c: &str| EventInput::SpanStarted {
-        span: SpanInput { component_id: Some(c.into()), name: Some(format!("s{n}")), ..SpanInput::new(sid(n)) },
+        span: SpanInput {
+            component_id: Some(c.into()),
+            name: Some(format!("s{n}")),
+            ..SpanInput::new(sid(n))
+        },
     };
     let err = EventInput::Error {
         id: None,
         time: None,
-        record: traceway_core::ErrorRecord { span_id: Some(sid(2)), error_type: Some("ValueError".into()), message: "bad".into(), stacktrace: None },
+        record: traceway_core::ErrorRecord {
+            span_id: Some(sid(2)),
+            error_type: Some("ValueError".into()),
+            message: "bad".into(),
+            stacktrace: None,
+        },
     };
-    append(h, T, id, vec![comp(1, "retriever"), comp(2, "planner"), ended(1), ended(2), err]).await.expect("append");
+    append(
+        h,
+        T,
+        id,
+        vec![
+            comp(1, "retriever"),
+            comp(2, "planner"),
+            ended(1),
+            ended(2),
+            err,
+        ],
+    )
+    .await
+    .expect("append");
     // seqs: 1 trace_started, 2 state_changed, 3 s1 start, 4 s2 start, 5 s1 end, 6 s2 end, 7 error
     let read = |f: EventFilter| async move {
-        h.store.read_events(T, id, &f).await.expect("read").expect("exists").iter().map(|e| e.seq).collect::<Vec<_>>()
+        h.store
+            .read_events(T, id, &f)
+            .await
+            .expect("read")
+            .expect("exists")
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>()
     };
     assert_eq!(read(all_events()).await, (1..=7).collect::<Vec<_>>());
-    assert_eq!(read(EventFilter { types: vec![EventType::SpanStarted], limit: 100, ..Default::default() }).await, vec![3, 4]);
-    assert_eq!(read(EventFilter { types: vec![EventType::SpanEnded, EventType::Error], limit: 100, ..Default::default() }).await, vec![5, 6, 7]);
-    assert_eq!(read(EventFilter { component_id: Some("planner".into()), limit: 100, ..Default::default() }).await, vec![4, 6, 7], "errors of a span carry its component");
-    assert_eq!(read(EventFilter { after_seq: 5, limit: 100, ..Default::default() }).await, vec![6, 7]);
-    assert_eq!(read(EventFilter { limit: 2, offset: 1, ..Default::default() }).await, vec![2, 3]);
+    assert_eq!(
+        read(EventFilter {
+            types: vec![EventType::SpanStarted],
+            limit: 100,
+            ..Default::default()
+        })
+        .await,
+        vec![3, 4]
+    );
+    assert_eq!(
+        read(EventFilter {
+            types: vec![EventType::SpanEnded, EventType::Error],
+            limit: 100,
+            ..Default::default()
+        })
+        .await,
+        vec![5, 6, 7]
+    );
+    assert_eq!(
+        read(EventFilter {
+            component_id: Some("planner".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await,
+        vec![4, 6, 7],
+        "errors of a span carry its component"
+    );
+    assert_eq!(
+        read(EventFilter {
+            after_seq: 5,
+            limit: 100,
+            ..Default::default()
+        })
+        .await,
+        vec![6, 7]
+    );
+    assert_eq!(
+        read(EventFilter {
+            limit: 2,
+            offset: 1,
+            ..Default::default()
+        })
+        .await,
+        vec![2, 3]
+    );
 }
 
 /// A healthy store says so.

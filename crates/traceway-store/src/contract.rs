@@ -160,13 +160,22 @@ pub struct EventFilter {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates a trace and writes its `trace_started` event. `Conflict` if the id exists.
-    async fn create_trace(&self, tenant: &str, new: NewTrace) -> Result<(Trace, Vec<Event>), StoreError>;
+    async fn create_trace(
+        &self,
+        tenant: &str,
+        new: NewTrace,
+    ) -> Result<(Trace, Vec<Event>), StoreError>;
 
     /// Appends a batch of events; a retried batch is not stored twice.
     async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError>;
 
     /// Changes a trace's state, name or metadata. `Conflict` when leaving a terminal state.
-    async fn update_trace(&self, tenant: &str, id: TraceId, patch: TracePatch) -> Result<(Trace, Vec<Event>), StoreError>;
+    async fn update_trace(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        patch: TracePatch,
+    ) -> Result<(Trace, Vec<Event>), StoreError>;
 
     /// One trace.
     async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, StoreError>;
@@ -175,16 +184,27 @@ pub trait Store: Send + Sync + 'static {
     async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError>;
 
     /// Traces, newest first.
-    async fn list_traces(&self, tenant: &str, filter: &TraceFilter, page: &PageRequest) -> Result<Page<Trace>, StoreError>;
+    async fn list_traces(
+        &self,
+        tenant: &str,
+        filter: &TraceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Trace>, StoreError>;
 
     /// A trace's events in `seq` order. `None` when the trace does not exist.
-    async fn read_events(&self, tenant: &str, id: TraceId, filter: &EventFilter) -> Result<Option<Vec<Event>>, StoreError>;
+    async fn read_events(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        filter: &EventFilter,
+    ) -> Result<Option<Vec<Event>>, StoreError>;
 
     /// Deletes a trace with its spans and events. False when it did not exist.
     async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError>;
 
     /// Deletes the tenant's terminal traces that ended before `cutoff`; returns how many.
-    async fn delete_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError>;
+    async fn delete_ended_before(&self, tenant: &str, cutoff: Timestamp)
+        -> Result<u64, StoreError>;
 
     /// Whether the store can serve.
     async fn health(&self) -> Result<(), StoreError>;

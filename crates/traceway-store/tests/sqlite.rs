@@ -9,9 +9,16 @@ use traceway_store::{AppendRequest, EventFilter, ManualClock, Store};
 
 async fn make_sqlite(clock: ManualClock) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(SqliteConfig::new(dir.path().join("traceway.db")), Arc::new(clock.clone()))
-        .expect("open");
-    Harness { store: Arc::new(store), clock, guard: Box::new(dir) }
+    let store = SqliteStore::open(
+        SqliteConfig::new(dir.path().join("traceway.db")),
+        Arc::new(clock.clone()),
+    )
+    .expect("open");
+    Harness {
+        store: Arc::new(store),
+        clock,
+        guard: Box::new(dir),
+    }
 }
 
 traceway_store::conformance_suite!(make_sqlite);
@@ -21,36 +28,92 @@ async fn data_survives_a_restart_and_seq_continues() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("nested/dir/traceway.db");
     let clock = ManualClock::new(start_time());
-    let open = || SqliteStore::open(SqliteConfig::new(&path), Arc::new(clock.clone())).expect("open");
+    let open =
+        || SqliteStore::open(SqliteConfig::new(&path), Arc::new(clock.clone())).expect("open");
 
     let store = open();
-    let (t, _) = store.create_trace("t", NewTrace { name: Some("persist".into()), ..Default::default() }).await.expect("create");
-    let span = SpanInput { kind: Some(SpanKind::Tool), ..SpanInput::new(SpanId::from_u64(1).expect("id")) };
+    let (t, _) = store
+        .create_trace(
+            "t",
+            NewTrace {
+                name: Some("persist".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    let span = SpanInput {
+        kind: Some(SpanKind::Tool),
+        ..SpanInput::new(SpanId::from_u64(1).expect("id"))
+    };
     store
-        .append(AppendRequest { tenant: "t".into(), trace_id: t.trace_id, create_if_missing: None, events: vec![EventInput::SpanStarted { span: span.clone() }] })
+        .append(AppendRequest {
+            tenant: "t".into(),
+            trace_id: t.trace_id,
+            create_if_missing: None,
+            events: vec![EventInput::SpanStarted { span: span.clone() }],
+        })
         .await
         .expect("append");
     store.shutdown().await;
     let after = store
-        .append(AppendRequest { tenant: "t".into(), trace_id: t.trace_id, create_if_missing: None, events: vec![] })
+        .append(AppendRequest {
+            tenant: "t".into(),
+            trace_id: t.trace_id,
+            create_if_missing: None,
+            events: vec![],
+        })
         .await;
     assert!(after.is_err(), "a shut-down store takes no writes");
     drop(store);
 
     let store = open();
-    let got = store.get_trace("t", t.trace_id).await.expect("get").expect("still there");
+    let got = store
+        .get_trace("t", t.trace_id)
+        .await
+        .expect("get")
+        .expect("still there");
     assert_eq!(got.state, State::Running);
     assert_eq!(got.last_seq, 3);
     // The retry of the batch written before the restart is still recognised.
     let retry = store
-        .append(AppendRequest { tenant: "t".into(), trace_id: t.trace_id, create_if_missing: None, events: vec![EventInput::SpanStarted { span }] })
+        .append(AppendRequest {
+            tenant: "t".into(),
+            trace_id: t.trace_id,
+            create_if_missing: None,
+            events: vec![EventInput::SpanStarted { span }],
+        })
         .await
         .expect("retry");
     assert_eq!(retry.duplicates, 1);
-    let (_, ev) = store.update_trace("t", t.trace_id, TracePatch { state: Some(State::Completed), ..Default::default() }).await.expect("done");
+    let (_, ev) = store
+        .update_trace(
+            "t",
+            t.trace_id,
+            TracePatch {
+                state: Some(State::Completed),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("done");
     assert_eq!(ev[0].seq, 4, "seq continues after a restart");
-    let all = store.read_events("t", t.trace_id, &EventFilter { limit: 100, ..Default::default() }).await.expect("read").expect("exists");
-    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    let all = store
+        .read_events(
+            "t",
+            t.trace_id,
+            &EventFilter {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
     store.shutdown().await;
 }
 
@@ -58,16 +121,29 @@ async fn data_survives_a_restart_and_seq_continues() {
 async fn schema_is_versioned() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("traceway.db");
-    let store = SqliteStore::open(SqliteConfig::new(&path), Arc::new(ManualClock::new(start_time()))).expect("open");
+    let store = SqliteStore::open(
+        SqliteConfig::new(&path),
+        Arc::new(ManualClock::new(start_time())),
+    )
+    .expect("open");
     store.shutdown().await;
     let conn = rusqlite::Connection::open(&path).expect("open raw");
-    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
     assert_eq!(v as usize, SqliteStore::schema_version());
-    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).expect("mode");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("mode");
     assert_eq!(mode, "wal");
     // A database from a newer binary is refused rather than misread.
     conn.pragma_update(None, "user_version", 999).expect("bump");
     drop(conn);
-    let err = SqliteStore::open(SqliteConfig::new(&path), Arc::new(ManualClock::new(start_time()))).err().expect("refused");
+    let err = SqliteStore::open(
+        SqliteConfig::new(&path),
+        Arc::new(ManualClock::new(start_time())),
+    )
+    .err()
+    .expect("refused");
     assert!(err.to_string().contains("newer"), "{err}");
 }

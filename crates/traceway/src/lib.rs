@@ -25,7 +25,9 @@ mod tests {
     fn a_new_trace_id_is_a_valid_w3c_trace_id() {
         let id = TraceId::new_v7().to_string();
         assert_eq!(id.len(), 32);
-        assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(id
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(id, "0".repeat(32));
     }
 }

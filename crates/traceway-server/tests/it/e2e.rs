@@ -35,12 +35,17 @@ impl Server {
                 }
             }
         });
-        let url = rx.recv_timeout(Duration::from_secs(30)).expect("server did not start in 30 s");
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server did not start in 30 s");
         Server { child, url }
     }
 
     fn signal(&mut self, sig: &str) {
-        let status = Command::new("kill").args([sig, &self.child.id().to_string()]).status().expect("kill");
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
         assert!(status.success());
     }
 
@@ -53,7 +58,10 @@ impl Server {
                 assert!(status.success(), "exit status {status}");
                 return;
             }
-            assert!(Instant::now() < deadline, "server did not stop within 20 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop within 20 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -72,11 +80,16 @@ impl Drop for Server {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
 }
 
 fn example(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/walkthrough").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/walkthrough")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(path).expect("example")).expect("json")
 }
 
@@ -93,8 +106,16 @@ async fn get(c: &reqwest::Client, url: String) -> (u16, Value) {
 }
 
 fn cli(server: &Server, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).args(["--server", &server.url]).output().expect("run cli");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(BIN)
+        .args(args)
+        .args(["--server", &server.url])
+        .output()
+        .expect("run cli");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,24 +128,55 @@ async fn readme_walkthrough_against_the_real_binary() {
     let (status, trace) = post(&c, format!("{base}/api/v1/traces"), &example("trace.json")).await;
     assert_eq!(status, 201, "{trace}");
     let id = trace["trace_id"].as_str().expect("id").to_string();
-    let (status, v) = post(&c, format!("{base}/api/v1/traces/{id}/events"), &example("steps.json")).await;
+    let (status, v) = post(
+        &c,
+        format!("{base}/api/v1/traces/{id}/events"),
+        &example("steps.json"),
+    )
+    .await;
     assert_eq!(status, 200, "{v}");
-    let r = c.patch(format!("{base}/api/v1/traces/{id}")).json(&json!({"state": "COMPLETED"})).send().await.expect("patch");
+    let r = c
+        .patch(format!("{base}/api/v1/traces/{id}"))
+        .json(&json!({"state": "COMPLETED"}))
+        .send()
+        .await
+        .expect("patch");
     assert_eq!(r.status().as_u16(), 200);
 
     let (status, v) = get(&c, format!("{base}/api/v1/traces/{id}")).await;
     assert_eq!(status, 200);
     assert_eq!(v["trace"]["state"], "COMPLETED");
     assert_eq!(v["trace"]["rollups"]["total_tokens"], 470);
-    assert_eq!(v["spans"][0]["children"].as_array().expect("children").len(), 4);
+    assert_eq!(
+        v["spans"][0]["children"]
+            .as_array()
+            .expect("children")
+            .len(),
+        4
+    );
 
     let (ok, out, err) = cli(&server, &["ls"]);
     assert!(ok, "{err}");
     assert!(out.starts_with("TRACE ID"), "{out}");
-    assert!(out.contains(&id) && out.contains("COMPLETED") && out.contains("support-agent") && out.contains("470"), "{out}");
+    assert!(
+        out.contains(&id)
+            && out.contains("COMPLETED")
+            && out.contains("support-agent")
+            && out.contains("470"),
+        "{out}"
+    );
     let (ok, out, err) = cli(&server, &["show", &id]);
     assert!(ok, "{err}");
-    for needle in ["refund question", "agent", "  llm", "gpt-4o-mini", "470 tok", "tool=get_order", "3 docs", "1.50s"] {
+    for needle in [
+        "refund question",
+        "agent",
+        "  llm",
+        "gpt-4o-mini",
+        "470 tok",
+        "tool=get_order",
+        "3 docs",
+        "1.50s",
+    ] {
         assert!(out.contains(needle), "show lacks {needle:?}:\n{out}");
     }
     let (ok, out, _) = cli(&server, &["ls", "--json"]);
@@ -138,7 +190,10 @@ async fn readme_walkthrough_against_the_real_binary() {
     assert_eq!(status, 404);
     let (ok, _, err) = cli(&server, &["show", &id]);
     assert!(!ok, "show of a deleted trace fails");
-    assert!(err.starts_with("error: 404") && err.contains("not found") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.starts_with("error: 404") && err.contains("not found") && err.lines().count() == 1,
+        "{err}"
+    );
     server.stop();
 }
 
@@ -149,9 +204,19 @@ async fn everything_is_there_after_a_restart() {
     let server = Server::start(dir.path());
     let mut ids = Vec::new();
     for i in 0..20 {
-        let (_, t) = post(&c, format!("{}/api/v1/traces", server.url), &json!({"name": format!("run {i}")})).await;
+        let (_, t) = post(
+            &c,
+            format!("{}/api/v1/traces", server.url),
+            &json!({"name": format!("run {i}")}),
+        )
+        .await;
         let id = t["trace_id"].as_str().expect("id").to_string();
-        post(&c, format!("{}/api/v1/traces/{id}/events", server.url), &example("steps.json")).await;
+        post(
+            &c,
+            format!("{}/api/v1/traces/{id}/events", server.url),
+            &example("steps.json"),
+        )
+        .await;
         ids.push(id);
     }
     let (_, before) = get(&c, format!("{}/api/v1/traces?limit=100", server.url)).await;
@@ -161,7 +226,11 @@ async fn everything_is_there_after_a_restart() {
     let (_, after) = get(&c, format!("{}/api/v1/traces?limit=100", server.url)).await;
     assert_eq!(after, before, "the listing is identical after a restart");
     for id in &ids {
-        let (status, v) = get(&c, format!("{}/api/v1/traces/{id}/events?limit=100", server.url)).await;
+        let (status, v) = get(
+            &c,
+            format!("{}/api/v1/traces/{id}/events?limit=100", server.url),
+        )
+        .await;
         assert_eq!(status, 200);
         assert_eq!(v["events"].as_array().expect("events").len(), 9, "{id}");
     }
@@ -173,7 +242,12 @@ async fn every_acknowledged_event_survives_kill_9() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path());
     let c = client();
-    let (_, t) = post(&c, format!("{}/api/v1/traces", server.url), &json!({"name": "crash"})).await;
+    let (_, t) = post(
+        &c,
+        format!("{}/api/v1/traces", server.url),
+        &json!({"name": "crash"}),
+    )
+    .await;
     let id = t["trace_id"].as_str().expect("id").to_string();
 
     // Writers append batches until the server dies under them; each remembers the span
@@ -206,7 +280,11 @@ async fn every_acknowledged_event_survives_kill_9() {
         let _ = w.await;
     }
     let acked = acked.lock().expect("lock").clone();
-    assert!(acked.len() >= 3_000, "only {} acknowledged before the kill", acked.len());
+    assert!(
+        acked.len() >= 3_000,
+        "only {} acknowledged before the kill",
+        acked.len()
+    );
 
     let server = Server::start(dir.path());
     let (status, v) = get(&c, format!("{}/api/v1/traces/{id}", server.url)).await;
@@ -218,13 +296,34 @@ async fn every_acknowledged_event_survives_kill_9() {
         .map(|s| u64::from_str_radix(s["span_id"].as_str().expect("id"), 16).expect("hex"))
         .collect();
     let missing: Vec<_> = acked.iter().filter(|s| !stored.contains(s)).collect();
-    assert!(missing.is_empty(), "{} acknowledged spans lost, e.g. {:x?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged spans lost, e.g. {:x?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     // The event log has no gap either.
-    let (_, ev) = get(&c, format!("{}/api/v1/traces/{id}/events?limit=10000&type=span_ended", server.url)).await;
+    let (_, ev) = get(
+        &c,
+        format!(
+            "{}/api/v1/traces/{id}/events?limit=10000&type=span_ended",
+            server.url
+        ),
+    )
+    .await;
     assert_eq!(ev["events"].as_array().expect("events").len(), stored.len());
     let last_seq = v["trace"]["last_seq"].as_u64().expect("last_seq");
-    let (_, all) = get(&c, format!("{}/api/v1/traces/{id}/events?limit=10000", server.url)).await;
-    let seqs: Vec<u64> = all["events"].as_array().expect("events").iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
+    let (_, all) = get(
+        &c,
+        format!("{}/api/v1/traces/{id}/events?limit=10000", server.url),
+    )
+    .await;
+    let seqs: Vec<u64> = all["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
     assert_eq!(seqs, (1..=last_seq.min(10_000)).collect::<Vec<_>>());
     server.stop();
 }

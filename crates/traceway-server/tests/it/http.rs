@@ -10,8 +10,12 @@ use traceway_server::Config;
 use crate::{test_app, test_app_with, TestApp};
 
 fn walkthrough(name: &str) -> Value {
-    let path = format!("{}/../../examples/walkthrough/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).expect("example file")).expect("example json")
+    let path = format!(
+        "{}/../../examples/walkthrough/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).expect("example file"))
+        .expect("example json")
 }
 
 async fn create(app: &TestApp, body: Value) -> String {
@@ -21,7 +25,9 @@ async fn create(app: &TestApp, body: Value) -> String {
 }
 
 fn error_code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error body: {v}"))
+    v["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {v}"))
 }
 
 fn find<'a>(nodes: &'a Value, name: &str) -> Option<&'a Value> {
@@ -44,17 +50,31 @@ async fn walkthrough_records_every_kind_of_step_and_reads_it_back() {
 
     let steps = walkthrough("steps.json");
     let n = steps["events"].as_array().expect("events").len() as u64;
-    let (status, v) = app.call(Method::POST, &format!("/api/v1/traces/{id}/events"), Some(steps.clone())).await;
+    let (status, v) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/traces/{id}/events"),
+            Some(steps.clone()),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["accepted"], n);
     // trace_started + state change to RUNNING + one event per input.
     assert_eq!(v["last_seq"], n + 2);
 
-    let (status, v) = app.call(Method::PATCH, &format!("/api/v1/traces/{id}"), Some(json!({"state": "COMPLETED"}))).await;
+    let (status, v) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/traces/{id}"),
+            Some(json!({"state": "COMPLETED"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "COMPLETED");
 
-    let (status, v) = app.call(Method::GET, &format!("/api/v1/traces/{id}"), None).await;
+    let (status, v) = app
+        .call(Method::GET, &format!("/api/v1/traces/{id}"), None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let trace = &v["trace"];
     assert_eq!(trace["agent_id"], "support-agent");
@@ -62,43 +82,94 @@ async fn walkthrough_records_every_kind_of_step_and_reads_it_back() {
     assert_eq!(trace["rollups"]["total_tokens"], 470);
     assert_eq!(trace["rollups"]["duration_ms"], 1500.0);
     let spans = &v["spans"];
-    assert_eq!(spans.as_array().expect("roots").len(), 1, "one root: the agent");
+    assert_eq!(
+        spans.as_array().expect("roots").len(),
+        1,
+        "one root: the agent"
+    );
     let root = &spans[0];
-    assert_eq!((root["kind"].as_str(), root["depth"].as_u64()), (Some("agent"), Some(0)));
+    assert_eq!(
+        (root["kind"].as_str(), root["depth"].as_u64()),
+        (Some("agent"), Some(0))
+    );
     assert_eq!(root["children"].as_array().expect("children").len(), 4);
     let llm = find(spans, "answer").expect("llm span");
     assert_eq!(llm["llm"]["model"], "gpt-4o-mini");
     assert_eq!(llm["llm"]["output_tokens"], 58);
-    assert_eq!(llm["llm"]["input_messages"][1]["content"], "Can I get a refund for order 1234?");
+    assert_eq!(
+        llm["llm"]["input_messages"][1]["content"],
+        "Can I get a refund for order 1234?"
+    );
     assert_eq!(llm["depth"], 1);
     let retrieval = find(spans, "search_policies").expect("retriever span");
     assert_eq!(retrieval["retrieval"]["documents"][0]["id"], "policy-7#2");
-    assert_eq!(retrieval["retrieval"]["documents"][2]["content"], "Digital goods are not refundable once downloaded.");
+    assert_eq!(
+        retrieval["retrieval"]["documents"][2]["content"],
+        "Digital goods are not refundable once downloaded."
+    );
     let tool = find(spans, "get_order").expect("tool span");
     assert_eq!(tool["tool"]["arguments"]["order_id"], "1234");
     assert_eq!(tool["tool"]["result"]["total"], 59.9);
     let plan = find(spans, "plan").expect("component span");
-    assert_eq!((plan["kind"].as_str(), plan["component_id"].as_str()), (Some("chain"), Some("planner")));
+    assert_eq!(
+        (plan["kind"].as_str(), plan["component_id"].as_str()),
+        (Some("chain"), Some("planner"))
+    );
 
     // A lower read level hides what it does not keep; a higher one cannot add anything.
-    let (_, standard) = app.call(Method::GET, &format!("/api/v1/traces/{id}?level=standard"), None).await;
+    let (_, standard) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/traces/{id}?level=standard"),
+            None,
+        )
+        .await;
     assert_eq!(standard["level"], "standard");
     let llm = find(&standard["spans"], "answer").expect("llm span");
     assert_eq!(llm["llm"]["output_tokens"], 58);
     assert!(llm["llm"].get("input_messages").is_none(), "{llm}");
-    let (_, debug) = app.call(Method::GET, &format!("/api/v1/traces/{id}?level=debug"), None).await;
+    let (_, debug) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/traces/{id}?level=debug"),
+            None,
+        )
+        .await;
     assert_eq!(debug["level"], "detailed");
 
     // The event log, filtered.
-    let (status, v) = app.call(Method::GET, &format!("/api/v1/traces/{id}/events?type=span_ended&component_id=tools"), None).await;
+    let (status, v) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/traces/{id}/events?type=span_ended&component_id=tools"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let events = v["events"].as_array().expect("events");
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["payload"]["name"], "get_order");
-    let (_, v) = app.call(Method::GET, &format!("/api/v1/traces/{id}/events?after_seq=8&limit=2"), None).await;
-    let seqs: Vec<u64> = v["events"].as_array().expect("events").iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
+    let (_, v) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/traces/{id}/events?after_seq=8&limit=2"),
+            None,
+        )
+        .await;
+    let seqs: Vec<u64> = v["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
     assert_eq!(seqs, vec![9, 10]);
-    let (_, v) = app.call(Method::GET, &format!("/api/v1/traces/{id}/events?type=trace_ended"), None).await;
+    let (_, v) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/traces/{id}/events?type=trace_ended"),
+            None,
+        )
+        .await;
     assert_eq!(v["events"][0]["payload"]["state"], "COMPLETED");
 }
 
@@ -107,15 +178,32 @@ async fn a_step_shows_as_running_until_it_ends() {
     let app = test_app();
     let id = create(&app, json!({})).await;
     let start = json!({"events": [{"type": "span_started", "span": {"span_id": "00000000000000a1", "kind": "llm", "name": "chat", "llm": {"model": "claude"}}}]});
-    app.call(Method::POST, &format!("/api/v1/traces/{id}/events"), Some(start)).await;
-    let (_, v) = app.call(Method::GET, &format!("/api/v1/traces/{id}"), None).await;
+    app.call(
+        Method::POST,
+        &format!("/api/v1/traces/{id}/events"),
+        Some(start),
+    )
+    .await;
+    let (_, v) = app
+        .call(Method::GET, &format!("/api/v1/traces/{id}"), None)
+        .await;
     assert_eq!(v["trace"]["state"], "RUNNING");
-    assert!(v["spans"][0].get("end_time").is_none(), "running span has no end: {v}");
+    assert!(
+        v["spans"][0].get("end_time").is_none(),
+        "running span has no end: {v}"
+    );
 
     app.clock.advance(Duration::from_millis(250));
     let end = json!({"events": [{"type": "span_ended", "span": {"span_id": "00000000000000a1", "llm": {"input_tokens": 9, "output_tokens": 1}}}]});
-    app.call(Method::POST, &format!("/api/v1/traces/{id}/events"), Some(end)).await;
-    let (_, v) = app.call(Method::GET, &format!("/api/v1/traces/{id}"), None).await;
+    app.call(
+        Method::POST,
+        &format!("/api/v1/traces/{id}/events"),
+        Some(end),
+    )
+    .await;
+    let (_, v) = app
+        .call(Method::GET, &format!("/api/v1/traces/{id}"), None)
+        .await;
     let span = &v["spans"][0];
     assert!(span.get("end_time").is_some());
     assert_eq!(span["llm"]["model"], "claude");
@@ -135,7 +223,10 @@ async fn a_retried_append_is_acknowledged_but_not_stored_twice() {
     // The log line has no id, so it is new each time; the spans are recognised.
     assert_eq!(second["duplicates"], 6, "{second}");
     assert_eq!(second["accepted"], 1);
-    assert_eq!(second["last_seq"].as_u64(), first["last_seq"].as_u64().map(|s| s + 1));
+    assert_eq!(
+        second["last_seq"].as_u64(),
+        first["last_seq"].as_u64().map(|s| s + 1)
+    );
 }
 
 #[tokio::test]
@@ -146,43 +237,135 @@ async fn malformed_input_gets_400_naming_the_problem() {
     let cases: Vec<(&str, Value, &str)> = vec![
         ("missing events", json!({}), "missing field `events`"),
         ("wrong type", json!({"events": "x"}), "events"),
-        ("unknown event type", json!({"events": [{"type": "span_exploded"}]}), "events[0]"),
-        ("bad span id", json!({"events": [{"type": "span_started", "span": {"span_id": "xyz"}}]}), "16 hex digits"),
-        ("zero span id", json!({"events": [{"type": "span_started", "span": {"span_id": "0000000000000000"}}]}), "all-zero"),
-        ("bad time", json!({"events": [{"type": "log", "message": "m", "time": "yesterday"}]}), "RFC 3339"),
-        ("unknown kind", json!({"events": [{"type": "span_started", "span": {"span_id": "00000000000000a1", "kind": "robot"}}]}), "robot"),
+        (
+            "unknown event type",
+            json!({"events": [{"type": "span_exploded"}]}),
+            "events[0]",
+        ),
+        (
+            "bad span id",
+            json!({"events": [{"type": "span_started", "span": {"span_id": "xyz"}}]}),
+            "16 hex digits",
+        ),
+        (
+            "zero span id",
+            json!({"events": [{"type": "span_started", "span": {"span_id": "0000000000000000"}}]}),
+            "all-zero",
+        ),
+        (
+            "bad time",
+            json!({"events": [{"type": "log", "message": "m", "time": "yesterday"}]}),
+            "RFC 3339",
+        ),
+        (
+            "unknown kind",
+            json!({"events": [{"type": "span_started", "span": {"span_id": "00000000000000a1", "kind": "robot"}}]}),
+            "robot",
+        ),
     ];
     for (what, body, needle) in cases {
         let (status, v) = app.call(Method::POST, &uri, Some(body)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {v}");
         assert_eq!(error_code(&v), "invalid_argument", "{what}");
         let msg = v["error"]["message"].as_str().expect("message");
-        assert!(msg.contains(needle), "{what}: {msg:?} should mention {needle:?}");
+        assert!(
+            msg.contains(needle),
+            "{what}: {msg:?} should mention {needle:?}"
+        );
     }
-    let (status, v) = app.call(Method::POST, "/api/v1/traces", Some(json!({"nmae": "typo"}))).await;
+    let (status, v) = app
+        .call(
+            Method::POST,
+            "/api/v1/traces",
+            Some(json!({"nmae": "typo"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(v["error"]["message"].as_str().expect("message").contains("nmae"), "{v}");
-    let (status, v) = app.call(Method::POST, "/api/v1/traces", Some(json!({"state": "running"}))).await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("nmae"),
+        "{v}"
+    );
+    let (status, v) = app
+        .call(
+            Method::POST,
+            "/api/v1/traces",
+            Some(json!({"state": "running"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
-    assert!(v["error"]["message"].as_str().expect("message").contains("state"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("state"),
+        "{v}"
+    );
 
-    let syntax = Request::post(&uri).header("content-type", "application/json").body(Body::from("{\"events\": [")).expect("req");
+    let syntax = Request::post(&uri)
+        .header("content-type", "application/json")
+        .body(Body::from("{\"events\": ["))
+        .expect("req");
     let (status, v) = app.raw(syntax).await;
-    assert_eq!((status, error_code(&v)), (StatusCode::BAD_REQUEST, "invalid_argument"));
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_argument")
+    );
 
-    let (status, v) = app.call(Method::GET, "/api/v1/traces/not-an-id", None).await;
+    let (status, v) = app
+        .call(Method::GET, "/api/v1/traces/not-an-id", None)
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(v["error"]["message"].as_str().expect("message").contains("invalid trace id"), "{v}");
-    let (status, v) = app.call(Method::GET, "/api/v1/traces?limit=abc", None).await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("invalid trace id"),
+        "{v}"
+    );
+    let (status, v) = app
+        .call(Method::GET, "/api/v1/traces?limit=abc", None)
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(v["error"]["message"].as_str().expect("message").contains("limit"), "{v}");
-    for q in ["limit=0", "limit=5000", "state=done", "page=0", "cursor=zzz", "from=yesterday", "cursor=x&page=2", "colour=red"] {
-        let (status, v) = app.call(Method::GET, &format!("/api/v1/traces?{q}"), None).await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("limit"),
+        "{v}"
+    );
+    for q in [
+        "limit=0",
+        "limit=5000",
+        "state=done",
+        "page=0",
+        "cursor=zzz",
+        "from=yesterday",
+        "cursor=x&page=2",
+        "colour=red",
+    ] {
+        let (status, v) = app
+            .call(Method::GET, &format!("/api/v1/traces?{q}"), None)
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{q}: {v}");
     }
-    let (status, _) = app.call(Method::GET, &format!("/api/v1/traces/{id}/events?type=span_exploded"), None).await;
+    let (status, _) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/traces/{id}/events?type=span_exploded"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = app.call(Method::POST, "/api/v1/traces/cleanup", Some(json!({"older_than_days": -1}))).await;
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/api/v1/traces/cleanup",
+            Some(json!({"older_than_days": -1})),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
@@ -190,8 +373,17 @@ async fn malformed_input_gets_400_naming_the_problem() {
 async fn the_hyphenated_uuid_form_is_accepted_in_paths() {
     let app = test_app();
     let id = create(&app, json!({})).await;
-    let uuid = format!("{}-{}-{}-{}-{}", &id[0..8], &id[8..12], &id[12..16], &id[16..20], &id[20..]);
-    let (status, v) = app.call(Method::GET, &format!("/api/v1/traces/{uuid}"), None).await;
+    let uuid = format!(
+        "{}-{}-{}-{}-{}",
+        &id[0..8],
+        &id[8..12],
+        &id[12..16],
+        &id[16..20],
+        &id[20..]
+    );
+    let (status, v) = app
+        .call(Method::GET, &format!("/api/v1/traces/{uuid}"), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["trace"]["trace_id"], id.as_str());
 }
@@ -202,12 +394,24 @@ async fn unknown_traces_and_other_tenants_traces_are_404() {
     let id = create(&app, json!({"name": "mine"})).await;
     let unknown = traceway_core::TraceId::new_v7().to_string();
     for target in [unknown.as_str(), id.as_str()] {
-        let tenant = if target == id { "someone-else" } else { "default" };
+        let tenant = if target == id {
+            "someone-else"
+        } else {
+            "default"
+        };
         let calls = [
             (Method::GET, format!("/api/v1/traces/{target}"), None),
             (Method::GET, format!("/api/v1/traces/{target}/events"), None),
-            (Method::POST, format!("/api/v1/traces/{target}/events"), Some(json!({"events": []}))),
-            (Method::PATCH, format!("/api/v1/traces/{target}"), Some(json!({"state": "COMPLETED"}))),
+            (
+                Method::POST,
+                format!("/api/v1/traces/{target}/events"),
+                Some(json!({"events": []})),
+            ),
+            (
+                Method::PATCH,
+                format!("/api/v1/traces/{target}"),
+                Some(json!({"state": "COMPLETED"})),
+            ),
             (Method::DELETE, format!("/api/v1/traces/{target}"), None),
         ];
         for (m, uri, body) in calls {
@@ -216,11 +420,17 @@ async fn unknown_traces_and_other_tenants_traces_are_404() {
             assert_eq!(error_code(&v), "not_found");
         }
     }
-    let (_, v) = app.call_as("someone-else", Method::GET, "/api/v1/traces", None).await;
+    let (_, v) = app
+        .call_as("someone-else", Method::GET, "/api/v1/traces", None)
+        .await;
     assert_eq!(v["traces"], json!([]));
-    let (_, v) = app.call(Method::GET, &format!("/api/v1/traces/{id}"), None).await;
+    let (_, v) = app
+        .call(Method::GET, &format!("/api/v1/traces/{id}"), None)
+        .await;
     assert_eq!(v["trace"]["name"], "mine", "the owner's trace is untouched");
-    let (status, v) = app.call_as("bad tenant!", Method::GET, "/api/v1/traces", None).await;
+    let (status, v) = app
+        .call_as("bad tenant!", Method::GET, "/api/v1/traces", None)
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
 }
 
@@ -229,27 +439,61 @@ async fn leaving_a_terminal_state_is_409() {
     let app = test_app();
     let id = create(&app, json!({})).await;
     let uri = format!("/api/v1/traces/{id}");
-    let (status, _) = app.call(Method::PATCH, &uri, Some(json!({"state": "ERRORED", "reason": "tool failed"}))).await;
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &uri,
+            Some(json!({"state": "ERRORED", "reason": "tool failed"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, v) = app.call(Method::PATCH, &uri, Some(json!({"state": "RUNNING"}))).await;
+    let (status, v) = app
+        .call(Method::PATCH, &uri, Some(json!({"state": "RUNNING"})))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
     assert_eq!(error_code(&v), "conflict");
-    assert!(v["error"]["message"].as_str().expect("message").contains("ERRORED"), "{v}");
-    let (_, v) = app.call(Method::PATCH, &uri, Some(json!({"metadata": {"reviewed": "yes"}}))).await;
-    assert_eq!(v["metadata"]["reviewed"], "yes", "metadata can still change");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("ERRORED"),
+        "{v}"
+    );
+    let (_, v) = app
+        .call(
+            Method::PATCH,
+            &uri,
+            Some(json!({"metadata": {"reviewed": "yes"}})),
+        )
+        .await;
+    assert_eq!(
+        v["metadata"]["reviewed"], "yes",
+        "metadata can still change"
+    );
     assert_eq!(v["state"], "ERRORED");
 }
 
 #[tokio::test]
 async fn bodies_over_the_cap_are_413_and_other_media_types_415() {
-    let app = test_app_with(Config { max_body_bytes: 2048, ..Config::default() });
+    let app = test_app_with(Config {
+        max_body_bytes: 2048,
+        ..Config::default()
+    });
     let id = create(&app, json!({})).await;
     let big = json!({"events": [{"type": "log", "message": "x".repeat(4096)}]});
-    let (status, v) = app.call(Method::POST, &format!("/api/v1/traces/{id}/events"), Some(big)).await;
+    let (status, v) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/traces/{id}/events"),
+            Some(big),
+        )
+        .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     assert_eq!(error_code(&v), "payload_too_large");
     // Chunked, with no Content-Length: still capped.
-    let stream = futures::stream::iter((0..10).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 1024]))));
+    let stream = futures::stream::iter(
+        (0..10).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 1024]))),
+    );
     let req = Request::post(format!("/api/v1/traces/{id}/events"))
         .header("content-type", "application/json")
         .body(Body::from_stream(stream))
@@ -257,12 +501,17 @@ async fn bodies_over_the_cap_are_413_and_other_media_types_415() {
     let (status, _) = app.raw(req).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 
-    let form = Request::post("/api/v1/traces").header("content-type", "application/x-www-form-urlencoded").body(Body::from("name=x")).expect("req");
+    let form = Request::post("/api/v1/traces")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("name=x"))
+        .expect("req");
     let (status, v) = app.raw(form).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{v}");
     assert_eq!(error_code(&v), "unsupported_media_type");
     // Nothing was stored by the refused requests.
-    let (_, v) = app.call(Method::GET, &format!("/api/v1/traces/{id}"), None).await;
+    let (_, v) = app
+        .call(Method::GET, &format!("/api/v1/traces/{id}"), None)
+        .await;
     assert_eq!(v["trace"]["last_seq"], 1);
 }
 
@@ -281,20 +530,46 @@ async fn listing_pages_by_cursor_and_by_page_number() {
     loop {
         let (status, v) = app.call(Method::GET, &uri, None).await;
         assert_eq!(status, StatusCode::OK, "{v}");
-        seen.extend(v["traces"].as_array().expect("traces").iter().map(|t| t["trace_id"].as_str().expect("id").to_string()));
+        seen.extend(
+            v["traces"]
+                .as_array()
+                .expect("traces")
+                .iter()
+                .map(|t| t["trace_id"].as_str().expect("id").to_string()),
+        );
         match v["next_cursor"].as_str() {
             Some(c) => uri = format!("/api/v1/traces?limit=3&cursor={c}"),
             None => break,
         }
     }
     assert_eq!(seen, ids);
-    let (_, v) = app.call(Method::GET, "/api/v1/traces?page=2&page_size=3", None).await;
-    let page2: Vec<&str> = v["traces"].as_array().expect("traces").iter().map(|t| t["trace_id"].as_str().expect("id")).collect();
-    assert_eq!(page2, ids[3..6].iter().map(String::as_str).collect::<Vec<_>>());
-    let (_, v) = app.call(Method::GET, "/api/v1/traces?agent_id=odd&state=RECEIVED", None).await;
+    let (_, v) = app
+        .call(Method::GET, "/api/v1/traces?page=2&page_size=3", None)
+        .await;
+    let page2: Vec<&str> = v["traces"]
+        .as_array()
+        .expect("traces")
+        .iter()
+        .map(|t| t["trace_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(
+        page2,
+        ids[3..6].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let (_, v) = app
+        .call(
+            Method::GET,
+            "/api/v1/traces?agent_id=odd&state=RECEIVED",
+            None,
+        )
+        .await;
     assert_eq!(v["traces"].as_array().expect("traces").len(), 3);
-    let from = traceway_store::conformance::start_time().add(Duration::from_secs(5)).to_rfc3339();
-    let (_, v) = app.call(Method::GET, &format!("/api/v1/traces?from={from}"), None).await;
+    let from = traceway_store::conformance::start_time()
+        .saturating_add(Duration::from_secs(5))
+        .to_rfc3339();
+    let (_, v) = app
+        .call(Method::GET, &format!("/api/v1/traces?from={from}"), None)
+        .await;
     assert_eq!(v["traces"].as_array().expect("traces").len(), 2);
 }
 
@@ -305,22 +580,48 @@ async fn delete_and_cleanup() {
     let mut done = Vec::new();
     for _ in 0..3 {
         let id = create(&app, json!({})).await;
-        app.call(Method::PATCH, &format!("/api/v1/traces/{id}"), Some(json!({"state": "COMPLETED"}))).await;
+        app.call(
+            Method::PATCH,
+            &format!("/api/v1/traces/{id}"),
+            Some(json!({"state": "COMPLETED"})),
+        )
+        .await;
         done.push(id);
     }
-    let (status, v) = app.call(Method::DELETE, &format!("/api/v1/traces/{}", done[0]), None).await;
+    let (status, v) = app
+        .call(Method::DELETE, &format!("/api/v1/traces/{}", done[0]), None)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{v}");
-    let (status, _) = app.call(Method::GET, &format!("/api/v1/traces/{}", done[0]), None).await;
+    let (status, _) = app
+        .call(Method::GET, &format!("/api/v1/traces/{}", done[0]), None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    let (_, v) = app.call(Method::POST, "/api/v1/traces/cleanup", Some(json!({"older_than_days": 1}))).await;
+    let (_, v) = app
+        .call(
+            Method::POST,
+            "/api/v1/traces/cleanup",
+            Some(json!({"older_than_days": 1})),
+        )
+        .await;
     assert_eq!(v["deleted"], 0, "nothing ended a day ago yet");
     app.clock.advance(Duration::from_secs(2 * 86_400));
-    let (status, v) = app.call(Method::POST, "/api/v1/traces/cleanup", Some(json!({"older_than_days": 1}))).await;
+    let (status, v) = app
+        .call(
+            Method::POST,
+            "/api/v1/traces/cleanup",
+            Some(json!({"older_than_days": 1})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["deleted"], 2);
     let (_, v) = app.call(Method::GET, "/api/v1/traces", None).await;
-    let left: Vec<&str> = v["traces"].as_array().expect("traces").iter().map(|t| t["trace_id"].as_str().expect("id")).collect();
+    let left: Vec<&str> = v["traces"]
+        .as_array()
+        .expect("traces")
+        .iter()
+        .map(|t| t["trace_id"].as_str().expect("id"))
+        .collect();
     // The running trace passed its 24 h failsafe during the two days, so it is gone too,
     // by expiry rather than by cleanup.
     assert!(!left.contains(&keep.as_str()));
@@ -333,19 +634,33 @@ async fn operations_routes_and_json_errors_for_unknown_routes() {
     let (status, v) = app.call(Method::GET, "/healthz", None).await;
     assert_eq!((status, v["status"].as_str()), (StatusCode::OK, Some("ok")));
     let (status, v) = app.call(Method::GET, "/readyz", None).await;
-    assert_eq!((status, v["status"].as_str()), (StatusCode::OK, Some("ready")));
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (StatusCode::OK, Some("ready"))
+    );
     let (status, v) = app.call(Method::GET, "/api/v1/nothing-here", None).await;
-    assert_eq!((status, error_code(&v)), (StatusCode::NOT_FOUND, "not_found"));
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
     let (status, v) = app.call(Method::PUT, "/api/v1/traces", None).await;
-    assert_eq!((status, error_code(&v)), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
 }
 
 #[tokio::test]
 async fn a_store_that_is_shut_down_answers_503_with_retry_after() {
     let app = test_app();
     app.store.shutdown().await;
-    let req = Request::post("/api/v1/traces").header("content-type", "application/json").body(Body::from("{}")).expect("req");
-    let resp = tower::ServiceExt::oneshot(app.router.clone(), req).await.expect("infallible");
+    let req = Request::post("/api/v1/traces")
+        .header("content-type", "application/json")
+        .body(Body::from("{}"))
+        .expect("req");
+    let resp = tower::ServiceExt::oneshot(app.router.clone(), req)
+        .await
+        .expect("infallible");
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(resp.headers()["retry-after"], "1");
     let (status, _) = app.call(Method::GET, "/readyz", None).await;

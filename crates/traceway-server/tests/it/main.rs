@@ -30,9 +30,19 @@ pub fn test_app_with(config: Config) -> TestApp {
     let mut sqlite = SqliteConfig::new(dir.path().join("traceway.db"));
     sqlite.capture = config.capture;
     sqlite.retention = config.retention;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(sqlite, Arc::new(clock.clone())).expect("open"));
-    let state = AppState { store: store.clone(), config: Arc::new(config), clock: Arc::new(clock.clone()) };
-    TestApp { router: app(state), store, clock, _dir: dir }
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(sqlite, Arc::new(clock.clone())).expect("open"));
+    let state = AppState {
+        store: store.clone(),
+        config: Arc::new(config),
+        clock: Arc::new(clock.clone()),
+    };
+    TestApp {
+        router: app(state),
+        store,
+        clock,
+        _dir: dir,
+    }
 }
 
 pub fn test_app() -> TestApp {
@@ -41,12 +51,26 @@ pub fn test_app() -> TestApp {
 
 impl TestApp {
     /// Sends a request through the router; JSON in, status and JSON (or Null) out.
-    pub async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         self.call_as("default", method, uri, body).await
     }
 
-    pub async fn call_as(&self, tenant: &str, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(uri).header("x-traceway-tenant", tenant);
+    pub async fn call_as(
+        &self,
+        tenant: &str,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("x-traceway-tenant", tenant);
         let body = match body {
             Some(v) => {
                 req = req.header("content-type", "application/json");
@@ -60,8 +84,15 @@ impl TestApp {
     pub async fn raw(&self, req: Request<Body>) -> (StatusCode, Value) {
         let resp = self.router.clone().oneshot(req).await.expect("infallible");
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 64 * 1024 * 1024).await.expect("body");
-        let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())) };
+        let bytes = axum::body::to_bytes(resp.into_body(), 64 * 1024 * 1024)
+            .await
+            .expect("body");
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
         (status, v)
     }
 }

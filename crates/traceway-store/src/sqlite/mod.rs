@@ -19,8 +19,8 @@ use self::row::{read_trace_row, TRACE_COLUMNS};
 use self::schema::internal;
 use self::writer::{Msg, Op, OpResult, WriterCtx};
 use crate::{
-    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventFilter, Page, PageRequest,
-    Retention, Store, StoreError, TraceFilter,
+    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventFilter, Page, PageRequest, Retention,
+    Store, StoreError, TraceFilter,
 };
 
 /// Settings of the SQLite backend.
@@ -80,11 +80,15 @@ impl ReaderPool {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(internal)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(internal)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(internal)?;
         Ok(conn)
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let conn = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match conn {
             Some(c) => c,
@@ -103,21 +107,27 @@ impl SqliteStore {
     /// Opens (creating and migrating if needed) the database and starts the writer.
     pub fn open(cfg: SqliteConfig, clock: Arc<dyn Clock>) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
         let mut conn = Connection::open(&cfg.path).map_err(internal)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(internal)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(internal)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(internal)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Internal(format!("could not enable WAL (got {mode})")));
+            return Err(StoreError::Internal(format!(
+                "could not enable WAL (got {mode})"
+            )));
         }
         // NORMAL in WAL mode: a commit survives a crash of the process (the kill -9 test);
         // only an OS crash or power loss can lose the last commits. See ADR 002.
-        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536;")
-            .map_err(internal)?;
+        conn.execute_batch(
+            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536;",
+        )
+        .map_err(internal)?;
         schema::migrate(&mut conn)?;
 
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
@@ -133,7 +143,11 @@ impl SqliteStore {
             .map_err(|e| StoreError::Internal(format!("spawn writer: {e}")))?;
         Ok(SqliteStore {
             tx,
-            readers: Arc::new(ReaderPool { path: cfg.path, idle: Mutex::new(Vec::new()), keep: cfg.readers }),
+            readers: Arc::new(ReaderPool {
+                path: cfg.path,
+                idle: Mutex::new(Vec::new()),
+                keep: cfg.readers,
+            }),
             clock,
             enqueue_timeout: cfg.enqueue_timeout,
             writer: Mutex::new(Some(writer)),
@@ -169,7 +183,12 @@ impl SqliteStore {
 }
 
 /// The live row id and data expiry of a trace, if it exists and has not expired.
-fn live_trace_ref(c: &Connection, tenant: &str, id: TraceId, now: Timestamp) -> Result<Option<(i64, i64)>, StoreError> {
+fn live_trace_ref(
+    c: &Connection,
+    tenant: &str,
+    id: TraceId,
+    now: Timestamp,
+) -> Result<Option<(i64, i64)>, StoreError> {
     c.prepare_cached(
         "SELECT id, data_expires_at FROM traces WHERE tenant = ?1 AND trace_id = ?2 AND expires_at > ?3",
     )
@@ -189,7 +208,8 @@ struct Query {
 impl Query {
     fn and(&mut self, clause: &str, v: rusqlite::types::Value) {
         self.args.push(v);
-        self.sql.push_str(&format!(" AND {clause} ?{}", self.args.len()));
+        self.sql
+            .push_str(&format!(" AND {clause} ?{}", self.args.len()));
     }
 }
 
@@ -200,16 +220,31 @@ fn encode_cursor(t: &Trace) -> String {
 
 fn decode_cursor(c: &str) -> Result<(i64, TraceId), StoreError> {
     let bad = || StoreError::Invalid(format!("invalid cursor {c:?}"));
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .map_err(|_| bad())?;
     let raw = String::from_utf8(raw).map_err(|_| bad())?;
     let (t, id) = raw.split_once(':').ok_or_else(bad)?;
-    Ok((t.parse().map_err(|_| bad())?, id.parse().map_err(|_| bad())?))
+    Ok((
+        t.parse().map_err(|_| bad())?,
+        id.parse().map_err(|_| bad())?,
+    ))
 }
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_trace(&self, tenant: &str, new: NewTrace) -> Result<(Trace, Vec<Event>), StoreError> {
-        match self.write(Op::Create { tenant: tenant.to_string(), new }).await? {
+    async fn create_trace(
+        &self,
+        tenant: &str,
+        new: NewTrace,
+    ) -> Result<(Trace, Vec<Event>), StoreError> {
+        match self
+            .write(Op::Create {
+                tenant: tenant.to_string(),
+                new,
+            })
+            .await?
+        {
             OpResult::Trace(t, e) => Ok((t, e)),
             _ => Err(StoreError::Internal("unexpected writer reply".into())),
         }
@@ -222,8 +257,20 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn update_trace(&self, tenant: &str, id: TraceId, patch: TracePatch) -> Result<(Trace, Vec<Event>), StoreError> {
-        match self.write(Op::Update { tenant: tenant.to_string(), id, patch }).await? {
+    async fn update_trace(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        patch: TracePatch,
+    ) -> Result<(Trace, Vec<Event>), StoreError> {
+        match self
+            .write(Op::Update {
+                tenant: tenant.to_string(),
+                id,
+                patch,
+            })
+            .await?
+        {
             OpResult::Trace(t, e) => Ok((t, e)),
             _ => Err(StoreError::Internal("unexpected writer reply".into())),
         }
@@ -254,28 +301,46 @@ impl Store for SqliteStore {
                 return Ok(Some(Vec::new()));
             }
             let mut stmt = c
-                .prepare_cached("SELECT body FROM spans WHERE trace_ref = ?1 ORDER BY start_time, span_id")
+                .prepare_cached(
+                    "SELECT body FROM spans WHERE trace_ref = ?1 ORDER BY start_time, span_id",
+                )
                 .map_err(internal)?;
-            let rows = stmt.query_map([rowid], |r| r.get::<_, String>(0)).map_err(internal)?;
+            let rows = stmt
+                .query_map([rowid], |r| r.get::<_, String>(0))
+                .map_err(internal)?;
             let mut spans = Vec::new();
             for body in rows {
                 let body = body.map_err(internal)?;
-                spans.push(serde_json::from_str(&body).map_err(|e| StoreError::Internal(format!("stored span: {e}")))?);
+                spans.push(
+                    serde_json::from_str(&body)
+                        .map_err(|e| StoreError::Internal(format!("stored span: {e}")))?,
+                );
             }
             Ok(Some(spans))
         })
         .await
     }
 
-    async fn list_traces(&self, tenant: &str, filter: &TraceFilter, page: &PageRequest) -> Result<Page<Trace>, StoreError> {
+    async fn list_traces(
+        &self,
+        tenant: &str,
+        filter: &TraceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Trace>, StoreError> {
         use rusqlite::types::Value;
         let after = page.cursor.as_deref().map(decode_cursor).transpose()?;
         let limit = page.limit.clamp(1, 1000);
         let mut q = Query {
-            sql: format!("SELECT {TRACE_COLUMNS} FROM traces WHERE tenant = ?1 AND expires_at > ?2"),
+            sql: format!(
+                "SELECT {TRACE_COLUMNS} FROM traces WHERE tenant = ?1 AND expires_at > ?2"
+            ),
             args: vec![Value::Text(tenant.to_string()), Value::Null],
         };
-        for (col, v) in [("agent_id", &filter.agent_id), ("user_id", &filter.user_id), ("session_id", &filter.session_id)] {
+        for (col, v) in [
+            ("agent_id", &filter.agent_id),
+            ("user_id", &filter.user_id),
+            ("session_id", &filter.session_id),
+        ] {
             if let Some(v) = v {
                 q.and(&format!("{col} ="), Value::Text(v.clone()));
             }
@@ -301,11 +366,15 @@ impl Store for SqliteStore {
             q.args.push(Value::Integer(t));
             q.args.push(Value::Blob(id.to_bytes().to_vec()));
             let n = q.args.len();
-            q.sql.push_str(&format!(" AND (created_at, trace_id) < (?{}, ?{n})", n - 1));
+            q.sql
+                .push_str(&format!(" AND (created_at, trace_id) < (?{}, ?{n})", n - 1));
         }
         let Query { mut sql, mut args } = q;
         // One row more than asked tells whether there is a next page.
-        sql.push_str(&format!(" ORDER BY created_at DESC, trace_id DESC LIMIT {}", limit + 1));
+        sql.push_str(&format!(
+            " ORDER BY created_at DESC, trace_id DESC LIMIT {}",
+            limit + 1
+        ));
         if after.is_none() && page.offset > 0 {
             sql.push_str(&format!(" OFFSET {}", page.offset));
         }
@@ -327,10 +396,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn read_events(&self, tenant: &str, id: TraceId, filter: &EventFilter) -> Result<Option<Vec<Event>>, StoreError> {
+    async fn read_events(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        filter: &EventFilter,
+    ) -> Result<Option<Vec<Event>>, StoreError> {
         use rusqlite::types::Value;
         let tenant = tenant.to_string();
-        let mut sql = String::from("SELECT seq, time, component_id, body FROM events WHERE trace_ref = ?1 AND seq > ?2");
+        let mut sql = String::from(
+            "SELECT seq, time, component_id, body FROM events WHERE trace_ref = ?1 AND seq > ?2",
+        );
         let mut args: Vec<Value> = vec![Value::Null, Value::Integer(filter.after_seq as i64)];
         if !filter.types.is_empty() {
             let marks: Vec<String> = filter
@@ -347,7 +423,11 @@ impl Store for SqliteStore {
             args.push(Value::Text(comp.clone()));
             sql.push_str(&format!(" AND component_id = ?{}", args.len()));
         }
-        sql.push_str(&format!(" ORDER BY seq LIMIT {} OFFSET {}", filter.limit.clamp(1, 10_000), filter.offset));
+        sql.push_str(&format!(
+            " ORDER BY seq LIMIT {} OFFSET {}",
+            filter.limit.clamp(1, 10_000),
+            filter.offset
+        ));
         self.read(move |c, now| {
             let Some((rowid, data_expires)) = live_trace_ref(c, &tenant, id, now)? else {
                 return Ok(None);
@@ -359,7 +439,12 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(&sql).map_err(internal)?;
             let rows = stmt
                 .query_map(params_from_iter(args.iter()), |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, String>(3)?))
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
                 })
                 .map_err(internal)?;
             let mut events = Vec::new();
@@ -381,17 +466,31 @@ impl Store for SqliteStore {
     }
 
     async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError> {
-        match self.write(Op::Delete { tenant: tenant.to_string(), id }).await? {
+        match self
+            .write(Op::Delete {
+                tenant: tenant.to_string(),
+                id,
+            })
+            .await?
+        {
             OpResult::Deleted(d) => Ok(d),
             _ => Err(StoreError::Internal("unexpected writer reply".into())),
         }
     }
 
-    async fn delete_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError> {
+    async fn delete_ended_before(
+        &self,
+        tenant: &str,
+        cutoff: Timestamp,
+    ) -> Result<u64, StoreError> {
         // Small batches, each its own command, so ingest keeps flowing between them.
         let mut total = 0;
         loop {
-            let op = Op::DeleteEndedBefore { tenant: tenant.to_string(), cutoff, limit: 200 };
+            let op = Op::DeleteEndedBefore {
+                tenant: tenant.to_string(),
+                cutoff,
+                limit: 200,
+            };
             match self.write(op).await? {
                 OpResult::Count(0) => return Ok(total),
                 OpResult::Count(n) => total += n,
@@ -404,7 +503,8 @@ impl Store for SqliteStore {
         if self.tx.is_closed() {
             return Err(StoreError::Unavailable("writer stopped".into()));
         }
-        self.read(|c, _| c.query_row("SELECT 1", [], |_| Ok(())).map_err(internal)).await
+        self.read(|c, _| c.query_row("SELECT 1", [], |_| Ok(())).map_err(internal))
+            .await
     }
 
     async fn shutdown(&self) {

@@ -25,7 +25,12 @@ fn bad(col: usize, msg: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(col, Type::Text, msg.into())
 }
 
-const LEVELS: [Level; 4] = [Level::Minimal, Level::Standard, Level::Detailed, Level::Debug];
+const LEVELS: [Level; 4] = [
+    Level::Minimal,
+    Level::Standard,
+    Level::Detailed,
+    Level::Debug,
+];
 
 /// Reads a trace from [`TRACE_COLUMNS`] starting at column `at`.
 pub(crate) fn read_trace_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Trace> {
@@ -34,7 +39,9 @@ pub(crate) fn read_trace_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Trace> 
     let level: i64 = r.get(at + 7)?;
     let metadata: String = r.get(at + 13)?;
     let rollups: String = r.get(at + 14)?;
-    let ts = |i: usize| -> rusqlite::Result<Timestamp> { Ok(Timestamp::from_unix_nanos(r.get(at + i)?)) };
+    let ts = |i: usize| -> rusqlite::Result<Timestamp> {
+        Ok(Timestamp::from_unix_nanos(r.get(at + i)?))
+    };
     Ok(Trace {
         trace_id: TraceId::from_bytes(id).ok_or_else(|| bad(at, "zero trace id".into()))?,
         tenant: r.get(at + 1)?,
@@ -48,7 +55,9 @@ pub(crate) fn read_trace_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Trace> 
             .ok_or_else(|| bad(at + 7, format!("level {level}")))?,
         created_at: ts(8)?,
         last_activity_at: ts(9)?,
-        ended_at: r.get::<_, Option<i64>>(at + 10)?.map(Timestamp::from_unix_nanos),
+        ended_at: r
+            .get::<_, Option<i64>>(at + 10)?
+            .map(Timestamp::from_unix_nanos),
         expires_at: ts(11)?,
         last_seq: r.get::<_, i64>(at + 12)? as u64,
         metadata: serde_json::from_str(&metadata).map_err(|e| bad(at + 13, e.to_string()))?,

@@ -19,13 +19,29 @@ use super::schema::internal;
 use crate::{AppendOutcome, AppendRequest, CaptureConfig, Clock, Retention, StoreError};
 
 pub(crate) enum Op {
-    Create { tenant: String, new: NewTrace },
+    Create {
+        tenant: String,
+        new: NewTrace,
+    },
     Append(AppendRequest),
-    Update { tenant: String, id: TraceId, patch: TracePatch },
-    Delete { tenant: String, id: TraceId },
-    DeleteEndedBefore { tenant: String, cutoff: Timestamp, limit: u32 },
+    Update {
+        tenant: String,
+        id: TraceId,
+        patch: TracePatch,
+    },
+    Delete {
+        tenant: String,
+        id: TraceId,
+    },
+    DeleteEndedBefore {
+        tenant: String,
+        cutoff: Timestamp,
+        limit: u32,
+    },
 }
 
+// Replies travel once through a oneshot; the size difference costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum OpResult {
     Trace(Trace, Vec<Event>),
     Append(AppendOutcome),
@@ -33,6 +49,8 @@ pub(crate) enum OpResult {
     Count(u64),
 }
 
+// Queue slots are bounded (capacity × ~270 bytes); a shutdown message is rare.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Msg {
     Op(Op, oneshot::Sender<Result<OpResult, StoreError>>),
     Shutdown(oneshot::Sender<()>),
@@ -51,7 +69,9 @@ pub(crate) fn run(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Msg>, c
     let mut group = Vec::with_capacity(ctx.max_group);
     let mut shutdown_replies = Vec::new();
     loop {
-        let Some(first) = rx.blocking_recv() else { break };
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
         let mut push = |m: Msg, group: &mut Vec<_>| match m {
             Msg::Op(op, reply) => group.push((op, reply)),
             Msg::Shutdown(reply) => shutdown_replies.push(reply),
@@ -143,7 +163,12 @@ fn run_in_savepoint(
     r
 }
 
-fn execute(tx: &Transaction<'_>, op: Op, now: Timestamp, ctx: &WriterCtx) -> Result<OpResult, StoreError> {
+fn execute(
+    tx: &Transaction<'_>,
+    op: Op,
+    now: Timestamp,
+    ctx: &WriterCtx,
+) -> Result<OpResult, StoreError> {
     match op {
         Op::Create { tenant, new } => {
             let id = new.trace_id.unwrap_or_else(TraceId::new_v7);
@@ -180,7 +205,11 @@ fn execute(tx: &Transaction<'_>, op: Op, now: Timestamp, ctx: &WriterCtx) -> Res
             }
             None => Ok(OpResult::Deleted(false)),
         },
-        Op::DeleteEndedBefore { tenant, cutoff, limit } => {
+        Op::DeleteEndedBefore {
+            tenant,
+            cutoff,
+            limit,
+        } => {
             let rowids: Vec<i64> = {
                 let mut stmt = tx
                     .prepare_cached(
@@ -200,7 +229,12 @@ fn execute(tx: &Transaction<'_>, op: Op, now: Timestamp, ctx: &WriterCtx) -> Res
     }
 }
 
-fn append(tx: &Transaction<'_>, req: AppendRequest, now: Timestamp, ctx: &WriterCtx) -> Result<AppendOutcome, StoreError> {
+fn append(
+    tx: &Transaction<'_>,
+    req: AppendRequest,
+    now: Timestamp,
+    ctx: &WriterCtx,
+) -> Result<AppendOutcome, StoreError> {
     let existing = load_trace(tx, &req.tenant, req.trace_id)?;
     let (mut w, created) = match existing {
         Some(row) if row.is_live(now) => (TraceWriter::new(row, now, ctx), false),
@@ -211,10 +245,16 @@ fn append(tx: &Transaction<'_>, req: AppendRequest, now: Timestamp, ctx: &Writer
             if let Some(row) = stale {
                 delete_trace_data(tx, row.rowid)?;
             }
-            (TraceWriter::create(tx, &req.tenant, req.trace_id, new, now, ctx)?, true)
+            (
+                TraceWriter::create(tx, &req.tenant, req.trace_id, new, now, ctx)?,
+                true,
+            )
         }
     };
-    let mut outcome = AppendOutcome { created, ..Default::default() };
+    let mut outcome = AppendOutcome {
+        created,
+        ..Default::default()
+    };
     for input in req.events {
         if w.apply(tx, input)? {
             outcome.accepted += 1;
@@ -228,7 +268,11 @@ fn append(tx: &Transaction<'_>, req: AppendRequest, now: Timestamp, ctx: &Writer
 }
 
 /// Loads a trace row, expired or not; callers decide what an expired row means.
-fn load_trace(tx: &Transaction<'_>, tenant: &str, id: TraceId) -> Result<Option<TraceRow>, StoreError> {
+fn load_trace(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    id: TraceId,
+) -> Result<Option<TraceRow>, StoreError> {
     let mut stmt = tx
         .prepare_cached(&format!(
             "SELECT id, data_expires_at, {TRACE_COLUMNS} FROM traces WHERE tenant = ?1 AND trace_id = ?2"
@@ -270,7 +314,13 @@ struct TraceWriter<'c> {
 
 impl<'c> TraceWriter<'c> {
     fn new(row: TraceRow, now: Timestamp, ctx: &'c WriterCtx) -> TraceWriter<'c> {
-        TraceWriter { row, events: Vec::new(), spans: HashMap::new(), now, ctx }
+        TraceWriter {
+            row,
+            events: Vec::new(),
+            spans: HashMap::new(),
+            now,
+            ctx,
+        }
     }
 
     fn create(
@@ -288,7 +338,7 @@ impl<'c> TraceWriter<'c> {
             )));
         }
         let level = new.level.unwrap_or(ctx.capture.default_level);
-        let failsafe = now.add(ctx.retention.failsafe_ttl);
+        let failsafe = now.saturating_add(ctx.retention.failsafe_ttl);
         let trace = Trace {
             trace_id: id,
             tenant: tenant.to_string(),
@@ -333,7 +383,11 @@ impl<'c> TraceWriter<'c> {
             metadata: trace.metadata.clone(),
         };
         let mut w = TraceWriter::new(
-            TraceRow { rowid, data_expires_at: failsafe.unix_nanos(), trace },
+            TraceRow {
+                rowid,
+                data_expires_at: failsafe.unix_nanos(),
+                trace,
+            },
             now,
             ctx,
         );
@@ -378,7 +432,12 @@ impl<'c> TraceWriter<'c> {
         }
     }
 
-    fn record_span(&mut self, tx: &Transaction<'_>, change: SpanChange, ended: bool) -> Result<bool, StoreError> {
+    fn record_span(
+        &mut self,
+        tx: &Transaction<'_>,
+        change: SpanChange,
+        ended: bool,
+    ) -> Result<bool, StoreError> {
         let (previous, mut span) = match change {
             SpanChange::Duplicate => return Ok(false),
             SpanChange::New(span) => (None, span),
@@ -412,12 +471,20 @@ impl<'c> TraceWriter<'c> {
         let body_json = format!("{{\"type\":\"{ty}\",\"payload\":{json}}}");
         let component = span.component_id.clone();
         self.spans.insert(span.span_id.as_u64(), span.clone());
-        let body = if ended { EventBody::SpanEnded(span) } else { EventBody::SpanStarted(span) };
+        let body = if ended {
+            EventBody::SpanEnded(span)
+        } else {
+            EventBody::SpanStarted(span)
+        };
         self.insert_event(tx, time, component, None, body, body_json)?;
         Ok(true)
     }
 
-    fn load_span(&mut self, tx: &Transaction<'_>, span_id: u64) -> Result<Option<Span>, StoreError> {
+    fn load_span(
+        &mut self,
+        tx: &Transaction<'_>,
+        span_id: u64,
+    ) -> Result<Option<Span>, StoreError> {
         if let Some(s) = self.spans.get(&span_id) {
             return Ok(Some(s.clone()));
         }
@@ -428,13 +495,21 @@ impl<'c> TraceWriter<'c> {
                     .optional()
             })
             .map_err(internal)?;
-        body.map(|b| serde_json::from_str(&b).map_err(|e| StoreError::Internal(format!("stored span: {e}"))))
-            .transpose()
+        body.map(|b| {
+            serde_json::from_str(&b).map_err(|e| StoreError::Internal(format!("stored span: {e}")))
+        })
+        .transpose()
     }
 
-    fn component_of(&mut self, tx: &Transaction<'_>, span_id: Option<traceway_core::SpanId>) -> Result<Option<String>, StoreError> {
+    fn component_of(
+        &mut self,
+        tx: &Transaction<'_>,
+        span_id: Option<traceway_core::SpanId>,
+    ) -> Result<Option<String>, StoreError> {
         match span_id {
-            Some(id) => Ok(self.load_span(tx, id.as_u64())?.and_then(|s| s.component_id)),
+            Some(id) => Ok(self
+                .load_span(tx, id.as_u64())?
+                .and_then(|s| s.component_id)),
             None => Ok(None),
         }
     }
@@ -446,7 +521,12 @@ impl<'c> TraceWriter<'c> {
             .map_err(internal)
     }
 
-    fn change_state(&mut self, tx: &Transaction<'_>, to: State, reason: Option<String>) -> Result<(), StoreError> {
+    fn change_state(
+        &mut self,
+        tx: &Transaction<'_>,
+        to: State,
+        reason: Option<String>,
+    ) -> Result<(), StoreError> {
         let from = self.row.trace.state.clone();
         let changed = from
             .check_transition(&to)
@@ -456,19 +536,38 @@ impl<'c> TraceWriter<'c> {
         }
         self.row.trace.state = to.clone();
         let now = self.now;
-        self.write_event(tx, now, None, EventBody::StateChanged(StateChange { from, to: to.clone(), reason: reason.clone() }))?;
+        self.write_event(
+            tx,
+            now,
+            None,
+            EventBody::StateChanged(StateChange {
+                from,
+                to: to.clone(),
+                reason: reason.clone(),
+            }),
+        )?;
         if to.is_terminal() {
             let r = self.ctx.retention;
             self.row.trace.ended_at = Some(now);
-            self.row.trace.expires_at = now.add(r.terminal_trace_ttl);
-            self.row.data_expires_at = now.add(r.terminal_data_ttl).unix_nanos();
-            let ended = TraceEnded { state: to, reason, rollups: self.row.trace.rollups.clone() };
+            self.row.trace.expires_at = now.saturating_add(r.terminal_trace_ttl);
+            self.row.data_expires_at = now.saturating_add(r.terminal_data_ttl).unix_nanos();
+            let ended = TraceEnded {
+                state: to,
+                reason,
+                rollups: self.row.trace.rollups.clone(),
+            };
             self.write_event(tx, now, None, EventBody::TraceEnded(ended))?;
         }
         Ok(())
     }
 
-    fn write_event(&mut self, tx: &Transaction<'_>, time: Timestamp, component: Option<String>, body: EventBody) -> Result<(), StoreError> {
+    fn write_event(
+        &mut self,
+        tx: &Transaction<'_>,
+        time: Timestamp,
+        component: Option<String>,
+        body: EventBody,
+    ) -> Result<(), StoreError> {
         self.write_keyed_event(tx, time, component, None, body)
     }
 
@@ -480,7 +579,11 @@ impl<'c> TraceWriter<'c> {
         key: Option<String>,
         mut body: EventBody,
     ) -> Result<(), StoreError> {
-        strip_event_body(&mut body, self.row.trace.level, self.ctx.capture.max_content_bytes);
+        strip_event_body(
+            &mut body,
+            self.row.trace.level,
+            self.ctx.capture.max_content_bytes,
+        );
         let json = serde_json::to_string(&body).map_err(|e| StoreError::Internal(e.to_string()))?;
         self.insert_event(tx, time, component, key, body, json)
     }
@@ -512,7 +615,13 @@ impl<'c> TraceWriter<'c> {
         })
         .map_err(internal)?;
         self.row.trace.last_seq = seq;
-        self.events.push(Event { trace_id: self.row.trace.trace_id, seq, time, component_id: component, body });
+        self.events.push(Event {
+            trace_id: self.row.trace.trace_id,
+            seq,
+            time,
+            component_id: component,
+            body,
+        });
         Ok(())
     }
 
@@ -520,8 +629,10 @@ impl<'c> TraceWriter<'c> {
     fn save(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         let t = &mut self.row.trace;
         t.last_activity_at = self.now;
-        let metadata = serde_json::to_string(&t.metadata).map_err(|e| StoreError::Internal(e.to_string()))?;
-        let rollups = serde_json::to_string(&t.rollups).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let metadata =
+            serde_json::to_string(&t.metadata).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let rollups =
+            serde_json::to_string(&t.rollups).map_err(|e| StoreError::Internal(e.to_string()))?;
         tx.prepare_cached(
             "UPDATE traces SET name = ?2, agent_id = ?3, session_id = ?4, user_id = ?5, state = ?6, \
              last_activity_at = ?7, ended_at = ?8, expires_at = ?9, data_expires_at = ?10, \
