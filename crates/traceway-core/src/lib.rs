@@ -7,6 +7,7 @@ pub mod id;
 pub mod ingest;
 pub mod level;
 pub mod model;
+pub mod otlp;
 pub mod time;
 pub mod tree;
 

@@ -1,0 +1,203 @@
+//! OpenTelemetry (OTLP) traces → Traceway spans, as pure functions.
+//!
+//! Two steps, both without I/O:
+//!
+//! 1. [`decode_export_request`] reads the body of an OTLP/HTTP request (protobuf or
+//!    OTLP/JSON; gzip is undone by the server before) into the generated
+//!    [`ExportTraceServiceRequest`]. gRPC hands the server that type directly.
+//! 2. [`map_request`] turns resource + scope + span into Traceway spans grouped by trace,
+//!    with the span events split into errors and logs, and hints for the trace row (agent,
+//!    session, user, service, name). Invalid spans are counted, not fatal, so the server can
+//!    answer with OTLP's partial success.
+//!
+//! # OTLP/JSON
+//!
+//! Decoded by hand over `serde_json::Value` (see `json.rs` for why not
+//! `opentelemetry-proto`'s `with-serde`), following the OTLP specification's "JSON Protobuf
+//! Encoding": lowerCamelCase keys (the proto's snake_case names are accepted too), trace and
+//! span ids as case-insensitive hex, 64-bit integers as decimal strings or numbers, enums as
+//! integers (their proto names are accepted too), `bytesValue` as base64, unknown fields
+//! ignored, `null` meaning "not set". Ids that are not hex but are valid base64 of the right
+//! length (what a generic protobuf JSON encoder writes) are accepted as well.
+//!
+//! # Mapping
+//!
+//! | Traceway | from (first present wins) |
+//! |---|---|
+//! | span kind | `traceway.span.kind` (a Traceway kind name); `openinference.span.kind` (`AGENT`, `CHAIN`, `LLM`, `TOOL`, `RETRIEVER`, `EMBEDDING`, `RERANKER`, `GUARDRAIL`, any case); `gen_ai.operation.name` (`chat`, `text_completion`, `generate_content` → llm, `execute_tool` → tool, `invoke_agent`, `create_agent` → agent, `embeddings` → embedding, `retrieval` → retriever, `invoke_workflow` → chain); else `llm` when a model attribute (`llm.model_name`, `gen_ai.request.model`, `gen_ai.response.model`) is present; else `other` |
+//! | component | `traceway.component_id`; otherwise none |
+//! | service | resource `service.name` |
+//! | status | OTLP status: `ERROR` → error with its message, `OK` → ok, else unset |
+//! | input / output | `input.value` / `output.value`, parsed as JSON when `input.mime_type` / `output.mime_type` is JSON, else kept as a string |
+//! | llm model | `llm.response.model_name`, `gen_ai.response.model`, `llm.model_name`, `llm.request.model_name`, `gen_ai.request.model`, `embedding.model_name` (the model that answered is preferred over the one asked for; a different requested model stays in the attributes) |
+//! | llm provider | `gen_ai.provider.name`, `llm.provider`, `llm.system`, `gen_ai.system` |
+//! | input tokens | `llm.token_count.prompt`, `gen_ai.usage.input_tokens`, `gen_ai.usage.prompt_tokens` |
+//! | output tokens | `llm.token_count.completion`, `gen_ai.usage.output_tokens`, `gen_ai.usage.completion_tokens` |
+//! | total tokens | `llm.token_count.total`, `gen_ai.usage.total_tokens` |
+//! | cached tokens | `llm.token_count.prompt_details.cache_read`, `gen_ai.usage.cache_read.input_tokens`, `gen_ai.usage.cache_read_input_tokens` |
+//! | reasoning tokens | `llm.token_count.completion_details.reasoning`, `gen_ai.usage.reasoning.output_tokens`, `gen_ai.usage.reasoning_tokens` |
+//! | cost (USD) | `llm.cost.total` |
+//! | messages | `llm.input_messages.N.message.*` / `llm.output_messages.N.message.*` (`role`, `content`, else the text items of `contents.M.message_content.*`, else the `tool_calls`); `gen_ai.input.messages` / `gen_ai.output.messages` (JSON, text parts joined; a message without text keeps its parts as JSON text), with `gen_ai.system_instructions` as a leading system message; the older `gen_ai.prompt[.N.role/content]` / `gen_ai.completion[.N.role/content]` |
+//! | tool | name: `tool.name`, `gen_ai.tool.name`; arguments: `gen_ai.tool.call.arguments`, `tool.parameters`, else the span input; result: `gen_ai.tool.call.result`, else the span output (JSON strings are parsed) |
+//! | retrieval | documents: `retrieval.documents.N.document.{id,score,content,metadata}`, `gen_ai.retrieval.documents`, and for rerankers `reranker.output_documents.N.document.*`; query: `gen_ai.retrieval.query.text`, `reranker.query`, else the span input |
+//! | trace hints | agent: `gen_ai.agent.name`, `gen_ai.agent.id`, `agent.name`; session: `session.id`, `gen_ai.conversation.id`; user: `user.id` — from the span, else its resource; a root span's values win over other spans' |
+//! | errors | span events named `exception` (`exception.type`, `exception.message`, `exception.stacktrace`) |
+//! | logs | every other span event: its name as the message, its attributes |
+//! | links | span links with a valid trace id |
+//!
+//! LLM details are set on `llm` and `embedding` spans only, tool details on `tool` spans,
+//! retrieval details on `retriever` and `reranker` spans. On other kinds the same attributes
+//! stay in `attributes`: an agent span that reports the usage of its whole run must not be
+//! counted again in the trace's token rollups.
+//!
+//! Every attribute the mapping did not move into a typed field is kept in
+//! `span.attributes`, converted to JSON (strings, bools, integers, doubles — `NaN` and
+//! infinities as the strings `"NaN"`, `"Infinity"`, `"-Infinity"` — bytes as standard
+//! base64, arrays as arrays, key-value lists as objects). The identity attributes that feed
+//! the trace hints stay too, since a span has no typed field for them and sub-agents differ
+//! per span. With [`MapOptions::keep_mapped_attributes`] every attribute is kept, and the
+//! resource's attributes are added under `resource.<key>`. The mapping also adds
+//! `otel.scope.name` / `otel.scope.version` (the instrumentation scope), `otel.span_kind`
+//! (`server`, `client`, `producer`, `consumer`) and the `otel.dropped_*_count` counters when
+//! non-zero, unless the span already has attributes of those names.
+
+mod attrs;
+mod json;
+mod map;
+
+pub use map::{map_request, map_request_with};
+pub use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+
+use crate::id::TraceId;
+use crate::model::{ErrorRecord, LogRecord, Span};
+use crate::time::Timestamp;
+
+/// How an OTLP/HTTP body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// Binary protobuf (`application/x-protobuf`).
+    Protobuf,
+    /// OTLP/JSON (`application/json`).
+    Json,
+}
+
+impl Encoding {
+    /// The encoding a `Content-Type` names, ignoring parameters such as `charset`; `None`
+    /// for any other media type (the server answers 415).
+    pub fn from_content_type(content_type: &str) -> Option<Encoding> {
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        if media.eq_ignore_ascii_case("application/x-protobuf")
+            || media.eq_ignore_ascii_case("application/protobuf")
+        {
+            Some(Encoding::Protobuf)
+        } else if media.eq_ignore_ascii_case("application/json") {
+            Some(Encoding::Json)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why an OTLP body could not be decoded. Either way the request is malformed (HTTP 400,
+/// gRPC `INVALID_ARGUMENT`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OtlpError {
+    /// The protobuf body is not an `ExportTraceServiceRequest`.
+    #[error("invalid OTLP protobuf body: {0}")]
+    Protobuf(String),
+    /// The JSON body is not OTLP/JSON; the message names the offending field.
+    #[error("invalid OTLP/JSON body: {0}")]
+    Json(String),
+}
+
+/// Reads an OTLP/HTTP trace export body (already un-gzipped).
+pub fn decode_export_request(
+    body: &[u8],
+    encoding: Encoding,
+) -> Result<ExportTraceServiceRequest, OtlpError> {
+    match encoding {
+        Encoding::Protobuf => {
+            ExportTraceServiceRequest::decode(body).map_err(|e| OtlpError::Protobuf(e.to_string()))
+        }
+        Encoding::Json => json::decode(body).map_err(OtlpError::Json),
+    }
+}
+
+/// Options of [`map_request_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MapOptions {
+    /// Keep every attribute in `span.attributes`, also those moved into typed fields, and add
+    /// the resource's attributes as `resource.<key>`. For traces captured at level `debug`.
+    #[serde(default)]
+    pub keep_mapped_attributes: bool,
+}
+
+/// What a batch of OTLP spans became.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MappedBatch {
+    /// The spans, grouped by trace in the order each trace was first seen.
+    pub traces: Vec<MappedTrace>,
+    /// Spans that could not be used (invalid trace, span or parent id).
+    pub rejected_spans: u64,
+    /// Why, for OTLP's partial-success answer; `None` when nothing was rejected.
+    pub rejection_message: Option<String>,
+}
+
+/// The spans of one trace in a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedTrace {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// What the spans say about the trace as a whole.
+    pub hints: TraceHints,
+    /// The spans, in batch order.
+    pub spans: Vec<MappedSpan>,
+}
+
+/// Trace-level facts found on the spans, for creating or completing the trace row.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TraceHints {
+    /// The agent (`gen_ai.agent.name`, `gen_ai.agent.id`, `agent.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// The session or conversation (`session.id`, `gen_ai.conversation.id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The end user (`user.id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The emitting service (resource `service.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The root span's name, when the root is in the batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// One OTLP span as Traceway sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedSpan {
+    /// The span, ended (OTLP exports finished spans).
+    pub span: Span,
+    /// Its `exception` events.
+    pub errors: Vec<MappedEvent<ErrorRecord>>,
+    /// Its other events.
+    pub logs: Vec<MappedEvent<LogRecord>>,
+    /// Whether it has no parent.
+    pub is_root: bool,
+}
+
+/// A span event with its time and a stable id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedEvent<T> {
+    /// An idempotency key, `otlp:<span id>:<event index>`: the same export sent again yields
+    /// the same ids, so the store can skip what it already has.
+    pub id: String,
+    /// When it happened (the span's start when the event has no time).
+    pub time: Timestamp,
+    /// The record.
+    pub record: T,
+}
