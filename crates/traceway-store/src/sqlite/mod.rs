@@ -65,6 +65,55 @@ pub struct SqliteStore {
     clock: Arc<dyn Clock>,
     enqueue_timeout: Duration,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Checkpointer,
+}
+
+fn wal_path(db: &std::path::Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-wal");
+    PathBuf::from(p)
+}
+
+/// Copies committed WAL frames into the database from its own connection and thread, so
+/// the writer never pays for checkpoints inside a commit. PASSIVE never blocks the
+/// writer or readers; a WAL fully checkpointed is reused from its start by the next write.
+struct Checkpointer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Checkpointer {
+    const INTERVAL: Duration = Duration::from_millis(100);
+
+    fn start(path: &std::path::Path) -> Result<Checkpointer, StoreError> {
+        let conn = Connection::open(path).map_err(internal)?;
+        conn.busy_timeout(Duration::from_secs(1))
+            .map_err(internal)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("traceway-sqlite-checkpoint".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Self::INTERVAL);
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::debug!(error = %e, "passive checkpoint skipped");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Internal(format!("spawn checkpointer: {e}")))?;
+        Ok(Checkpointer {
+            stop,
+            handle: Mutex::new(Some(handle)),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 struct ReaderPool {
@@ -124,8 +173,10 @@ impl SqliteStore {
         }
         // NORMAL in WAL mode: a commit survives a crash of the process (the kill -9 test);
         // only an OS crash or power loss can lose the last commits. See ADR 002.
+        // Checkpoints run on their own thread (`Checkpointer`), not inside the writer's commits.
         conn.execute_batch(
-            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536;",
+            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; \
+             PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 0;",
         )
         .map_err(internal)?;
         schema::migrate(&mut conn)?;
@@ -136,7 +187,10 @@ impl SqliteStore {
             retention: cfg.retention,
             capture: cfg.capture,
             max_group: cfg.max_group.max(1),
+            wal_path: wal_path(&cfg.path),
+            wal_limit_bytes: 256 * 1024 * 1024,
         };
+        let checkpointer = Checkpointer::start(&cfg.path)?;
         let writer = std::thread::Builder::new()
             .name("traceway-sqlite-writer".into())
             .spawn(move || writer::run(conn, rx, ctx))
@@ -151,6 +205,7 @@ impl SqliteStore {
             clock,
             enqueue_timeout: cfg.enqueue_timeout,
             writer: Mutex::new(Some(writer)),
+            checkpointer,
         })
     }
 
@@ -197,6 +252,18 @@ fn live_trace_ref(
             .optional()
     })
     .map_err(internal)
+}
+
+/// The span inside a stored `span_started` / `span_ended` event body.
+fn span_of_event_body(body: &str) -> Result<Span, StoreError> {
+    match serde_json::from_str(body) {
+        Ok(EventBody::SpanStarted(s) | EventBody::SpanEnded(s)) => Ok(s),
+        Ok(other) => Err(StoreError::Internal(format!(
+            "span points at a {} event",
+            other.event_type().as_str()
+        ))),
+        Err(e) => Err(StoreError::Internal(format!("stored span: {e}"))),
+    }
 }
 
 /// A WHERE clause under construction with its numbered parameters.
@@ -302,7 +369,8 @@ impl Store for SqliteStore {
             }
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT body FROM spans WHERE trace_ref = ?1 ORDER BY start_time, span_id",
+                    "SELECT e.body FROM spans s JOIN events e ON e.id = s.event_id \
+                     WHERE s.trace_ref = ?1 ORDER BY s.start_time, s.span_id",
                 )
                 .map_err(internal)?;
             let rows = stmt
@@ -310,11 +378,7 @@ impl Store for SqliteStore {
                 .map_err(internal)?;
             let mut spans = Vec::new();
             for body in rows {
-                let body = body.map_err(internal)?;
-                spans.push(
-                    serde_json::from_str(&body)
-                        .map_err(|e| StoreError::Internal(format!("stored span: {e}")))?,
-                );
+                spans.push(span_of_event_body(&body.map_err(internal)?)?);
             }
             Ok(Some(spans))
         })
@@ -508,6 +572,18 @@ impl Store for SqliteStore {
     }
 
     async fn shutdown(&self) {
+        self.checkpointer
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let handle = self
+            .checkpointer
+            .handle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
         let (reply, done) = oneshot::channel();
         if self.tx.send(Msg::Shutdown(reply)).await.is_ok() {
             let _ = done.await;

@@ -61,6 +61,8 @@ pub(crate) struct WriterCtx {
     pub retention: Retention,
     pub capture: CaptureConfig,
     pub max_group: usize,
+    pub wal_path: std::path::PathBuf,
+    pub wal_limit_bytes: u64,
 }
 
 /// Runs until a `Shutdown` arrives or every sender is gone; commands queued before the
@@ -68,6 +70,7 @@ pub(crate) struct WriterCtx {
 pub(crate) fn run(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Msg>, ctx: WriterCtx) {
     let mut group = Vec::with_capacity(ctx.max_group);
     let mut shutdown_replies = Vec::new();
+    let mut groups: u64 = 0;
     loop {
         let Some(first) = rx.blocking_recv() else {
             break;
@@ -85,6 +88,10 @@ pub(crate) fn run(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Msg>, c
         }
         if !group.is_empty() {
             commit_group(&mut conn, &mut group, &ctx);
+            groups += 1;
+            if groups % 256 == 0 {
+                limit_wal(&conn, &ctx);
+            }
         }
         if !shutdown_replies.is_empty() {
             // Refuse new work, then write what was already queued.
@@ -112,8 +119,30 @@ pub(crate) fn run(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Msg>, c
     }
 }
 
+/// Checkpoints run on their own thread (see `checkpointer`); should they fall behind, the
+/// writer itself checkpoints once the WAL passes `wal_limit_bytes`, so it stays bounded.
+fn limit_wal(conn: &rusqlite::Connection, ctx: &WriterCtx) {
+    let size = std::fs::metadata(&ctx.wal_path)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    if size > ctx.wal_limit_bytes {
+        tracing::warn!(
+            wal_bytes = size,
+            "write-ahead log over its limit; checkpointing in the writer"
+        );
+        if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(RESTART)") {
+            tracing::warn!(error = %e, "checkpoint failed");
+        }
+    }
+}
+
 type Pending = (Op, oneshot::Sender<Result<OpResult, StoreError>>);
 
+/// Runs a group in one transaction. Commands refuse (404, 409, 400) before they write
+/// anything, so a refusal needs no rollback; an internal error (I/O, corruption) rolls
+/// back the whole group and every command in it fails unacknowledged. Per-command
+/// savepoints would isolate that rare case but cost a sub-journal copy of every page a
+/// command touches (ADR 002).
 fn commit_group(conn: &mut rusqlite::Connection, group: &mut Vec<Pending>, ctx: &WriterCtx) {
     let now = ctx.clock.now();
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
@@ -121,46 +150,44 @@ fn commit_group(conn: &mut rusqlite::Connection, group: &mut Vec<Pending>, ctx: 
         Err(e) => {
             tracing::error!(error = %e, "begin failed");
             for (_, reply) in group.drain(..) {
-                let _ = reply.send(Err(internal_clone(&e)));
+                let _ = reply.send(Err(StoreError::Internal(e.to_string())));
             }
             return;
         }
     };
     let mut results = Vec::with_capacity(group.len());
+    let mut failure: Option<String> = None;
     for (op, reply) in group.drain(..) {
-        let r = run_in_savepoint(&tx, |tx| execute(tx, op, now, ctx));
+        if failure.is_some() {
+            results.push((
+                reply,
+                Err(StoreError::Internal("aborted with its write group".into())),
+            ));
+            continue;
+        }
+        let r = execute(&tx, op, now, ctx);
+        if let Err(StoreError::Internal(m)) = &r {
+            failure = Some(m.clone());
+        }
         results.push((reply, r));
     }
-    match tx.commit() {
+    let outcome = match failure {
+        Some(m) => Err(m),
+        None => tx.commit().map_err(|e| e.to_string()),
+    };
+    match outcome {
         Ok(()) => {
             for (reply, r) in results {
                 let _ = reply.send(r);
             }
         }
-        Err(e) => {
-            tracing::error!(error = %e, "commit failed");
+        Err(m) => {
+            tracing::error!(error = %m, commands = results.len(), "write group failed and was rolled back");
             for (reply, _) in results {
-                let _ = reply.send(Err(internal_clone(&e)));
+                let _ = reply.send(Err(StoreError::Internal(m.clone())));
             }
         }
     }
-}
-
-fn internal_clone(e: &rusqlite::Error) -> StoreError {
-    StoreError::Internal(e.to_string())
-}
-
-fn run_in_savepoint(
-    tx: &Transaction<'_>,
-    f: impl FnOnce(&Transaction<'_>) -> Result<OpResult, StoreError>,
-) -> Result<OpResult, StoreError> {
-    tx.execute_batch("SAVEPOINT op").map_err(internal)?;
-    let r = f(tx);
-    if r.is_err() {
-        tx.execute_batch("ROLLBACK TO op").map_err(internal)?;
-    }
-    tx.execute_batch("RELEASE op").map_err(internal)?;
-    r
 }
 
 fn execute(
@@ -171,6 +198,7 @@ fn execute(
 ) -> Result<OpResult, StoreError> {
     match op {
         Op::Create { tenant, new } => {
+            validate_new(&new)?;
             let id = new.trace_id.unwrap_or_else(TraceId::new_v7);
             if let Some(row) = load_trace(tx, &tenant, id)? {
                 if row.is_live(now) {
@@ -242,6 +270,7 @@ fn append(
             let Some(new) = req.create_if_missing else {
                 return Err(StoreError::NotFound(req.trace_id));
             };
+            validate_new(&new)?;
             if let Some(row) = stale {
                 delete_trace_data(tx, row.rowid)?;
             }
@@ -265,6 +294,16 @@ fn append(
     w.save(tx)?;
     outcome.events = w.events;
     Ok(outcome)
+}
+
+/// Refuses a trace that cannot be created, before anything is written.
+fn validate_new(new: &NewTrace) -> Result<(), StoreError> {
+    match &new.state {
+        Some(state) if state.is_terminal() => Err(StoreError::Invalid(format!(
+            "a trace cannot be created {state}; create it, then change its state"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Loads a trace row, expired or not; callers decide what an expired row means.
@@ -332,11 +371,6 @@ impl<'c> TraceWriter<'c> {
         ctx: &'c WriterCtx,
     ) -> Result<TraceWriter<'c>, StoreError> {
         let state = new.state.unwrap_or(State::Received);
-        if state.is_terminal() {
-            return Err(StoreError::Invalid(format!(
-                "a trace cannot be created {state}; create it, then change its state"
-            )));
-        }
         let level = new.level.unwrap_or(ctx.capture.default_level);
         let failsafe = now.saturating_add(ctx.retention.failsafe_ttl);
         let trace = Trace {
@@ -450,36 +484,40 @@ impl<'c> TraceWriter<'c> {
         strip_span(&mut span, level, max);
         self.row.trace.rollups.apply_span(previous.as_ref(), &span);
         let json = serde_json::to_string(&span).map_err(|e| StoreError::Internal(e.to_string()))?;
-        tx.prepare_cached(
-            "INSERT INTO spans (trace_ref, span_id, start_time, body) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (trace_ref, span_id) DO UPDATE SET start_time = ?3, body = ?4",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                self.row.rowid,
-                span.span_id.as_u64() as i64,
-                span.start_time.unix_nanos(),
-                &json
-            ])
-        })
-        .map_err(internal)?;
         let (time, ty) = match span.end_time {
             Some(end) if ended => (end, "span_ended"),
             _ => (span.start_time, "span_started"),
         };
-        // The event body embeds the span JSON already made for the spans table.
         let body_json = format!("{{\"type\":\"{ty}\",\"payload\":{json}}}");
         let component = span.component_id.clone();
+        let (span_id, start) = (span.span_id.as_u64() as i64, span.start_time.unix_nanos());
         self.spans.insert(span.span_id.as_u64(), span.clone());
         let body = if ended {
             EventBody::SpanEnded(span)
         } else {
             EventBody::SpanStarted(span)
         };
-        self.insert_event(tx, time, component, None, body, body_json)?;
+        let event_id = self.insert_event(tx, time, component.clone(), None, body, body_json)?;
+        tx.prepare_cached(
+            "INSERT INTO spans (trace_ref, span_id, start_time, ended, component_id, event_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (trace_ref, span_id) DO UPDATE \
+             SET start_time = ?3, ended = ?4, component_id = ?5, event_id = ?6",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                self.row.rowid,
+                span_id,
+                start,
+                ended,
+                component,
+                event_id
+            ])
+        })
+        .map_err(internal)?;
         Ok(true)
     }
 
+    /// The span as stored: its latest event's payload.
     fn load_span(
         &mut self,
         tx: &Transaction<'_>,
@@ -489,16 +527,16 @@ impl<'c> TraceWriter<'c> {
             return Ok(Some(s.clone()));
         }
         let body: Option<String> = tx
-            .prepare_cached("SELECT body FROM spans WHERE trace_ref = ?1 AND span_id = ?2")
+            .prepare_cached(
+                "SELECT e.body FROM spans s JOIN events e ON e.id = s.event_id \
+                 WHERE s.trace_ref = ?1 AND s.span_id = ?2",
+            )
             .and_then(|mut s| {
                 s.query_row(params![self.row.rowid, span_id as i64], |r| r.get(0))
                     .optional()
             })
             .map_err(internal)?;
-        body.map(|b| {
-            serde_json::from_str(&b).map_err(|e| StoreError::Internal(format!("stored span: {e}")))
-        })
-        .transpose()
+        body.map(|b| super::span_of_event_body(&b)).transpose()
     }
 
     fn component_of(
@@ -506,12 +544,19 @@ impl<'c> TraceWriter<'c> {
         tx: &Transaction<'_>,
         span_id: Option<traceway_core::SpanId>,
     ) -> Result<Option<String>, StoreError> {
-        match span_id {
-            Some(id) => Ok(self
-                .load_span(tx, id.as_u64())?
-                .and_then(|s| s.component_id)),
-            None => Ok(None),
+        let Some(id) = span_id else { return Ok(None) };
+        if let Some(s) = self.spans.get(&id.as_u64()) {
+            return Ok(s.component_id.clone());
         }
+        tx.prepare_cached("SELECT component_id FROM spans WHERE trace_ref = ?1 AND span_id = ?2")
+            .and_then(|mut s| {
+                s.query_row(params![self.row.rowid, id.as_u64() as i64], |r| {
+                    r.get::<_, Option<String>>(0)
+                })
+                .optional()
+            })
+            .map(Option::flatten)
+            .map_err(internal)
     }
 
     fn seen_key(&self, tx: &Transaction<'_>, key: Option<&str>) -> Result<bool, StoreError> {
@@ -586,6 +631,7 @@ impl<'c> TraceWriter<'c> {
         );
         let json = serde_json::to_string(&body).map_err(|e| StoreError::Internal(e.to_string()))?;
         self.insert_event(tx, time, component, key, body, json)
+            .map(|_| ())
     }
 
     fn insert_event(
@@ -596,7 +642,7 @@ impl<'c> TraceWriter<'c> {
         key: Option<String>,
         body: EventBody,
         body_json: String,
-    ) -> Result<(), StoreError> {
+    ) -> Result<i64, StoreError> {
         let seq = self.row.trace.last_seq + 1;
         tx.prepare_cached(
             "INSERT INTO events (trace_ref, seq, time, type, component_id, dedup_key, body) \
@@ -622,7 +668,7 @@ impl<'c> TraceWriter<'c> {
             component_id: component,
             body,
         });
-        Ok(())
+        Ok(tx.last_insert_rowid())
     }
 
     /// Writes the trace row back.
