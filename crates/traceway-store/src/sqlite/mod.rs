@@ -92,7 +92,7 @@ impl Checkpointer {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::Builder::new()
-            .name("traceway-sqlite-checkpoint".into())
+            .name("tw-sqlite-ckpt".into())
             .spawn(move || {
                 while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(Self::INTERVAL);
@@ -192,7 +192,7 @@ impl SqliteStore {
         };
         let checkpointer = Checkpointer::start(&cfg.path)?;
         let writer = std::thread::Builder::new()
-            .name("traceway-sqlite-writer".into())
+            .name("tw-sqlite-write".into())
             .spawn(move || writer::run(conn, rx, ctx))
             .map_err(|e| StoreError::Internal(format!("spawn writer: {e}")))?;
         Ok(SqliteStore {

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, OptionalExtension, Transaction};
 use tokio::sync::{mpsc, oneshot};
@@ -67,10 +68,14 @@ pub(crate) struct WriterCtx {
 
 /// Runs until a `Shutdown` arrives or every sender is gone; commands queued before the
 /// shutdown are still written.
+/// Longest a group waits for more commands before it commits.
+const GATHER_WAIT: Duration = Duration::from_micros(200);
+
 pub(crate) fn run(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Msg>, ctx: WriterCtx) {
     let mut group = Vec::with_capacity(ctx.max_group);
     let mut shutdown_replies = Vec::new();
     let mut groups: u64 = 0;
+    let mut peak: usize = 1;
     loop {
         let Some(first) = rx.blocking_recv() else {
             break;
@@ -80,12 +85,23 @@ pub(crate) fn run(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Msg>, c
             Msg::Shutdown(reply) => shutdown_replies.push(reply),
         };
         push(first, &mut group);
+        // Gather: when recent groups show concurrent writers, wait briefly (yielding the
+        // core to them) until the group is as large as the recent peak. Fewer, larger
+        // commits; a lone writer (peak 1) never waits.
+        let deadline = Instant::now() + GATHER_WAIT;
         while group.len() < ctx.max_group {
             match rx.try_recv() {
                 Ok(m) => push(m, &mut group),
+                Err(mpsc::error::TryRecvError::Empty)
+                    if group.len() < peak && Instant::now() < deadline =>
+                {
+                    std::thread::yield_now()
+                }
                 Err(_) => break,
             }
         }
+        // The peak decays so a burst does not make later, quieter groups wait.
+        peak = group.len().max(peak - peak / 8).max(1);
         if !group.is_empty() {
             commit_group(&mut conn, &mut group, &ctx);
             groups += 1;
