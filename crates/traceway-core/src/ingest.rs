@@ -18,8 +18,10 @@ use crate::model::{
 use crate::time::Timestamp;
 
 /// A span as a client reports it. Only `span_id` is required; a `span_ended` for a span
-/// that was started carries only what changed.
+/// that was started carries only what changed. Unknown fields are refused, so a typo
+/// (`"lmm"`) is an error rather than lost data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SpanInput {
     /// The span's id.
     pub span_id: SpanId,

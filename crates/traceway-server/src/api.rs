@@ -122,6 +122,18 @@ pub async fn list_traces(
     tenant: Tenant,
     QueryArgs(p): QueryArgs<ListParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    if p.limit.is_some() && p.page_size.is_some() {
+        return Err(ApiError::bad_request(
+            "use either limit or page_size, not both",
+        ));
+    }
+    if p.min_duration_ms
+        .is_some_and(|d| !(d.is_finite() && d >= 0.0))
+    {
+        return Err(ApiError::bad_request(
+            "min_duration_ms must be a number >= 0",
+        ));
+    }
     let limit = p.limit.or(p.page_size).unwrap_or(50);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::bad_request(format!(
@@ -303,12 +315,22 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the store answers.
+/// `GET /readyz`: the store answers. Not ready is 503 whatever the cause, so a load
+/// balancer takes the replica out.
 pub async fn readyz(
     AxumState(app): AxumState<AppState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    app.store.health().await?;
-    Ok(Json(json!({"status": "ready"})))
+    match app.store.health().await {
+        Ok(()) => Ok(Json(json!({"status": "ready"}))),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            Err(ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "unavailable",
+                message: "the store is not ready".into(),
+            })
+        }
+    }
 }
 
 /// `GET /api/v1/openapi.json`.

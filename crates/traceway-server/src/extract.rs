@@ -62,6 +62,16 @@ pub struct JsonBody<T>(pub T);
 
 /// Decodes JSON, naming the path of the field that is wrong (`events[2].span.kind: …`).
 pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body is an object; serde would also read a struct from an array.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        None => return Err(ApiError::bad_request("empty body: expected a JSON object")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid JSON body: expected a JSON object",
+            ))
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -262,6 +262,16 @@ async fn malformed_input_gets_400_naming_the_problem() {
             json!({"events": [{"type": "span_started", "span": {"span_id": "00000000000000a1", "kind": "robot"}}]}),
             "robot",
         ),
+        (
+            "typo in a span",
+            json!({"events": [{"type": "span_ended", "span": {"span_id": "00000000000000a1", "lmm": {}}}]}),
+            "lmm",
+        ),
+        (
+            "array body",
+            json!([{"type": "log", "message": "m"}]),
+            "expected a JSON object",
+        ),
     ];
     for (what, body, needle) in cases {
         let (status, v) = app.call(Method::POST, &uri, Some(body)).await;
@@ -345,6 +355,8 @@ async fn malformed_input_gets_400_naming_the_problem() {
         "from=yesterday",
         "cursor=x&page=2",
         "colour=red",
+        "limit=5&page_size=5",
+        "min_duration_ms=-1",
     ] {
         let (status, v) = app
             .call(Method::GET, &format!("/api/v1/traces?{q}"), None)
@@ -367,6 +379,21 @@ async fn malformed_input_gets_400_naming_the_problem() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let uri = format!("/api/v1/traces/{id}/events?type=log&type=error");
+    let (status, v) = app.call(Method::GET, &uri, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let msg = v["error"]["message"].as_str().expect("message");
+    assert!(msg.contains("duplicate field `type`"), "{v}");
+    let uri = format!("/api/v1/traces/{id}");
+    let (status, v) = app.call(Method::PATCH, &uri, Some(json!([]))).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "an array is not a patch: {v}"
+    );
+    // Nothing the refused requests carried was stored.
+    let (_, v) = app.call(Method::GET, &uri, None).await;
+    assert_eq!(v["trace"]["last_seq"], 1);
 }
 
 #[tokio::test]
