@@ -211,6 +211,20 @@ fn agent_run(t: u64) -> Vec<EventInput> {
     ]
 }
 
+/// CPU time this process has used (user + system), from /proc/self/stat.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+    Duration::from_secs_f64(ticks as f64 / 100.0)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -230,6 +244,7 @@ async fn append_throughput(args: &Args, dir: &std::path::Path) {
     let stop = Arc::new(AtomicBool::new(false));
     let next_trace = Arc::new(AtomicU64::new(1));
     let started = Instant::now();
+    let cpu_before = cpu_time();
     let mut tasks = Vec::new();
     for _ in 0..args.writers {
         let (store, events, stop, next_trace) = (
@@ -281,10 +296,11 @@ async fn append_throughput(args: &Args, dir: &std::path::Path) {
         latencies.extend(t.await.expect("writer"));
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu_before);
     latencies.sort();
     let n = events.load(Ordering::Relaxed);
     println!(
-        "append: {} writers, batches of {} events, {:.1} s: {} events acknowledged = {:.0} events/s; append latency p50 {:.2} ms, p99 {:.2} ms",
+        "append: {} writers, batches of {} events, {:.1} s: {} events acknowledged = {:.0} events/s; append latency p50 {:.2} ms, p99 {:.2} ms; process CPU {:.1} µs per event",
         args.writers,
         args.batch,
         elapsed.as_secs_f64(),
@@ -292,6 +308,7 @@ async fn append_throughput(args: &Args, dir: &std::path::Path) {
         n as f64 / elapsed.as_secs_f64(),
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        cpu.as_secs_f64() * 1e6 / n.max(1) as f64,
     );
     store.shutdown().await;
 }

@@ -147,3 +147,115 @@ async fn schema_is_versioned() {
     .expect("refused");
     assert!(err.to_string().contains("newer"), "{err}");
 }
+
+/// With a writer cache far smaller than the number of active traces, every command
+/// reloads its trace from the event log: steps started in one batch still end, merge and
+/// deduplicate correctly in a later one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_evicted_from_the_writer_cache_are_rebuilt_from_the_log() {
+    use traceway_core::{LlmDetails, SpanStatus, StatusCode};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = SqliteConfig::new(dir.path().join("traceway.db"));
+    cfg.trace_cache = 2;
+    let store = SqliteStore::open(cfg, Arc::new(ManualClock::new(start_time()))).expect("open");
+    let sid = |n: u64| SpanId::from_u64(n).expect("id");
+    let append = |id, events| AppendRequest {
+        tenant: "t".into(),
+        trace_id: id,
+        create_if_missing: None,
+        events,
+    };
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let (t, _) = store
+            .create_trace("t", NewTrace::default())
+            .await
+            .expect("create");
+        ids.push(t.trace_id);
+    }
+    for id in &ids {
+        let start = SpanInput {
+            kind: Some(SpanKind::Llm),
+            component_id: Some("planner".into()),
+            llm: Some(LlmDetails {
+                model: Some("m".into()),
+                ..Default::default()
+            }),
+            ..SpanInput::new(sid(1))
+        };
+        store
+            .append(append(*id, vec![EventInput::SpanStarted { span: start }]))
+            .await
+            .expect("start");
+    }
+    for id in &ids {
+        let end = SpanInput {
+            status: Some(SpanStatus {
+                code: StatusCode::Ok,
+                message: None,
+            }),
+            llm: Some(LlmDetails {
+                input_tokens: Some(5),
+                ..Default::default()
+            }),
+            ..SpanInput::new(sid(1))
+        };
+        let log = EventInput::Log {
+            id: Some("l1".into()),
+            time: None,
+            record: traceway_core::LogRecord {
+                span_id: Some(sid(1)),
+                message: "m".into(),
+                ..Default::default()
+            },
+        };
+        let out = store
+            .append(append(
+                *id,
+                vec![EventInput::SpanEnded { span: end.clone() }, log.clone()],
+            ))
+            .await
+            .expect("end");
+        assert_eq!(out.accepted, 2);
+        assert_eq!(
+            out.events[1].component_id.as_deref(),
+            Some("planner"),
+            "component known after reload"
+        );
+        // Retried after further evictions: recognised from the log.
+        for other in ids.iter().filter(|o| *o != id).take(3) {
+            store.get_trace("t", *other).await.expect("get");
+            store.append(append(*other, vec![])).await.expect("touch");
+        }
+        let retry = store
+            .append(append(*id, vec![EventInput::SpanEnded { span: end }, log]))
+            .await
+            .expect("retry");
+        assert_eq!((retry.accepted, retry.duplicates), (0, 2));
+    }
+    for id in &ids {
+        let spans = store
+            .get_spans("t", *id)
+            .await
+            .expect("spans")
+            .expect("exists");
+        assert_eq!(spans.len(), 1);
+        let llm = spans[0].llm.as_ref().expect("llm");
+        assert_eq!(
+            (llm.model.as_deref(), llm.input_tokens),
+            (Some("m"), Some(5)),
+            "merged across the reload"
+        );
+        assert!(spans[0].end_time.is_some());
+        let t = store
+            .get_trace("t", *id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(
+            (t.rollups.span_count, t.rollups.input_tokens, t.last_seq),
+            (1, 5, 5)
+        );
+    }
+    store.shutdown().await;
+}

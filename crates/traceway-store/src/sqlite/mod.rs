@@ -1,6 +1,7 @@
 //! The embedded backend: one SQLite file in WAL mode, one writer thread with group commit,
 //! a small pool of read-only connections for queries.
 
+mod cache;
 mod row;
 mod schema;
 mod writer;
@@ -41,6 +42,8 @@ pub struct SqliteConfig {
     pub enqueue_timeout: Duration,
     /// Read connections kept open.
     pub readers: usize,
+    /// Traces the writer keeps in memory between commands (LRU).
+    pub trace_cache: usize,
 }
 
 impl SqliteConfig {
@@ -54,6 +57,7 @@ impl SqliteConfig {
             max_group: 512,
             enqueue_timeout: Duration::from_secs(5),
             readers: 4,
+            trace_cache: 10_000,
         }
     }
 }
@@ -180,6 +184,8 @@ impl SqliteStore {
         )
         .map_err(internal)?;
         schema::migrate(&mut conn)?;
+        // Multi-row INSERTs come in up to 16 shapes; keep them all prepared.
+        conn.set_prepared_statement_cache_capacity(64);
 
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
         let ctx = WriterCtx {
@@ -189,6 +195,7 @@ impl SqliteStore {
             max_group: cfg.max_group.max(1),
             wal_path: wal_path(&cfg.path),
             wal_limit_bytes: 256 * 1024 * 1024,
+            cache_capacity: cfg.trace_cache,
         };
         let checkpointer = Checkpointer::start(&cfg.path)?;
         let writer = std::thread::Builder::new()
@@ -255,7 +262,7 @@ fn live_trace_ref(
 }
 
 /// The span inside a stored `span_started` / `span_ended` event body.
-fn span_of_event_body(body: &str) -> Result<Span, StoreError> {
+pub(crate) fn span_of_event_body(body: &str) -> Result<Span, StoreError> {
     match serde_json::from_str(body) {
         Ok(EventBody::SpanStarted(s) | EventBody::SpanEnded(s)) => Ok(s),
         Ok(other) => Err(StoreError::Internal(format!(
@@ -367,19 +374,29 @@ impl Store for SqliteStore {
             if data_expires <= now.unix_nanos() {
                 return Ok(Some(Vec::new()));
             }
+            // A span's current form is its latest span event.
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT e.body FROM spans s JOIN events e ON e.id = s.event_id \
-                     WHERE s.trace_ref = ?1 ORDER BY s.start_time, s.span_id",
+                    "SELECT span_id, body FROM events WHERE trace_ref = ?1 \
+                     AND type IN ('span_started', 'span_ended') ORDER BY seq",
                 )
                 .map_err(internal)?;
             let rows = stmt
-                .query_map([rowid], |r| r.get::<_, String>(0))
+                .query_map([rowid], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
                 .map_err(internal)?;
-            let mut spans = Vec::new();
-            for body in rows {
-                spans.push(span_of_event_body(&body.map_err(internal)?)?);
+            let mut latest: std::collections::HashMap<i64, String> =
+                std::collections::HashMap::new();
+            for row in rows {
+                let (span_id, body) = row.map_err(internal)?;
+                latest.insert(span_id, body);
             }
+            let mut spans = latest
+                .values()
+                .map(|b| span_of_event_body(b))
+                .collect::<Result<Vec<Span>, _>>()?;
+            spans.sort_by_key(|s| (s.start_time, s.span_id));
             Ok(Some(spans))
         })
         .await

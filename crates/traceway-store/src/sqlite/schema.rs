@@ -40,30 +40,20 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX traces_by_ended          ON traces (tenant, ended_at);
     CREATE INDEX traces_by_expiry         ON traces (expires_at);
 
-    -- The event log is the only copy of span bodies; a span row points at the span's
-    -- latest event (its start, or its end once ended).
+    -- The event log is the source of truth: a span's current form is its latest
+    -- span_started / span_ended event.
     CREATE TABLE events (
         id           INTEGER PRIMARY KEY,
         trace_ref    INTEGER NOT NULL,
         seq          INTEGER NOT NULL,
         time         INTEGER NOT NULL,
         type         TEXT    NOT NULL,
+        span_id      INTEGER,
         component_id TEXT,
         dedup_key    TEXT,
         body         TEXT    NOT NULL
     );
     CREATE UNIQUE INDEX events_by_seq ON events (trace_ref, seq);
-
-    CREATE TABLE spans (
-        trace_ref  INTEGER NOT NULL,
-        span_id    INTEGER NOT NULL,
-        start_time   INTEGER NOT NULL,
-        ended        INTEGER NOT NULL,
-        component_id TEXT,
-        event_id     INTEGER NOT NULL,
-        PRIMARY KEY (trace_ref, span_id)
-    ) WITHOUT ROWID;
-
     CREATE UNIQUE INDEX events_dedup ON events (trace_ref, dedup_key) WHERE dedup_key IS NOT NULL;
     "#,
 ];

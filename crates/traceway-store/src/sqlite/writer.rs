@@ -1,21 +1,23 @@
 //! The single writer: one thread owns the write connection, takes commands from a bounded
-//! queue and runs every command that is waiting as one transaction (group commit). Each
-//! command runs inside its own savepoint, so one refused command does not undo the others;
-//! every reply is sent only after the transaction commits.
+//! queue and runs every command that is waiting as one transaction (group commit); every
+//! reply is sent only after the transaction commits. It keeps the traces it recently wrote
+//! in a [`TraceCache`], so a command needs no lookups, and writes a command's events with
+//! one multi-row INSERT.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::types::ToSql;
+use rusqlite::{params, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use traceway_core::{
-    ingest, strip_event_body, strip_span, Event, EventBody, EventInput, NewTrace, Rollups, Span,
-    SpanChange, State, StateChange, Timestamp, Trace, TraceEnded, TraceId, TracePatch,
-    TraceStarted,
+    ingest, strip_event_body, strip_span, Event, EventBody, EventInput, EventType, NewTrace,
+    Rollups, SpanChange, SpanId, State, StateChange, Timestamp, Trace, TraceEnded, TraceId,
+    TracePatch, TraceStarted,
 };
 
-use super::row::{read_trace_row, TraceRow, TRACE_COLUMNS};
+use super::cache::{CachedTrace, SpanState, TraceCache};
+use super::row::TraceRow;
 use super::schema::internal;
 use crate::{AppendOutcome, AppendRequest, CaptureConfig, Clock, Retention, StoreError};
 
@@ -64,14 +66,16 @@ pub(crate) struct WriterCtx {
     pub max_group: usize,
     pub wal_path: std::path::PathBuf,
     pub wal_limit_bytes: u64,
+    pub cache_capacity: usize,
 }
 
-/// Runs until a `Shutdown` arrives or every sender is gone; commands queued before the
-/// shutdown are still written.
 /// Longest a group waits for more commands before it commits.
 const GATHER_WAIT: Duration = Duration::from_micros(200);
 
+/// Runs until a `Shutdown` arrives or every sender is gone; commands queued before the
+/// shutdown are still written.
 pub(crate) fn run(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Msg>, ctx: WriterCtx) {
+    let mut cache = TraceCache::new(ctx.cache_capacity);
     let mut group = Vec::with_capacity(ctx.max_group);
     let mut shutdown_replies = Vec::new();
     let mut groups: u64 = 0;
@@ -103,7 +107,7 @@ pub(crate) fn run(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Msg>, c
         // The peak decays so a burst does not make later, quieter groups wait.
         peak = group.len().max(peak - peak / 8).max(1);
         if !group.is_empty() {
-            commit_group(&mut conn, &mut group, &ctx);
+            commit_group(&mut conn, &mut cache, &mut group, &ctx);
             groups += 1;
             if groups % 256 == 0 {
                 limit_wal(&conn, &ctx);
@@ -116,12 +120,12 @@ pub(crate) fn run(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Msg>, c
                 if let Msg::Op(op, reply) = m {
                     group.push((op, reply));
                     if group.len() >= ctx.max_group {
-                        commit_group(&mut conn, &mut group, &ctx);
+                        commit_group(&mut conn, &mut cache, &mut group, &ctx);
                     }
                 }
             }
             if !group.is_empty() {
-                commit_group(&mut conn, &mut group, &ctx);
+                commit_group(&mut conn, &mut cache, &mut group, &ctx);
             }
             break;
         }
@@ -154,12 +158,17 @@ fn limit_wal(conn: &rusqlite::Connection, ctx: &WriterCtx) {
 
 type Pending = (Op, oneshot::Sender<Result<OpResult, StoreError>>);
 
-/// Runs a group in one transaction. Commands refuse (404, 409, 400) before they write
-/// anything, so a refusal needs no rollback; an internal error (I/O, corruption) rolls
-/// back the whole group and every command in it fails unacknowledged. Per-command
-/// savepoints would isolate that rare case but cost a sub-journal copy of every page a
-/// command touches (ADR 002).
-fn commit_group(conn: &mut rusqlite::Connection, group: &mut Vec<Pending>, ctx: &WriterCtx) {
+/// Runs a group in one transaction. Commands refuse (404, 409, 400) before they change
+/// anything, so a refusal needs no rollback; an internal error (I/O, corruption) rolls back
+/// the whole group, every command in it fails unacknowledged, and the cache, which may be
+/// ahead of the database, is dropped. Per-command savepoints would isolate that rare case
+/// but cost a sub-journal copy of every page a command touches (ADR 002).
+fn commit_group(
+    conn: &mut rusqlite::Connection,
+    cache: &mut TraceCache,
+    group: &mut Vec<Pending>,
+    ctx: &WriterCtx,
+) {
     let now = ctx.clock.now();
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
@@ -181,7 +190,7 @@ fn commit_group(conn: &mut rusqlite::Connection, group: &mut Vec<Pending>, ctx: 
             ));
             continue;
         }
-        let r = execute(&tx, op, now, ctx);
+        let r = execute(&tx, cache, op, now, ctx);
         if let Err(StoreError::Internal(m)) = &r {
             failure = Some(m.clone());
         }
@@ -198,6 +207,7 @@ fn commit_group(conn: &mut rusqlite::Connection, group: &mut Vec<Pending>, ctx: 
             }
         }
         Err(m) => {
+            cache.clear();
             tracing::error!(error = %m, commands = results.len(), "write group failed and was rolled back");
             for (reply, _) in results {
                 let _ = reply.send(Err(StoreError::Internal(m.clone())));
@@ -208,6 +218,7 @@ fn commit_group(conn: &mut rusqlite::Connection, group: &mut Vec<Pending>, ctx: 
 
 fn execute(
     tx: &Transaction<'_>,
+    cache: &mut TraceCache,
     op: Op,
     now: Timestamp,
     ctx: &WriterCtx,
@@ -216,36 +227,45 @@ fn execute(
         Op::Create { tenant, new } => {
             validate_new(&new)?;
             let id = new.trace_id.unwrap_or_else(TraceId::new_v7);
-            if let Some(row) = load_trace(tx, &tenant, id)? {
-                if row.is_live(now) {
+            if let Some(t) = cache.take(tx, &tenant, id)? {
+                if t.row.is_live(now) {
+                    cache.put(t);
                     return Err(StoreError::Conflict(format!("trace {id} already exists")));
                 }
-                delete_trace_data(tx, row.rowid)?;
+                delete_trace_data(tx, t.row.rowid)?;
             }
             let mut w = TraceWriter::create(tx, &tenant, id, new, now, ctx)?;
             w.save(tx)?;
-            Ok(OpResult::Trace(w.row.trace, w.events))
+            Ok(OpResult::Trace(w.trace.row.trace.clone(), w.finish(cache)))
         }
-        Op::Append(req) => append(tx, req, now, ctx).map(OpResult::Append),
+        Op::Append(req) => append(tx, cache, req, now, ctx).map(OpResult::Append),
         Op::Update { tenant, id, patch } => {
-            let row = load_trace(tx, &tenant, id)?
-                .filter(|r| r.is_live(now))
-                .ok_or(StoreError::NotFound(id))?;
-            let mut w = TraceWriter::new(row, now, ctx);
-            if let Some(name) = patch.name {
-                w.row.trace.name = Some(name);
+            let t = match cache.take(tx, &tenant, id)? {
+                Some(t) if t.row.is_live(now) => t,
+                _ => return Err(StoreError::NotFound(id)),
+            };
+            // The only refusal comes first, before anything changes.
+            if let Some(to) = &patch.state {
+                if let Err(e) = t.row.trace.state.check_transition(to) {
+                    cache.put(t);
+                    return Err(StoreError::Conflict(e.to_string()));
+                }
             }
-            w.row.trace.metadata.extend(patch.metadata);
+            let mut w = TraceWriter::new(t, now, ctx);
+            if let Some(name) = patch.name {
+                w.trace.row.trace.name = Some(name);
+            }
+            w.trace.row.trace.metadata.extend(patch.metadata);
             if let Some(to) = patch.state {
-                w.change_state(tx, to, patch.reason)?;
+                w.change_state(to, patch.reason)?;
             }
             w.save(tx)?;
-            Ok(OpResult::Trace(w.row.trace, w.events))
+            Ok(OpResult::Trace(w.trace.row.trace.clone(), w.finish(cache)))
         }
-        Op::Delete { tenant, id } => match load_trace(tx, &tenant, id)? {
-            Some(row) => {
-                delete_trace_data(tx, row.rowid)?;
-                Ok(OpResult::Deleted(row.is_live(now)))
+        Op::Delete { tenant, id } => match cache.take(tx, &tenant, id)? {
+            Some(t) => {
+                delete_trace_data(tx, t.row.rowid)?;
+                Ok(OpResult::Deleted(t.row.is_live(now)))
             }
             None => Ok(OpResult::Deleted(false)),
         },
@@ -268,6 +288,9 @@ fn execute(
             for rowid in &rowids {
                 delete_trace_data(tx, *rowid)?;
             }
+            if !rowids.is_empty() {
+                cache.clear();
+            }
             Ok(OpResult::Count(rowids.len() as u64))
         }
     }
@@ -275,20 +298,20 @@ fn execute(
 
 fn append(
     tx: &Transaction<'_>,
+    cache: &mut TraceCache,
     req: AppendRequest,
     now: Timestamp,
     ctx: &WriterCtx,
 ) -> Result<AppendOutcome, StoreError> {
-    let existing = load_trace(tx, &req.tenant, req.trace_id)?;
-    let (mut w, created) = match existing {
-        Some(row) if row.is_live(now) => (TraceWriter::new(row, now, ctx), false),
+    let (mut w, created) = match cache.take(tx, &req.tenant, req.trace_id)? {
+        Some(t) if t.row.is_live(now) => (TraceWriter::new(t, now, ctx), false),
         stale => {
             let Some(new) = req.create_if_missing else {
                 return Err(StoreError::NotFound(req.trace_id));
             };
             validate_new(&new)?;
-            if let Some(row) = stale {
-                delete_trace_data(tx, row.rowid)?;
+            if let Some(t) = stale {
+                delete_trace_data(tx, t.row.rowid)?;
             }
             (
                 TraceWriter::create(tx, &req.tenant, req.trace_id, new, now, ctx)?,
@@ -308,7 +331,7 @@ fn append(
         }
     }
     w.save(tx)?;
-    outcome.events = w.events;
+    outcome.events = w.finish(cache);
     Ok(outcome)
 }
 
@@ -322,32 +345,9 @@ fn validate_new(new: &NewTrace) -> Result<(), StoreError> {
     }
 }
 
-/// Loads a trace row, expired or not; callers decide what an expired row means.
-fn load_trace(
-    tx: &Transaction<'_>,
-    tenant: &str,
-    id: TraceId,
-) -> Result<Option<TraceRow>, StoreError> {
-    let mut stmt = tx
-        .prepare_cached(&format!(
-            "SELECT id, data_expires_at, {TRACE_COLUMNS} FROM traces WHERE tenant = ?1 AND trace_id = ?2"
-        ))
-        .map_err(internal)?;
-    stmt.query_row(params![tenant, &id.to_bytes()[..]], |r| {
-        Ok(TraceRow {
-            rowid: r.get(0)?,
-            data_expires_at: r.get(1)?,
-            trace: read_trace_row(r, 2)?,
-        })
-    })
-    .optional()
-    .map_err(internal)
-}
-
 fn delete_trace_data(tx: &Transaction<'_>, rowid: i64) -> Result<(), StoreError> {
     for sql in [
         "DELETE FROM events WHERE trace_ref = ?1",
-        "DELETE FROM spans WHERE trace_ref = ?1",
         "DELETE FROM traces WHERE id = ?1",
     ] {
         tx.prepare_cached(sql)
@@ -357,22 +357,36 @@ fn delete_trace_data(tx: &Transaction<'_>, rowid: i64) -> Result<(), StoreError>
     Ok(())
 }
 
-/// One trace being written within a command: its row, the events it gained, and the
-/// spans it touched (so a start and an end in one batch see each other).
+/// An event row waiting for the command's one INSERT.
+struct EventRow {
+    seq: i64,
+    time: i64,
+    ty: &'static str,
+    span_id: Option<i64>,
+    component: Option<String>,
+    key: Option<String>,
+    body: String,
+}
+
+/// Rows per INSERT statement (8 columns each, well under SQLite's parameter limit).
+const ROWS_PER_INSERT: usize = 16;
+
+/// One trace being written within a command: its cached state, the events it gained and
+/// the rows not yet inserted.
 struct TraceWriter<'c> {
-    row: TraceRow,
+    trace: CachedTrace,
     events: Vec<Event>,
-    spans: HashMap<u64, Span>,
+    rows: Vec<EventRow>,
     now: Timestamp,
     ctx: &'c WriterCtx,
 }
 
 impl<'c> TraceWriter<'c> {
-    fn new(row: TraceRow, now: Timestamp, ctx: &'c WriterCtx) -> TraceWriter<'c> {
+    fn new(trace: CachedTrace, now: Timestamp, ctx: &'c WriterCtx) -> TraceWriter<'c> {
         TraceWriter {
-            row,
+            trace,
             events: Vec::new(),
-            spans: HashMap::new(),
+            rows: Vec::new(),
             now,
             ctx,
         }
@@ -406,21 +420,25 @@ impl<'c> TraceWriter<'c> {
             metadata: new.metadata,
             rollups: Rollups::default(),
         };
-        let mut stmt = tx
-            .prepare_cached(
-                "INSERT INTO traces (tenant, trace_id, state, level, created_at, last_activity_at, \
-                 expires_at, data_expires_at, last_seq, metadata, rollups) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?6, 0, '{}', '{}')",
-            )
-            .map_err(internal)?;
-        stmt.execute(params![
-            tenant,
-            &id.to_bytes()[..],
-            trace.state.as_str(),
-            level as i64,
-            now.unix_nanos(),
-            failsafe.unix_nanos()
-        ])
+        tx.prepare_cached(
+            "INSERT INTO traces (tenant, trace_id, name, agent_id, session_id, user_id, state, level, \
+             created_at, last_activity_at, expires_at, data_expires_at, last_seq, metadata, rollups) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?10, 0, '{}', '{}')",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                tenant,
+                &id.to_bytes()[..],
+                trace.name,
+                trace.agent_id,
+                trace.session_id,
+                trace.user_id,
+                trace.state.as_str(),
+                level as i64,
+                now.unix_nanos(),
+                failsafe.unix_nanos()
+            ])
+        })
         .map_err(internal)?;
         let rowid = tx.last_insert_rowid();
         let started = TraceStarted {
@@ -432,16 +450,13 @@ impl<'c> TraceWriter<'c> {
             level,
             metadata: trace.metadata.clone(),
         };
-        let mut w = TraceWriter::new(
-            TraceRow {
-                rowid,
-                data_expires_at: failsafe.unix_nanos(),
-                trace,
-            },
-            now,
-            ctx,
-        );
-        w.write_event(tx, now, None, EventBody::TraceStarted(started))?;
+        let row = TraceRow {
+            rowid,
+            data_expires_at: failsafe.unix_nanos(),
+            trace,
+        };
+        let mut w = TraceWriter::new(CachedTrace::new(row), now, ctx);
+        w.write_event(now, None, None, EventBody::TraceStarted(started))?;
         Ok(w)
     }
 
@@ -449,22 +464,35 @@ impl<'c> TraceWriter<'c> {
     fn apply(&mut self, tx: &Transaction<'_>, input: EventInput) -> Result<bool, StoreError> {
         match input {
             EventInput::SpanStarted { span } => {
-                let existing = self.load_span(tx, span.span_id.as_u64())?;
-                let change = ingest::start_span(existing.as_ref(), span, self.now);
-                self.record_span(tx, change, false)
+                if self.trace.spans.contains_key(&span.span_id.as_u64()) {
+                    return Ok(false);
+                }
+                let change = ingest::start_span(None, span, self.now);
+                self.record_span(change, false)
             }
             EventInput::SpanEnded { span } => {
-                let existing = self.load_span(tx, span.span_id.as_u64())?;
-                let change = ingest::end_span(existing.as_ref(), span, self.now);
-                self.record_span(tx, change, true)
+                let change = match self.trace.spans.get(&span.span_id.as_u64()) {
+                    Some(SpanState::Ended { .. }) => return Ok(false),
+                    Some(SpanState::Running(started)) => {
+                        ingest::end_span(Some(started), span, self.now)
+                    }
+                    None => ingest::end_span(None, span, self.now),
+                };
+                self.record_span(change, true)
             }
             EventInput::Log { id, time, record } => {
                 if self.seen_key(tx, id.as_deref())? {
                     return Ok(false);
                 }
-                let component = self.component_of(tx, record.span_id)?;
-                let body = EventBody::Log(record);
-                self.write_keyed_event(tx, time.unwrap_or(self.now), component, id, body)?;
+                let component = self.component_of(record.span_id);
+                let span_id = record.span_id;
+                self.write_keyed_event(
+                    time.unwrap_or(self.now),
+                    span_id,
+                    component,
+                    id,
+                    EventBody::Log(record),
+                )?;
                 Ok(true)
             }
             EventInput::Error { id, time, record } => {
@@ -472,224 +500,207 @@ impl<'c> TraceWriter<'c> {
                     return Ok(false);
                 }
                 if record.span_id.is_none() {
-                    self.row.trace.rollups.error_count += 1;
+                    self.trace.row.trace.rollups.error_count += 1;
                 }
-                let component = self.component_of(tx, record.span_id)?;
-                let body = EventBody::Error(record);
-                self.write_keyed_event(tx, time.unwrap_or(self.now), component, id, body)?;
+                let component = self.component_of(record.span_id);
+                let span_id = record.span_id;
+                self.write_keyed_event(
+                    time.unwrap_or(self.now),
+                    span_id,
+                    component,
+                    id,
+                    EventBody::Error(record),
+                )?;
                 Ok(true)
             }
         }
     }
 
-    fn record_span(
-        &mut self,
-        tx: &Transaction<'_>,
-        change: SpanChange,
-        ended: bool,
-    ) -> Result<bool, StoreError> {
+    fn record_span(&mut self, change: SpanChange, ended: bool) -> Result<bool, StoreError> {
         let (previous, mut span) = match change {
             SpanChange::Duplicate => return Ok(false),
             SpanChange::New(span) => (None, span),
             SpanChange::Ended { previous, span } => (Some(previous), span),
         };
-        if self.row.trace.state == State::Received {
-            self.change_state(tx, State::Running, Some("first step".into()))?;
+        if self.trace.row.trace.state == State::Received {
+            self.change_state(State::Running, Some("first step".into()))?;
         }
-        let (level, max) = (self.row.trace.level, self.ctx.capture.max_content_bytes);
+        let (level, max) = (
+            self.trace.row.trace.level,
+            self.ctx.capture.max_content_bytes,
+        );
         strip_span(&mut span, level, max);
-        self.row.trace.rollups.apply_span(previous.as_ref(), &span);
+        self.trace
+            .row
+            .trace
+            .rollups
+            .apply_span(previous.as_ref(), &span);
         let json = serde_json::to_string(&span).map_err(|e| StoreError::Internal(e.to_string()))?;
         let (time, ty) = match span.end_time {
-            Some(end) if ended => (end, "span_ended"),
-            _ => (span.start_time, "span_started"),
+            Some(end) if ended => (end, EventType::SpanEnded),
+            _ => (span.start_time, EventType::SpanStarted),
         };
-        let body_json = format!("{{\"type\":\"{ty}\",\"payload\":{json}}}");
+        let body_json = format!("{{\"type\":\"{}\",\"payload\":{json}}}", ty.as_str());
         let component = span.component_id.clone();
-        let (span_id, start) = (span.span_id.as_u64() as i64, span.start_time.unix_nanos());
-        self.spans.insert(span.span_id.as_u64(), span.clone());
+        let state = if ended {
+            SpanState::Ended {
+                component: component.clone(),
+            }
+        } else {
+            SpanState::Running(Box::new(span.clone()))
+        };
+        self.trace.spans.insert(span.span_id.as_u64(), state);
+        let span_id = Some(span.span_id);
         let body = if ended {
             EventBody::SpanEnded(span)
         } else {
             EventBody::SpanStarted(span)
         };
-        let event_id = self.insert_event(tx, time, component.clone(), None, body, body_json)?;
-        tx.prepare_cached(
-            "INSERT INTO spans (trace_ref, span_id, start_time, ended, component_id, event_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (trace_ref, span_id) DO UPDATE \
-             SET start_time = ?3, ended = ?4, component_id = ?5, event_id = ?6",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                self.row.rowid,
-                span_id,
-                start,
-                ended,
-                component,
-                event_id
-            ])
-        })
-        .map_err(internal)?;
+        self.push_event(time, span_id, component, None, body, body_json);
         Ok(true)
     }
 
-    /// The span as stored: its latest event's payload.
-    fn load_span(
-        &mut self,
-        tx: &Transaction<'_>,
-        span_id: u64,
-    ) -> Result<Option<Span>, StoreError> {
-        if let Some(s) = self.spans.get(&span_id) {
-            return Ok(Some(s.clone()));
-        }
-        let body: Option<String> = tx
-            .prepare_cached(
-                "SELECT e.body FROM spans s JOIN events e ON e.id = s.event_id \
-                 WHERE s.trace_ref = ?1 AND s.span_id = ?2",
-            )
-            .and_then(|mut s| {
-                s.query_row(params![self.row.rowid, span_id as i64], |r| r.get(0))
-                    .optional()
-            })
-            .map_err(internal)?;
-        body.map(|b| super::span_of_event_body(&b)).transpose()
+    fn component_of(&self, span_id: Option<SpanId>) -> Option<String> {
+        let id = span_id?;
+        self.trace
+            .spans
+            .get(&id.as_u64())?
+            .component()
+            .map(str::to_string)
     }
 
-    fn component_of(
-        &mut self,
-        tx: &Transaction<'_>,
-        span_id: Option<traceway_core::SpanId>,
-    ) -> Result<Option<String>, StoreError> {
-        let Some(id) = span_id else { return Ok(None) };
-        if let Some(s) = self.spans.get(&id.as_u64()) {
-            return Ok(s.component_id.clone());
-        }
-        tx.prepare_cached("SELECT component_id FROM spans WHERE trace_ref = ?1 AND span_id = ?2")
-            .and_then(|mut s| {
-                s.query_row(params![self.row.rowid, id.as_u64() as i64], |r| {
-                    r.get::<_, Option<String>>(0)
-                })
-                .optional()
-            })
-            .map(Option::flatten)
-            .map_err(internal)
-    }
-
+    /// Whether a client event id was already stored in this trace (or earlier in this batch).
     fn seen_key(&self, tx: &Transaction<'_>, key: Option<&str>) -> Result<bool, StoreError> {
         let Some(key) = key else { return Ok(false) };
+        if self.rows.iter().any(|r| r.key.as_deref() == Some(key)) {
+            return Ok(true);
+        }
         tx.prepare_cached("SELECT 1 FROM events WHERE trace_ref = ?1 AND dedup_key = ?2")
-            .and_then(|mut s| s.exists(params![self.row.rowid, key]))
+            .and_then(|mut s| s.exists(params![self.trace.row.rowid, key]))
             .map_err(internal)
     }
 
-    fn change_state(
-        &mut self,
-        tx: &Transaction<'_>,
-        to: State,
-        reason: Option<String>,
-    ) -> Result<(), StoreError> {
-        let from = self.row.trace.state.clone();
+    /// Changes the state; callers that must refuse check the transition before changing
+    /// anything else.
+    fn change_state(&mut self, to: State, reason: Option<String>) -> Result<(), StoreError> {
+        let from = self.trace.row.trace.state.clone();
         let changed = from
             .check_transition(&to)
             .map_err(|e| StoreError::Conflict(e.to_string()))?;
         if !changed {
             return Ok(());
         }
-        self.row.trace.state = to.clone();
+        self.trace.row.trace.state = to.clone();
         let now = self.now;
-        self.write_event(
-            tx,
-            now,
-            None,
-            EventBody::StateChanged(StateChange {
-                from,
-                to: to.clone(),
-                reason: reason.clone(),
-            }),
-        )?;
+        let change = StateChange {
+            from,
+            to: to.clone(),
+            reason: reason.clone(),
+        };
+        self.write_event(now, None, None, EventBody::StateChanged(change))?;
         if to.is_terminal() {
             let r = self.ctx.retention;
-            self.row.trace.ended_at = Some(now);
-            self.row.trace.expires_at = now.saturating_add(r.terminal_trace_ttl);
-            self.row.data_expires_at = now.saturating_add(r.terminal_data_ttl).unix_nanos();
+            let row = &mut self.trace.row;
+            row.trace.ended_at = Some(now);
+            row.trace.expires_at = now.saturating_add(r.terminal_trace_ttl);
+            row.data_expires_at = now.saturating_add(r.terminal_data_ttl).unix_nanos();
             let ended = TraceEnded {
                 state: to,
                 reason,
-                rollups: self.row.trace.rollups.clone(),
+                rollups: row.trace.rollups.clone(),
             };
-            self.write_event(tx, now, None, EventBody::TraceEnded(ended))?;
+            self.write_event(now, None, None, EventBody::TraceEnded(ended))?;
         }
         Ok(())
     }
 
     fn write_event(
         &mut self,
-        tx: &Transaction<'_>,
         time: Timestamp,
+        span_id: Option<SpanId>,
         component: Option<String>,
         body: EventBody,
     ) -> Result<(), StoreError> {
-        self.write_keyed_event(tx, time, component, None, body)
+        self.write_keyed_event(time, span_id, component, None, body)
     }
 
     fn write_keyed_event(
         &mut self,
-        tx: &Transaction<'_>,
         time: Timestamp,
+        span_id: Option<SpanId>,
         component: Option<String>,
         key: Option<String>,
         mut body: EventBody,
     ) -> Result<(), StoreError> {
         strip_event_body(
             &mut body,
-            self.row.trace.level,
+            self.trace.row.trace.level,
             self.ctx.capture.max_content_bytes,
         );
         let json = serde_json::to_string(&body).map_err(|e| StoreError::Internal(e.to_string()))?;
-        self.insert_event(tx, time, component, key, body, json)
-            .map(|_| ())
+        self.push_event(time, span_id, component, key, body, json);
+        Ok(())
     }
 
-    fn insert_event(
+    fn push_event(
         &mut self,
-        tx: &Transaction<'_>,
         time: Timestamp,
+        span_id: Option<SpanId>,
         component: Option<String>,
         key: Option<String>,
         body: EventBody,
         body_json: String,
-    ) -> Result<i64, StoreError> {
-        let seq = self.row.trace.last_seq + 1;
-        tx.prepare_cached(
-            "INSERT INTO events (trace_ref, seq, time, type, component_id, dedup_key, body) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                self.row.rowid,
-                seq as i64,
-                time.unix_nanos(),
-                body.event_type().as_str(),
-                component,
-                key,
-                body_json
-            ])
-        })
-        .map_err(internal)?;
-        self.row.trace.last_seq = seq;
+    ) {
+        let t = &mut self.trace.row.trace;
+        t.last_seq += 1;
+        self.rows.push(EventRow {
+            seq: t.last_seq as i64,
+            time: time.unix_nanos(),
+            ty: body.event_type().as_str(),
+            span_id: span_id.map(|s| s.as_u64() as i64),
+            component: component.clone(),
+            key,
+            body: body_json,
+        });
         self.events.push(Event {
-            trace_id: self.row.trace.trace_id,
-            seq,
+            trace_id: t.trace_id,
+            seq: t.last_seq,
             time,
             component_id: component,
             body,
         });
-        Ok(tx.last_insert_rowid())
     }
 
-    /// Writes the trace row back.
+    /// Inserts the pending event rows, a few statements for the whole command.
+    fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        let rowid = self.trace.row.rowid;
+        for chunk in self.rows.chunks(ROWS_PER_INSERT) {
+            let sql = insert_sql(chunk.len());
+            let mut stmt = tx.prepare_cached(&sql).map_err(internal)?;
+            let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 8);
+            for r in chunk {
+                args.extend([
+                    &rowid as &dyn ToSql,
+                    &r.seq,
+                    &r.time,
+                    &r.ty,
+                    &r.span_id,
+                    &r.component,
+                    &r.key,
+                    &r.body,
+                ]);
+            }
+            stmt.execute(args.as_slice()).map_err(internal)?;
+        }
+        self.rows.clear();
+        Ok(())
+    }
+
+    /// Writes the events and the trace row.
     fn save(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        let t = &mut self.row.trace;
+        self.flush(tx)?;
+        let data_expires_at = self.trace.row.data_expires_at;
+        let t = &mut self.trace.row.trace;
         t.last_activity_at = self.now;
         let metadata =
             serde_json::to_string(&t.metadata).map_err(|e| StoreError::Internal(e.to_string()))?;
@@ -703,7 +714,7 @@ impl<'c> TraceWriter<'c> {
         )
         .and_then(|mut s| {
             s.execute(params![
-                self.row.rowid,
+                self.trace.row.rowid,
                 t.name,
                 t.agent_id,
                 t.session_id,
@@ -712,7 +723,7 @@ impl<'c> TraceWriter<'c> {
                 t.last_activity_at.unix_nanos(),
                 t.ended_at.map(Timestamp::unix_nanos),
                 t.expires_at.unix_nanos(),
-                self.row.data_expires_at,
+                data_expires_at,
                 t.last_seq as i64,
                 t.rollups.error_count as i64,
                 t.rollups.duration_ms,
@@ -723,4 +734,24 @@ impl<'c> TraceWriter<'c> {
         .map_err(internal)?;
         Ok(())
     }
+
+    /// Hands the trace back to the cache; returns the events written.
+    fn finish(self, cache: &mut TraceCache) -> Vec<Event> {
+        cache.put(self.trace);
+        self.events
+    }
+}
+
+/// `INSERT INTO events … VALUES (…), (…)` for `rows` rows.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO events (trace_ref, seq, time, type, span_id, component_id, dedup_key, body) VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
+    }
+    sql
 }

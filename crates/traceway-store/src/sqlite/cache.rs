@@ -1,0 +1,219 @@
+//! What the writer remembers of recently written traces, so a command costs no lookups:
+//! the trace row and the state of each span (ended, or running with its body, which the
+//! end will be merged into). The writer is the only writer of the database, so a cached
+//! entry is authoritative; a miss is loaded from the database. Bounded: the least recently
+//! used entries are dropped past the capacity.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use traceway_core::{Span, TraceId};
+
+use super::row::{read_trace_row, TraceRow, TRACE_COLUMNS};
+use super::schema::internal;
+use crate::StoreError;
+
+/// What the writer needs to know of one span.
+#[derive(Clone)]
+pub(crate) enum SpanState {
+    /// Ended: further starts and ends are duplicates.
+    Ended { component: Option<String> },
+    /// Started and not ended: its stored form, which an end completes.
+    Running(Box<Span>),
+}
+
+impl SpanState {
+    pub fn component(&self) -> Option<&str> {
+        match self {
+            SpanState::Ended { component } => component.as_deref(),
+            SpanState::Running(s) => s.component_id.as_deref(),
+        }
+    }
+}
+
+/// A trace as the writer holds it between commands.
+pub(crate) struct CachedTrace {
+    pub row: TraceRow,
+    pub spans: HashMap<u64, SpanState>,
+    last_used: u64,
+}
+
+impl CachedTrace {
+    pub fn new(row: TraceRow) -> CachedTrace {
+        CachedTrace {
+            row,
+            spans: HashMap::new(),
+            last_used: 0,
+        }
+    }
+}
+
+pub(crate) struct TraceCache {
+    map: HashMap<(String, TraceId), CachedTrace>,
+    capacity: usize,
+    tick: u64,
+}
+
+impl TraceCache {
+    pub fn new(capacity: usize) -> TraceCache {
+        TraceCache {
+            map: HashMap::new(),
+            capacity: capacity.max(1),
+            tick: 0,
+        }
+    }
+
+    /// Takes the trace out of the cache, or loads it (expired or not) from the database.
+    /// The caller puts it back with [`TraceCache::put`] once its command is done.
+    pub fn take(
+        &mut self,
+        tx: &Transaction<'_>,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<CachedTrace>, StoreError> {
+        if let Some(t) = self.map.remove(&(tenant.to_string(), id)) {
+            return Ok(Some(t));
+        }
+        let Some(row) = load_row(tx, tenant, id)? else {
+            return Ok(None);
+        };
+        let spans = load_spans(tx, row.rowid)?;
+        Ok(Some(CachedTrace {
+            row,
+            spans,
+            last_used: 0,
+        }))
+    }
+
+    pub fn put(&mut self, t: CachedTrace) {
+        self.tick += 1;
+        let key = (t.row.trace.tenant.clone(), t.row.trace.trace_id);
+        self.map.insert(
+            key,
+            CachedTrace {
+                last_used: self.tick,
+                ..t
+            },
+        );
+        if self.map.len() > self.capacity {
+            self.evict();
+        }
+    }
+
+    /// Drops the least recently used eighth, so eviction costs O(1) per insert on average.
+    fn evict(&mut self) {
+        let keep = self.capacity - self.capacity / 8;
+        let mut ages: Vec<u64> = self.map.values().map(|t| t.last_used).collect();
+        let cut = ages.len() - keep;
+        let (_, threshold, _) = ages.select_nth_unstable(cut - 1);
+        let threshold = *threshold;
+        self.map.retain(|_, t| t.last_used > threshold);
+    }
+
+    /// Forgets everything (after a rollback, or a bulk delete).
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+fn load_row(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    id: TraceId,
+) -> Result<Option<TraceRow>, StoreError> {
+    let mut stmt = tx
+        .prepare_cached(&format!(
+            "SELECT id, data_expires_at, {TRACE_COLUMNS} FROM traces WHERE tenant = ?1 AND trace_id = ?2"
+        ))
+        .map_err(internal)?;
+    stmt.query_row(params![tenant, &id.to_bytes()[..]], |r| {
+        Ok(TraceRow {
+            rowid: r.get(0)?,
+            data_expires_at: r.get(1)?,
+            trace: read_trace_row(r, 2)?,
+        })
+    })
+    .optional()
+    .map_err(internal)
+}
+
+/// Rebuilds span states from the event log; only spans still running are parsed.
+fn load_spans(tx: &Transaction<'_>, rowid: i64) -> Result<HashMap<u64, SpanState>, StoreError> {
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT type, span_id, component_id, body FROM events \
+             WHERE trace_ref = ?1 AND type IN ('span_started', 'span_ended') ORDER BY seq",
+        )
+        .map_err(internal)?;
+    let mut rows = stmt.query([rowid]).map_err(internal)?;
+    let mut started: HashMap<u64, String> = HashMap::new();
+    let mut spans = HashMap::new();
+    while let Some(r) = rows.next().map_err(internal)? {
+        let ty: String = r.get(0).map_err(internal)?;
+        let span_id = r.get::<_, i64>(1).map_err(internal)? as u64;
+        if ty == "span_ended" {
+            started.remove(&span_id);
+            spans.insert(
+                span_id,
+                SpanState::Ended {
+                    component: r.get(2).map_err(internal)?,
+                },
+            );
+        } else if !spans.contains_key(&span_id) {
+            started.insert(span_id, r.get(3).map_err(internal)?);
+        }
+    }
+    for (id, body) in started {
+        let span = super::span_of_event_body(&body)?;
+        spans.insert(id, SpanState::Running(Box::new(span)));
+    }
+    Ok(spans)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use traceway_core::{Level, Rollups, State, Timestamp, Trace};
+
+    fn entry(n: u128) -> CachedTrace {
+        let t = Timestamp::from_unix_millis(0);
+        CachedTrace::new(TraceRow {
+            rowid: n as i64,
+            data_expires_at: 0,
+            trace: Trace {
+                trace_id: TraceId::from_u128(n).expect("non-zero"),
+                tenant: "t".into(),
+                name: None,
+                agent_id: None,
+                session_id: None,
+                user_id: None,
+                state: State::Running,
+                level: Level::Detailed,
+                created_at: t,
+                last_activity_at: t,
+                ended_at: None,
+                expires_at: t,
+                last_seq: 0,
+                metadata: Default::default(),
+                rollups: Rollups::default(),
+            },
+        })
+    }
+
+    #[test]
+    fn eviction_keeps_the_most_recently_used() {
+        let mut c = TraceCache::new(16);
+        for n in 1..=40u128 {
+            c.put(entry(n));
+            assert!(c.len() <= 16);
+        }
+        let key = |n: u128| ("t".to_string(), TraceId::from_u128(n).expect("id"));
+        assert!(c.map.contains_key(&key(40)) && c.map.contains_key(&key(39)));
+        assert!(!c.map.contains_key(&key(1)));
+    }
+}
