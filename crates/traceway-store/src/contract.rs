@@ -209,6 +209,14 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store can serve.
     async fn health(&self) -> Result<(), StoreError>;
 
+    /// Subscribes to events as they commit (see [`crate::hub`]). To resume without a gap,
+    /// subscribe first, then read stored events after your last `seq`, then take live
+    /// events whose `seq` is above the last one read.
+    fn subscribe(&self, tenant: &str, scope: crate::Scope) -> crate::Subscription;
+
+    /// Live subscribers right now.
+    fn subscriber_count(&self) -> usize;
+
     /// Finishes pending writes and stops. Later calls fail with `Unavailable`.
     async fn shutdown(&self);
 }

@@ -7,7 +7,9 @@
 pub mod clock;
 pub mod conformance;
 mod contract;
+pub mod hub;
 pub mod sqlite;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use contract::*;
+pub use hub::{InProcessHub, Lagged, Scope, Subscription, TraceMeta};

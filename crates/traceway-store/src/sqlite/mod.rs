@@ -44,6 +44,8 @@ pub struct SqliteConfig {
     pub readers: usize,
     /// Traces the writer keeps in memory between commands (LRU).
     pub trace_cache: usize,
+    /// Events a live subscriber may have waiting before it is dropped as lagging.
+    pub subscriber_buffer: usize,
 }
 
 impl SqliteConfig {
@@ -58,6 +60,7 @@ impl SqliteConfig {
             enqueue_timeout: Duration::from_secs(5),
             readers: 4,
             trace_cache: 10_000,
+            subscriber_buffer: 1024,
         }
     }
 }
@@ -70,6 +73,7 @@ pub struct SqliteStore {
     enqueue_timeout: Duration,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Checkpointer,
+    hub: crate::InProcessHub,
 }
 
 fn wal_path(db: &std::path::Path) -> PathBuf {
@@ -188,6 +192,7 @@ impl SqliteStore {
         conn.set_prepared_statement_cache_capacity(64);
 
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+        let hub = crate::InProcessHub::new(cfg.subscriber_buffer);
         let ctx = WriterCtx {
             clock: clock.clone(),
             retention: cfg.retention,
@@ -196,6 +201,7 @@ impl SqliteStore {
             wal_path: wal_path(&cfg.path),
             wal_limit_bytes: 256 * 1024 * 1024,
             cache_capacity: cfg.trace_cache,
+            hub: hub.clone(),
         };
         let checkpointer = Checkpointer::start(&cfg.path)?;
         let writer = std::thread::Builder::new()
@@ -213,6 +219,7 @@ impl SqliteStore {
             enqueue_timeout: cfg.enqueue_timeout,
             writer: Mutex::new(Some(writer)),
             checkpointer,
+            hub,
         })
     }
 
@@ -326,7 +333,7 @@ impl Store for SqliteStore {
 
     async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
         match self.write(Op::Append(req)).await? {
-            OpResult::Append(o) => Ok(o),
+            OpResult::Append(o, _) => Ok(o),
             _ => Err(StoreError::Internal("unexpected writer reply".into())),
         }
     }
@@ -586,6 +593,14 @@ impl Store for SqliteStore {
         }
         self.read(|c, _| c.query_row("SELECT 1", [], |_| Ok(())).map_err(internal))
             .await
+    }
+
+    fn subscribe(&self, tenant: &str, scope: crate::Scope) -> crate::Subscription {
+        self.hub.subscribe(tenant, scope)
+    }
+
+    fn subscriber_count(&self) -> usize {
+        self.hub.subscriber_count()
     }
 
     async fn shutdown(&self) {

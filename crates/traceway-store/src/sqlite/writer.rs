@@ -47,7 +47,8 @@ pub(crate) enum Op {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum OpResult {
     Trace(Trace, Vec<Event>),
-    Append(AppendOutcome),
+    /// The outcome, and the trace as it is after the append (for the hub).
+    Append(AppendOutcome, Box<Trace>),
     Deleted(bool),
     Count(u64),
 }
@@ -67,6 +68,7 @@ pub(crate) struct WriterCtx {
     pub wal_path: std::path::PathBuf,
     pub wal_limit_bytes: u64,
     pub cache_capacity: usize,
+    pub hub: crate::InProcessHub,
 }
 
 /// Longest a group waits for more commands before it commits.
@@ -202,6 +204,19 @@ fn commit_group(
     };
     match outcome {
         Ok(()) => {
+            // Committed: publish in command order (so in seq order per trace), then reply.
+            for (_, r) in &results {
+                let (trace, events) = match r {
+                    Ok(OpResult::Trace(t, e)) => (t, e),
+                    Ok(OpResult::Append(o, t)) => (&**t, &o.events),
+                    _ => continue,
+                };
+                let meta = crate::TraceMeta {
+                    agent_id: trace.agent_id.clone(),
+                    state: Some(trace.state.clone()),
+                };
+                ctx.hub.publish(&trace.tenant, &meta, events);
+            }
             for (reply, r) in results {
                 let _ = reply.send(r);
             }
@@ -238,7 +253,9 @@ fn execute(
             w.save(tx)?;
             Ok(OpResult::Trace(w.trace.row.trace.clone(), w.finish(cache)))
         }
-        Op::Append(req) => append(tx, cache, req, now, ctx).map(OpResult::Append),
+        Op::Append(req) => {
+            append(tx, cache, req, now, ctx).map(|(o, t)| OpResult::Append(o, Box::new(t)))
+        }
         Op::Update { tenant, id, patch } => {
             let t = match cache.take(tx, &tenant, id)? {
                 Some(t) if t.row.is_live(now) => t,
@@ -302,7 +319,7 @@ fn append(
     req: AppendRequest,
     now: Timestamp,
     ctx: &WriterCtx,
-) -> Result<AppendOutcome, StoreError> {
+) -> Result<(AppendOutcome, Trace), StoreError> {
     let (mut w, created) = match cache.take(tx, &req.tenant, req.trace_id)? {
         Some(t) if t.row.is_live(now) => (TraceWriter::new(t, now, ctx), false),
         stale => {
@@ -331,8 +348,9 @@ fn append(
         }
     }
     w.save(tx)?;
+    let trace = w.trace.row.trace.clone();
     outcome.events = w.finish(cache);
-    Ok(outcome)
+    Ok((outcome, trace))
 }
 
 /// Refuses a trace that cannot be created, before anything is written.
