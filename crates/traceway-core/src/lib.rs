@@ -3,6 +3,7 @@
 //! testable without a runtime.
 #![deny(missing_docs)]
 
+pub mod format;
 pub mod id;
 pub mod ingest;
 pub mod level;

@@ -174,6 +174,9 @@ pub async fn list_traces(
 pub struct GetParams {
     /// A lower level than the trace's, to see less.
     level: Option<Level>,
+    /// Long-poll: answer once the trace is terminal, or after this long (`30s`, `2m`, or
+    /// seconds), capped by `--max-wait`.
+    wait: Option<String>,
 }
 
 /// `GET /api/v1/traces/{id}`: the trace and its span tree.
@@ -184,6 +187,10 @@ pub async fn get_trace(
     QueryArgs(p): QueryArgs<GetParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let not_found = || ApiError::not_found(format!("trace {id} not found"));
+    if let Some(wait) = &p.wait {
+        let wait = crate::stream::parse_wait(wait)?;
+        crate::stream::wait_until_terminal(&app, &tenant.0, id, wait).await?;
+    }
     let trace = app
         .store
         .get_trace(&tenant.0, id)

@@ -53,6 +53,14 @@ impl Client {
         Ok(Client { http, args })
     }
 
+    /// A client for long-lived streams: no overall timeout, only on connecting.
+    fn new_streaming(args: ClientArgs) -> anyhow::Result<Client> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()?;
+        Ok(Client { http, args })
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.args.server.trim_end_matches('/'))
     }
@@ -275,3 +283,265 @@ fn render_node(out: &mut String, n: &SpanNodeView) {
 
 // Keep the server's node type and this view in step.
 const _: fn(SpanNode) = |_| {};
+
+/// Renders live events as `traceway tail` prints them: one line per step, indented by
+/// depth, with kind, name, duration, tokens and status (coloured on a terminal).
+pub struct TailPrinter {
+    color: bool,
+    tenant_wide: bool,
+    depth: std::collections::HashMap<traceway_core::SpanId, usize>,
+}
+
+impl TailPrinter {
+    /// A printer; `tenant_wide` prefixes each line with the trace id.
+    pub fn new(color: bool, tenant_wide: bool) -> TailPrinter {
+        TailPrinter {
+            color,
+            tenant_wide,
+            depth: Default::default(),
+        }
+    }
+
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+
+    fn status(&self, s: &traceway_core::Span) -> String {
+        let word = traceway_core::format::span_status(s);
+        let code = match (s.end_time, s.status.code) {
+            (None, _) => "33",
+            (_, StatusCode::Error) => "31",
+            _ => "32",
+        };
+        self.paint(code, &word)
+    }
+
+    /// The line for one event (None for events it does not show).
+    pub fn line(&mut self, e: &traceway_core::Event) -> Option<String> {
+        use traceway_core::format::{human_duration, span_summary};
+        use traceway_core::EventBody;
+        let body = match &e.body {
+            EventBody::SpanStarted(s) | EventBody::SpanEnded(s) => {
+                let depth = s
+                    .parent_span_id
+                    .and_then(|p| self.depth.get(&p).map(|d| d + 1))
+                    .unwrap_or(0);
+                self.depth.insert(s.span_id, depth);
+                let duration = s
+                    .duration()
+                    .map(|d| human_duration(d.as_secs_f64() * 1000.0));
+                let mut line = format!("{}{}", "  ".repeat(depth), span_summary(s));
+                if let Some(d) = duration {
+                    line.push_str(&format!("  {d}"));
+                }
+                format!("{line}  {}", self.status(s))
+            }
+            EventBody::Log(l) => self.paint(
+                "2",
+                &format!("log {:?}: {}", l.severity, l.message).to_lowercase(),
+            ),
+            EventBody::Error(err) => {
+                let t = err
+                    .error_type
+                    .as_deref()
+                    .map(|t| format!("{t}: "))
+                    .unwrap_or_default();
+                self.paint("31", &format!("error {t}{}", err.message))
+            }
+            EventBody::StateChanged(c) => format!("── {} → {}", c.from, c.to),
+            EventBody::TraceStarted(t) => format!(
+                "── trace started{}",
+                t.name
+                    .as_deref()
+                    .map(|n| format!(" {n:?}"))
+                    .unwrap_or_default()
+            ),
+            EventBody::TraceEnded(t) => format!(
+                "── trace ended {}: {} spans, {} errors, {} tokens",
+                t.state, t.rollups.span_count, t.rollups.error_count, t.rollups.total_tokens
+            ),
+        };
+        Some(if self.tenant_wide {
+            format!("{} {body}", &e.trace_id.to_string()[..8])
+        } else {
+            body
+        })
+    }
+}
+
+/// One server-sent event as read off the wire.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SseMessage {
+    /// `id:`
+    pub id: Option<String>,
+    /// `event:`
+    pub event: Option<String>,
+    /// `data:` lines joined by newlines.
+    pub data: String,
+}
+
+/// Splits an SSE byte stream into messages; feed it chunks as they arrive.
+#[derive(Default)]
+pub struct SseParser {
+    buf: String,
+    current: SseMessage,
+    has_data: bool,
+}
+
+impl SseParser {
+    /// Adds bytes; returns the messages completed by them.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<SseMessage> {
+        self.buf.push_str(&String::from_utf8_lossy(chunk));
+        let mut out = Vec::new();
+        while let Some(pos) = self.buf.find('\n') {
+            let line: String = self.buf.drain(..=pos).collect();
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if self.has_data || self.current.event.is_some() {
+                    out.push(std::mem::take(&mut self.current));
+                }
+                self.current = SseMessage::default();
+                self.has_data = false;
+                continue;
+            }
+            if line.starts_with(':') {
+                continue; // keep-alive comment
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => self.current.id = Some(value.to_string()),
+                "event" => self.current.event = Some(value.to_string()),
+                "data" => {
+                    if self.has_data {
+                        self.current.data.push('\n');
+                    }
+                    self.current.data.push_str(value);
+                    self.has_data = true;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// Where a tail stands: what it printed up to, and whether the trace ended.
+struct TailState {
+    printer: TailPrinter,
+    /// The last seq printed of the followed trace (its `Last-Event-ID`).
+    last_seq: Option<u64>,
+    ended: bool,
+    json: bool,
+}
+
+impl TailState {
+    fn handle(&mut self, m: SseMessage, one_trace: bool) -> std::io::Result<()> {
+        use std::io::Write;
+        if m.event.as_deref() == Some("lagged") {
+            let v: Value = serde_json::from_str(&m.data).unwrap_or(Value::Null);
+            if let Some(seq) = v["resume_after_seq"].as_u64() {
+                self.last_seq = Some(seq);
+            }
+            return Ok(());
+        }
+        let Ok(e) = serde_json::from_str::<traceway_core::Event>(&m.data) else {
+            return Ok(());
+        };
+        if one_trace {
+            self.last_seq = Some(e.seq);
+        }
+        self.ended |= e.body.event_type() == traceway_core::EventType::TraceEnded;
+        let line = if self.json {
+            Some(m.data)
+        } else {
+            self.printer.line(&e)
+        };
+        if let Some(line) = line {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}")?;
+            out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// `traceway tail [ID]`: follows one trace (until it ends) or the tenant's traces, and
+/// reconnects with `Last-Event-ID` after a dropped connection or a server restart.
+pub async fn tail(args: ClientArgs, id: Option<String>) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let c = Client::new_streaming(args)?;
+    let color = std::io::stdout().is_terminal();
+    let mut state = TailState {
+        printer: TailPrinter::new(color, id.is_none()),
+        last_seq: None,
+        ended: false,
+        json: c.args.json,
+    };
+    let url = match &id {
+        Some(id) => c.url(&format!("/api/v1/traces/{id}/stream")),
+        None => c.url("/api/v1/stream?all=true"),
+    };
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        let mut req = c.http.get(&url);
+        if let Some(seq) = state.last_seq {
+            req = req.header("last-event-id", seq.to_string());
+        }
+        if let Some(t) = &c.args.tenant {
+            req = req.header(crate::extract::TENANT_HEADER, t);
+        }
+        match req.send().await {
+            Ok(mut resp) if resp.status().is_success() => {
+                backoff = std::time::Duration::from_millis(200);
+                let mut parser = SseParser::default();
+                while let Ok(Some(bytes)) = resp.chunk().await {
+                    for m in parser.push(&bytes) {
+                        state.handle(m, id.is_some())?;
+                    }
+                }
+            }
+            // A trace that does not exist will not appear by retrying.
+            Ok(resp) if resp.status().is_client_error() => {
+                let status = resp.status();
+                let body = resp.text().await.unwrap_or_default();
+                let msg = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                    .unwrap_or(body);
+                anyhow::bail!("{status}: {msg}");
+            }
+            // Server errors and network failures: try again.
+            Ok(_) | Err(_) => {}
+        }
+        if state.ended && id.is_some() {
+            return Ok(());
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_parser_handles_split_chunks_comments_and_multiline_data() {
+        let mut p = SseParser::default();
+        assert!(p.push(b": keep-alive\n\nid: 3\nevent: log\nda").is_empty());
+        let got = p.push(b"ta: {\"a\":1}\ndata: x\n\n");
+        assert_eq!(
+            got,
+            vec![SseMessage {
+                id: Some("3".into()),
+                event: Some("log".into()),
+                data: "{\"a\":1}\nx".into()
+            }]
+        );
+    }
+}

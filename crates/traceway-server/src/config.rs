@@ -55,6 +55,21 @@ pub struct ServeArgs {
     #[serde(default, deserialize_with = "opt_duration")]
     pub data_retention: Option<Duration>,
 
+    /// Keep-alive comment interval of live streams [default: 15s].
+    #[arg(long, env = "TRACEWAY_SSE_KEEPALIVE", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub sse_keepalive: Option<Duration>,
+
+    /// How long a trace's stream stays open after `trace_ended`, for late spans [default: 5s].
+    #[arg(long, env = "TRACEWAY_STREAM_GRACE", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub stream_grace: Option<Duration>,
+
+    /// Longest `wait=` a read may ask for [default: 60s].
+    #[arg(long, env = "TRACEWAY_MAX_WAIT", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub max_wait: Option<Duration>,
+
     /// Log filter, as RUST_LOG [default: info].
     #[arg(long, env = "TRACEWAY_LOG")]
     pub log: Option<String>,
@@ -79,6 +94,12 @@ pub struct Config {
     pub capture: CaptureConfig,
     /// How long data is kept.
     pub retention: Retention,
+    /// Keep-alive interval of live streams.
+    pub sse_keepalive: Duration,
+    /// Time a trace's stream stays open after it ended.
+    pub stream_grace: Duration,
+    /// Cap on `wait=`.
+    pub max_wait: Duration,
     /// Log filter.
     pub log: String,
 }
@@ -145,6 +166,18 @@ impl Config {
                     .or(file.data_retention)
                     .unwrap_or(defaults.terminal_data_ttl),
             },
+            sse_keepalive: args
+                .sse_keepalive
+                .or(file.sse_keepalive)
+                .unwrap_or(Duration::from_secs(15)),
+            stream_grace: args
+                .stream_grace
+                .or(file.stream_grace)
+                .unwrap_or(Duration::from_secs(5)),
+            max_wait: args
+                .max_wait
+                .or(file.max_wait)
+                .unwrap_or(Duration::from_secs(60)),
             log: args.log.or(file.log).unwrap_or_else(|| "info".to_string()),
         })
     }

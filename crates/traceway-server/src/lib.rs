@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -30,6 +31,28 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The clock (a test clock in tests).
     pub clock: Arc<dyn Clock>,
+    /// Flips to true when the server starts shutting down; live streams end on it.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// State for `app`; returns the sender that starts shutdown of live streams.
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> (AppState, tokio::sync::watch::Sender<bool>) {
+        let (tx, shutdown) = tokio::sync::watch::channel(false);
+        (
+            AppState {
+                store,
+                config: Arc::new(config),
+                clock,
+                shutdown,
+            },
+            tx,
+        )
+    }
 }
 
 /// The one place routes are assembled; `serve` and every test use it.
@@ -51,6 +74,8 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/traces/{id}/events",
             post(api::append_events).get(api::list_events),
         )
+        .route("/api/v1/traces/{id}/stream", get(stream::trace_stream))
+        .route("/api/v1/stream", get(stream::tenant_stream))
         .route("/api/v1/openapi.json", get(api::openapi))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
@@ -89,10 +114,11 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "traceway listening");
     on_listen(addr);
-    let state = AppState {
-        store: store.clone(),
-        config: Arc::new(config),
-        clock,
+    let (state, stop_streams) = AppState::new(store.clone(), config, clock);
+    let shutdown = async move {
+        shutdown.await;
+        // Live streams end first, so the graceful shutdown does not wait on them.
+        let _ = stop_streams.send(true);
     };
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)

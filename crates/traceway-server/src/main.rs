@@ -33,6 +33,13 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Follow a trace live (or every trace of the tenant), one line per step.
+    Tail {
+        /// The trace id; without it, every trace of the tenant.
+        id: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Delete a trace.
     Rm {
         /// The trace id.
@@ -61,6 +68,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Ls { client, filter } => print(cli::ls(client, filter).await),
         Command::Show { id, client } => print(cli::show(client, &id).await),
         Command::Rm { id, client } => print(cli::rm(client, &id).await),
+        Command::Tail { id, client } => match cli::tail(client, id).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        },
     }
 }
 

@@ -18,8 +18,19 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path) -> Server {
+        Server::start_on(data_dir, "127.0.0.1:0")
+    }
+
+    fn start_on(data_dir: &Path, listen: &str) -> Server {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                listen,
+                "--stream-grace",
+                "300ms",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .env("TRACEWAY_LOG", "warn")
             .stdout(Stdio::piped())
@@ -325,5 +336,116 @@ async fn every_acknowledged_event_survives_kill_9() {
         .map(|e| e["seq"].as_u64().expect("seq"))
         .collect();
     assert_eq!(seqs, (1..=last_seq.min(10_000)).collect::<Vec<_>>());
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_shows_running_and_ended_steps_and_resumes_after_a_server_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let c = client();
+    let base = server.url.clone();
+    let (_, t) = post(
+        &c,
+        format!("{base}/api/v1/traces"),
+        &json!({"name": "tailed"}),
+    )
+    .await;
+    let id = t["trace_id"].as_str().expect("id").to_string();
+    let mut tail = Command::new(BIN)
+        .args(["tail", &id, "--server", &base])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn tail");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = tail.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(l) = lines
+                .lock()
+                .expect("lock")
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(l) => lines.lock().expect("lock").push(l),
+                Err(_) => assert!(
+                    Instant::now() < deadline,
+                    "tail never printed {needle:?}: {:?}",
+                    lines.lock().expect("lock")
+                ),
+            }
+        }
+    };
+    let events = |v: Value| json!({"events": v});
+    post(&c, format!("{base}/api/v1/traces/{id}/events"), &events(json!([
+        {"type": "span_started", "span": {"span_id": "00000000000000a1", "kind": "agent", "name": "support-agent"}}
+    ]))).await;
+    let running = wait_for("agent support-agent");
+    assert!(running.ends_with("running"), "{running:?}");
+    assert!(
+        !running.contains('\x1b'),
+        "plain output when stdout is not a terminal: {running:?}"
+    );
+
+    // Restart the server on the same port: tail reconnects with Last-Event-ID.
+    let addr = base.trim_start_matches("http://").to_string();
+    server.stop();
+    let server = Server::start_on(dir.path(), &addr);
+    post(&c, format!("{base}/api/v1/traces/{id}/events"), &events(json!([
+        {"type": "span_ended", "span": {"span_id": "00000000000000b2", "parent_span_id": "00000000000000a1", "kind": "llm", "name": "chat",
+         "start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-01T00:00:00.250Z", "status": {"code": "ok"},
+         "llm": {"model": "gpt-4o-mini", "input_tokens": 40, "output_tokens": 2}}},
+        {"type": "span_ended", "span": {"span_id": "00000000000000a1", "status": {"code": "ok"}}}
+    ]))).await;
+    let child = wait_for("llm chat");
+    assert!(
+        child.starts_with("  llm chat model=gpt-4o-mini tokens=42")
+            && child.contains("250ms")
+            && child.ends_with("ok"),
+        "{child:?}"
+    );
+    let r = c
+        .patch(format!("{base}/api/v1/traces/{id}"))
+        .json(&json!({"state": "COMPLETED"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(r.status().as_u16(), 200);
+    wait_for("trace ended COMPLETED");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = tail.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tail did not exit after the trace ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    while let Ok(l) = rx.try_recv() {
+        lines.lock().expect("lock").push(l);
+    }
+    let all = lines.lock().expect("lock").clone();
+    let count = |needle: &str| all.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(
+        count("agent support-agent"),
+        2,
+        "started once, ended once, nothing replayed twice: {all:?}"
+    );
+    assert_eq!(count("trace started"), 1, "{all:?}");
     server.stop();
 }

@@ -4,6 +4,7 @@
 mod e2e;
 mod http;
 mod openapi;
+mod stream;
 
 use std::sync::Arc;
 
@@ -18,6 +19,9 @@ use traceway_store::{ManualClock, Store};
 
 /// A router on a fresh SQLite file, with a clock the test moves.
 pub struct TestApp {
+    /// Starts the shutdown of live streams.
+    pub stop: tokio::sync::watch::Sender<bool>,
+    pub state: AppState,
     pub router: Router,
     pub store: Arc<dyn Store>,
     pub clock: ManualClock,
@@ -32,12 +36,10 @@ pub fn test_app_with(config: Config) -> TestApp {
     sqlite.retention = config.retention;
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(sqlite, Arc::new(clock.clone())).expect("open"));
-    let state = AppState {
-        store: store.clone(),
-        config: Arc::new(config),
-        clock: Arc::new(clock.clone()),
-    };
+    let (state, stop) = AppState::new(store.clone(), config, Arc::new(clock.clone()));
     TestApp {
+        stop,
+        state: state.clone(),
         router: app(state),
         store,
         clock,

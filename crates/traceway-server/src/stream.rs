@@ -1,0 +1,346 @@
+//! Live streaming: SSE of one trace (replay, then live, exact resume) and of a tenant,
+//! and the `wait=` long-poll of `GET /api/v1/traces/{id}`.
+//!
+//! Resume protocol (no gap, no duplicate): subscribe to the hub first, then replay the
+//! stored events after the client's last `seq`, then forward live events whose `seq` is
+//! above the last one sent. An event committed while the replay runs arrives both ways and
+//! is dropped by the `seq` check.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State as AxumState;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use traceway_core::{strip_event_body, Event, EventType, Level, State, TraceId};
+use traceway_store::{EventFilter, Scope, Store};
+
+use crate::error::ApiError;
+use crate::extract::{QueryArgs, Tenant, TraceIdPath};
+use crate::AppState;
+
+/// How events are written in the stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamFormat {
+    /// Each event as its full JSON.
+    #[default]
+    Json,
+    /// One compact line per event (`#6 span_ended llm answer … 1.20s ok`).
+    Streaming,
+}
+
+/// Query of `GET /api/v1/traces/{id}/stream`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceStreamParams {
+    /// Resume after this seq (the `Last-Event-ID` header wins when both are given).
+    after_seq: Option<u64>,
+    format: Option<StreamFormat>,
+    level: Option<Level>,
+}
+
+/// Replay page size.
+const REPLAY_PAGE: u32 = 1000;
+/// SSE events a connection may have waiting before its writer task waits for the client.
+const CONNECTION_BUFFER: usize = 64;
+
+fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    match headers.get("last-event-id") {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be the seq of an event")),
+    }
+}
+
+struct Render {
+    format: StreamFormat,
+    level: Option<Level>,
+    max_content: usize,
+}
+
+impl Render {
+    /// The SSE message for an event; `id` is its SSE id (the seq, or `trace:seq`).
+    fn sse(&self, mut e: Event, trace_level: Level, id: String) -> SseEvent {
+        if let Some(level) = self.level.filter(|l| *l < trace_level) {
+            strip_event_body(&mut e.body, level, self.max_content);
+        }
+        let data = match self.format {
+            StreamFormat::Json => serde_json::to_string(&e).unwrap_or_else(|_| "{}".into()),
+            StreamFormat::Streaming => traceway_core::format::streaming_line(&e),
+        };
+        SseEvent::default()
+            .id(id)
+            .event(e.body.event_type().as_str())
+            .data(data)
+    }
+}
+
+fn sse_response(rx: mpsc::Receiver<SseEvent>, keepalive: Duration) -> Response {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    sse(stream, keepalive)
+}
+
+fn sse(
+    stream: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
+    keepalive: Duration,
+) -> Response {
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(keepalive))
+        .into_response()
+}
+
+/// `GET /api/v1/traces/{id}/stream`: stored events, then live ones; `Last-Event-ID` (or
+/// `after_seq`) resumes exactly. After `trace_ended` the stream stays open for the grace
+/// period (late spans), then closes. A subscriber that falls behind gets a final `lagged`
+/// event with the seq to resume from.
+pub async fn trace_stream(
+    AxumState(app): AxumState<AppState>,
+    tenant: Tenant,
+    TraceIdPath(id): TraceIdPath,
+    headers: HeaderMap,
+    QueryArgs(p): QueryArgs<TraceStreamParams>,
+) -> Result<Response, ApiError> {
+    let after = last_event_id(&headers)?.or(p.after_seq).unwrap_or(0);
+    // Subscribe before anything is read, so nothing committed from here on is missed.
+    let sub = app.store.subscribe(&tenant.0, Scope::Trace(id));
+    let trace = app
+        .store
+        .get_trace(&tenant.0, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("trace {id} not found")))?;
+    let render = Render {
+        format: p.format.unwrap_or_default(),
+        level: p.level,
+        max_content: app.config.capture.max_content_bytes,
+    };
+    let (tx, rx) = mpsc::channel(CONNECTION_BUFFER);
+    let (grace, keepalive) = (app.config.stream_grace, app.config.sse_keepalive);
+    let mut shutdown = app.shutdown.clone();
+    tokio::spawn(async move {
+        let _ = follow_trace(
+            app.store,
+            tenant.0,
+            id,
+            trace.level,
+            after,
+            sub,
+            render,
+            tx,
+            grace,
+            &mut shutdown,
+        )
+        .await;
+    });
+    Ok(sse_response(rx, keepalive))
+}
+
+/// Sends replay then live events until the trace ended (plus grace), the subscriber
+/// lagged, the client left, or the server stops. Errors mean the client is gone.
+#[allow(clippy::too_many_arguments)]
+async fn follow_trace(
+    store: std::sync::Arc<dyn Store>,
+    tenant: String,
+    id: TraceId,
+    trace_level: Level,
+    after: u64,
+    mut sub: traceway_store::Subscription,
+    render: Render,
+    tx: mpsc::Sender<SseEvent>,
+    grace: Duration,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), ()> {
+    let mut last = after;
+    let mut ended = false;
+    loop {
+        let filter = EventFilter {
+            after_seq: last,
+            limit: REPLAY_PAGE,
+            ..Default::default()
+        };
+        let page = match store.read_events(&tenant, id, &filter).await {
+            Ok(Some(page)) => page,
+            Ok(None) => return Ok(()), // deleted meanwhile
+            Err(e) => {
+                tracing::warn!(error = %e, trace_id = %id, "replay failed");
+                return Err(());
+            }
+        };
+        let full = page.len() == REPLAY_PAGE as usize;
+        for e in page {
+            last = e.seq;
+            ended |= e.body.event_type() == EventType::TraceEnded;
+            let sse_id = e.seq.to_string();
+            tx.send(render.sse(e, trace_level, sse_id))
+                .await
+                .map_err(|_| ())?;
+        }
+        if !full {
+            break;
+        }
+    }
+    let deadline = tokio::time::sleep(if ended { grace } else { Duration::MAX / 4 });
+    tokio::pin!(deadline);
+    let mut armed = ended;
+    loop {
+        tokio::select! {
+            e = sub.events.recv() => match e {
+                Some(e) if e.seq > last => {
+                    last = e.seq;
+                    let is_end = e.body.event_type() == EventType::TraceEnded;
+                    tx.send(render.sse((*e).clone(), trace_level, e.seq.to_string())).await.map_err(|_| ())?;
+                    if is_end && !armed {
+                        armed = true;
+                        deadline.as_mut().reset(tokio::time::Instant::now() + grace);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    // The hub's buffer was drained before the close, so every event up
+                    // to `last` was sent: the client resumes right after it.
+                    if sub.lagged().is_some() {
+                        let data = serde_json::json!({"trace_id": id, "resume_after_seq": last});
+                        let _ = tx.send(SseEvent::default().event("lagged").data(data.to_string())).await;
+                    }
+                    return Ok(());
+                }
+            },
+            _ = &mut deadline, if armed => return Ok(()),
+            _ = stopping(shutdown) => return Ok(()),
+            _ = tx.closed() => return Err(()),
+        }
+    }
+}
+
+/// Query of `GET /api/v1/stream`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantStreamParams {
+    /// Every event, not only trace-level ones.
+    #[serde(default)]
+    all: bool,
+    agent_id: Option<String>,
+    state: Option<State>,
+    format: Option<StreamFormat>,
+}
+
+/// `GET /api/v1/stream`: the tenant's events as they commit (trace started, state
+/// changed, errors, trace ended; every event with `all=true`), filtered by agent or state.
+/// Live only: event ids are `trace_id:seq`; resume a trace with its own stream.
+pub async fn tenant_stream(
+    AxumState(app): AxumState<AppState>,
+    tenant: Tenant,
+    QueryArgs(p): QueryArgs<TenantStreamParams>,
+) -> Response {
+    let mut sub = app.store.subscribe(
+        &tenant.0,
+        Scope::Tenant {
+            all_events: p.all,
+            agent_id: p.agent_id,
+            state: p.state,
+        },
+    );
+    let render = Render {
+        format: p.format.unwrap_or_default(),
+        level: None,
+        max_content: 0,
+    };
+    let (tx, rx) = mpsc::channel(CONNECTION_BUFFER);
+    let mut shutdown = app.shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                e = sub.events.recv() => match e {
+                    Some(e) => {
+                        let id = format!("{}:{}", e.trace_id, e.seq);
+                        let ev = render.sse((*e).clone(), Level::Debug, id);
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => {
+                        if sub.lagged().is_some() {
+                            let _ = tx.send(SseEvent::default().event("lagged").data("{}")).await;
+                        }
+                        return;
+                    }
+                },
+                _ = stopping(&mut shutdown) => return,
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    sse_response(rx, app.config.sse_keepalive)
+}
+
+/// Waits until the trace is terminal or `wait` passes (capped by `--max-wait`).
+pub async fn wait_until_terminal(
+    app: &AppState,
+    tenant: &str,
+    id: TraceId,
+    wait: Duration,
+) -> Result<(), ApiError> {
+    let wait = wait.min(app.config.max_wait);
+    let mut sub = app.store.subscribe(tenant, Scope::Trace(id));
+    match app.store.get_trace(tenant, id).await? {
+        None => return Err(ApiError::not_found(format!("trace {id} not found"))),
+        Some(t) if t.state.is_terminal() => return Ok(()),
+        Some(_) => {}
+    }
+    let mut shutdown = app.shutdown.clone();
+    let until_end = async {
+        while let Some(e) = sub.events.recv().await {
+            if e.body.event_type() == EventType::TraceEnded {
+                return;
+            }
+        }
+        // Lagged or closed: fall back to polling the state.
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Ok(Some(t)) = app.store.get_trace(tenant, id).await {
+                if t.state.is_terminal() {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = until_end => {},
+        _ = tokio::time::sleep(wait) => {},
+        _ = stopping(&mut shutdown) => {},
+    }
+    Ok(())
+}
+
+/// Resolves once shutdown starts; never, if nobody can signal it.
+async fn stopping(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Parses `wait=30s` (or plain seconds, `wait=30`).
+pub fn parse_wait(s: &str) -> Result<Duration, ApiError> {
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs.min(1e6)));
+        }
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| ApiError::bad_request(format!("invalid query parameter wait: {e}")))
+}

@@ -1,0 +1,451 @@
+//! Live streaming over real HTTP on loopback: replay then live, exact resume, fan-out to
+//! many subscribers, release on disconnect, formats, long-poll, `traceway tail`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use traceway_server::cli::{SseMessage, SseParser};
+use traceway_server::Config;
+
+use crate::{test_app_with, TestApp};
+
+/// A test app served on 127.0.0.1 (port 0), with short stream timings.
+struct Live {
+    app: TestApp,
+    base: String,
+    http: reqwest::Client,
+}
+
+async fn live() -> Live {
+    let config = Config {
+        stream_grace: Duration::from_millis(300),
+        sse_keepalive: Duration::from_millis(500),
+        max_wait: Duration::from_secs(3),
+        ..Config::default()
+    };
+    let app = test_app_with(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let router = app.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Live {
+        app,
+        base,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
+    }
+}
+
+impl Live {
+    async fn create(&self) -> String {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/traces", self.base))
+            .json(&json!({"name": "live"}))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().await.expect("json")["trace_id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    }
+
+    async fn append(&self, id: &str, events: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/traces/{id}/events", self.base))
+            .json(&json!({"events": events}))
+            .send()
+            .await
+            .expect("append");
+        assert_eq!(r.status(), 200);
+        r.json().await.expect("json")
+    }
+
+    async fn complete(&self, id: &str) {
+        let r = self
+            .http
+            .patch(format!("{}/api/v1/traces/{id}", self.base))
+            .json(&json!({"state": "COMPLETED"}))
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(r.status(), 200);
+    }
+
+    async fn open(&self, path: &str, last_event_id: Option<u64>) -> reqwest::Response {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        req.send().await.expect("stream")
+    }
+}
+
+fn tool(n: u64) -> Value {
+    json!({"type": "span_ended", "span": {"span_id": format!("{n:016x}"), "kind": "tool", "name": format!("t{n}")}})
+}
+
+/// Reads messages until `done` says stop or the stream ends; bounded in time.
+async fn read_until(
+    resp: &mut reqwest::Response,
+    mut done: impl FnMut(&SseMessage) -> bool,
+) -> Vec<SseMessage> {
+    let mut parser = SseParser::default();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, resp.chunk())
+            .await
+            .expect("stream stalled for 20 s");
+        let Some(bytes) = chunk.expect("read") else {
+            return out;
+        };
+        for m in parser.push(&bytes) {
+            let stop = done(&m);
+            out.push(m);
+            if stop {
+                return out;
+            }
+        }
+    }
+}
+
+fn seq(m: &SseMessage) -> u64 {
+    m.id.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_events_replay_then_live_ones_follow_in_order() {
+    let l = live().await;
+    let id = l.create().await;
+    l.append(&id, json!([tool(1), tool(2)])).await; // seqs 2 (RUNNING), 3, 4
+    let mut resp = l.open(&format!("/api/v1/traces/{id}/stream"), None).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let replay = read_until(&mut resp, |m| seq(m) == 4).await;
+    assert_eq!(replay.iter().map(seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(replay[0].event.as_deref(), Some("trace_started"));
+    let e: Value = serde_json::from_str(&replay[2].data).expect("json data");
+    assert_eq!(
+        (e["type"].as_str(), e["payload"]["name"].as_str()),
+        (Some("span_ended"), Some("t1"))
+    );
+
+    // A step reported when it starts shows at once, then fills in when it ends.
+    l.append(&id, json!([{"type": "span_started", "span": {"span_id": "00000000000000aa", "kind": "llm", "name": "chat"}}])).await;
+    let started = read_until(&mut resp, |m| seq(m) == 5).await;
+    let e: Value = serde_json::from_str(&started[0].data).expect("json");
+    assert_eq!(started[0].event.as_deref(), Some("span_started"));
+    assert!(e["payload"].get("end_time").is_none(), "running: {e}");
+    l.append(&id, json!([{"type": "span_ended", "span": {"span_id": "00000000000000aa", "llm": {"output_tokens": 7}}}])).await;
+    l.complete(&id).await;
+    let t0 = Instant::now();
+    let rest = read_until(&mut resp, |_| false).await; // until the server closes it
+    assert_eq!(rest.iter().map(seq).collect::<Vec<_>>(), vec![6, 7, 8]);
+    assert_eq!(
+        rest.last().and_then(|m| m.event.as_deref()),
+        Some("trace_ended")
+    );
+    let e: Value = serde_json::from_str(&rest[0].data).expect("json");
+    assert_eq!(e["payload"]["llm"]["output_tokens"], 7);
+    let closed_after = t0.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(250),
+        "closed after the grace, not at once: {closed_after:?}"
+    );
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "closed after the grace: {closed_after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_or_foreign_traces_are_404_before_the_stream_starts() {
+    let l = live().await;
+    let id = l.create().await;
+    let r = l
+        .open(
+            &format!("/api/v1/traces/{}/stream", traceway_core::TraceId::new_v7()),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"]["code"],
+        "not_found"
+    );
+    let r = l
+        .http
+        .get(format!("{}/api/v1/traces/{id}/stream", l.base))
+        .header("x-traceway-tenant", "other")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 404);
+    let r = l.open(&format!("/api/v1/traces/{id}/stream"), None).await;
+    assert_eq!(r.status(), 200);
+    drop(r);
+    let r = l
+        .http
+        .get(format!("{}/api/v1/traces/{id}/stream", l.base))
+        .header("last-event-id", "x")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_with_last_event_id_misses_nothing_and_repeats_nothing_under_concurrent_writers() {
+    let l = live().await;
+    let id = l.create().await;
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let (http, base, id) = (l.http.clone(), l.base.clone(), id.clone());
+            tokio::spawn(async move {
+                for b in 0..50u64 {
+                    let events: Vec<Value> =
+                        (0..3).map(|i| tool(1 + w * 100_000 + b * 10 + i)).collect();
+                    let r = http
+                        .post(format!("{base}/api/v1/traces/{id}/events"))
+                        .json(&json!({"events": events}))
+                        .send()
+                        .await
+                        .expect("append");
+                    assert_eq!(r.status(), 200);
+                }
+            })
+        })
+        .collect();
+    // Reconnect after every few events while the writers run.
+    let mut seen: Vec<u64> = Vec::new();
+    let mut reconnects = 0;
+    let total = 2 + 4 * 50 * 3; // trace_started, RUNNING, 3 per batch
+    while (seen.len() as u64) < total {
+        reconnects += 1;
+        let mut resp = l
+            .open(&format!("/api/v1/traces/{id}/stream"), seen.last().copied())
+            .await;
+        assert_eq!(resp.status(), 200);
+        let want = 5 + reconnects % 23;
+        let mut n = 0;
+        let got = read_until(&mut resp, |_| {
+            n += 1;
+            n >= want || (seen.len() + n) as u64 >= total
+        })
+        .await;
+        seen.extend(got.iter().map(seq));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    assert_eq!(
+        seen,
+        (1..=total).collect::<Vec<_>>(),
+        "after {reconnects} reconnects"
+    );
+    assert!(reconnects > 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_subscribers_all_receive_every_event_and_are_released_on_disconnect() {
+    let l = live().await;
+    let id = l.create().await;
+    let mut streams = Vec::new();
+    for _ in 0..1000 {
+        let r = l.open(&format!("/api/v1/traces/{id}/stream"), None).await;
+        assert_eq!(r.status(), 200);
+        streams.push(r);
+    }
+    // Every subscription is registered before the handler answers.
+    assert_eq!(l.app.store.subscriber_count(), 1000);
+    for b in 0..10u64 {
+        l.append(&id, json!([tool(b * 2 + 1), tool(b * 2 + 2)]))
+            .await;
+    }
+    let total = 2 + 20;
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|mut r| {
+            tokio::spawn(async move {
+                read_until(&mut r, |m| seq(m) == total)
+                    .await
+                    .iter()
+                    .map(seq)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for r in readers {
+        assert_eq!(r.await.expect("reader"), (1..=total).collect::<Vec<_>>());
+    }
+    // The readers dropped their connections: the server releases every subscription.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while l.app.store.subscriber_count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} subscribers still held",
+            l.app.store.subscriber_count()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_format_is_one_line_per_step_and_level_lowers_detail() {
+    let l = live().await;
+    let id = l.create().await;
+    l.append(&id, json!([{"type": "span_ended", "span": {"span_id": "00000000000000aa", "kind": "llm", "name": "answer",
+        "start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-01T00:00:01.2Z", "status": {"code": "ok"},
+        "llm": {"model": "gpt-4o-mini", "input_tokens": 400, "output_tokens": 70, "input_messages": [{"role": "user", "content": "secret prompt"}]}}}])).await;
+    let mut r = l
+        .open(
+            &format!("/api/v1/traces/{id}/stream?format=streaming"),
+            None,
+        )
+        .await;
+    let got = read_until(&mut r, |m| seq(m) == 3).await;
+    assert_eq!(
+        got[2].data,
+        "#3 span_ended llm answer model=gpt-4o-mini tokens=470 1.20s ok"
+    );
+    let mut r = l
+        .open(&format!("/api/v1/traces/{id}/stream?level=standard"), None)
+        .await;
+    let got = read_until(&mut r, |m| seq(m) == 3).await;
+    assert!(!got[2].data.contains("secret prompt"), "{}", got[2].data);
+    assert!(
+        got[2].data.contains("\"output_tokens\":70"),
+        "{}",
+        got[2].data
+    );
+    let r = l
+        .open(&format!("/api/v1/traces/{id}/stream?format=xml"), None)
+        .await;
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenant_stream_carries_trace_level_events_or_all_with_filters() {
+    let l = live().await;
+    let mut levels = l.open("/api/v1/stream", None).await;
+    let mut all = l
+        .open("/api/v1/stream?all=true&format=streaming", None)
+        .await;
+    let mut other_agent = l.open("/api/v1/stream?agent_id=nobody", None).await;
+    let id = l.create().await;
+    l.append(&id, json!([tool(1)])).await;
+    l.complete(&id).await;
+    let got = read_until(&mut levels, |m| m.event.as_deref() == Some("trace_ended")).await;
+    let kinds: Vec<_> = got.iter().filter_map(|m| m.event.clone()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "trace_started",
+            "state_changed",
+            "state_changed",
+            "trace_ended"
+        ]
+    );
+    assert_eq!(got[0].id.as_deref(), Some(format!("{id}:1").as_str()));
+    let got = read_until(&mut all, |m| m.event.as_deref() == Some("trace_ended")).await;
+    assert!(
+        got.iter()
+            .any(|m| m.data.starts_with("#3 span_ended tool t1")),
+        "{got:?}"
+    );
+    // Nothing for another agent: the stream only carries keep-alives.
+    let quiet = tokio::time::timeout(
+        Duration::from_millis(800),
+        read_until(&mut other_agent, |_| true),
+    )
+    .await;
+    assert!(
+        quiet.is_err(),
+        "events leaked to a filtered stream: {quiet:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_answers_when_the_trace_ends_or_when_the_wait_is_over() {
+    let l = live().await;
+    let id = l.create().await;
+    let (http, base, id2) = (l.http.clone(), l.base.clone(), id.clone());
+    let finisher = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        http.patch(format!("{base}/api/v1/traces/{id2}"))
+            .json(&json!({"state": "COMPLETED"}))
+            .send()
+            .await
+            .expect("patch");
+    });
+    let t0 = Instant::now();
+    let r = l
+        .http
+        .get(format!("{}/api/v1/traces/{id}?wait=10s", l.base))
+        .send()
+        .await
+        .expect("get");
+    let v: Value = r.json().await.expect("json");
+    let took = t0.elapsed();
+    assert_eq!(v["trace"]["state"], "COMPLETED");
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    finisher.await.expect("finisher");
+
+    let running = l.create().await;
+    let t0 = Instant::now();
+    let v: Value = l
+        .http
+        .get(format!("{}/api/v1/traces/{running}?wait=300ms", l.base))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["trace"]["state"], "RECEIVED");
+    assert!(t0.elapsed() >= Duration::from_millis(280));
+    // Capped by --max-wait (3 s here).
+    let t0 = Instant::now();
+    l.http
+        .get(format!("{}/api/v1/traces/{running}?wait=1h", l.base))
+        .send()
+        .await
+        .expect("get");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    let r = l
+        .http
+        .get(format!("{}/api/v1/traces/{running}?wait=soon", l.base))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_shutdown_ends_live_streams() {
+    let l = live().await;
+    let id = l.create().await;
+    let mut r = l.open(&format!("/api/v1/traces/{id}/stream"), None).await;
+    read_until(&mut r, |m| seq(m) == 1).await;
+    l.app.stop.send(true).expect("signal");
+    let rest = tokio::time::timeout(Duration::from_secs(5), read_until(&mut r, |_| false))
+        .await
+        .expect("stream ended");
+    assert!(rest.is_empty());
+}
