@@ -44,6 +44,8 @@ const ROUTES: &[(&str, &str, Option<&str>, u16)] = &[
         200,
     ),
     ("GET", "/api/v1/traces/{id}/events", None, 200),
+    ("GET", "/api/v1/traces/{id}/stream", None, 200),
+    ("GET", "/api/v1/stream", None, 200),
     ("GET", "/api/v1/openapi.json", None, 200),
     ("GET", "/healthz", None, 200),
     ("GET", "/readyz", None, 200),
@@ -373,6 +375,9 @@ impl Doc {
             .map(|r| self.resolve(r))
             .unwrap_or_else(|| panic!("{what} is not documented (body {body})"));
         match resp.get("content") {
+            Some(content) if content.get("text/event-stream").is_some() => {
+                assert_eq!(body, &json!("text/event-stream"), "{what}: not an event stream");
+            }
             Some(content) => {
                 let media = content
                     .get("application/json")
@@ -460,6 +465,10 @@ fn json_request(method: &str, uri: &str, body: &Value) -> Request<Body> {
 async fn send(app: &TestApp, req: Request<Body>) -> (Http, HeaderMap, Value) {
     let resp = app.router.clone().oneshot(req).await.expect("infallible");
     let (status, headers) = (resp.status(), resp.headers().clone());
+    // A live stream never ends on its own: check its headers, not its body.
+    if headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) == Some("text/event-stream") {
+        return (status, headers, Value::String("text/event-stream".into()));
+    }
     let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
         .await
         .expect("body");
@@ -1656,6 +1665,9 @@ async fn documented_query_parameters_and_the_tenant_header_are_what_the_code_tak
             "level" => "minimal".into(),
             "type" => "span_started,trace_started".into(),
             "after_seq" | "offset" => "1".into(),
+            "all" => "true".into(),
+            "format" => "streaming".into(),
+            "wait" => "0s".into(),
             other => panic!("no sample for documented query parameter {other}: add one"),
         }
     };
