@@ -376,7 +376,11 @@ impl Doc {
             .unwrap_or_else(|| panic!("{what} is not documented (body {body})"));
         match resp.get("content") {
             Some(content) if content.get("text/event-stream").is_some() => {
-                assert_eq!(body, &json!("text/event-stream"), "{what}: not an event stream");
+                assert_eq!(
+                    body,
+                    &json!("text/event-stream"),
+                    "{what}: not an event stream"
+                );
             }
             Some(content) => {
                 let media = content
@@ -466,7 +470,11 @@ async fn send(app: &TestApp, req: Request<Body>) -> (Http, HeaderMap, Value) {
     let resp = app.router.clone().oneshot(req).await.expect("infallible");
     let (status, headers) = (resp.status(), resp.headers().clone());
     // A live stream never ends on its own: check its headers, not its body.
-    if headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) == Some("text/event-stream") {
+    if headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        == Some("text/event-stream")
+    {
         return (status, headers, Value::String("text/event-stream".into()));
     }
     let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)

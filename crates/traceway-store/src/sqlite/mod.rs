@@ -7,6 +7,7 @@ mod schema;
 mod writer;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,15 +77,18 @@ pub struct SqliteStore {
     hub: crate::InProcessHub,
 }
 
-fn wal_path(db: &std::path::Path) -> PathBuf {
-    let mut p = db.as_os_str().to_owned();
-    p.push("-wal");
-    PathBuf::from(p)
-}
+/// SQLite's default page size, which this schema keeps.
+const PAGE_BYTES: u64 = 4096;
+/// The WAL is started over once it holds this much.
+const WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Copies committed WAL frames into the database from its own connection and thread, so
-/// the writer never pays for checkpoints inside a commit. PASSIVE never blocks the
-/// writer or readers; a WAL fully checkpointed is reused from its start by the next write.
+/// the writer never pays for the copying inside a commit. PASSIVE never blocks the writer
+/// or readers, but under continuous writes it never quite catches up, and SQLite only
+/// starts a WAL over once it was fully checkpointed: the file would grow without bound.
+/// So the checkpointer reports the WAL's size, and the writer, between two groups, runs a
+/// RESTART checkpoint once it passes the limit (it alone can find a moment without a
+/// writer); little is left to copy by then.
 struct Checkpointer {
     stop: Arc<std::sync::atomic::AtomicBool>,
     handle: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -93,7 +97,10 @@ struct Checkpointer {
 impl Checkpointer {
     const INTERVAL: Duration = Duration::from_millis(100);
 
-    fn start(path: &std::path::Path) -> Result<Checkpointer, StoreError> {
+    fn start(
+        path: &std::path::Path,
+        wal_frames: Arc<AtomicU64>,
+    ) -> Result<Checkpointer, StoreError> {
         let conn = Connection::open(path).map_err(internal)?;
         conn.busy_timeout(Duration::from_secs(1))
             .map_err(internal)?;
@@ -104,10 +111,7 @@ impl Checkpointer {
             .spawn(move || {
                 while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(Self::INTERVAL);
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::debug!(error = %e, "passive checkpoint skipped");
-                    }
+                    Self::checkpoint(&conn, &wal_frames);
                 }
             })
             .map_err(|e| StoreError::Internal(format!("spawn checkpointer: {e}")))?;
@@ -115,6 +119,15 @@ impl Checkpointer {
             stop,
             handle: Mutex::new(Some(handle)),
         })
+    }
+
+    /// Copies what it can and reports how many frames the WAL holds.
+    fn checkpoint(conn: &Connection, wal_frames: &AtomicU64) {
+        // (busy, frames in the WAL, frames copied into the database)
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+            Ok(frames) => wal_frames.store(frames.max(0) as u64, Ordering::Relaxed),
+            Err(e) => tracing::debug!(error = %e, "passive checkpoint skipped"),
+        }
     }
 }
 
@@ -192,18 +205,19 @@ impl SqliteStore {
         conn.set_prepared_statement_cache_capacity(64);
 
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+        let wal_frames = Arc::new(AtomicU64::new(0));
         let hub = crate::InProcessHub::new(cfg.subscriber_buffer);
         let ctx = WriterCtx {
             clock: clock.clone(),
             retention: cfg.retention,
             capture: cfg.capture,
             max_group: cfg.max_group.max(1),
-            wal_path: wal_path(&cfg.path),
-            wal_limit_bytes: 256 * 1024 * 1024,
+            wal_frames: wal_frames.clone(),
+            wal_limit_frames: WAL_LIMIT_BYTES / PAGE_BYTES,
             cache_capacity: cfg.trace_cache,
             hub: hub.clone(),
         };
-        let checkpointer = Checkpointer::start(&cfg.path)?;
+        let checkpointer = Checkpointer::start(&cfg.path, wal_frames)?;
         let writer = std::thread::Builder::new()
             .name("tw-sqlite-write".into())
             .spawn(move || writer::run(conn, rx, ctx))

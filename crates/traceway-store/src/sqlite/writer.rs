@@ -65,8 +65,9 @@ pub(crate) struct WriterCtx {
     pub retention: Retention,
     pub capture: CaptureConfig,
     pub max_group: usize,
-    pub wal_path: std::path::PathBuf,
-    pub wal_limit_bytes: u64,
+    /// Frames in the WAL, as the checkpointer last saw them.
+    pub wal_frames: Arc<std::sync::atomic::AtomicU64>,
+    pub wal_limit_frames: u64,
     pub cache_capacity: usize,
     pub hub: crate::InProcessHub,
 }
@@ -80,7 +81,6 @@ pub(crate) fn run(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Msg>, c
     let mut cache = TraceCache::new(ctx.cache_capacity);
     let mut group = Vec::with_capacity(ctx.max_group);
     let mut shutdown_replies = Vec::new();
-    let mut groups: u64 = 0;
     let mut peak: usize = 1;
     loop {
         let Some(first) = rx.blocking_recv() else {
@@ -110,10 +110,7 @@ pub(crate) fn run(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Msg>, c
         peak = group.len().max(peak - peak / 8).max(1);
         if !group.is_empty() {
             commit_group(&mut conn, &mut cache, &mut group, &ctx);
-            groups += 1;
-            if groups % 256 == 0 {
-                limit_wal(&conn, &ctx);
-            }
+            restart_wal_if_full(&conn, &ctx);
         }
         if !shutdown_replies.is_empty() {
             // Refuse new work, then write what was already queued.
@@ -141,20 +138,26 @@ pub(crate) fn run(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Msg>, c
     }
 }
 
-/// Checkpoints run on their own thread (see `checkpointer`); should they fall behind, the
-/// writer itself checkpoints once the WAL passes `wal_limit_bytes`, so it stays bounded.
-fn limit_wal(conn: &rusqlite::Connection, ctx: &WriterCtx) {
-    let size = std::fs::metadata(&ctx.wal_path)
-        .map(|m| m.len())
-        .unwrap_or(0);
-    if size > ctx.wal_limit_bytes {
-        tracing::warn!(
-            wal_bytes = size,
-            "write-ahead log over its limit; checkpointing in the writer"
-        );
-        if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(RESTART)") {
-            tracing::warn!(error = %e, "checkpoint failed");
+/// Starts the WAL over once it passed its limit (see `Checkpointer`). Between groups the
+/// writer holds no transaction, which RESTART needs.
+fn restart_wal_if_full(conn: &rusqlite::Connection, ctx: &WriterCtx) {
+    use std::sync::atomic::Ordering;
+    let frames = ctx.wal_frames.load(Ordering::Relaxed);
+    if frames <= ctx.wal_limit_frames {
+        return;
+    }
+    let t = Instant::now();
+    match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
+        Ok(0) => {
+            ctx.wal_frames.store(0, Ordering::Relaxed);
+            tracing::debug!(
+                frames,
+                ms = t.elapsed().as_millis() as u64,
+                "write-ahead log restarted"
+            );
         }
+        Ok(_) => tracing::debug!(frames, "restarting checkpoint was busy; will retry"),
+        Err(e) => tracing::warn!(error = %e, "restarting checkpoint failed"),
     }
 }
 
