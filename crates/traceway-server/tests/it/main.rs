@@ -4,6 +4,7 @@
 mod e2e;
 mod http;
 mod openapi;
+mod otlp_sdk;
 
 use std::sync::Arc;
 
