@@ -1057,7 +1057,8 @@ fn a_mapped_trace_becomes_a_new_running_trace_with_its_hints() {
 #[test]
 fn root_end_table() {
     // (spans as (is root, status code)), expected end state
-    let cases: &[(&[(bool, i32)], Option<State>)] = &[
+    type Case = (&'static [(bool, i32)], Option<State>);
+    let cases: &[Case] = &[
         (&[], None),
         (&[(false, 0), (false, 2)], None),
         (&[(true, 0)], Some(State::Completed)),
