@@ -65,6 +65,11 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn signal(&mut self, sig: &str) {
         let status = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
