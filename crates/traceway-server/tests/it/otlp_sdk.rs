@@ -428,3 +428,54 @@ async fn the_load_generator_sends_agent_traces_over_both_transports_and_reads_th
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_grpc_and_http_with_clients_still_connected_and_keeps_their_spans() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let body = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../traceway-core/tests/fixtures/otlp/genai_agent.json"),
+    )
+    .expect("fixture");
+    let request =
+        traceway_core::otlp::decode_export_request(&body, traceway_core::otlp::Encoding::Json)
+            .expect("valid");
+    // A gRPC channel and a keep-alive HTTP connection stay open across the shutdown.
+    let channel = tonic::transport::Endpoint::from_shared(server.grpc_url.clone())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = TraceServiceClient::new(channel);
+    grpc.export(request).await.expect("gRPC export");
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/v1/traces", server.url))
+        .header("content-type", "application/json")
+        .body(
+            std::fs::read(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../traceway-core/tests/fixtures/otlp/openinference_agent.json"),
+            )
+            .expect("fixture"),
+        )
+        .send()
+        .await
+        .expect("HTTP export");
+    assert_eq!(r.status().as_u16(), 200);
+
+    server.stop(); // asserts a clean exit within 20 s of SIGTERM
+    let server = Server::start(dir.path());
+    let c = reqwest::Client::new();
+    for id in [
+        "5b8efff798038103d269b633813fc60c",
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+    ] {
+        let v = get(&c, format!("{}/api/v1/traces/{id}", server.url), "default").await;
+        assert_eq!(v["trace"]["state"], "COMPLETED", "{id}");
+    }
+    server.stop();
+}
