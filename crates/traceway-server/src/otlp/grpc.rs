@@ -59,13 +59,12 @@ pub fn to_status(f: Failure) -> tonic::Status {
     tonic::Status::with_details(code, f.message, Bytes::from(details))
 }
 
-/// The gRPC service: gzip accepted (and used for answers when the client accepts it),
-/// messages capped at `max_body_bytes` after decompression.
+/// The gRPC service: gzip accepted, messages capped at `max_body_bytes` after
+/// decompression. Answers are a few bytes and are not compressed.
 pub fn service(app: AppState) -> TraceServiceServer<OtlpTraceService> {
     let limit = app.config.max_body_bytes;
     TraceServiceServer::new(OtlpTraceService { app })
         .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(limit)
 }
 
