@@ -112,11 +112,13 @@ pub async fn serve(
         clock,
     };
 
-    // One shutdown signal, seen by both servers.
+    // One shutdown signal, seen by both servers; a server that fails stops the other.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let on_signal = stop_tx.clone();
     tokio::spawn(async move {
         shutdown.await;
-        let _ = stop_tx.send(true);
+        on_signal.send_replace(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -124,7 +126,18 @@ pub async fn serve(
     let http =
         axum::serve(listener, app(state.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
     let grpc = otlp::grpc::serve(grpc_listener, state, stopped(stop_rx));
-    let (http_result, grpc_result) = tokio::join!(async { http.await }, grpc);
+    let (http_result, grpc_result) = tokio::join!(
+        async {
+            let r = http.await;
+            stop_tx.send_replace(true);
+            r
+        },
+        async {
+            let r = grpc.await;
+            stop_tx.send_replace(true);
+            r
+        }
+    );
     tracing::info!("shutting down: finishing pending writes");
     store.shutdown().await;
     tracing::info!("stopped");
