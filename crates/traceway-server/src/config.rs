@@ -28,7 +28,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TRACEWAY_LISTEN")]
     pub listen: Option<SocketAddr>,
 
-    /// Largest request body accepted, in bytes [default: 10485760 (10 MiB)].
+    /// Address of OTLP/gRPC (`TraceService/Export`) [default: 127.0.0.1:4317].
+    #[arg(long, env = "TRACEWAY_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
+
+    /// Largest request body accepted, in bytes, also after gzip is undone and for one
+    /// OTLP/gRPC message [default: 10485760 (10 MiB)].
     #[arg(long, env = "TRACEWAY_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
 
@@ -88,6 +93,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// HTTP address.
     pub listen: SocketAddr,
+    /// OTLP/gRPC address.
+    pub grpc_listen: SocketAddr,
     /// Body cap in bytes.
     pub max_body_bytes: usize,
     /// What capture keeps.
@@ -141,6 +148,10 @@ impl Config {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4318))),
+            grpc_listen: args
+                .grpc_listen
+                .or(file.grpc_listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4317))),
             max_body_bytes,
             capture: CaptureConfig {
                 default_level: args
@@ -217,6 +228,37 @@ mod tests {
         assert_eq!(cfg.retention.failsafe_ttl, Duration::from_secs(7200));
         assert_eq!(cfg.capture.default_level, Level::Debug);
         assert_eq!(cfg.max_body_bytes, 10 * 1024 * 1024, "default");
+    }
+
+    #[test]
+    fn grpc_listen_defaults_to_4317_and_comes_from_file_env_or_flag() {
+        let cfg = Config::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(cfg.grpc_listen, "127.0.0.1:4317".parse().unwrap());
+        assert_eq!(cfg.listen, "127.0.0.1:4318".parse().unwrap());
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("traceway.toml");
+        std::fs::write(&file, "grpc_listen = \"127.0.0.1:9317\"\n").unwrap();
+        let cli = Cli::try_parse_from(["t", "--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            Config::resolve(cli.serve).unwrap().grpc_listen,
+            "127.0.0.1:9317".parse().unwrap(),
+            "from the file"
+        );
+        let cli = Cli::try_parse_from([
+            "t",
+            "--config",
+            file.to_str().unwrap(),
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        assert_eq!(
+            Config::resolve(cli.serve).unwrap().grpc_listen,
+            "127.0.0.1:0".parse().unwrap(),
+            "the flag wins"
+        );
+        assert!(Cli::try_parse_from(["t", "--grpc-listen", "nowhere"]).is_err());
     }
 
     #[test]

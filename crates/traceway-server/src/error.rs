@@ -98,8 +98,9 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// Seconds a client should wait before retrying after a 429 or 503.
-const RETRY_AFTER_SECS: &str = "1";
+/// Seconds a client should wait before retrying after a 429 or 503 (the `Retry-After`
+/// header, and OTLP/gRPC's `RetryInfo`).
+pub const RETRY_AFTER_SECS: u32 = 1;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -109,10 +110,8 @@ impl IntoResponse for ApiError {
             self.status,
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
         ) {
-            resp.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         resp
     }

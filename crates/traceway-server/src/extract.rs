@@ -19,24 +19,34 @@ pub const TENANT_HEADER: &str = "x-traceway-tenant";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant(pub String);
 
+impl Tenant {
+    /// The tenant named by a header value (`X-Traceway-Tenant` in HTTP, the
+    /// `x-traceway-tenant` metadata in gRPC): 1 to 128 of `[A-Za-z0-9._-]`; `default` when
+    /// absent.
+    pub fn parse(value: Option<&[u8]>) -> Result<Tenant, String> {
+        let Some(v) = value else {
+            return Ok(Tenant("default".into()));
+        };
+        let valid = !v.is_empty()
+            && v.len() <= 128
+            && v.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+        if !valid {
+            return Err(
+                "X-Traceway-Tenant must be 1 to 128 characters of letters, digits, '-', '_' or '.'"
+                    .into(),
+            );
+        }
+        Ok(Tenant(String::from_utf8_lossy(v).into_owned()))
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Tenant, ApiError> {
-        let Some(v) = parts.headers.get(TENANT_HEADER) else {
-            return Ok(Tenant("default".into()));
-        };
-        let s = v.to_str().unwrap_or("");
-        let valid = !s.is_empty()
-            && s.len() <= 128
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid {
-            return Err(ApiError::bad_request(
-                "X-Traceway-Tenant must be 1 to 128 characters of letters, digits, '-', '_' or '.'",
-            ));
-        }
-        Ok(Tenant(s.to_string()))
+        Tenant::parse(parts.headers.get(TENANT_HEADER).map(|v| v.as_bytes()))
+            .map_err(ApiError::bad_request)
     }
 }
 

@@ -1,11 +1,12 @@
-//! The Traceway server: configuration, the HTTP router and the `serve` loop. The binary
-//! (`src/main.rs`) adds the CLI client.
+//! The Traceway server: configuration, the HTTP router, OTLP ingestion (HTTP and gRPC)
+//! and the `serve` loop. The binary (`src/main.rs`) adds the CLI client.
 
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod otlp;
 pub mod stream;
 
 use std::sync::Arc;
@@ -59,6 +60,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     Router::new()
+        .route("/v1/traces", post(otlp::http::export))
         .route(
             "/api/v1/traces",
             post(api::create_trace).get(api::list_traces),
@@ -98,35 +100,77 @@ pub fn open_store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<
     Ok(Arc::new(SqliteStore::open(sqlite, clock)?))
 }
 
-/// Runs the server until `shutdown` resolves, then lets in-flight requests finish and
-/// the store write what it has acknowledged or queued. `on_listen` learns the bound
-/// address (useful with port 0).
+/// The addresses `serve` listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    /// REST API, OTLP/HTTP and the web page.
+    pub http: std::net::SocketAddr,
+    /// OTLP/gRPC.
+    pub grpc: std::net::SocketAddr,
+}
+
+/// Runs the server (HTTP and OTLP/gRPC) until `shutdown` resolves, then lets in-flight
+/// requests of both finish and the store write what it has acknowledged or queued.
+/// `on_listen` learns the bound addresses (useful with port 0).
 pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    on_listen: impl FnOnce(std::net::SocketAddr),
+    on_listen: impl FnOnce(Listening),
 ) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(&config, clock.clone())?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "traceway listening");
-    on_listen(addr);
-    let (state, stop_streams) = AppState::new(store.clone(), config, clock);
-    let shutdown = async move {
-        shutdown.await;
-        // Live streams end first, so the graceful shutdown does not wait on them.
-        let _ = stop_streams.send(true);
+    let grpc_listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (gRPC): {e}", config.grpc_listen))?;
+    let addrs = Listening {
+        http: listener.local_addr()?,
+        grpc: grpc_listener.local_addr()?,
     };
-    let result = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    tracing::info!(http = %addrs.http, grpc = %addrs.grpc, data_dir = %config.data_dir.display(), "traceway listening");
+    on_listen(addrs);
+
+    // One shutdown signal, seen by both servers and by live streams (which end first, so
+    // the graceful shutdown does not wait on them); a server that fails stops the other.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let state = AppState {
+        store: store.clone(),
+        config: Arc::new(config),
+        clock,
+        shutdown: stop_rx.clone(),
+    };
+    let stop_tx = Arc::new(stop_tx);
+    let on_signal = stop_tx.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        on_signal.send_replace(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let http =
+        axum::serve(listener, app(state.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let grpc = otlp::grpc::serve(grpc_listener, state, stopped(stop_rx));
+    let (http_result, grpc_result) = tokio::join!(
+        async {
+            let r = http.await;
+            stop_tx.send_replace(true);
+            r
+        },
+        async {
+            let r = grpc.await;
+            stop_tx.send_replace(true);
+            r
+        }
+    );
     tracing::info!("shutting down: finishing pending writes");
     store.shutdown().await;
     tracing::info!("stopped");
-    Ok(result?)
+    http_result?;
+    grpc_result?;
+    Ok(())
 }
 
 /// Resolves when the process gets SIGTERM or Ctrl-C.

@@ -59,9 +59,11 @@ async fn main() -> anyhow::Result<()> {
                 .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log)?)
                 .with_writer(std::io::stderr)
                 .init();
-            traceway_server::serve(config, traceway_server::shutdown_signal(), |addr| {
-                // A line on stdout that scripts and tests can wait for.
-                println!("traceway listening on http://{addr}");
+            traceway_server::serve(config, traceway_server::shutdown_signal(), |addrs| {
+                // Lines on stdout that scripts and tests can wait for; the gRPC line comes
+                // first, so a reader that saw the HTTP line has both.
+                println!("traceway otlp grpc on http://{}", addrs.grpc);
+                println!("traceway listening on http://{}", addrs.http);
             })
             .await
         }

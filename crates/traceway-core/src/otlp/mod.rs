@@ -72,7 +72,8 @@ use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
 use crate::id::TraceId;
-use crate::model::{ErrorRecord, LogRecord, Span};
+use crate::ingest::{EventInput, NewTrace, SpanInput, TracePatch};
+use crate::model::{ErrorRecord, LogRecord, Span, State, StatusCode};
 use crate::time::Timestamp;
 
 /// How an OTLP/HTTP body is encoded.
@@ -200,4 +201,88 @@ pub struct MappedEvent<T> {
     pub time: Timestamp,
     /// The record.
     pub record: T,
+}
+
+/// The metadata key under which a trace created from OTLP keeps its resource's
+/// `service.name`.
+pub const SERVICE_METADATA_KEY: &str = "service.name";
+
+/// Why a trace became terminal when its root span arrived (the `reason` of its
+/// `state_changed` event).
+pub const ROOT_ENDED_REASON: &str = "root span ended";
+
+/// Why a trace became `ERRORED` when its root span arrived with status error.
+pub const ROOT_FAILED_REASON: &str = "root span ended with an error";
+
+impl MappedTrace {
+    /// The trace to create when these spans are the first of it the server sees: `RUNNING`,
+    /// named after the root span when it is in the batch, with the agent, session and user
+    /// hints, and the service in its metadata under [`SERVICE_METADATA_KEY`]. The level is
+    /// left to the server's default.
+    pub fn new_trace(&self) -> NewTrace {
+        let h = &self.hints;
+        let mut metadata = std::collections::BTreeMap::new();
+        if let Some(service) = &h.service {
+            metadata.insert(SERVICE_METADATA_KEY.to_string(), service.clone());
+        }
+        NewTrace {
+            trace_id: Some(self.trace_id),
+            name: h.name.clone(),
+            agent_id: h.agent_id.clone(),
+            session_id: h.session_id.clone(),
+            user_id: h.user_id.clone(),
+            state: Some(State::Running),
+            level: None,
+            metadata,
+        }
+    }
+
+    /// What the batch says about the trace's end (ADR 008). An OTLP span is exported
+    /// when it has ended, so a root span (one without a parent) in the batch means the run
+    /// is over: `ERRORED` when any root span of the batch has status error, else
+    /// `COMPLETED`. `None` when the batch holds no root span: the trace stays as it is.
+    pub fn root_end(&self) -> Option<TracePatch> {
+        let mut roots = self.spans.iter().filter(|s| s.is_root).peekable();
+        roots.peek()?;
+        let failed = roots.any(|s| s.span.status.code == StatusCode::Error);
+        let (state, reason) = if failed {
+            (State::Errored, ROOT_FAILED_REASON)
+        } else {
+            (State::Completed, ROOT_ENDED_REASON)
+        };
+        Some(TracePatch {
+            state: Some(state),
+            reason: Some(reason.to_string()),
+            ..TracePatch::default()
+        })
+    }
+
+    /// The events that store these spans: per span a `span_ended` carrying the whole span
+    /// (the store records a `span_ended` of an unknown span whole, and skips one it has
+    /// already ended), followed by its errors and logs with their stable ids, so that a
+    /// re-exported batch is stored once.
+    pub fn into_events(self) -> Vec<EventInput> {
+        let n: usize = self
+            .spans
+            .iter()
+            .map(|s| 1 + s.errors.len() + s.logs.len())
+            .sum();
+        let mut out = Vec::with_capacity(n);
+        for s in self.spans {
+            out.push(EventInput::SpanEnded {
+                span: SpanInput::from(s.span),
+            });
+            out.extend(s.errors.into_iter().map(|e| EventInput::Error {
+                id: Some(e.id),
+                time: Some(e.time),
+                record: e.record,
+            }));
+            out.extend(s.logs.into_iter().map(|e| EventInput::Log {
+                id: Some(e.id),
+                time: Some(e.time),
+                record: e.record,
+            }));
+        }
+        out
+    }
 }

@@ -6,9 +6,12 @@ use prost::Message as _;
 use serde_json::{json, Value};
 use traceway_core::otlp::{
     decode_export_request, map_request, map_request_with, Encoding, ExportTraceServiceRequest,
-    MapOptions, MappedBatch, MappedSpan, OtlpError,
+    MapOptions, MappedBatch, MappedSpan, OtlpError, ROOT_ENDED_REASON, ROOT_FAILED_REASON,
+    SERVICE_METADATA_KEY,
 };
-use traceway_core::{Message, Rollups, SpanId, SpanKind, StatusCode, Timestamp, TraceId};
+use traceway_core::{
+    EventInput, Message, Rollups, SpanId, SpanKind, State, StatusCode, Timestamp, TraceId,
+};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/fixtures/otlp/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -1033,4 +1036,102 @@ fn encoding_from_content_type_table() {
     for (ct, want) in cases {
         assert_eq!(Encoding::from_content_type(ct), want, "{ct:?}");
     }
+}
+
+#[test]
+fn a_mapped_trace_becomes_a_new_running_trace_with_its_hints() {
+    let batch = map_request(&decode_json(&fixture("openinference_agent.json")));
+    let t = &batch.traces[0];
+    let new = t.new_trace();
+    assert_eq!(new.trace_id, Some(t.trace_id));
+    assert_eq!(new.state, Some(State::Running));
+    assert_eq!(new.name.as_deref(), Some("support_agent"));
+    assert_eq!(new.agent_id.as_deref(), Some("support-agent"));
+    assert_eq!(new.level, None, "the server's default level applies");
+    assert_eq!(
+        new.metadata.get(SERVICE_METADATA_KEY).map(String::as_str),
+        Some("support-bot")
+    );
+}
+
+#[test]
+fn root_end_table() {
+    // (spans as (is root, status code)), expected end state
+    type Case = (&'static [(bool, i32)], Option<State>);
+    let cases: &[Case] = &[
+        (&[], None),
+        (&[(false, 0), (false, 2)], None),
+        (&[(true, 0)], Some(State::Completed)),
+        (&[(true, 1), (false, 2)], Some(State::Completed)),
+        (&[(false, 0), (true, 2)], Some(State::Errored)),
+        (&[(true, 1), (true, 2)], Some(State::Errored)),
+    ];
+    for (spans, want) in cases {
+        let spans: Vec<Value> = spans
+            .iter()
+            .enumerate()
+            .map(|(i, (root, code))| {
+                json!({
+                    "traceId": "0af7651916cd43dd8448eb211c80319c",
+                    "spanId": format!("{:016x}", i + 1),
+                    "parentSpanId": if *root { String::new() } else { "00000000000000ff".into() },
+                    "name": "s",
+                    "status": {"code": code},
+                })
+            })
+            .collect();
+        let batch = map_json(&json!({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}));
+        let end = batch.traces.first().and_then(|t| t.root_end());
+        assert_eq!(
+            end.as_ref().and_then(|p| p.state.clone()),
+            *want,
+            "{spans:?}"
+        );
+        if let Some(p) = end {
+            let reason = p.reason.unwrap();
+            let want_reason = if p.state == Some(State::Errored) {
+                ROOT_FAILED_REASON
+            } else {
+                ROOT_ENDED_REASON
+            };
+            assert_eq!(reason, want_reason);
+        }
+    }
+}
+
+#[test]
+fn into_events_puts_each_span_before_its_errors_and_logs_with_stable_ids() {
+    let req = decode_json(&fixture("openinference_agent.json"));
+    let events = map_request(&req).traces.remove(0).into_events();
+    let again = map_request(&req).traces.remove(0).into_events();
+    assert_eq!(
+        events, again,
+        "the same export gives the same events (and ids)"
+    );
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| match e {
+            EventInput::SpanEnded { .. } => "span",
+            EventInput::Error { .. } => "error",
+            EventInput::Log { .. } => "log",
+            EventInput::SpanStarted { .. } => "start",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["span", "span", "span", "span", "span", "span", "error", "log"]
+    );
+    let EventInput::Error { id, record, .. } = &events[6] else {
+        unreachable!()
+    };
+    assert_eq!(
+        id.as_deref(),
+        Some("otlp:a000000000000006:1"),
+        "the index of the event in its span"
+    );
+    assert_eq!(record.span_id, Some(sid("a000000000000006")));
+    let EventInput::SpanEnded { span } = &events[5] else {
+        unreachable!()
+    };
+    assert!(span.end_time.is_some(), "a whole span");
 }

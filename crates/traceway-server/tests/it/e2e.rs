@@ -11,26 +11,41 @@ use serde_json::{json, Value};
 const BIN: &str = env!("CARGO_BIN_EXE_traceway");
 
 /// A running server; killed when dropped.
-struct Server {
+pub struct Server {
     child: Child,
-    url: String,
+    /// `http://127.0.0.1:PORT` of the REST API and OTLP/HTTP.
+    pub url: String,
+    /// `http://127.0.0.1:PORT` of OTLP/gRPC.
+    pub grpc_url: String,
 }
 
 impl Server {
-    fn start(data_dir: &Path) -> Server {
-        Server::start_on(data_dir, "127.0.0.1:0")
+    pub fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, &[])
     }
 
-    fn start_on(data_dir: &Path, listen: &str) -> Server {
+    /// On a given HTTP address (to restart on the same port).
+    pub fn start_on(data_dir: &Path, listen: &str) -> Server {
+        Server::start_with(data_dir, &["--listen", listen])
+    }
+
+    pub fn start_with(data_dir: &Path, args: &[&str]) -> Server {
+        let listen: &[&str] = if args.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(BIN)
             .args([
                 "serve",
-                "--listen",
-                listen,
+                "--grpc-listen",
+                "127.0.0.1:0",
                 "--stream-grace",
                 "300ms",
-                "--data-dir",
             ])
+            .args(listen)
+            .args(args)
+            .arg("--data-dir")
             .arg(data_dir)
             .env("TRACEWAY_LOG", "warn")
             .stdout(Stdio::piped())
@@ -40,16 +55,30 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut grpc = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("traceway otlp grpc on ") {
+                    grpc = Some(url.to_string());
+                }
                 if let Some(url) = line.strip_prefix("traceway listening on ") {
-                    let _ = tx.send(url.to_string());
+                    let _ = tx.send((url.to_string(), grpc.take()));
                 }
             }
         });
-        let url = rx
+        let (url, grpc) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("server did not start in 30 s");
-        Server { child, url }
+        let grpc_url = grpc.expect("the gRPC line comes before the HTTP line");
+        Server {
+            child,
+            url,
+            grpc_url,
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn signal(&mut self, sig: &str) {
@@ -61,7 +90,7 @@ impl Server {
     }
 
     /// SIGTERM, and wait for a clean exit.
-    fn stop(mut self) {
+    pub fn stop(mut self) {
         self.signal("-TERM");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

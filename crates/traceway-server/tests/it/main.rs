@@ -4,6 +4,8 @@
 mod e2e;
 mod http;
 mod openapi;
+mod otlp;
+mod otlp_sdk;
 mod stream;
 
 use std::sync::Arc;
@@ -29,13 +31,22 @@ pub struct TestApp {
 }
 
 pub fn test_app_with(config: Config) -> TestApp {
+    test_app_wrapping(config, |store| store)
+}
+
+/// A test app whose store is `wrap` of a fresh SQLite store (to make it fail on purpose).
+pub fn test_app_wrapping(
+    config: Config,
+    wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(traceway_store::conformance::start_time());
     let mut sqlite = SqliteConfig::new(dir.path().join("traceway.db"));
     sqlite.capture = config.capture;
     sqlite.retention = config.retention;
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(sqlite, Arc::new(clock.clone())).expect("open"));
+    let store: Arc<dyn Store> = wrap(Arc::new(
+        SqliteStore::open(sqlite, Arc::new(clock.clone())).expect("open"),
+    ));
     let (state, stop) = AppState::new(store.clone(), config, Arc::new(clock.clone()));
     TestApp {
         stop,

@@ -27,6 +27,7 @@ use crate::{test_app, test_app_with, TestApp};
 /// in step with `fn app` in `src/lib.rs`; the DELETE comes last because it removes the
 /// trace.
 const ROUTES: &[(&str, &str, Option<&str>, u16)] = &[
+    ("POST", "/v1/traces", Some("{}"), 200),
     ("POST", "/api/v1/traces", Some("{}"), 201),
     ("GET", "/api/v1/traces", None, 200),
     (
@@ -1754,7 +1755,10 @@ async fn documented_query_parameters_and_the_tenant_header_are_what_the_code_tak
             req.headers_mut()
                 .insert("x-traceway-tenant", bad.parse().expect("header value"));
             let (status, _, v) = checked(&app, template, req).await;
-            if documented {
+            if documented && template.starts_with("/v1/") {
+                // OTLP answers a google.rpc.Status: INVALID_ARGUMENT.
+                assert_eq!((status, &v["code"]), (Http::BAD_REQUEST, &json!(3)), "{v}");
+            } else if documented {
                 assert_error(status, &v, Http::BAD_REQUEST, "invalid_argument");
             } else {
                 assert_eq!(
@@ -1983,4 +1987,60 @@ async fn documented_error_statuses_are_what_the_handlers_answer() {
     assert_error(status, &v, Http::SERVICE_UNAVAILABLE, "unavailable");
     let (status, _, v) = checked(&small, "/healthz", request("GET", "/healthz", None)).await;
     assert_eq!((status, v), (Http::OK, json!({"status": "ok"})));
+}
+
+#[tokio::test]
+async fn otlp_http_answers_match_the_document() {
+    let d = doc();
+    let app = test_app();
+    let otlp = "/v1/traces";
+    let example = d.schema("OtlpExportRequest")["example"].clone();
+    let (status, _, v) = checked(&app, otlp, json_request("POST", otlp, &example)).await;
+    assert_eq!((status, v), (Http::OK, json!({})));
+    let (status, _, v) = send(
+        &app,
+        request(
+            "GET",
+            "/api/v1/traces/4bf92f3577b34da6a3ce929d0e0e4736",
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, Http::OK, "the example's trace is stored");
+    assert_eq!(v["trace"]["agent_id"], "support-agent");
+
+    // A partial success, a 400, a 415 and a 413, each as documented.
+    let mut partial = example.clone();
+    partial["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"] = json!("0000000000000000");
+    let (status, _, v) = checked(&app, otlp, json_request("POST", otlp, &partial)).await;
+    assert_eq!(status, Http::OK);
+    assert_eq!(v["partialSuccess"]["rejectedSpans"], "1", "{v}");
+    let (status, _, v) = checked(
+        &app,
+        otlp,
+        request("POST", otlp, Some(r#"{"resourceSpans": 1}"#)),
+    )
+    .await;
+    assert_eq!((status, &v["code"]), (Http::BAD_REQUEST, &json!(3)), "{v}");
+    let mut req = request("POST", otlp, Some("{}"));
+    req.headers_mut()
+        .insert(header::CONTENT_ENCODING, "br".parse().expect("value"));
+    let (status, _, v) = checked(&app, otlp, req).await;
+    assert_eq!(status, Http::UNSUPPORTED_MEDIA_TYPE, "{v}");
+    let small = test_app_with(Config {
+        max_body_bytes: 64,
+        ..Config::default()
+    });
+    let (status, _, v) = checked(&small, otlp, json_request("POST", otlp, &example)).await;
+    assert_eq!(status, Http::PAYLOAD_TOO_LARGE, "{v}");
+
+    // 503 with Retry-After (checked() asserts the header) once the store is shut down.
+    app.store.shutdown().await;
+    let (status, headers, v) = checked(&app, otlp, json_request("POST", otlp, &example)).await;
+    assert_eq!(
+        (status, &v["code"]),
+        (Http::SERVICE_UNAVAILABLE, &json!(14)),
+        "{v}"
+    );
+    assert_eq!(headers[header::RETRY_AFTER], "1");
 }

@@ -1,0 +1,83 @@
+//! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export` on its own
+//! listener (`--grpc-listen`, default `127.0.0.1:4317`). The service trait and server
+//! come from `opentelemetry-proto`'s generated code (`gen-tonic`); the handler shares
+//! [`ingest`] with OTLP/HTTP.
+//!
+//! Requests may be gzipped; the message is capped at `max_body_bytes` after
+//! decompression (tonic enforces it while it inflates). Failures carry a
+//! `google.rpc.Status` in `grpc-status-details-bin`: `RetryInfo` under overload
+//! (`RESOURCE_EXHAUSTED`) or shutdown (`UNAVAILABLE`), `BadRequest` for bad data.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
+
+use super::status::encode_protobuf;
+use super::{ingest, Failure};
+use crate::extract::{Tenant, TENANT_HEADER};
+use crate::AppState;
+
+/// The `TraceService` implementation.
+pub struct OtlpTraceService {
+    app: AppState,
+}
+
+#[tonic::async_trait]
+impl TraceService for OtlpTraceService {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let tenant = Tenant::parse(request.metadata().get(TENANT_HEADER).map(|v| v.as_bytes()))
+            .map_err(|m| to_status(Failure::bad_data(m)))?;
+        let request = request.into_inner();
+        let done = ingest(&self.app, &tenant.0, &request)
+            .await
+            .map_err(to_status)?;
+        let partial_success = (done.rejected_spans > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: i64::try_from(done.rejected_spans).unwrap_or(i64::MAX),
+            error_message: done.rejection_message.unwrap_or_default(),
+        });
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success,
+        }))
+    }
+}
+
+/// A failure as a gRPC status whose details are a `google.rpc.Status`.
+pub fn to_status(f: Failure) -> tonic::Status {
+    let code = f.grpc_code();
+    let details = encode_protobuf(code as i32, &f.message, &f.details());
+    tonic::Status::with_details(code, f.message, Bytes::from(details))
+}
+
+/// The gRPC service: gzip accepted, messages capped at `max_body_bytes` after
+/// decompression. Answers are a few bytes and are not compressed.
+pub fn service(app: AppState) -> TraceServiceServer<OtlpTraceService> {
+    let limit = app.config.max_body_bytes;
+    TraceServiceServer::new(OtlpTraceService { app })
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(limit)
+}
+
+/// Serves OTLP/gRPC on `listener` until `shutdown` resolves, then lets in-flight calls
+/// finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: AppState,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(service(app))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}

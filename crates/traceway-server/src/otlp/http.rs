@@ -1,0 +1,217 @@
+//! `POST /v1/traces`: OTLP/HTTP with a protobuf or OTLP/JSON body, optionally gzipped.
+//! Answers as the OTLP/HTTP specification says: an `ExportTraceServiceResponse` in the
+//! request's encoding (with `partial_success` when spans were rejected), and for failures
+//! a `google.rpc.Status` in the request's encoding (protobuf when the media type itself is
+//! the problem), with `Retry-After` on 429 and 503.
+
+use std::io::Read as _;
+
+use axum::extract::{FromRequest, Request, State};
+use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
+use prost::Message as _;
+use serde_json::json;
+use traceway_core::otlp::{decode_export_request, Encoding};
+
+use super::status::{encode_json, encode_protobuf};
+use super::{ingest, Failure, Ingested};
+use crate::error::RETRY_AFTER_SECS;
+use crate::extract::{Tenant, TENANT_HEADER};
+use crate::AppState;
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+/// The handler of `POST /v1/traces`.
+pub async fn export(State(app): State<AppState>, req: Request) -> Response {
+    let encoding = match request_encoding(req.headers()) {
+        Ok(e) => e,
+        // The media type is the problem, so the answer uses the binary encoding, the one
+        // every OTLP client reads.
+        Err(f) => return failure(Encoding::Protobuf, f),
+    };
+    match handle(&app, encoding, req).await {
+        Ok(done) => success(encoding, &done),
+        Err(f) => failure(encoding, f),
+    }
+}
+
+async fn handle(app: &AppState, encoding: Encoding, req: Request) -> Result<Ingested, Failure> {
+    let tenant = Tenant::parse(req.headers().get(TENANT_HEADER).map(|v| v.as_bytes()))
+        .map_err(Failure::bad_data)?;
+    let gzip = gzipped(req.headers())?;
+    let limit = app.config.max_body_bytes;
+    let body = Bytes::from_request(req, app).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Failure::too_large("request body", limit)
+        } else {
+            Failure::bad_data(format!("could not read the body: {}", e.body_text()))
+        }
+    })?;
+    let body = if gzip {
+        Bytes::from(gunzip(&body, limit)?)
+    } else {
+        body
+    };
+    let request =
+        decode_export_request(&body, encoding).map_err(|e| Failure::bad_data(e.to_string()))?;
+    ingest(app, &tenant.0, &request).await
+}
+
+/// The encoding named by `Content-Type`; anything but OTLP's two media types is 415.
+fn request_encoding(headers: &HeaderMap) -> Result<Encoding, Failure> {
+    let ct = headers
+        .get(CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("?"))
+        .ok_or_else(|| {
+            Failure::unsupported(format!(
+                "missing Content-Type: OTLP/HTTP takes {PROTOBUF} or {JSON}"
+            ))
+        })?;
+    Encoding::from_content_type(ct).ok_or_else(|| {
+        Failure::unsupported(format!(
+            "unsupported Content-Type {ct:?}: OTLP/HTTP takes {PROTOBUF} or {JSON}"
+        ))
+    })
+}
+
+/// Whether the body is gzipped; other content codings are 415 (OTLP defines only gzip).
+fn gzipped(headers: &HeaderMap) -> Result<bool, Failure> {
+    let mut gzip = false;
+    for v in headers.get_all(CONTENT_ENCODING) {
+        let v = v.to_str().unwrap_or("?");
+        for coding in v.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+                if gzip {
+                    return Err(Failure::unsupported("gzip applied twice is not supported"));
+                }
+                gzip = true;
+            } else if !coding.eq_ignore_ascii_case("identity") {
+                return Err(Failure::unsupported(format!(
+                    "unsupported Content-Encoding {coding:?}: OTLP/HTTP takes gzip or none"
+                )));
+            }
+        }
+    }
+    Ok(gzip)
+}
+
+/// Un-gzips a body, refusing (413) once the output passes `limit`: a small body that
+/// inflates to gigabytes never gets more than `limit + 1` bytes of memory.
+pub fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, Failure> {
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    let mut decoder = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
+    decoder
+        .read_to_end(&mut out)
+        .map_err(|e| Failure::bad_data(format!("invalid gzip body: {e}")))?;
+    if out.len() > limit {
+        return Err(Failure::too_large("decompressed request body", limit));
+    }
+    Ok(out)
+}
+
+fn content_type(encoding: Encoding) -> HeaderValue {
+    HeaderValue::from_static(match encoding {
+        Encoding::Protobuf => PROTOBUF,
+        Encoding::Json => JSON,
+    })
+}
+
+/// 200 with an `ExportTraceServiceResponse`; `partial_success` only when spans were
+/// rejected (the specification asks to leave it unset on full success).
+fn success(encoding: Encoding, done: &Ingested) -> Response {
+    let partial = (done.rejected_spans > 0).then(|| ExportTracePartialSuccess {
+        rejected_spans: i64::try_from(done.rejected_spans).unwrap_or(i64::MAX),
+        error_message: done.rejection_message.clone().unwrap_or_default(),
+    });
+    let body = match encoding {
+        Encoding::Protobuf => ExportTraceServiceResponse {
+            partial_success: partial,
+        }
+        .encode_to_vec(),
+        Encoding::Json => {
+            let v = match partial {
+                // proto3 JSON writes int64 as a string.
+                Some(p) => json!({"partialSuccess": {
+                    "rejectedSpans": p.rejected_spans.to_string(),
+                    "errorMessage": p.error_message,
+                }}),
+                None => json!({}),
+            };
+            serde_json::to_vec(&v).unwrap_or_default()
+        }
+    };
+    ([(CONTENT_TYPE, content_type(encoding))], body).into_response()
+}
+
+/// A failure as a `google.rpc.Status` in the request's encoding.
+fn failure(encoding: Encoding, f: Failure) -> Response {
+    let code = f.grpc_code() as i32;
+    let details = f.details();
+    let body = match encoding {
+        Encoding::Protobuf => encode_protobuf(code, &f.message, &details),
+        Encoding::Json => encode_json(code, &f.message, &details),
+    };
+    let mut resp = (
+        f.http_status(),
+        [(CONTENT_TYPE, content_type(encoding))],
+        body,
+    )
+        .into_response();
+    if f.is_retryable() {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::FailureKind;
+    use std::io::Write as _;
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn gunzip_stops_at_the_limit() {
+        let data = vec![b'a'; 10_000];
+        assert_eq!(gunzip(&gz(&data), 10_000).unwrap(), data);
+        let err = gunzip(&gz(&data), 9_999).unwrap_err();
+        assert_eq!(err.kind, FailureKind::TooLarge);
+        let err = gunzip(b"not gzip at all", 100).unwrap_err();
+        assert_eq!(err.kind, FailureKind::BadData);
+    }
+
+    #[test]
+    fn content_codings_table() {
+        let cases: &[(&[&str], Result<bool, FailureKind>)] = &[
+            (&[], Ok(false)),
+            (&["identity"], Ok(false)),
+            (&["gzip"], Ok(true)),
+            (&["GZIP"], Ok(true)),
+            (&["x-gzip"], Ok(true)),
+            (&["gzip, identity"], Ok(true)),
+            (&["br"], Err(FailureKind::UnsupportedMediaType)),
+            (&["zstd"], Err(FailureKind::UnsupportedMediaType)),
+            (&["gzip", "gzip"], Err(FailureKind::UnsupportedMediaType)),
+        ];
+        for (values, want) in cases {
+            let mut h = HeaderMap::new();
+            for v in *values {
+                h.append(CONTENT_ENCODING, HeaderValue::from_str(v).unwrap());
+            }
+            let got = gzipped(&h).map_err(|f| f.kind);
+            assert_eq!(&got, want, "{values:?}");
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! OTLP ingestion: `POST /v1/traces` (OTLP/HTTP, [`http`]) and `TraceService/Export`
+//! (OTLP/gRPC, [`grpc`]) share [`ingest`], which maps an export request with
+//! `traceway_core::otlp` and writes it through the [`Store`](traceway_store::Store)
+//! contract. The lifecycle decisions (ADR 008):
+//!
+//! - the first span of an unknown trace creates it `RUNNING`, with the batch's hints;
+//! - a root span (no parent) in the batch ends the trace: `ERRORED` when its status is
+//!   error, else `COMPLETED`; the first root to arrive decides;
+//! - spans that arrive after that are stored and counted, the state does not change;
+//! - a trace whose root never arrives stays `RUNNING` for the lifecycle watchdog;
+//! - a re-exported span is stored once (the store skips a `span_ended` of a span it has
+//!   already ended; span events carry stable ids).
+
+pub mod grpc;
+pub mod http;
+pub mod status;
+
+use axum::http::StatusCode;
+use traceway_core::otlp::{map_request_with, ExportTraceServiceRequest, MapOptions, MappedTrace};
+use traceway_core::Level;
+use traceway_store::{AppendRequest, StoreError};
+
+use self::status::Detail;
+use crate::error::RETRY_AFTER_SECS;
+use crate::{AppState, Config};
+
+/// What an export stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ingested {
+    /// Spans, errors and logs written.
+    pub accepted: u64,
+    /// Spans, errors and logs skipped as already stored (exporter retries).
+    pub duplicates: u64,
+    /// Spans refused (invalid ids), for the partial-success answer.
+    pub rejected_spans: u64,
+    /// Why they were refused.
+    pub rejection_message: Option<String>,
+}
+
+/// Why an export failed, in terms both transports can answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// What kind of failure; decides the status code and whether a retry can succeed.
+    pub kind: FailureKind,
+    /// For the developer.
+    pub message: String,
+}
+
+/// The failures OTLP distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Undecodable or invalid request (HTTP 400, gRPC `INVALID_ARGUMENT`); do not retry.
+    BadData,
+    /// Body over the cap, compressed or not (HTTP 413, gRPC `RESOURCE_EXHAUSTED` without
+    /// retry info); do not retry.
+    TooLarge,
+    /// A `Content-Type` or `Content-Encoding` that is not OTLP's (HTTP 415).
+    UnsupportedMediaType,
+    /// The store's write queue stayed full (HTTP 429, gRPC `RESOURCE_EXHAUSTED` with
+    /// `RetryInfo`); retry later.
+    Overloaded,
+    /// The store is shutting down or unreachable (HTTP 503, gRPC `UNAVAILABLE` with
+    /// `RetryInfo`); retry later.
+    Unavailable,
+    /// Anything else (HTTP 500, gRPC `INTERNAL`); details are logged only.
+    Internal,
+}
+
+impl Failure {
+    /// A malformed request.
+    pub fn bad_data(message: impl Into<String>) -> Failure {
+        Failure {
+            kind: FailureKind::BadData,
+            message: message.into(),
+        }
+    }
+
+    /// A body over `limit` bytes.
+    pub fn too_large(what: &str, limit: usize) -> Failure {
+        Failure {
+            kind: FailureKind::TooLarge,
+            message: format!("{what} is larger than the limit of {limit} bytes"),
+        }
+    }
+
+    /// A media type or content encoding OTLP does not define.
+    pub fn unsupported(message: impl Into<String>) -> Failure {
+        Failure {
+            kind: FailureKind::UnsupportedMediaType,
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status of this failure.
+    pub fn http_status(&self) -> StatusCode {
+        match self.kind {
+            FailureKind::BadData => StatusCode::BAD_REQUEST,
+            FailureKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            FailureKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            FailureKind::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            FailureKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            FailureKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The gRPC status code of this failure.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self.kind {
+            FailureKind::BadData | FailureKind::UnsupportedMediaType => {
+                tonic::Code::InvalidArgument
+            }
+            FailureKind::TooLarge | FailureKind::Overloaded => tonic::Code::ResourceExhausted,
+            FailureKind::Unavailable => tonic::Code::Unavailable,
+            FailureKind::Internal => tonic::Code::Internal,
+        }
+    }
+
+    /// The `google.rpc.Status` details: `RetryInfo` when a retry can succeed, `BadRequest`
+    /// for bad data.
+    pub fn details(&self) -> Vec<Detail> {
+        match self.kind {
+            FailureKind::Overloaded | FailureKind::Unavailable => {
+                vec![Detail::RetryAfter(RETRY_AFTER_SECS)]
+            }
+            FailureKind::BadData => vec![Detail::BadRequest(self.message.clone())],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether a client should retry (429/503, `RESOURCE_EXHAUSTED` with retry info,
+    /// `UNAVAILABLE`).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            FailureKind::Overloaded | FailureKind::Unavailable
+        )
+    }
+
+    /// Which of two failures of one export to report: the one a client must not ignore.
+    fn severity(&self) -> u8 {
+        match self.kind {
+            FailureKind::Internal => 3,
+            FailureKind::Unavailable => 2,
+            FailureKind::Overloaded => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// The one mapping from store failures to OTLP failures. 5xx details are logged, never
+/// sent.
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        match e {
+            StoreError::Overloaded(m) => {
+                tracing::warn!(reason = %m, "otlp export refused: store overloaded");
+                Failure {
+                    kind: FailureKind::Overloaded,
+                    message: "the store is busy; retry later".into(),
+                }
+            }
+            StoreError::Unavailable(m) => {
+                tracing::warn!(reason = %m, "otlp export refused: store unavailable");
+                Failure {
+                    kind: FailureKind::Unavailable,
+                    message: "the store is unavailable; retry later".into(),
+                }
+            }
+            StoreError::Invalid(m) => Failure::bad_data(m),
+            StoreError::NotFound(_) | StoreError::Conflict(_) | StoreError::Internal(_) => {
+                tracing::error!(error = %e, "otlp export failed");
+                Failure {
+                    kind: FailureKind::Internal,
+                    message: "internal error".into(),
+                }
+            }
+        }
+    }
+}
+
+/// How spans are mapped for this server: at level `debug` the mapping keeps every
+/// attribute, also those it moved into typed fields (ADR 004).
+pub fn map_options(config: &Config) -> MapOptions {
+    MapOptions {
+        keep_mapped_attributes: config.capture.default_level == Level::Debug,
+    }
+}
+
+/// Maps an export request and stores it: one append per trace (creating the trace when
+/// it is new), then the state change when the trace's root span came. The traces of one
+/// request are written concurrently, so the store can commit them in one group.
+///
+/// A failure of any trace fails the export; the client retries the whole request and the
+/// traces already written absorb the retry as duplicates.
+pub async fn ingest(
+    app: &AppState,
+    tenant: &str,
+    request: &ExportTraceServiceRequest,
+) -> Result<Ingested, Failure> {
+    let batch = map_request_with(request, &map_options(&app.config));
+    let mut out = Ingested {
+        rejected_spans: batch.rejected_spans,
+        rejection_message: batch.rejection_message,
+        ..Ingested::default()
+    };
+    if let Some(message) = &out.rejection_message {
+        tracing::debug!(tenant, rejected = out.rejected_spans, %message, "otlp spans rejected");
+    }
+    let writes = batch
+        .traces
+        .into_iter()
+        .map(|t| store_trace(app, tenant, t));
+    let mut failure: Option<Failure> = None;
+    for result in futures::future::join_all(writes).await {
+        match result {
+            Ok((accepted, duplicates)) => {
+                out.accepted += u64::from(accepted);
+                out.duplicates += u64::from(duplicates);
+            }
+            Err(e) => {
+                let f = Failure::from(e);
+                if failure.as_ref().is_none_or(|g| f.severity() > g.severity()) {
+                    failure = Some(f);
+                }
+            }
+        }
+    }
+    match failure {
+        Some(f) => Err(f),
+        None => Ok(out),
+    }
+}
+
+/// Stores one trace's spans; returns (accepted, duplicates).
+async fn store_trace(
+    app: &AppState,
+    tenant: &str,
+    trace: MappedTrace,
+) -> Result<(u32, u32), StoreError> {
+    let id = trace.trace_id;
+    let end = trace.root_end();
+    let root_name = trace.hints.name.clone();
+    let service = trace.hints.service.clone();
+    let new = trace.new_trace();
+    let outcome = app
+        .store
+        .append(AppendRequest {
+            tenant: tenant.to_string(),
+            trace_id: id,
+            create_if_missing: Some(new),
+            events: trace.into_events(),
+        })
+        .await?;
+    if let Some(mut patch) = end {
+        if !outcome.created {
+            // The trace was created by earlier spans, before its root was known: name it
+            // after the root now, unless it has a name already.
+            if let Some(t) = app.store.get_trace(tenant, id).await? {
+                if t.name.is_none() {
+                    patch.name = root_name;
+                }
+                if let Some(service) = service {
+                    let key = traceway_core::otlp::SERVICE_METADATA_KEY;
+                    if !t.metadata.contains_key(key) {
+                        patch.metadata.insert(key.to_string(), service);
+                    }
+                }
+            }
+        }
+        match app.store.update_trace(tenant, id, patch).await {
+            Ok(_) => {}
+            // Already ended the other way (a second root): the first root decided.
+            Err(StoreError::Conflict(reason)) => {
+                tracing::debug!(trace_id = %id, %reason, "otlp root span after the trace ended");
+            }
+            // Deleted between the append and now.
+            Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((outcome.accepted, outcome.duplicates))
+}
