@@ -65,6 +65,7 @@ pub async fn append_events(
             trace_id: id,
             create_if_missing: None,
             events: body.events,
+            end: None,
         })
         .await?;
     let last_seq = match out.events.last() {

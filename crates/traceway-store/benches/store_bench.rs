@@ -279,6 +279,7 @@ async fn append_throughput(args: &Args, dir: &std::path::Path) {
                             trace_id: trace.trace_id,
                             create_if_missing: None,
                             events: chunk.to_vec(),
+                            end: None,
                         })
                         .await
                         .expect("append");

@@ -50,6 +50,7 @@ macro_rules! conformance_suite {
             state_machine_is_enforced,
             late_spans_after_the_end_are_kept,
             append_to_unknown_trace,
+            an_append_can_end_its_trace_and_fill_what_was_unknown,
             listing_is_newest_first_with_cursor_and_pages,
             listing_filters,
             expired_traces_are_never_returned,
@@ -150,6 +151,7 @@ async fn append(
             trace_id: id,
             create_if_missing: None,
             events,
+            end: None,
         })
         .await
 }
@@ -340,6 +342,7 @@ pub async fn concurrent_appends_get_gapless_seqs(h: &Harness) {
                         trace_id: id,
                         create_if_missing: None,
                         events,
+                        end: None,
                     })
                     .await
                     .expect("append");
@@ -658,6 +661,7 @@ pub async fn append_to_unknown_trace(h: &Harness) {
                 ..Default::default()
             }),
             events: vec![ended(1)],
+            end: None,
         })
         .await
         .expect("create on append");
@@ -674,6 +678,93 @@ pub async fn append_to_unknown_trace(h: &Harness) {
         (t.state, t.agent_id.as_deref()),
         (State::Running, Some("otel-agent"))
     );
+}
+
+/// An append may end its trace in the same write (the first end decides), and hints of
+/// a later batch fill the trace's empty fields without overwriting known ones.
+pub async fn an_append_can_end_its_trace_and_fill_what_was_unknown(h: &Harness) {
+    use crate::TraceEnd;
+    let id = TraceId::new_v7();
+    let first = NewTrace {
+        session_id: Some("s1".into()),
+        state: Some(State::Running),
+        ..Default::default()
+    };
+    let req = |events, hints: NewTrace, end: Option<TraceEnd>| AppendRequest {
+        tenant: T.into(),
+        trace_id: id,
+        create_if_missing: Some(hints),
+        events,
+        end,
+    };
+    h.store
+        .append(req(vec![ended(2)], first, None))
+        .await
+        .expect("children first");
+    let mut metadata = BTreeMap::new();
+    metadata.insert("service.name".to_string(), "agent-svc".to_string());
+    let root_hints = NewTrace {
+        name: Some("support run".into()),
+        agent_id: Some("support".into()),
+        session_id: Some("other".into()),
+        metadata,
+        state: Some(State::Running),
+        ..Default::default()
+    };
+    let end = TraceEnd {
+        state: State::Errored,
+        reason: Some("root span ended with an error".into()),
+    };
+    let out = h
+        .store
+        .append(req(vec![ended(1)], root_hints.clone(), Some(end)))
+        .await
+        .expect("root");
+    let types: Vec<_> = out.events.iter().map(|e| e.body.event_type()).collect();
+    assert_eq!(
+        types,
+        vec![
+            EventType::SpanEnded,
+            EventType::StateChanged,
+            EventType::TraceEnded
+        ]
+    );
+    let t = h
+        .store
+        .get_trace(T, id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(t.state, State::Errored);
+    assert_eq!(
+        (t.name.as_deref(), t.agent_id.as_deref()),
+        (Some("support run"), Some("support")),
+        "filled"
+    );
+    assert_eq!(
+        t.session_id.as_deref(),
+        Some("s1"),
+        "a known field is not overwritten"
+    );
+    assert_eq!(t.metadata["service.name"], "agent-svc");
+    // A second end (a re-exported or second root) changes nothing; its spans still count.
+    let again = TraceEnd {
+        state: State::Completed,
+        reason: None,
+    };
+    let out = h
+        .store
+        .append(req(vec![ended(3)], root_hints, Some(again)))
+        .await
+        .expect("late root");
+    assert_eq!(out.accepted, 1);
+    let t = h
+        .store
+        .get_trace(T, id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!((t.state, t.rollups.span_count), (State::Errored, 3));
 }
 
 /// Listing returns newest first; following cursors visits every trace exactly once;
@@ -1423,6 +1514,7 @@ pub async fn resume_has_no_gap_and_no_duplicate_under_concurrent_writers(h: &Har
                             trace_id: id,
                             create_if_missing: None,
                             events,
+                            end: None,
                         })
                         .await
                         .expect("append");

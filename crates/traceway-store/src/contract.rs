@@ -80,10 +80,24 @@ pub struct AppendRequest {
     /// The trace.
     pub trace_id: TraceId,
     /// When set, a missing trace is created from it (OTLP); when not, a missing trace is
-    /// `NotFound`.
+    /// `NotFound`. When the trace exists, its name, agent, session and user are filled from
+    /// it where still empty, and metadata keys it lacks are added: a later batch may know
+    /// what the first one did not.
     pub create_if_missing: Option<NewTrace>,
     /// The events, in order.
     pub events: Vec<EventInput>,
+    /// After the events, in the same write, end the trace in this (terminal) state,
+    /// unless it has ended already: the first end decides.
+    pub end: Option<TraceEnd>,
+}
+
+/// How an append ends its trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceEnd {
+    /// `COMPLETED` or `ERRORED`.
+    pub state: State,
+    /// Why (`root span ended`, …).
+    pub reason: Option<String>,
 }
 
 /// What an append stored.

@@ -52,6 +52,7 @@ async fn data_survives_a_restart_and_seq_continues() {
             trace_id: t.trace_id,
             create_if_missing: None,
             events: vec![EventInput::SpanStarted { span: span.clone() }],
+            end: None,
         })
         .await
         .expect("append");
@@ -62,6 +63,7 @@ async fn data_survives_a_restart_and_seq_continues() {
             trace_id: t.trace_id,
             create_if_missing: None,
             events: vec![],
+            end: None,
         })
         .await;
     assert!(after.is_err(), "a shut-down store takes no writes");
@@ -82,6 +84,7 @@ async fn data_survives_a_restart_and_seq_continues() {
             trace_id: t.trace_id,
             create_if_missing: None,
             events: vec![EventInput::SpanStarted { span }],
+            end: None,
         })
         .await
         .expect("retry");
@@ -164,6 +167,7 @@ async fn traces_evicted_from_the_writer_cache_are_rebuilt_from_the_log() {
         trace_id: id,
         create_if_missing: None,
         events,
+        end: None,
     };
     let mut ids = Vec::new();
     for _ in 0..10 {

@@ -231,52 +231,30 @@ pub async fn ingest(
     }
 }
 
-/// Stores one trace's spans; returns (accepted, duplicates).
+/// Stores one trace's spans in one write: creates the trace if it is new, fills what an
+/// earlier batch did not know (name, agent, session, user, service), and ends it when a
+/// root span arrived (the first end decides; later spans are still stored and counted).
+/// Returns (accepted, duplicates).
 async fn store_trace(
     app: &AppState,
     tenant: &str,
     trace: MappedTrace,
 ) -> Result<(u32, u32), StoreError> {
-    let id = trace.trace_id;
-    let end = trace.root_end();
-    let root_name = trace.hints.name.clone();
-    let service = trace.hints.service.clone();
-    let new = trace.new_trace();
+    let end = trace.root_end().and_then(|patch| {
+        Some(traceway_store::TraceEnd {
+            state: patch.state?,
+            reason: patch.reason,
+        })
+    });
     let outcome = app
         .store
         .append(AppendRequest {
             tenant: tenant.to_string(),
-            trace_id: id,
-            create_if_missing: Some(new),
+            trace_id: trace.trace_id,
+            create_if_missing: Some(trace.new_trace()),
             events: trace.into_events(),
+            end,
         })
         .await?;
-    if let Some(mut patch) = end {
-        if !outcome.created {
-            // The trace was created by earlier spans, before its root was known: name it
-            // after the root now, unless it has a name already.
-            if let Some(t) = app.store.get_trace(tenant, id).await? {
-                if t.name.is_none() {
-                    patch.name = root_name;
-                }
-                if let Some(service) = service {
-                    let key = traceway_core::otlp::SERVICE_METADATA_KEY;
-                    if !t.metadata.contains_key(key) {
-                        patch.metadata.insert(key.to_string(), service);
-                    }
-                }
-            }
-        }
-        match app.store.update_trace(tenant, id, patch).await {
-            Ok(_) => {}
-            // Already ended the other way (a second root): the first root decided.
-            Err(StoreError::Conflict(reason)) => {
-                tracing::debug!(trace_id = %id, %reason, "otlp root span after the trace ended");
-            }
-            // Deleted between the append and now.
-            Err(StoreError::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
     Ok((outcome.accepted, outcome.duplicates))
 }

@@ -323,18 +323,31 @@ fn append(
     now: Timestamp,
     ctx: &WriterCtx,
 ) -> Result<(AppendOutcome, Trace), StoreError> {
-    let (mut w, created) = match cache.take(tx, &req.tenant, req.trace_id)? {
-        Some(t) if t.row.is_live(now) => (TraceWriter::new(t, now, ctx), false),
+    let AppendRequest {
+        tenant,
+        trace_id,
+        create_if_missing,
+        events,
+        end,
+    } = req;
+    let (mut w, created) = match cache.take(tx, &tenant, trace_id)? {
+        Some(t) if t.row.is_live(now) => {
+            let mut w = TraceWriter::new(t, now, ctx);
+            if let Some(hints) = &create_if_missing {
+                w.fill_hints(hints);
+            }
+            (w, false)
+        }
         stale => {
-            let Some(new) = req.create_if_missing else {
-                return Err(StoreError::NotFound(req.trace_id));
+            let Some(new) = create_if_missing else {
+                return Err(StoreError::NotFound(trace_id));
             };
             validate_new(&new)?;
             if let Some(t) = stale {
                 delete_trace_data(tx, t.row.rowid)?;
             }
             (
-                TraceWriter::create(tx, &req.tenant, req.trace_id, new, now, ctx)?,
+                TraceWriter::create(tx, &tenant, trace_id, new, now, ctx)?,
                 true,
             )
         }
@@ -343,11 +356,17 @@ fn append(
         created,
         ..Default::default()
     };
-    for input in req.events {
+    for input in events {
         if w.apply(tx, input)? {
             outcome.accepted += 1;
         } else {
             outcome.duplicates += 1;
+        }
+    }
+    if let Some(end) = end {
+        // The first end decides; a trace that already ended keeps its state.
+        if !w.trace.row.trace.state.is_terminal() {
+            w.change_state(end.state, end.reason)?;
         }
     }
     w.save(tx)?;
@@ -479,6 +498,24 @@ impl<'c> TraceWriter<'c> {
         let mut w = TraceWriter::new(CachedTrace::new(row), now, ctx);
         w.write_event(now, None, None, EventBody::TraceStarted(started))?;
         Ok(w)
+    }
+
+    /// Fills what the trace does not know yet from a later batch's hints.
+    fn fill_hints(&mut self, hints: &NewTrace) {
+        let t = &mut self.trace.row.trace;
+        for (field, hint) in [
+            (&mut t.name, &hints.name),
+            (&mut t.agent_id, &hints.agent_id),
+            (&mut t.session_id, &hints.session_id),
+            (&mut t.user_id, &hints.user_id),
+        ] {
+            if field.is_none() {
+                field.clone_from(hint);
+            }
+        }
+        for (k, v) in &hints.metadata {
+            t.metadata.entry(k.clone()).or_insert_with(|| v.clone());
+        }
     }
 
     /// Applies one input; false when it was a duplicate.
