@@ -6,6 +6,8 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod metrics;
+pub mod watchdog;
 
 use std::sync::Arc;
 
@@ -16,7 +18,8 @@ use tokio::net::TcpListener;
 use traceway_store::sqlite::{SqliteConfig, SqliteStore};
 use traceway_store::{Clock, Store, SystemClock};
 
-pub use config::{Config, ServeArgs};
+pub use config::{Config, Lifecycle, ServeArgs};
+pub use metrics::Metrics;
 
 /// The OpenAPI document served at `/api/v1/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
@@ -30,6 +33,22 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The clock (a test clock in tests).
     pub clock: Arc<dyn Clock>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// The state over `store`, which is wrapped so that ingest and write latency are
+    /// counted in a fresh [`Metrics`].
+    pub fn new(store: Arc<dyn Store>, config: Config, clock: Arc<dyn Clock>) -> AppState {
+        let metrics = Arc::new(Metrics::new());
+        AppState {
+            store: Arc::new(metrics::MeteredStore::new(store, metrics.clone())),
+            config: Arc::new(config),
+            clock,
+            metrics,
+        }
+    }
 }
 
 /// The one place routes are assembled; `serve` and every test use it.
@@ -54,6 +73,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(api::openapi))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -73,6 +93,16 @@ pub fn open_store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<
     Ok(Arc::new(SqliteStore::open(sqlite, clock)?))
 }
 
+/// Names this process in the watchdog lease: its address, pid and a random part, so two
+/// processes never share a name even on one machine.
+fn lease_holder(addr: std::net::SocketAddr) -> String {
+    format!(
+        "{addr}/pid-{}/{}",
+        std::process::id(),
+        traceway_core::TraceId::new_v7()
+    )
+}
+
 /// Runs the server until `shutdown` resolves, then lets in-flight requests finish and
 /// the store write what it has acknowledged or queued. `on_listen` learns the bound
 /// address (useful with port 0).
@@ -89,15 +119,26 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "traceway listening");
     on_listen(addr);
-    let state = AppState {
-        store: store.clone(),
-        config: Arc::new(config),
-        clock,
+    let state = AppState::new(store.clone(), config, clock);
+    let lifecycle = state.config.lifecycle;
+    let watchdog = if lifecycle.watchdog {
+        Some(watchdog::Watchdog::start(
+            state.store.clone(),
+            lifecycle,
+            state.metrics.clone(),
+            lease_holder(addr),
+        ))
+    } else {
+        tracing::info!("watchdog disabled (--no-watchdog): no orphan sweep, no purge");
+        None
     };
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
     tracing::info!("shutting down: finishing pending writes");
+    if let Some(w) = watchdog {
+        w.stop().await;
+    }
     store.shutdown().await;
     tracing::info!("stopped");
     Ok(result?)

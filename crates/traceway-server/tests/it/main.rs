@@ -3,6 +3,7 @@
 
 mod e2e;
 mod http;
+mod lifecycle;
 mod openapi;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use traceway_store::{ManualClock, Store};
 pub struct TestApp {
     pub router: Router,
     pub store: Arc<dyn Store>,
+    pub metrics: Arc<traceway_server::Metrics>,
     pub clock: ManualClock,
     _dir: tempfile::TempDir,
 }
@@ -32,14 +34,11 @@ pub fn test_app_with(config: Config) -> TestApp {
     sqlite.retention = config.retention;
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(sqlite, Arc::new(clock.clone())).expect("open"));
-    let state = AppState {
-        store: store.clone(),
-        config: Arc::new(config),
-        clock: Arc::new(clock.clone()),
-    };
+    let state = AppState::new(store, config, Arc::new(clock.clone()));
     TestApp {
+        store: state.store.clone(),
+        metrics: state.metrics.clone(),
         router: app(state),
-        store,
         clock,
         _dir: dir,
     }
