@@ -83,7 +83,7 @@ pub struct ServeArgs {
 
     /// Do not run the watchdog in this process (no orphan sweep, no purge; the failsafe
     /// expiry still hides what expired).
-    #[arg(long, env = "TRACEWAY_NO_WATCHDOG")]
+    #[arg(long, env = "TRACEWAY_NO_WATCHDOG", value_parser = clap::builder::BoolishValueParser::new())]
     #[serde(default)]
     pub no_watchdog: bool,
 
