@@ -173,6 +173,18 @@ pub async fn cleanup(
     })
 }
 
+/// `[#####.....] 50/100 traces (50%)`.
+pub fn progress_bar(done: u64, total: u64, width: u64) -> String {
+    let total = total.max(done).max(1);
+    let filled = (done * width / total) as usize;
+    format!(
+        "[{}{}] {done}/{total} traces ({}%)",
+        "#".repeat(filled),
+        ".".repeat(width as usize - filled),
+        done * 100 / total
+    )
+}
+
 /// Progress of a long cleanup on stderr.
 struct Progress {
     tty: bool,
@@ -188,14 +200,7 @@ impl Progress {
         let total = total.max(done).max(1);
         let mut err = std::io::stderr().lock();
         if self.tty {
-            let filled = (done * Self::WIDTH / total) as usize;
-            let _ = write!(
-                err,
-                "\r[{}{}] {done}/{total} traces ({}%)",
-                "#".repeat(filled),
-                ".".repeat(Self::WIDTH as usize - filled),
-                done * 100 / total
-            );
+            let _ = write!(err, "\r{}", progress_bar(done, total, Self::WIDTH));
         } else {
             let _ = writeln!(err, "deleted {done}/{total} traces");
         }
@@ -354,3 +359,23 @@ fn render_node(out: &mut String, n: &SpanNodeView) {
 
 // Keep the server's node type and this view in step.
 const _: fn(SpanNode) = |_| {};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_progress_bar_fills_in_proportion() {
+        assert_eq!(
+            super::progress_bar(0, 10, 10),
+            "[..........] 0/10 traces (0%)"
+        );
+        assert_eq!(
+            super::progress_bar(5, 10, 10),
+            "[#####.....] 5/10 traces (50%)"
+        );
+        assert_eq!(
+            super::progress_bar(12, 10, 10),
+            "[##########] 12/12 traces (100%)",
+            "a total that grew meanwhile"
+        );
+    }
+}

@@ -419,8 +419,10 @@ async fn of_two_servers_on_one_data_dir_one_sweeps_and_the_other_takes_over_afte
         m["traceway_watchdog_leader"] == 1.0 && m["traceway_watchdog_sweeps_total"] >= 1.0
     })
     .await;
+    // The lease lapses at most LEASE after the kill; b tries every LEASE/6. The rest is
+    // slack for a loaded machine.
     assert!(
-        took <= LEASE + Duration::from_millis(1500),
+        took <= LEASE + Duration::from_secs(2),
         "took over {took:?} after the kill, lease {LEASE:?}"
     );
     let id = running_trace(&c, &b).await;
