@@ -298,10 +298,13 @@ pub async fn delete_trace(
 pub struct CleanupBody {
     /// Delete terminal traces that ended more than this many days ago.
     pub older_than_days: f64,
+    /// Delete at most this many (the CLI deletes in chunks to show progress).
+    pub limit: Option<u64>,
 }
 
 /// `POST /api/v1/traces/cleanup`: deletes the tenant's finished traces that ended more
-/// than `older_than_days` ago; running traces are never touched.
+/// than `older_than_days` ago (at most `limit`); running traces are never touched. The
+/// answer says how many were deleted and how many such traces remain.
 pub async fn cleanup(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,
@@ -312,10 +315,37 @@ pub async fn cleanup(
             "older_than_days must be a number >= 0",
         ));
     }
+    if body.limit == Some(0) {
+        return Err(ApiError::bad_request("limit must be at least 1"));
+    }
     let age = std::time::Duration::from_secs_f64((body.older_than_days * 86_400.0).min(1e12));
     let cutoff = app.clock.now().saturating_sub(age);
-    let deleted = app.store.delete_ended_before(&tenant.0, cutoff).await?;
-    Ok(Json(json!({"deleted": deleted})))
+    let deleted = app
+        .store
+        .delete_ended_before(&tenant.0, cutoff, body.limit)
+        .await?;
+    let remaining = app.store.count_ended_before(&tenant.0, cutoff).await?;
+    Ok(Json(json!({"deleted": deleted, "remaining": remaining})))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(AxumState(app): AxumState<AppState>) -> Response {
+    let active = match app.store.active_traces().await {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(error = %e, "active trace count unavailable for /metrics");
+            None
+        }
+    };
+    let body = app.metrics.render(active, app.store.subscriber_count());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// `GET /healthz`: the process is up.

@@ -1,4 +1,4 @@
-//! The CLI client: `traceway ls`, `show`, `rm` against a running server.
+//! The CLI client: `traceway ls`, `show`, `rm`, `cleanup` against a running server.
 
 use std::fmt::Write as _;
 
@@ -139,6 +139,90 @@ pub async fn rm(args: ClientArgs, id: &str) -> anyhow::Result<String> {
     } else {
         format!("deleted {id}")
     })
+}
+
+/// `traceway cleanup --older-than 7d`: deletes the tenant's finished traces that ended
+/// longer ago than that, `batch` at a time, showing progress on stderr (a bar on a
+/// terminal, a line per batch otherwise) when it takes more than one batch.
+pub async fn cleanup(
+    args: ClientArgs,
+    older_than: std::time::Duration,
+    batch: u64,
+) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    let c = Client::new(args)?;
+    let days = older_than.as_secs_f64() / 86_400.0;
+    let batch = batch.max(1);
+    let mut progress = Progress {
+        tty: std::io::stderr().is_terminal(),
+        shown: false,
+    };
+    let mut deleted = 0u64;
+    loop {
+        let body = serde_json::json!({"older_than_days": days, "limit": batch});
+        let (_, answer) = c
+            .send(c.http.post(c.url("/api/v1/traces/cleanup")).json(&body))
+            .await?;
+        let v: Value = serde_json::from_str(&answer)?;
+        let n = v["deleted"].as_u64().unwrap_or(0);
+        let remaining = v["remaining"].as_u64().unwrap_or(0);
+        deleted += n;
+        if n == 0 || remaining == 0 {
+            progress.finish(deleted);
+            break;
+        }
+        progress.show(deleted, deleted + remaining);
+    }
+    let age = humantime::format_duration(older_than);
+    Ok(if c.args.json {
+        serde_json::json!({"deleted": deleted}).to_string()
+    } else {
+        format!("deleted {deleted} finished traces that ended more than {age} ago")
+    })
+}
+
+/// `[#####.....] 50/100 traces (50%)`.
+pub fn progress_bar(done: u64, total: u64, width: u64) -> String {
+    let total = total.max(done).max(1);
+    let filled = (done * width / total) as usize;
+    format!(
+        "[{}{}] {done}/{total} traces ({}%)",
+        "#".repeat(filled),
+        ".".repeat(width as usize - filled),
+        done * 100 / total
+    )
+}
+
+/// Progress of a long cleanup on stderr.
+struct Progress {
+    tty: bool,
+    shown: bool,
+}
+
+impl Progress {
+    const WIDTH: u64 = 30;
+
+    fn show(&mut self, done: u64, total: u64) {
+        use std::io::Write;
+        self.shown = true;
+        let total = total.max(done).max(1);
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r{}", progress_bar(done, total, Self::WIDTH));
+        } else {
+            let _ = writeln!(err, "deleted {done}/{total} traces");
+        }
+        let _ = err.flush();
+    }
+
+    fn finish(&mut self, done: u64) {
+        if self.shown {
+            self.show(done, done);
+            if self.tty {
+                eprintln!();
+            }
+        }
+    }
 }
 
 fn fmt_ms(ms: Option<f64>) -> String {
@@ -542,6 +626,23 @@ mod tests {
                 event: Some("log".into()),
                 data: "{\"a\":1}\nx".into()
             }]
+        );
+    }
+
+    #[test]
+    fn the_progress_bar_fills_in_proportion() {
+        assert_eq!(
+            super::progress_bar(0, 10, 10),
+            "[..........] 0/10 traces (0%)"
+        );
+        assert_eq!(
+            super::progress_bar(5, 10, 10),
+            "[#####.....] 5/10 traces (50%)"
+        );
+        assert_eq!(
+            super::progress_bar(12, 10, 10),
+            "[##########] 12/12 traces (100%)",
+            "a total that grew meanwhile"
         );
     }
 }

@@ -74,6 +74,37 @@ pub struct ServeArgs {
     #[arg(long, env = "TRACEWAY_MAX_WAIT", value_parser = humantime::parse_duration)]
     #[serde(default, deserialize_with = "opt_duration")]
     pub max_wait: Option<Duration>,
+    /// An orphaned trace (idle past --orphan-after) is kept this long [default: 1h].
+    #[arg(long, env = "TRACEWAY_ORPHAN_RETENTION", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub orphan_retention: Option<Duration>,
+
+    /// A trace that is not finished and has had no activity this long is orphaned: the
+    /// watchdog marks it ERRORED [default: 30m].
+    #[arg(long, env = "TRACEWAY_ORPHAN_AFTER", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub orphan_after: Option<Duration>,
+
+    /// How often the watchdog sweeps for orphans and purges expired data [default: 5m].
+    #[arg(long, env = "TRACEWAY_SWEEP_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub sweep_interval: Option<Duration>,
+
+    /// The watchdog lease lapses this long after its holder last renewed it; another
+    /// server then takes over. Renewed every third of it [default: 30s].
+    #[arg(long, env = "TRACEWAY_LEASE_TTL", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub lease_ttl: Option<Duration>,
+
+    /// Rows the purge deletes per write transaction, so ingest keeps flowing [default: 2000].
+    #[arg(long, env = "TRACEWAY_PURGE_BATCH")]
+    pub purge_batch: Option<u32>,
+
+    /// Do not run the watchdog in this process (no orphan sweep, no purge; the failsafe
+    /// expiry still hides what expired).
+    #[arg(long, env = "TRACEWAY_NO_WATCHDOG", value_parser = clap::builder::BoolishValueParser::new())]
+    #[serde(default)]
+    pub no_watchdog: bool,
 
     /// Log filter, as RUST_LOG [default: info].
     #[arg(long, env = "TRACEWAY_LOG")]
@@ -107,8 +138,41 @@ pub struct Config {
     pub stream_grace: Duration,
     /// Cap on `wait=`.
     pub max_wait: Duration,
+    /// The watchdog.
+    pub lifecycle: Lifecycle,
     /// Log filter.
     pub log: String,
+}
+
+/// The watchdog's settings: it alone (the holder of the store's lease) sweeps orphans and
+/// purges expired data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// Whether this process runs a watchdog at all.
+    pub watchdog: bool,
+    /// Idle this long, a trace that is not finished is orphaned.
+    pub orphan_after: Duration,
+    /// Time between sweeps.
+    pub sweep_interval: Duration,
+    /// The lease lapses this long after its last renewal.
+    pub lease_ttl: Duration,
+    /// Rows deleted per purge batch.
+    pub purge_batch: u32,
+    /// Traces orphaned per sweep batch.
+    pub sweep_batch: u32,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Lifecycle {
+        Lifecycle {
+            watchdog: true,
+            orphan_after: Duration::from_secs(30 * 60),
+            sweep_interval: Duration::from_secs(5 * 60),
+            lease_ttl: Duration::from_secs(30),
+            purge_batch: 2000,
+            sweep_batch: 200,
+        }
+    }
 }
 
 impl Default for Config {
@@ -138,6 +202,36 @@ impl Config {
             .unwrap_or(10 * 1024 * 1024);
         if max_body_bytes == 0 {
             anyhow::bail!("max_body_bytes must be positive");
+        }
+        let lc = Lifecycle::default();
+        let lifecycle = Lifecycle {
+            watchdog: !(args.no_watchdog || file.no_watchdog),
+            orphan_after: args
+                .orphan_after
+                .or(file.orphan_after)
+                .unwrap_or(lc.orphan_after),
+            sweep_interval: args
+                .sweep_interval
+                .or(file.sweep_interval)
+                .unwrap_or(lc.sweep_interval),
+            lease_ttl: args.lease_ttl.or(file.lease_ttl).unwrap_or(lc.lease_ttl),
+            purge_batch: args
+                .purge_batch
+                .or(file.purge_batch)
+                .unwrap_or(lc.purge_batch),
+            sweep_batch: lc.sweep_batch,
+        };
+        for (name, d) in [
+            ("orphan_after", lifecycle.orphan_after),
+            ("sweep_interval", lifecycle.sweep_interval),
+            ("lease_ttl", lifecycle.lease_ttl),
+        ] {
+            if d.is_zero() {
+                anyhow::bail!("{name} must be positive");
+            }
+        }
+        if lifecycle.purge_batch == 0 {
+            anyhow::bail!("purge_batch must be positive");
         }
         Ok(Config {
             data_dir: args
@@ -176,6 +270,10 @@ impl Config {
                     .data_retention
                     .or(file.data_retention)
                     .unwrap_or(defaults.terminal_data_ttl),
+                orphan_ttl: args
+                    .orphan_retention
+                    .or(file.orphan_retention)
+                    .unwrap_or(defaults.orphan_ttl),
             },
             sse_keepalive: args
                 .sse_keepalive
@@ -189,6 +287,7 @@ impl Config {
                 .max_wait
                 .or(file.max_wait)
                 .unwrap_or(Duration::from_secs(60)),
+            lifecycle,
             log: args.log.or(file.log).unwrap_or_else(|| "info".to_string()),
         })
     }
@@ -279,5 +378,58 @@ mod tests {
         assert_eq!(cfg.retention.failsafe_ttl, Duration::from_secs(90));
         assert_eq!(cfg.retention.terminal_data_ttl, Duration::from_secs(1800));
         assert!(Cli::try_parse_from(["t", "--failsafe-ttl", "soon"]).is_err());
+    }
+
+    #[test]
+    fn lifecycle_defaults_and_flags() {
+        let cfg = Config::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(cfg.lifecycle, Lifecycle::default());
+        assert_eq!(cfg.lifecycle.orphan_after, Duration::from_secs(1800));
+        assert_eq!(cfg.lifecycle.sweep_interval, Duration::from_secs(300));
+        assert_eq!(cfg.retention.orphan_ttl, Duration::from_secs(3600));
+        assert!(cfg.lifecycle.watchdog);
+
+        let cli = Cli::try_parse_from([
+            "t",
+            "--orphan-after",
+            "90s",
+            "--sweep-interval",
+            "1s",
+            "--lease-ttl",
+            "2s",
+            "--orphan-retention",
+            "10m",
+            "--purge-batch",
+            "50",
+            "--no-watchdog",
+        ])
+        .unwrap();
+        let cfg = Config::resolve(cli.serve).unwrap();
+        assert_eq!(
+            cfg.lifecycle,
+            Lifecycle {
+                watchdog: false,
+                orphan_after: Duration::from_secs(90),
+                sweep_interval: Duration::from_secs(1),
+                lease_ttl: Duration::from_secs(2),
+                purge_batch: 50,
+                ..Lifecycle::default()
+            }
+        );
+        assert_eq!(cfg.retention.orphan_ttl, Duration::from_secs(600));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("traceway.toml");
+        std::fs::write(&file, "orphan_after = \"45m\"\nno_watchdog = true\n").unwrap();
+        let cli = Cli::try_parse_from(["t", "--config", file.to_str().unwrap()]).unwrap();
+        let cfg = Config::resolve(cli.serve).unwrap();
+        assert_eq!(cfg.lifecycle.orphan_after, Duration::from_secs(2700));
+        assert!(!cfg.lifecycle.watchdog);
+
+        let cli = Cli::try_parse_from(["t", "--sweep-interval", "0s"]).unwrap();
+        assert!(
+            Config::resolve(cli.serve).is_err(),
+            "a zero interval is refused"
+        );
     }
 }

@@ -77,6 +77,12 @@ impl From<StoreError> for ApiError {
                 message: m,
             },
             StoreError::Invalid(m) => ApiError::bad_request(m),
+            // Only the watchdog's fenced writes see this; no route does.
+            StoreError::LeaseLost(m) => ApiError {
+                status: StatusCode::CONFLICT,
+                code: "conflict",
+                message: m,
+            },
             StoreError::Overloaded(m) => {
                 tracing::warn!(reason = %m, "store overloaded");
                 ApiError {

@@ -6,8 +6,10 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod otlp;
 pub mod stream;
+pub mod watchdog;
 
 use std::sync::Arc;
 
@@ -18,7 +20,8 @@ use tokio::net::TcpListener;
 use traceway_store::sqlite::{SqliteConfig, SqliteStore};
 use traceway_store::{Clock, Store, SystemClock};
 
-pub use config::{Config, ServeArgs};
+pub use config::{Config, Lifecycle, ServeArgs};
+pub use metrics::Metrics;
 
 /// The OpenAPI document served at `/api/v1/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
@@ -34,25 +37,38 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Flips to true when the server starts shutting down; live streams end on it.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
-    /// State for `app`; returns the sender that starts shutdown of live streams.
+    /// The state over `store`, which is wrapped so that ingest and write latency are
+    /// counted in a fresh [`Metrics`]; live streams end when `shutdown` turns true.
+    pub fn with_shutdown(
+        store: Arc<dyn Store>,
+        config: Config,
+        clock: Arc<dyn Clock>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> AppState {
+        let metrics = Arc::new(Metrics::new());
+        AppState {
+            store: Arc::new(metrics::MeteredStore::new(store, metrics.clone())),
+            config: Arc::new(config),
+            clock,
+            shutdown,
+            metrics,
+        }
+    }
+
+    /// The same with a shutdown channel of its own; returns the sender that ends live
+    /// streams.
     pub fn new(
         store: Arc<dyn Store>,
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> (AppState, tokio::sync::watch::Sender<bool>) {
         let (tx, shutdown) = tokio::sync::watch::channel(false);
-        (
-            AppState {
-                store,
-                config: Arc::new(config),
-                clock,
-                shutdown,
-            },
-            tx,
-        )
+        (AppState::with_shutdown(store, config, clock, shutdown), tx)
     }
 }
 
@@ -81,6 +97,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(api::openapi))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -109,6 +126,16 @@ pub struct Listening {
     pub grpc: std::net::SocketAddr,
 }
 
+/// Names this process in the watchdog lease: its address, pid and a random part, so two
+/// processes never share a name even on one machine.
+fn lease_holder(addr: std::net::SocketAddr) -> String {
+    format!(
+        "{addr}/pid-{}/{}",
+        std::process::id(),
+        traceway_core::TraceId::new_v7()
+    )
+}
+
 /// Runs the server (HTTP and OTLP/gRPC) until `shutdown` resolves, then lets in-flight
 /// requests of both finish and the store write what it has acknowledged or queued.
 /// `on_listen` learns the bound addresses (useful with port 0).
@@ -135,11 +162,18 @@ pub async fn serve(
     // One shutdown signal, seen by both servers and by live streams (which end first, so
     // the graceful shutdown does not wait on them); a server that fails stops the other.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let state = AppState {
-        store: store.clone(),
-        config: Arc::new(config),
-        clock,
-        shutdown: stop_rx.clone(),
+    let state = AppState::with_shutdown(store.clone(), config, clock, stop_rx.clone());
+    let lifecycle = state.config.lifecycle;
+    let watchdog = if lifecycle.watchdog {
+        Some(watchdog::Watchdog::start(
+            state.store.clone(),
+            lifecycle,
+            state.metrics.clone(),
+            lease_holder(addrs.http),
+        ))
+    } else {
+        tracing::info!("watchdog disabled (--no-watchdog): no orphan sweep, no purge");
+        None
     };
     let stop_tx = Arc::new(stop_tx);
     let on_signal = stop_tx.clone();
@@ -166,6 +200,9 @@ pub async fn serve(
         }
     );
     tracing::info!("shutting down: finishing pending writes");
+    if let Some(w) = watchdog {
+        w.stop().await;
+    }
     store.shutdown().await;
     tracing::info!("stopped");
     http_result?;

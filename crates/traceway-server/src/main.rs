@@ -1,4 +1,4 @@
-//! `traceway`: the server (`serve`) and a CLI client (`ls`, `show`, `rm`).
+//! `traceway`: the server (`serve`) and a CLI client (`ls`, `show`, `rm`, `cleanup`).
 
 use clap::{Parser, Subcommand};
 use traceway_server::cli::{self, ClientArgs, LsArgs};
@@ -47,6 +47,17 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Delete finished traces that ended longer ago than --older-than (e.g. 7d, 12h).
+    Cleanup {
+        /// Age of the end of a trace, written like 90s, 30m, 24h, 7d.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Traces deleted per request; progress is shown between requests.
+        #[arg(long, default_value_t = 500)]
+        batch: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[tokio::main]
@@ -77,6 +88,11 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
+        Command::Cleanup {
+            older_than,
+            batch,
+            client,
+        } => print(cli::cleanup(client, older_than, batch).await),
     }
 }
 

@@ -27,6 +27,10 @@ pub enum StoreError {
     /// The store is not reachable or is shutting down.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The caller's lease (its fencing token) is no longer current: another holder took
+    /// it, or it expired. Nothing was changed.
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
     /// Anything else; details are logged, not shown to clients.
     #[error("internal store error: {0}")]
     Internal(String),
@@ -41,6 +45,9 @@ pub struct Retention {
     pub terminal_trace_ttl: Duration,
     /// A terminal trace's spans and events are kept this long after it ended.
     pub terminal_data_ttl: Duration,
+    /// An orphaned trace (row, spans and events) is kept this long after the sweep that
+    /// orphaned it.
+    pub orphan_ttl: Duration,
 }
 
 impl Default for Retention {
@@ -50,6 +57,7 @@ impl Default for Retention {
             failsafe_ttl: Duration::from_secs(24 * HOUR),
             terminal_trace_ttl: Duration::from_secs(7 * 24 * HOUR),
             terminal_data_ttl: Duration::from_secs(3 * 24 * HOUR),
+            orphan_ttl: Duration::from_secs(HOUR),
         }
     }
 }
@@ -169,6 +177,50 @@ pub struct EventFilter {
     pub limit: u32,
 }
 
+/// The reason recorded (in `state_changed` and `trace_ended`) when the sweep ends an idle
+/// trace.
+pub const ORPHANED_REASON: &str = "orphaned";
+
+/// The name of the lease that elects the one watchdog of a store.
+pub const WATCHDOG_LEASE: &str = "watchdog";
+
+/// A held lease. `token` is the fencing token: it grows every time the lease changes
+/// hands, and fenced writes ([`Store::sweep_orphans`], [`Store::purge_expired`]) are
+/// refused with [`StoreError::LeaseLost`] unless it is still the current one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Which lease.
+    pub name: String,
+    /// Who holds it.
+    pub holder: String,
+    /// The fencing token.
+    pub token: u64,
+    /// When it lapses unless renewed (the store's clock).
+    pub expires_at: Timestamp,
+}
+
+/// A trace the sweep ended because it was idle too long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Orphaned {
+    /// Its tenant.
+    pub tenant: String,
+    /// The trace.
+    pub trace_id: TraceId,
+    /// How long it had been idle (since its last activity).
+    pub idle: Duration,
+}
+
+/// What one purge batch deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Trace rows deleted (with all their events).
+    pub traces: u64,
+    /// Event rows deleted (of deleted traces, and of traces whose data expired).
+    pub events: u64,
+    /// Whether more expired rows were left for another batch.
+    pub more: bool,
+}
+
 /// The contract every backend fulfils. All reads and writes are scoped to a tenant; a
 /// trace of another tenant does not exist. Expired data is never returned.
 #[async_trait]
@@ -216,9 +268,56 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a trace with its spans and events. False when it did not exist.
     async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError>;
 
-    /// Deletes the tenant's terminal traces that ended before `cutoff`; returns how many.
-    async fn delete_ended_before(&self, tenant: &str, cutoff: Timestamp)
-        -> Result<u64, StoreError>;
+    /// Deletes the tenant's terminal traces that ended before `cutoff`, at most `limit` of
+    /// them when given (in small batches, so ingest keeps flowing); returns how many.
+    async fn delete_ended_before(
+        &self,
+        tenant: &str,
+        cutoff: Timestamp,
+        limit: Option<u64>,
+    ) -> Result<u64, StoreError>;
+
+    /// How many of the tenant's terminal traces ended before `cutoff` (what
+    /// [`Store::delete_ended_before`] would delete).
+    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError>;
+
+    /// Traces not yet terminal and not expired, all tenants (the active index).
+    async fn active_traces(&self) -> Result<u64, StoreError>;
+
+    /// Takes the lease `name` for `ttl` if it is free or lapsed (a new fencing token), or
+    /// extends it if `holder` already holds it (same token). `None` while another holder
+    /// has it.
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Extends a held lease to `ttl` from now, if it is still current (same holder and
+    /// token, not lapsed); `None` when it was lost.
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError>;
+
+    /// Gives the lease up so another holder can take it at once; false if it was no
+    /// longer held.
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError>;
+
+    /// Ends traces that are not terminal and have had no activity for `orphan_after`:
+    /// each becomes `ERRORED` (reason [`ORPHANED_REASON`], `state_changed` and `trace_ended`
+    /// events, published live), is kept for the orphan retention, and leaves the active
+    /// index. At most `limit` per call, most idle first; call again while it returns
+    /// `limit`. Refused with `LeaseLost` unless `fence` is current.
+    async fn sweep_orphans(
+        &self,
+        fence: &Lease,
+        orphan_after: Duration,
+        limit: u32,
+    ) -> Result<Vec<Orphaned>, StoreError>;
+
+    /// Physically deletes one batch of expired data (about `max_rows` rows): traces whose
+    /// row expired, with their events, then events of traces whose data expired. Call
+    /// again while [`Purged::more`]. Refused with `LeaseLost` unless `fence` is current.
+    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, StoreError>;
 
     /// Whether the store can serve.
     async fn health(&self) -> Result<(), StoreError>;

@@ -263,3 +263,203 @@ async fn traces_evicted_from_the_writer_cache_are_rebuilt_from_the_log() {
     }
     store.shutdown().await;
 }
+
+fn count(path: &std::path::Path, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(path).expect("open raw");
+    conn.query_row(sql, [], |r| r.get(0)).expect("count")
+}
+
+/// The purge deletes rows from the file, not only from view: events of a trace whose data
+/// expired (its row stays, with the summary), then the row itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_physically_deletes_rows() {
+    use std::time::Duration;
+    use traceway_store::WATCHDOG_LEASE;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("traceway.db");
+    let clock = ManualClock::new(start_time());
+    let store = SqliteStore::open(SqliteConfig::new(&path), Arc::new(clock.clone())).expect("open");
+    let sid = |n: u64| SpanId::from_u64(n).expect("id");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (t, _) = store
+            .create_trace("t", NewTrace::default())
+            .await
+            .expect("create");
+        let events = (1..=20)
+            .map(|i| EventInput::SpanEnded {
+                span: SpanInput::new(sid(i)),
+            })
+            .collect();
+        store
+            .append(AppendRequest {
+                tenant: "t".into(),
+                trace_id: t.trace_id,
+                create_if_missing: None,
+                events,
+                end: None,
+            })
+            .await
+            .expect("append");
+        store
+            .update_trace(
+                "t",
+                t.trace_id,
+                TracePatch {
+                    state: Some(State::Completed),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("done");
+        ids.push(t.trace_id);
+    }
+    // trace_started, RUNNING, 20 spans, COMPLETED, trace_ended.
+    assert_eq!(count(&path, "SELECT count(*) FROM events"), 3 * 24);
+    let purge = |max_rows| {
+        let store = &store;
+        async move {
+            let mut total = traceway_store::Purged::default();
+            loop {
+                let lease = store
+                    .try_acquire_lease(WATCHDOG_LEASE, "me", Duration::from_secs(30))
+                    .await
+                    .expect("acquire")
+                    .expect("free");
+                let p = store.purge_expired(&lease, max_rows).await.expect("purge");
+                total.traces += p.traces;
+                total.events += p.events;
+                if !p.more {
+                    return total;
+                }
+            }
+        }
+    };
+    assert_eq!(purge(10).await, traceway_store::Purged::default());
+
+    clock.advance(Duration::from_secs(3 * 86_400 + 1));
+    let p = purge(10).await;
+    assert_eq!(
+        (p.traces, p.events),
+        (0, 3 * 24),
+        "data retention: events only"
+    );
+    assert_eq!(count(&path, "SELECT count(*) FROM events"), 0);
+    assert_eq!(count(&path, "SELECT count(*) FROM traces"), 3);
+    assert_eq!(
+        count(
+            &path,
+            "SELECT count(*) FROM traces WHERE data_expires_at > 0"
+        ),
+        0,
+        "purged traces leave the data-expiry index"
+    );
+    let t = store
+        .get_trace("t", ids[0])
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(t.rollups.span_count, 20);
+
+    clock.advance(Duration::from_secs(4 * 86_400));
+    let p = purge(2).await;
+    assert_eq!((p.traces, p.events), (3, 0), "trace retention: the rows");
+    assert_eq!(count(&path, "SELECT count(*) FROM traces"), 0);
+    store.shutdown().await;
+}
+
+/// Two stores on one file behave like two server processes on one data directory: one
+/// lease between them, fenced sweeps, and writers that see each other's commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_file_share_one_lease() {
+    use std::time::Duration;
+    use traceway_store::{StoreError, WATCHDOG_LEASE};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("traceway.db");
+    let clock = ManualClock::new(start_time());
+    let open =
+        || SqliteStore::open(SqliteConfig::new(&path), Arc::new(clock.clone())).expect("open");
+    let (a, b) = (open(), open());
+    let ttl = Duration::from_secs(10);
+    let la = a
+        .try_acquire_lease(WATCHDOG_LEASE, "process-a", ttl)
+        .await
+        .expect("acquire")
+        .expect("first comes first");
+    assert_eq!(
+        b.try_acquire_lease(WATCHDOG_LEASE, "process-b", ttl)
+            .await
+            .expect("acquire"),
+        None,
+        "only one of the two"
+    );
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(5));
+        a.renew_lease(&la, ttl).await.expect("renew").expect("held");
+        assert_eq!(
+            b.try_acquire_lease(WATCHDOG_LEASE, "process-b", ttl)
+                .await
+                .expect("acquire"),
+            None
+        );
+    }
+    // a stops renewing (it is stuck, or killed); b takes over after the ttl.
+    clock.advance(ttl);
+    let lb = b
+        .try_acquire_lease(WATCHDOG_LEASE, "process-b", ttl)
+        .await
+        .expect("acquire")
+        .expect("taken over");
+    assert!(lb.token > la.token);
+    let r = a.sweep_orphans(&la, Duration::from_secs(60), 10).await;
+    assert!(
+        matches!(r, Err(StoreError::LeaseLost(_))),
+        "a stale token is refused: {r:?}"
+    );
+
+    // A trace written through a, orphaned through b, then written through a again: a's
+    // writer cache must not believe it is still running with its old last seq.
+    let (t, _) = a
+        .create_trace("t", NewTrace::default())
+        .await
+        .expect("create");
+    let step = |n: u64| AppendRequest {
+        tenant: "t".into(),
+        trace_id: t.trace_id,
+        create_if_missing: None,
+        events: vec![EventInput::SpanEnded {
+            span: SpanInput::new(SpanId::from_u64(n).expect("id")),
+        }],
+        end: None,
+    };
+    a.append(step(1)).await.expect("append through a");
+    clock.advance(Duration::from_secs(120));
+    assert_eq!(
+        b.renew_lease(&lb, ttl).await.expect("renew"),
+        None,
+        "lapsed"
+    );
+    let lb = b
+        .try_acquire_lease(WATCHDOG_LEASE, "process-b", ttl)
+        .await
+        .expect("acquire")
+        .expect("b takes it again");
+    let orphans = b
+        .sweep_orphans(&lb, Duration::from_secs(60), 10)
+        .await
+        .expect("b sweeps");
+    assert_eq!(orphans.len(), 1);
+    let late = a.append(step(2)).await.expect("a late step through a");
+    assert_eq!(
+        late.events[0].seq, 6,
+        "seq follows b's state_changed and trace_ended"
+    );
+    let got = a
+        .get_trace("t", t.trace_id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(got.state, State::Errored, "a sees b's change");
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -167,7 +167,10 @@ impl From<StoreError> for Failure {
                 }
             }
             StoreError::Invalid(m) => Failure::bad_data(m),
-            StoreError::NotFound(_) | StoreError::Conflict(_) | StoreError::Internal(_) => {
+            StoreError::NotFound(_)
+            | StoreError::Conflict(_)
+            | StoreError::LeaseLost(_)
+            | StoreError::Internal(_) => {
                 tracing::error!(error = %e, "otlp export failed");
                 Failure {
                     kind: FailureKind::Internal,

@@ -478,3 +478,160 @@ async fn tail_shows_running_and_ended_steps_and_resumes_after_a_server_restart()
     assert_eq!(count("trace started"), 1, "{all:?}");
     server.stop();
 }
+
+/// `/metrics` of a server as `name{labels}` → value.
+async fn metrics(c: &reqwest::Client, server: &Server) -> std::collections::BTreeMap<String, f64> {
+    let text = c
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    crate::lifecycle::parse_metrics(&text)
+}
+
+async fn wait_for(what: &str, within: Duration, mut f: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < within, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    start.elapsed()
+}
+
+/// A running trace created through `server`; returns its id.
+async fn running_trace(c: &reqwest::Client, server: &Server) -> String {
+    let (status, t) = post(c, format!("{}/api/v1/traces", server.url), &json!({})).await;
+    assert_eq!(status, 201, "{t}");
+    let id = t["trace_id"].as_str().expect("id").to_string();
+    let step = json!({"events": [{"type": "span_started", "span": {"span_id": "00000000000000a1", "kind": "agent", "name": "a"}}]});
+    let (status, v) = post(
+        c,
+        format!("{}/api/v1/traces/{id}/events", server.url),
+        &step,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    id
+}
+
+async fn state_via(c: &reqwest::Client, server: &Server, id: &str) -> String {
+    let (_, v) = get(c, format!("{}/api/v1/traces/{id}", server.url)).await;
+    v["trace"]["state"].as_str().unwrap_or("").to_string()
+}
+
+/// Two servers on one data directory: exactly one holds the watchdog lease and sweeps
+/// (orphaning traces written through either); when it is killed with SIGKILL, the other
+/// takes over within the lease time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_servers_on_one_data_dir_one_sweeps_and_the_other_takes_over_after_kill_9() {
+    const LEASE: Duration = Duration::from_secs(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = [
+        "--lease-ttl",
+        "2s",
+        "--sweep-interval",
+        "100ms",
+        "--orphan-after",
+        "1s",
+    ];
+    let c = client();
+    let a = Server::start_with(dir.path(), &args);
+    wait_for("a leads", Duration::from_secs(10), async || {
+        metrics(&c, &a).await["traceway_watchdog_leader"] == 1.0
+    })
+    .await;
+    let b = Server::start_with(dir.path(), &args);
+
+    // A trace written through b, left idle, is orphaned by a, the only sweeper.
+    let id = running_trace(&c, &b).await;
+    wait_for("orphaned by a", Duration::from_secs(10), async || {
+        state_via(&c, &b, &id).await == "ERRORED"
+    })
+    .await;
+    let (ma, mb) = (metrics(&c, &a).await, metrics(&c, &b).await);
+    assert_eq!(ma["traceway_traces_orphaned_total"], 1.0);
+    assert!(ma["traceway_watchdog_sweeps_total"] >= 3.0, "{ma:?}");
+    assert_eq!(mb["traceway_watchdog_leader"], 0.0);
+    assert_eq!(mb["traceway_watchdog_sweeps_total"], 0.0, "b never swept");
+    assert_eq!(mb["traceway_watchdog_lease_acquired_total"], 0.0);
+
+    // a dies without releasing its lease; b takes over once it lapses.
+    a.kill9();
+    let took = wait_for("b takes over", LEASE * 4, async || {
+        let m = metrics(&c, &b).await;
+        m["traceway_watchdog_leader"] == 1.0 && m["traceway_watchdog_sweeps_total"] >= 1.0
+    })
+    .await;
+    // The lease lapses at most LEASE after the kill; b tries every LEASE/6. The rest is
+    // slack for a loaded machine.
+    assert!(
+        took <= LEASE + Duration::from_secs(2),
+        "took over {took:?} after the kill, lease {LEASE:?}"
+    );
+    let id = running_trace(&c, &b).await;
+    wait_for("orphaned by b", Duration::from_secs(10), async || {
+        state_via(&c, &b, &id).await == "ERRORED"
+    })
+    .await;
+    assert_eq!(metrics(&c, &b).await["traceway_traces_orphaned_total"], 1.0);
+    b.stop();
+}
+
+/// `traceway cleanup` deletes in chunks and says how far it got on each (plain lines when
+/// stderr is not a terminal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_cli_deletes_in_chunks_with_progress() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(dir.path(), &["--no-watchdog"]);
+    let c = client();
+    for _ in 0..25 {
+        let (_, t) = post(&c, format!("{}/api/v1/traces", server.url), &json!({})).await;
+        let id = t["trace_id"].as_str().expect("id");
+        let r = c
+            .patch(format!("{}/api/v1/traces/{id}", server.url))
+            .json(&json!({"state": "COMPLETED"}))
+            .send()
+            .await
+            .expect("patch");
+        assert!(r.status().is_success());
+    }
+    running_trace(&c, &server).await;
+    let (ok, out, err) = cli(&server, &["cleanup", "--older-than", "7d"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        "deleted 0 finished traces that ended more than 7days ago"
+    );
+    assert_eq!(err, "", "nothing to show for one batch");
+
+    let (ok, out, err) = cli(&server, &["cleanup", "--older-than", "0s", "--batch", "10"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        "deleted 25 finished traces that ended more than 0s ago"
+    );
+    assert_eq!(
+        err.lines().collect::<Vec<_>>(),
+        vec![
+            "deleted 10/25 traces",
+            "deleted 20/25 traces",
+            "deleted 25/25 traces"
+        ]
+    );
+    let (_, v) = get(&c, format!("{}/api/v1/traces", server.url)).await;
+    assert_eq!(
+        v["traces"].as_array().expect("traces").len(),
+        1,
+        "the running one stays"
+    );
+    let (ok, out, _) = cli(&server, &["cleanup", "--older-than", "0s", "--json"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).expect("json"),
+        json!({"deleted": 0})
+    );
+    server.stop();
+}

@@ -3,6 +3,7 @@
 
 mod e2e;
 mod http;
+mod lifecycle;
 mod openapi;
 mod otlp;
 mod otlp_sdk;
@@ -26,6 +27,7 @@ pub struct TestApp {
     pub state: AppState,
     pub router: Router,
     pub store: Arc<dyn Store>,
+    pub metrics: Arc<traceway_server::Metrics>,
     pub clock: ManualClock,
     _dir: tempfile::TempDir,
 }
@@ -47,12 +49,13 @@ pub fn test_app_wrapping(
     let store: Arc<dyn Store> = wrap(Arc::new(
         SqliteStore::open(sqlite, Arc::new(clock.clone())).expect("open"),
     ));
-    let (state, stop) = AppState::new(store.clone(), config, Arc::new(clock.clone()));
+    let (state, stop) = AppState::new(store, config, Arc::new(clock.clone()));
     TestApp {
         stop,
+        store: state.store.clone(),
+        metrics: state.metrics.clone(),
         state: state.clone(),
         router: app(state),
-        store,
         clock,
         _dir: dir,
     }

@@ -50,6 +50,7 @@ const ROUTES: &[(&str, &str, Option<&str>, u16)] = &[
     ("GET", "/api/v1/openapi.json", None, 200),
     ("GET", "/healthz", None, 200),
     ("GET", "/readyz", None, 200),
+    ("GET", "/metrics", None, 200),
     ("DELETE", "/api/v1/traces/{id}", None, 204),
 ];
 
@@ -383,6 +384,15 @@ impl Doc {
                     "{what}: not an event stream"
                 );
             }
+            // Plain text (the Prometheus exposition): the body is a string.
+            Some(content) if content.get("text/plain").is_some() => {
+                let ct = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                assert!(ct.starts_with("text/plain"), "{what}: Content-Type {ct:?}");
+                assert!(body.is_string(), "{what}: not text");
+            }
             Some(content) => {
                 let media = content
                     .get("application/json")
@@ -481,8 +491,14 @@ async fn send(app: &TestApp, req: Request<Body>) -> (Http, HeaderMap, Value) {
     let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
         .await
         .expect("body");
+    let text = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/plain"));
     let v = if bytes.is_empty() {
         Value::Null
+    } else if text {
+        Value::String(String::from_utf8(bytes.to_vec()).expect("utf-8 text"))
     } else {
         serde_json::from_slice(&bytes)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))

@@ -805,8 +805,48 @@ impl Store for Refusing {
         &self,
         tenant: &str,
         cutoff: Timestamp,
+        limit: Option<u64>,
     ) -> Result<u64, StoreError> {
-        self.inner.delete_ended_before(tenant, cutoff).await
+        self.inner.delete_ended_before(tenant, cutoff, limit).await
+    }
+    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError> {
+        self.inner.count_ended_before(tenant, cutoff).await
+    }
+    async fn active_traces(&self) -> Result<u64, StoreError> {
+        self.inner.active_traces().await
+    }
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<traceway_store::Lease>, StoreError> {
+        self.inner.try_acquire_lease(name, holder, ttl).await
+    }
+    async fn renew_lease(
+        &self,
+        lease: &traceway_store::Lease,
+        ttl: std::time::Duration,
+    ) -> Result<Option<traceway_store::Lease>, StoreError> {
+        self.inner.renew_lease(lease, ttl).await
+    }
+    async fn release_lease(&self, lease: &traceway_store::Lease) -> Result<bool, StoreError> {
+        self.inner.release_lease(lease).await
+    }
+    async fn sweep_orphans(
+        &self,
+        fence: &traceway_store::Lease,
+        orphan_after: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<traceway_store::Orphaned>, StoreError> {
+        self.inner.sweep_orphans(fence, orphan_after, limit).await
+    }
+    async fn purge_expired(
+        &self,
+        fence: &traceway_store::Lease,
+        max_rows: u32,
+    ) -> Result<traceway_store::Purged, StoreError> {
+        self.inner.purge_expired(fence, max_rows).await
     }
     async fn health(&self) -> Result<(), StoreError> {
         self.inner.health().await

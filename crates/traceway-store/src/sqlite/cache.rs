@@ -3,6 +3,11 @@
 //! end will be merged into). The writer is the only writer of the database, so a cached
 //! entry is authoritative; a miss is loaded from the database. Bounded: the least recently
 //! used entries are dropped past the capacity.
+//!
+//! Another process may open the same file (two servers on one data directory). Its commits
+//! change `PRAGMA data_version` as seen by this connection; the writer checks it at the start
+//! of every group ([`TraceCache::sync`]) and forgets everything when it moved, so the cache
+//! never disagrees with what another process wrote.
 
 use std::collections::HashMap;
 
@@ -52,6 +57,8 @@ pub(crate) struct TraceCache {
     map: HashMap<(String, TraceId), CachedTrace>,
     capacity: usize,
     tick: u64,
+    /// `PRAGMA data_version` when the cache was last known to match the database.
+    data_version: Option<i64>,
 }
 
 impl TraceCache {
@@ -60,7 +67,31 @@ impl TraceCache {
             map: HashMap::new(),
             capacity: capacity.max(1),
             tick: 0,
+            data_version: None,
         }
+    }
+
+    /// Called inside the group's write transaction (so no other process can commit until
+    /// it ends): forgets everything if another connection committed since the last group.
+    /// Our own commits do not move `data_version`; a WAL reset by a `TRUNCATE` checkpoint
+    /// may, which costs only a reload.
+    pub fn sync(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        let v: i64 = tx
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(internal)?;
+        if self.data_version != Some(v) {
+            if self.data_version.is_some() && !self.map.is_empty() {
+                tracing::debug!("database changed by another connection; writer cache emptied");
+            }
+            self.map.clear();
+            self.data_version = Some(v);
+        }
+        Ok(())
+    }
+
+    /// Drops one trace (it was deleted).
+    pub fn forget(&mut self, tenant: &str, id: TraceId) {
+        self.map.remove(&(tenant.to_string(), id));
     }
 
     /// Takes the trace out of the cache, or loads it (expired or not) from the database.
@@ -113,6 +144,7 @@ impl TraceCache {
     /// Forgets everything (after a rollback, or a bulk delete).
     pub fn clear(&mut self) {
         self.map.clear();
+        self.data_version = None;
     }
 
     #[cfg(test)]

@@ -21,8 +21,8 @@ use self::row::{read_trace_row, TRACE_COLUMNS};
 use self::schema::internal;
 use self::writer::{Msg, Op, OpResult, WriterCtx};
 use crate::{
-    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventFilter, Page, PageRequest, Retention,
-    Store, StoreError, TraceFilter,
+    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventFilter, Lease, Orphaned, Page,
+    PageRequest, Purged, Retention, Store, StoreError, TraceFilter,
 };
 
 /// Settings of the SQLite backend.
@@ -584,20 +584,115 @@ impl Store for SqliteStore {
         &self,
         tenant: &str,
         cutoff: Timestamp,
+        limit: Option<u64>,
     ) -> Result<u64, StoreError> {
         // Small batches, each its own command, so ingest keeps flowing between them.
         let mut total = 0;
-        loop {
+        let limit = limit.unwrap_or(u64::MAX);
+        while total < limit {
             let op = Op::DeleteEndedBefore {
                 tenant: tenant.to_string(),
                 cutoff,
-                limit: 200,
+                limit: (limit - total).min(200) as u32,
             };
             match self.write(op).await? {
-                OpResult::Count(0) => return Ok(total),
+                OpResult::Count(0) => break,
                 OpResult::Count(n) => total += n,
                 _ => return Err(StoreError::Internal("unexpected writer reply".into())),
             }
+        }
+        Ok(total)
+    }
+
+    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError> {
+        let tenant = tenant.to_string();
+        self.read(move |c, _| {
+            c.prepare_cached("SELECT count(*) FROM traces WHERE tenant = ?1 AND ended_at < ?2")
+                .and_then(|mut s| {
+                    s.query_row(params![tenant, cutoff.unix_nanos()], |r| r.get::<_, i64>(0))
+                })
+                .map(|n| n as u64)
+                .map_err(internal)
+        })
+        .await
+    }
+
+    async fn active_traces(&self) -> Result<u64, StoreError> {
+        self.read(|c, now| {
+            // Covered by the active index (last_activity_at, expires_at) WHERE ended_at IS NULL.
+            c.prepare_cached(
+                "SELECT count(*) FROM traces WHERE ended_at IS NULL AND expires_at > ?1",
+            )
+            .and_then(|mut s| s.query_row([now.unix_nanos()], |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
+            .map_err(internal)
+        })
+        .await
+    }
+
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let op = Op::AcquireLease {
+            name: name.to_string(),
+            holder: holder.to_string(),
+            ttl,
+        };
+        match self.write(op).await? {
+            OpResult::Lease(l) => Ok(l),
+            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+        }
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        let op = Op::RenewLease {
+            lease: lease.clone(),
+            ttl,
+        };
+        match self.write(op).await? {
+            OpResult::Lease(l) => Ok(l),
+            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+        }
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let op = Op::ReleaseLease {
+            lease: lease.clone(),
+        };
+        match self.write(op).await? {
+            OpResult::Deleted(released) => Ok(released),
+            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+        }
+    }
+
+    async fn sweep_orphans(
+        &self,
+        fence: &Lease,
+        orphan_after: Duration,
+        limit: u32,
+    ) -> Result<Vec<Orphaned>, StoreError> {
+        let op = Op::SweepOrphans {
+            fence: fence.clone(),
+            orphan_after,
+            limit: limit.max(1),
+        };
+        match self.write(op).await? {
+            OpResult::Orphaned(list) => Ok(list.into_iter().map(|o| o.orphan).collect()),
+            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+        }
+    }
+
+    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, StoreError> {
+        let op = Op::PurgeExpired {
+            fence: fence.clone(),
+            max_rows,
+        };
+        match self.write(op).await? {
+            OpResult::Purged(p) => Ok(p),
+            _ => Err(StoreError::Internal("unexpected writer reply".into())),
         }
     }
 

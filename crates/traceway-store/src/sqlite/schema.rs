@@ -8,7 +8,7 @@ use crate::StoreError;
 /// Each entry moves the schema from version `i` to `i + 1`. Never edit a released entry;
 /// add a new one.
 const MIGRATIONS: &[&str] = &[
-    // v1: traces, spans, events.
+    // v1: traces, events, leases.
     r#"
     CREATE TABLE traces (
         id               INTEGER PRIMARY KEY,
@@ -39,6 +39,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX traces_by_state          ON traces (tenant, state, created_at DESC, trace_id DESC);
     CREATE INDEX traces_by_ended          ON traces (tenant, ended_at);
     CREATE INDEX traces_by_expiry         ON traces (expires_at);
+    -- Traces whose spans and events are still stored; data_expires_at becomes 0 once
+    -- the purge has deleted them, so they leave this index.
+    CREATE INDEX traces_by_data_expiry    ON traces (data_expires_at) WHERE data_expires_at > 0;
+    -- The active index: traces not yet terminal, by last activity. The orphan sweep reads
+    -- it from the idle end, so a sweep costs what it finds, not the number of active traces.
+    CREATE INDEX traces_active            ON traces (last_activity_at, expires_at) WHERE ended_at IS NULL;
 
     -- The event log is the source of truth: a span's current form is its latest
     -- span_started / span_ended event.
@@ -55,6 +61,15 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX events_by_seq ON events (trace_ref, seq);
     CREATE UNIQUE INDEX events_dedup ON events (trace_ref, dedup_key) WHERE dedup_key IS NOT NULL;
+
+    -- Leases with fencing tokens (the watchdog's). A row is kept after release so the
+    -- token keeps growing: a token is never handed out twice.
+    CREATE TABLE leases (
+        name       TEXT    PRIMARY KEY,
+        holder     TEXT    NOT NULL,
+        token      INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
     "#,
 ];
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::types::ToSql;
-use rusqlite::{params, Transaction};
+use rusqlite::{params, OptionalExtension, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use traceway_core::{
     ingest, strip_event_body, strip_span, Event, EventBody, EventInput, EventType, NewTrace,
@@ -19,7 +19,10 @@ use traceway_core::{
 use super::cache::{CachedTrace, SpanState, TraceCache};
 use super::row::TraceRow;
 use super::schema::internal;
-use crate::{AppendOutcome, AppendRequest, CaptureConfig, Clock, Retention, StoreError};
+use crate::{
+    AppendOutcome, AppendRequest, CaptureConfig, Clock, Lease, Orphaned, Purged, Retention,
+    StoreError, ORPHANED_REASON,
+};
 
 pub(crate) enum Op {
     Create {
@@ -41,6 +44,34 @@ pub(crate) enum Op {
         cutoff: Timestamp,
         limit: u32,
     },
+    AcquireLease {
+        name: String,
+        holder: String,
+        ttl: Duration,
+    },
+    RenewLease {
+        lease: Lease,
+        ttl: Duration,
+    },
+    ReleaseLease {
+        lease: Lease,
+    },
+    SweepOrphans {
+        fence: Lease,
+        orphan_after: Duration,
+        limit: u32,
+    },
+    PurgeExpired {
+        fence: Lease,
+        max_rows: u32,
+    },
+}
+
+/// A trace the sweep ended, with what the hub publishes for it.
+pub(crate) struct OrphanedTrace {
+    pub orphan: Orphaned,
+    pub trace: Trace,
+    pub events: Vec<Event>,
 }
 
 // Replies travel once through a oneshot; the size difference costs nothing worth a box.
@@ -51,6 +82,9 @@ pub(crate) enum OpResult {
     Append(AppendOutcome, Box<Trace>),
     Deleted(bool),
     Count(u64),
+    Lease(Option<Lease>),
+    Orphaned(Vec<OrphanedTrace>),
+    Purged(Purged),
 }
 
 // Queue slots are bounded (capacity × ~270 bytes); a shutdown message is rare.
@@ -175,12 +209,17 @@ fn commit_group(
     ctx: &WriterCtx,
 ) {
     let now = ctx.clock.now();
-    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+    let begun = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(internal)
+        .and_then(|tx| cache.sync(&tx).map(|()| tx));
+    let tx = match begun {
         Ok(tx) => tx,
         Err(e) => {
             tracing::error!(error = %e, "begin failed");
+            cache.clear();
             for (_, reply) in group.drain(..) {
-                let _ = reply.send(Err(StoreError::Internal(e.to_string())));
+                let _ = reply.send(Err(e.clone()));
             }
             return;
         }
@@ -208,17 +247,24 @@ fn commit_group(
     match outcome {
         Ok(()) => {
             // Committed: publish in command order (so in seq order per trace), then reply.
-            for (_, r) in &results {
-                let (trace, events) = match r {
-                    Ok(OpResult::Trace(t, e)) => (t, e),
-                    Ok(OpResult::Append(o, t)) => (&**t, &o.events),
-                    _ => continue,
-                };
+            let publish = |trace: &Trace, events: &[Event]| {
                 let meta = crate::TraceMeta {
                     agent_id: trace.agent_id.clone(),
                     state: Some(trace.state.clone()),
                 };
                 ctx.hub.publish(&trace.tenant, &meta, events);
+            };
+            for (_, r) in &results {
+                match r {
+                    Ok(OpResult::Trace(t, e)) => publish(t, e),
+                    Ok(OpResult::Append(o, t)) => publish(t, &o.events),
+                    Ok(OpResult::Orphaned(list)) => {
+                        for o in list {
+                            publish(&o.trace, &o.events);
+                        }
+                    }
+                    _ => {}
+                }
             }
             for (reply, r) in results {
                 let _ = reply.send(r);
@@ -313,7 +359,296 @@ fn execute(
             }
             Ok(OpResult::Count(rowids.len() as u64))
         }
+        Op::AcquireLease { name, holder, ttl } => {
+            acquire_lease(tx, name, holder, ttl, now).map(OpResult::Lease)
+        }
+        Op::RenewLease { lease, ttl } => {
+            let expires_at = now.saturating_add(ttl);
+            let n = tx
+                .prepare_cached(
+                    "UPDATE leases SET expires_at = ?4 WHERE name = ?1 AND holder = ?2 \
+                     AND token = ?3 AND expires_at > ?5",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        lease.name,
+                        lease.holder,
+                        lease.token as i64,
+                        expires_at.unix_nanos(),
+                        now.unix_nanos()
+                    ])
+                })
+                .map_err(internal)?;
+            Ok(OpResult::Lease((n == 1).then_some(Lease {
+                expires_at,
+                ..lease
+            })))
+        }
+        Op::ReleaseLease { lease } => {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE leases SET expires_at = 0 WHERE name = ?1 AND holder = ?2 \
+                     AND token = ?3 AND expires_at > ?4",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        lease.name,
+                        lease.holder,
+                        lease.token as i64,
+                        now.unix_nanos()
+                    ])
+                })
+                .map_err(internal)?;
+            Ok(OpResult::Deleted(n == 1))
+        }
+        Op::SweepOrphans {
+            fence,
+            orphan_after,
+            limit,
+        } => {
+            check_fence(tx, &fence, now)?;
+            sweep_orphans(tx, cache, now.saturating_sub(orphan_after), limit, now, ctx)
+                .map(OpResult::Orphaned)
+        }
+        Op::PurgeExpired { fence, max_rows } => {
+            check_fence(tx, &fence, now)?;
+            purge_expired(tx, cache, max_rows.max(1), now).map(OpResult::Purged)
+        }
     }
+}
+
+/// Refuses a fenced command unless its lease is still the current one.
+fn check_fence(tx: &Transaction<'_>, fence: &Lease, now: Timestamp) -> Result<(), StoreError> {
+    let current = tx
+        .prepare_cached(
+            "SELECT 1 FROM leases WHERE name = ?1 AND holder = ?2 AND token = ?3 AND expires_at > ?4",
+        )
+        .and_then(|mut s| {
+            s.exists(params![
+                fence.name,
+                fence.holder,
+                fence.token as i64,
+                now.unix_nanos()
+            ])
+        })
+        .map_err(internal)?;
+    if current {
+        Ok(())
+    } else {
+        Err(StoreError::LeaseLost(format!(
+            "lease {} token {} is no longer held by {}",
+            fence.name, fence.token, fence.holder
+        )))
+    }
+}
+
+fn acquire_lease(
+    tx: &Transaction<'_>,
+    name: String,
+    holder: String,
+    ttl: Duration,
+    now: Timestamp,
+) -> Result<Option<Lease>, StoreError> {
+    let current: Option<(String, i64, i64)> = tx
+        .prepare_cached("SELECT holder, token, expires_at FROM leases WHERE name = ?1")
+        .and_then(|mut s| {
+            s.query_row([&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+        })
+        .map_err(internal)?;
+    let token = match current {
+        // Held by someone else and not lapsed.
+        Some((h, _, exp)) if h != holder && exp > now.unix_nanos() => return Ok(None),
+        // Ours and not lapsed: extend, same token.
+        Some((_, token, exp)) if exp > now.unix_nanos() => token,
+        // Lapsed or released: a new token.
+        Some((_, token, _)) => token + 1,
+        None => 1,
+    };
+    let expires_at = now.saturating_add(ttl);
+    tx.prepare_cached(
+        "INSERT INTO leases (name, holder, token, expires_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (name) DO UPDATE SET holder = ?2, token = ?3, expires_at = ?4",
+    )
+    .and_then(|mut s| s.execute(params![name, holder, token, expires_at.unix_nanos()]))
+    .map_err(internal)?;
+    Ok(Some(Lease {
+        name,
+        holder,
+        token: token as u64,
+        expires_at,
+    }))
+}
+
+/// The candidates of the orphan sweep, most idle first, read from the active index.
+pub(crate) const ORPHAN_CANDIDATES_SQL: &str = "SELECT tenant, trace_id FROM traces \
+     WHERE ended_at IS NULL AND last_activity_at < ?1 AND expires_at > ?2 \
+     ORDER BY last_activity_at LIMIT ?3";
+
+fn sweep_orphans(
+    tx: &Transaction<'_>,
+    cache: &mut TraceCache,
+    idle_before: Timestamp,
+    limit: u32,
+    now: Timestamp,
+    ctx: &WriterCtx,
+) -> Result<Vec<OrphanedTrace>, StoreError> {
+    let candidates: Vec<(String, [u8; 16])> = {
+        let mut stmt = tx.prepare_cached(ORPHAN_CANDIDATES_SQL).map_err(internal)?;
+        let rows = stmt
+            .query_map(
+                params![idle_before.unix_nanos(), now.unix_nanos(), limit],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(internal)?;
+        rows.collect::<Result<_, _>>().map_err(internal)?
+    };
+    let mut out = Vec::with_capacity(candidates.len());
+    for (tenant, id) in candidates {
+        let id = TraceId::from_bytes(id)
+            .ok_or_else(|| StoreError::Internal("zero trace id in the active index".into()))?;
+        let Some(t) = cache.take(tx, &tenant, id)? else {
+            continue;
+        };
+        let row = &t.row.trace;
+        // The cache is authoritative; it agrees with the row just read, but check anyway
+        // rather than end a trace that is not idle.
+        if row.state.is_terminal() || row.last_activity_at >= idle_before || !t.row.is_live(now) {
+            cache.put(t);
+            continue;
+        }
+        let idle = now.since(row.last_activity_at);
+        let mut w = TraceWriter::new(t, now, ctx);
+        w.change_state(State::Errored, Some(ORPHANED_REASON.into()))?;
+        let keep = now.saturating_add(ctx.retention.orphan_ttl);
+        w.trace.row.trace.expires_at = keep;
+        w.trace.row.data_expires_at = keep.unix_nanos();
+        w.save(tx)?;
+        let trace = w.trace.row.trace.clone();
+        let events = w.finish(cache);
+        out.push(OrphanedTrace {
+            orphan: Orphaned {
+                tenant,
+                trace_id: id,
+                idle,
+            },
+            trace,
+            events,
+        });
+    }
+    Ok(out)
+}
+
+/// Expired trace rows (with all their events) first, then the events of traces whose data
+/// expired, deleting at most about `max_rows` rows so the group stays short.
+fn purge_expired(
+    tx: &Transaction<'_>,
+    cache: &mut TraceCache,
+    max_rows: u32,
+    now: Timestamp,
+) -> Result<Purged, StoreError> {
+    let mut budget = i64::from(max_rows);
+    let mut out = Purged::default();
+    let now_ns = now.unix_nanos();
+    let expired = expired_traces(
+        tx,
+        "SELECT id, tenant, trace_id FROM traces WHERE expires_at <= ?1 \
+         ORDER BY expires_at LIMIT ?2",
+        now_ns,
+        budget,
+    )?;
+    out.more = expired.len() as i64 >= budget;
+    for (rowid, tenant, id) in expired {
+        let (n, complete) = delete_events(tx, rowid, budget)?;
+        out.events += n;
+        budget -= n as i64;
+        if !complete {
+            out.more = true;
+            return Ok(out);
+        }
+        tx.prepare_cached("DELETE FROM traces WHERE id = ?1")
+            .and_then(|mut s| s.execute([rowid]))
+            .map_err(internal)?;
+        cache.forget(&tenant, id);
+        out.traces += 1;
+        budget -= 1;
+        if budget <= 0 {
+            out.more = true;
+            return Ok(out);
+        }
+    }
+    let data_expired = expired_traces(
+        tx,
+        "SELECT id, tenant, trace_id FROM traces WHERE data_expires_at > 0 \
+         AND data_expires_at <= ?1 LIMIT ?2",
+        now_ns,
+        budget,
+    )?;
+    out.more |= data_expired.len() as i64 >= budget;
+    for (rowid, tenant, id) in data_expired {
+        let (n, complete) = delete_events(tx, rowid, budget)?;
+        out.events += n;
+        budget -= n as i64;
+        if !complete {
+            out.more = true;
+            break;
+        }
+        // 0: the data is gone, and the trace leaves the data-expiry index.
+        tx.prepare_cached("UPDATE traces SET data_expires_at = 0 WHERE id = ?1")
+            .and_then(|mut s| s.execute([rowid]))
+            .map_err(internal)?;
+        cache.forget(&tenant, id);
+        if budget <= 0 {
+            out.more = true;
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn expired_traces(
+    tx: &Transaction<'_>,
+    sql: &str,
+    now_ns: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String, TraceId)>, StoreError> {
+    let mut stmt = tx.prepare_cached(sql).map_err(internal)?;
+    let rows = stmt
+        .query_map(params![now_ns, limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, [u8; 16]>(2)?,
+            ))
+        })
+        .map_err(internal)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (rowid, tenant, id) = row.map_err(internal)?;
+        if let Some(id) = TraceId::from_bytes(id) {
+            out.push((rowid, tenant, id));
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes up to `limit` events of a trace; true when none are left.
+fn delete_events(tx: &Transaction<'_>, rowid: i64, limit: i64) -> Result<(u64, bool), StoreError> {
+    if limit <= 0 {
+        let any = tx
+            .prepare_cached("SELECT 1 FROM events WHERE trace_ref = ?1 LIMIT 1")
+            .and_then(|mut s| s.exists([rowid]))
+            .map_err(internal)?;
+        return Ok((0, !any));
+    }
+    let n = tx
+        .prepare_cached(
+            "DELETE FROM events WHERE id IN \
+             (SELECT id FROM events WHERE trace_ref = ?1 ORDER BY seq LIMIT ?2)",
+        )
+        .and_then(|mut s| s.execute(params![rowid, limit]))
+        .map_err(internal)? as i64;
+    Ok((n as u64, n < limit))
 }
 
 fn append(
@@ -812,4 +1147,27 @@ fn insert_sql(rows: usize) -> String {
         sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
     }
     sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sweep reads the partial active index from its idle end: its cost follows the
+    /// traces it finds, not the number of traces.
+    #[test]
+    fn the_orphan_sweep_reads_the_active_index() {
+        let mut conn = rusqlite::Connection::open_in_memory().expect("open");
+        super::super::schema::migrate(&mut conn).expect("migrate");
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {ORPHAN_CANDIDATES_SQL}"))
+            .expect("prepare")
+            .query_map(params![0, 0, 10], |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let plan = plan.join("; ");
+        assert!(plan.contains("USING INDEX traces_active"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "no sort: {plan}");
+    }
 }
