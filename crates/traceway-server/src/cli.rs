@@ -226,11 +226,7 @@ impl Progress {
 }
 
 fn fmt_ms(ms: Option<f64>) -> String {
-    match ms {
-        None => "-".into(),
-        Some(ms) if ms < 1000.0 => format!("{ms:.0}ms"),
-        Some(ms) => format!("{:.2}s", ms / 1000.0),
-    }
+    ms.map_or_else(|| "-".into(), traceway_core::format::human_duration)
 }
 
 /// The table `traceway ls` prints.
@@ -334,35 +330,30 @@ struct SpanNodeView {
 
 fn render_node(out: &mut String, n: &SpanNodeView) {
     if let Some(s) = &n.span {
-        let mut line = format!("{}{:<9} {}", "  ".repeat(n.depth), s.kind.as_str(), s.name);
-        if let Some(llm) = &s.llm {
-            if let Some(m) = &llm.model {
-                let _ = write!(line, "  {m}");
-            }
-            if llm.tokens_total() > 0 {
-                let _ = write!(line, "  {} tok", llm.tokens_total());
-            }
-        }
-        if let Some(tool) = s.tool.as_ref().and_then(|t| t.name.as_ref()) {
-            let _ = write!(line, "  tool={tool}");
-        }
-        if let Some(r) = &s.retrieval {
-            let _ = write!(line, "  {} docs", r.documents.len());
-        }
-        let duration = s.duration().map(|d| d.as_secs_f64() * 1000.0);
-        let status = match (s.end_time, s.status.code) {
-            (None, _) => "running".to_string(),
-            (_, StatusCode::Error) => {
-                format!("error: {}", s.status.message.clone().unwrap_or_default())
-            }
-            (_, StatusCode::Ok) => "ok".into(),
-            (_, StatusCode::Unset) => "done".into(),
-        };
-        let _ = writeln!(out, "{line}  {}  {status}", fmt_ms(duration));
+        let status = traceway_core::format::span_status(s);
+        let _ = writeln!(out, "{}", span_line(s, n.depth, &status));
     }
     for c in &n.children {
         render_node(out, c);
     }
+}
+
+/// One step as `show` and `tail` print it: indented by depth, what it did (the same
+/// summary as `format=streaming`), its duration once ended, and `status`.
+fn span_line(s: &traceway_core::Span, depth: usize, status: &str) -> String {
+    let mut line = format!(
+        "{}{}",
+        "  ".repeat(depth),
+        traceway_core::format::span_summary(s)
+    );
+    if let Some(d) = s.duration() {
+        let _ = write!(
+            line,
+            "  {}",
+            traceway_core::format::human_duration(d.as_secs_f64() * 1000.0)
+        );
+    }
+    format!("{line}  {status}")
 }
 
 // Keep the server's node type and this view in step.
@@ -406,7 +397,6 @@ impl TailPrinter {
 
     /// The line for one event (None for events it does not show).
     pub fn line(&mut self, e: &traceway_core::Event) -> Option<String> {
-        use traceway_core::format::{human_duration, span_summary};
         use traceway_core::EventBody;
         let body = match &e.body {
             EventBody::SpanStarted(s) | EventBody::SpanEnded(s) => {
@@ -415,14 +405,7 @@ impl TailPrinter {
                     .and_then(|p| self.depth.get(&p).map(|d| d + 1))
                     .unwrap_or(0);
                 self.depth.insert(s.span_id, depth);
-                let duration = s
-                    .duration()
-                    .map(|d| human_duration(d.as_secs_f64() * 1000.0));
-                let mut line = format!("{}{}", "  ".repeat(depth), span_summary(s));
-                if let Some(d) = duration {
-                    line.push_str(&format!("  {d}"));
-                }
-                format!("{line}  {}", self.status(s))
+                span_line(s, depth, &self.status(s))
             }
             EventBody::Log(l) => self.paint(
                 "2",

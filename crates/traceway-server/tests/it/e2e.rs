@@ -209,13 +209,10 @@ async fn readme_walkthrough_against_the_real_binary() {
     assert!(ok, "{err}");
     for needle in [
         "refund question",
-        "agent",
-        "  llm",
-        "gpt-4o-mini",
-        "470 tok",
-        "tool=get_order",
-        "3 docs",
-        "1.50s",
+        "agent support-agent  1.50s  ok",
+        "  llm answer model=gpt-4o-mini tokens=470  1.20s  ok",
+        "  tool get_order tool=get_order  80ms  ok",
+        "  retriever search_policies docs=3  150ms  ok",
     ] {
         assert!(out.contains(needle), "show lacks {needle:?}:\n{out}");
     }

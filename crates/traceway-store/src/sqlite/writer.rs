@@ -874,39 +874,33 @@ impl<'c> TraceWriter<'c> {
                 self.record_span(change, true)
             }
             EventInput::Log { id, time, record } => {
-                if self.seen_key(tx, id.as_deref())? {
-                    return Ok(false);
-                }
-                let component = self.component_of(record.span_id);
-                let span_id = record.span_id;
-                self.write_keyed_event(
-                    time.unwrap_or(self.now),
-                    span_id,
-                    component,
-                    id,
-                    EventBody::Log(record),
-                )?;
-                Ok(true)
+                self.client_event(tx, id, time, EventBody::Log(record))
             }
             EventInput::Error { id, time, record } => {
-                if self.seen_key(tx, id.as_deref())? {
-                    return Ok(false);
-                }
-                if record.span_id.is_none() {
-                    self.trace.row.trace.rollups.error_count += 1;
-                }
-                let component = self.component_of(record.span_id);
-                let span_id = record.span_id;
-                self.write_keyed_event(
-                    time.unwrap_or(self.now),
-                    span_id,
-                    component,
-                    id,
-                    EventBody::Error(record),
-                )?;
-                Ok(true)
+                self.client_event(tx, id, time, EventBody::Error(record))
             }
         }
+    }
+
+    /// A log or error from a client: skipped when its id was stored before; an error not
+    /// tied to a span counts in the rollups (a span's errors count through its status).
+    fn client_event(
+        &mut self,
+        tx: &Transaction<'_>,
+        id: Option<String>,
+        time: Option<Timestamp>,
+        body: EventBody,
+    ) -> Result<bool, StoreError> {
+        if self.seen_key(tx, id.as_deref())? {
+            return Ok(false);
+        }
+        let span_id = body.span_id();
+        if matches!(body, EventBody::Error(_)) && span_id.is_none() {
+            self.trace.row.trace.rollups.error_count += 1;
+        }
+        let component = self.component_of(span_id);
+        self.write_keyed_event(time.unwrap_or(self.now), span_id, component, id, body)?;
+        Ok(true)
     }
 
     fn record_span(&mut self, change: SpanChange, ended: bool) -> Result<bool, StoreError> {
