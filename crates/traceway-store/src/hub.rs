@@ -85,25 +85,87 @@ impl Drop for Subscription {
 }
 
 struct Subscriber {
-    tenant: String,
     scope: Scope,
     tx: mpsc::Sender<Arc<Event>>,
     lag: Arc<Lag>,
 }
 
+type Subscribers = HashMap<u64, Subscriber>;
+
+/// Subscribers indexed so that a publish touches only those it may deliver to: the
+/// followers of that trace and the tenant-wide subscribers of that tenant. Publishing runs
+/// on the store's writer thread, so it must not scan every connection.
+#[derive(Default)]
+struct Registry {
+    by_trace: HashMap<(String, TraceId), Subscribers>,
+    by_tenant: HashMap<String, Subscribers>,
+    /// Where each subscriber is filed, for removal.
+    slots: HashMap<u64, (String, Option<TraceId>)>,
+}
+
+impl Registry {
+    fn insert(&mut self, id: u64, tenant: &str, sub: Subscriber) {
+        let trace = match &sub.scope {
+            Scope::Trace(t) => Some(*t),
+            Scope::Tenant { .. } => None,
+        };
+        self.slots.insert(id, (tenant.to_string(), trace));
+        match trace {
+            Some(t) => self
+                .by_trace
+                .entry((tenant.to_string(), t))
+                .or_default()
+                .insert(id, sub),
+            None => self
+                .by_tenant
+                .entry(tenant.to_string())
+                .or_default()
+                .insert(id, sub),
+        };
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some((tenant, trace)) = self.slots.remove(&id) else {
+            return;
+        };
+        match trace {
+            Some(t) => {
+                let key = (tenant, t);
+                if let Some(subs) = self.by_trace.get_mut(&key) {
+                    subs.remove(&id);
+                    if subs.is_empty() {
+                        self.by_trace.remove(&key);
+                    }
+                }
+            }
+            None => {
+                if let Some(subs) = self.by_tenant.get_mut(&tenant) {
+                    subs.remove(&id);
+                    if subs.is_empty() {
+                        self.by_tenant.remove(&tenant);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    subscribers: Mutex<HashMap<u64, Subscriber>>,
+    registry: Mutex<Registry>,
     next_id: AtomicU64,
     count: AtomicUsize,
 }
 
 impl Inner {
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn remove(&self, id: u64) {
-        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
-        if subs.remove(&id).is_some() {
-            self.count.store(subs.len(), Ordering::Relaxed);
-        }
+        let mut reg = self.registry();
+        reg.remove(id);
+        self.count.store(reg.slots.len(), Ordering::Relaxed);
     }
 }
 
@@ -124,6 +186,24 @@ fn is_trace_level(t: EventType) -> bool {
     )
 }
 
+/// Offers `e` to each subscriber that wants it; returns those to drop (full or gone).
+fn offer(subs: &Subscribers, meta: &TraceMeta, e: &Arc<Event>, dropped: &mut Vec<u64>) {
+    for (id, s) in subs {
+        if !wants(&s.scope, meta, e) || dropped.contains(id) {
+            continue;
+        }
+        match s.tx.try_send(e.clone()) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                *s.lag.trace.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.trace_id);
+                s.lag.first_missed.store(e.seq, Ordering::SeqCst);
+                dropped.push(*id);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => dropped.push(*id),
+        }
+    }
+}
+
 impl InProcessHub {
     /// A hub whose subscribers each buffer up to `buffer` events.
     pub fn new(buffer: usize) -> InProcessHub {
@@ -138,21 +218,17 @@ impl InProcessHub {
         let (tx, rx) = mpsc::channel(self.buffer);
         let lag = Arc::new(Lag::default());
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut subs = self
-            .inner
-            .subscribers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        subs.insert(
+        let mut reg = self.inner.registry();
+        reg.insert(
             id,
+            tenant,
             Subscriber {
-                tenant: tenant.to_string(),
                 scope,
                 tx,
                 lag: lag.clone(),
             },
         );
-        self.inner.count.store(subs.len(), Ordering::Relaxed);
+        self.inner.count.store(reg.slots.len(), Ordering::Relaxed);
         Subscription {
             events: rx,
             lag,
@@ -166,46 +242,30 @@ impl InProcessHub {
         self.inner.count.load(Ordering::Relaxed)
     }
 
-    /// Delivers committed events of one trace. Never waits: a subscriber whose buffer is
-    /// full is dropped and told where to resume.
+    /// Delivers committed events. Never waits: a subscriber whose buffer is full is
+    /// dropped and told where to resume; it gets nothing after the first missed event.
     pub fn publish(&self, tenant: &str, meta: &TraceMeta, events: &[Event]) {
         if events.is_empty() || self.inner.count.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let shared: Vec<Arc<Event>> = events.iter().cloned().map(Arc::new).collect();
-        let mut subs = self
-            .inner
-            .subscribers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut reg = self.inner.registry();
         let mut dropped = Vec::new();
-        for (id, s) in subs.iter() {
-            if s.tenant != tenant {
+        let key = |e: &Event| (tenant.to_string(), e.trace_id);
+        for e in events {
+            let followers = reg.by_trace.get(&key(e));
+            let tenant_wide = reg.by_tenant.get(tenant);
+            if followers.is_none() && tenant_wide.is_none() {
                 continue;
             }
-            for e in &shared {
-                if !wants(&s.scope, meta, e) {
-                    continue;
-                }
-                match s.tx.try_send(e.clone()) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        *s.lag.trace.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.trace_id);
-                        s.lag.first_missed.store(e.seq, Ordering::SeqCst);
-                        dropped.push(*id);
-                        break;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        dropped.push(*id);
-                        break;
-                    }
-                }
+            let e = Arc::new(e.clone());
+            for subs in [followers, tenant_wide].into_iter().flatten() {
+                offer(subs, meta, &e, &mut dropped);
             }
         }
         for id in dropped {
-            subs.remove(&id);
+            reg.remove(id);
         }
-        self.inner.count.store(subs.len(), Ordering::Relaxed);
+        self.inner.count.store(reg.slots.len(), Ordering::Relaxed);
     }
 }
 
