@@ -893,3 +893,65 @@ mod tests {
         assert_eq!(r.duration_ms, Some(250.0));
     }
 }
+
+#[cfg(test)]
+mod json_round_trip {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        // Any Unicode, including quotes, backslashes, control characters and emoji.
+        any::<String>().prop_map(|s| s.chars().take(40).collect())
+    }
+
+    prop_compose! {
+        fn span()(
+            id in 1u64..,
+            parent in proptest::option::of(1u64..),
+            kind in proptest::sample::select(SpanKind::ALL.to_vec()),
+            name in text(),
+            start in -1_000_000_000_000_000_000i64..4_000_000_000_000_000_000,
+            len in proptest::option::of(0i64..1_000_000_000_000),
+            model in proptest::option::of(text()),
+            tokens in proptest::option::of(0u64..1_000_000),
+            prompt in proptest::option::of(text()),
+            attr in text(),
+            value in proptest::option::of(any::<i64>()),
+        ) -> Span {
+            let mut s = Span::new(SpanId::from_u64(id).unwrap(), kind, name, Timestamp::from_unix_nanos(start));
+            s.parent_span_id = parent.and_then(SpanId::from_u64);
+            s.end_time = len.map(|l| Timestamp::from_unix_nanos(start + l));
+            if model.is_some() || tokens.is_some() {
+                s.llm = Some(LlmDetails {
+                    model,
+                    input_tokens: tokens,
+                    input_messages: prompt.map(|c| vec![Message { role: "user".into(), content: Some(c) }]).unwrap_or_default(),
+                    ..Default::default()
+                });
+            }
+            if let Some(v) = value {
+                s.attributes.insert(attr, serde_json::json!(v));
+            }
+            s
+        }
+    }
+
+    proptest! {
+        /// Every event reads back from its JSON exactly as it was written.
+        #[test]
+        fn events_survive_their_json(span in span(), seq in 1u64.., ended in any::<bool>(), message in text()) {
+            let trace_id = TraceId::from_u128(0x0190_f1c2_a3b4_7c8d_9e0f_1122_3344_5566).unwrap();
+            let bodies = [
+                if ended { EventBody::SpanEnded(span.clone()) } else { EventBody::SpanStarted(span.clone()) },
+                EventBody::Log(LogRecord { span_id: Some(span.span_id), message: message.clone(), ..Default::default() }),
+                EventBody::Error(ErrorRecord { span_id: None, error_type: Some(message.clone()), message, stacktrace: None }),
+            ];
+            for body in bodies {
+                let e = Event { trace_id, seq, time: span.start_time, component_id: span.component_id.clone(), body };
+                let json = serde_json::to_string(&e).unwrap();
+                let back: Event = serde_json::from_str(&json).unwrap();
+                prop_assert_eq!(&back, &e, "{}", json);
+            }
+        }
+    }
+}

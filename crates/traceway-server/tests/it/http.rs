@@ -693,3 +693,29 @@ async fn a_store_that_is_shut_down_answers_503_with_retry_after() {
     let (status, _) = app.call(Method::GET, "/readyz", None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// The JSON a user reads for a trace, pinned: a change to it shows up in review as a
+/// snapshot diff. The test clock makes every time deterministic; only the id is random.
+#[tokio::test]
+async fn the_trace_detail_json_is_stable() {
+    let app = test_app();
+    let id = create(&app, walkthrough("trace.json")).await;
+    app.clock.advance(Duration::from_millis(1500));
+    app.call(
+        Method::POST,
+        &format!("/api/v1/traces/{id}/events"),
+        Some(walkthrough("steps.json")),
+    )
+    .await;
+    app.call(
+        Method::PATCH,
+        &format!("/api/v1/traces/{id}"),
+        Some(json!({"state": "COMPLETED"})),
+    )
+    .await;
+    let (status, v) = app
+        .call(Method::GET, &format!("/api/v1/traces/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    insta::assert_json_snapshot!(v, { ".trace.trace_id" => "[trace_id]" });
+}
