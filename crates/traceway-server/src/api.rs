@@ -68,18 +68,10 @@ pub async fn append_events(
             end: None,
         })
         .await?;
-    let last_seq = match out.events.last() {
-        Some(e) => e.seq,
-        None => app
-            .store
-            .get_trace(&tenant.0, id)
-            .await?
-            .map_or(0, |t| t.last_seq),
-    };
     Ok(Json(AppendResponse {
         accepted: out.accepted,
         duplicates: out.duplicates,
-        last_seq,
+        last_seq: out.last_seq,
     }))
 }
 

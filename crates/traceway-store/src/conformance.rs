@@ -398,6 +398,11 @@ pub async fn retried_batches_are_stored_once(h: &Harness) {
     let before = seqs(h, T, id).await;
     let second = append(h, T, id, batch).await.expect("retry");
     assert_eq!((second.accepted, second.duplicates), (0, 4));
+    assert_eq!(
+        second.last_seq,
+        *before.last().expect("events"),
+        "last_seq is known without new events"
+    );
     assert!(second.events.is_empty());
     assert_eq!(seqs(h, T, id).await, before, "nothing stored twice");
     let trace = h

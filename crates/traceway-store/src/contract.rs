@@ -117,6 +117,8 @@ pub struct AppendOutcome {
     pub duplicates: u32,
     /// Whether the trace was created by this append.
     pub created: bool,
+    /// The trace's last `seq` after the append (also when nothing new was stored).
+    pub last_seq: u64,
     /// The events written, in `seq` order (for live subscribers).
     pub events: Vec<Event>,
 }

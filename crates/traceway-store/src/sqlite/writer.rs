@@ -706,6 +706,7 @@ fn append(
     }
     w.save(tx)?;
     let trace = w.trace.row.trace.clone();
+    outcome.last_seq = trace.last_seq;
     outcome.events = w.finish(cache);
     Ok((outcome, trace))
 }
