@@ -8,6 +8,7 @@ pub mod clock;
 pub mod conformance;
 mod contract;
 pub mod hub;
+pub mod redis;
 pub mod sqlite;
 
 pub use clock::{Clock, ManualClock, SystemClock};
