@@ -24,6 +24,17 @@ pub struct ServeArgs {
     #[arg(long, env = "TRACEWAY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// The store: `sqlite` (embedded, in --data-dir), `redis://host:port/db` (standalone
+    /// Redis) or `redis+cluster://host1:port1,host2:port2` (Redis Cluster seed nodes)
+    /// [default: sqlite].
+    #[arg(long, env = "TRACEWAY_STORE")]
+    pub store: Option<String>,
+
+    /// Prefix of every Redis key and channel, so several deployments can share one Redis
+    /// [default: tw].
+    #[arg(long, env = "TRACEWAY_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+
     /// Address of the HTTP API, OTLP/HTTP and the web page [default: 127.0.0.1:4318].
     #[arg(long, env = "TRACEWAY_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -117,9 +128,25 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
         .transpose()
 }
 
+/// Which store `serve` opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The embedded SQLite file in the data directory.
+    Sqlite,
+    /// Redis at this URL (`redis://…` or `redis+cluster://…`), keys under `prefix`.
+    Redis {
+        /// The URL.
+        url: String,
+        /// The key prefix.
+        prefix: String,
+    },
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Which store.
+    pub store: StoreKind,
     /// Directory of the embedded store.
     pub data_dir: PathBuf,
     /// HTTP address.
@@ -233,7 +260,32 @@ impl Config {
         if lifecycle.purge_batch == 0 {
             anyhow::bail!("purge_batch must be positive");
         }
+        let store = match args.store.or(file.store).as_deref() {
+            None | Some("sqlite") => StoreKind::Sqlite,
+            Some(url)
+                if url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("redis+cluster://") =>
+            {
+                let prefix = args
+                    .redis_prefix
+                    .or(file.redis_prefix)
+                    .unwrap_or_else(|| "tw".to_string());
+                if prefix.is_empty() || prefix.contains(['{', '}']) {
+                    anyhow::bail!("redis_prefix must be non-empty and without braces");
+                }
+                StoreKind::Redis {
+                    url: url.to_string(),
+                    prefix,
+                }
+            }
+            Some(other) => anyhow::bail!(
+                "unknown store {other:?}: use sqlite, redis://host:port/db or \
+                 redis+cluster://host1:port1,host2:port2"
+            ),
+        };
         Ok(Config {
+            store,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)

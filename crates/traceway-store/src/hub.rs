@@ -166,6 +166,19 @@ impl InProcessHub {
         self.inner.count.load(Ordering::Relaxed)
     }
 
+    /// Disconnects every subscriber (their channels close). The Redis backend calls it when
+    /// its live channel dropped: events published meanwhile never reached this process,
+    /// so its subscribers must reconnect and replay from the store (exact resume).
+    pub fn close_all(&self) {
+        let mut subs = self
+            .inner
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        subs.clear();
+        self.inner.count.store(0, Ordering::Relaxed);
+    }
+
     /// Delivers committed events of one trace. Never waits: a subscriber whose buffer is
     /// full is dropped and told where to resume.
     pub fn publish(&self, tenant: &str, meta: &TraceMeta, events: &[Event]) {

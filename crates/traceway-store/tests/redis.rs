@@ -14,7 +14,11 @@ use traceway_store::ManualClock;
 
 fn prefix() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("t{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 async fn open(url: &str, clock: &ManualClock) -> RedisStore {

@@ -136,8 +136,7 @@ fn redis_err(e: RedisError) -> StoreError {
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_cluster_error()
-        || matches!(e.kind(), ErrorKind::Server(_))
-            && e.to_string().contains("LOADING")
+        || matches!(e.kind(), ErrorKind::Server(_)) && e.to_string().contains("LOADING")
     {
         StoreError::Unavailable(e.to_string())
     } else {
@@ -762,8 +761,13 @@ async fn listen(
             }
         };
         backoff = Duration::from_millis(100);
-        if let Some(r) = ready.take() {
-            let _ = r.send(());
+        match ready.take() {
+            Some(r) => {
+                let _ = r.send(());
+            }
+            // Subscribers that arrived while the channel was down may have missed events
+            // committed before the subscription was back: they reconnect and replay too.
+            None => hub.close_all(),
         }
         let mut stream = ps.into_on_message();
         while let Some(msg) = stream.next().await {
@@ -792,6 +796,8 @@ async fn listen(
                 Err(e) => tracing::warn!(error = %e, "live channel: bad message"),
             }
         }
+        // Whatever was published while the connection was down never reached this hub.
+        hub.close_all();
         if !closed.load(Ordering::Relaxed) {
             tracing::warn!("live channel: connection lost; reconnecting");
             tokio::time::sleep(backoff).await;
@@ -1125,11 +1131,8 @@ fn matches(t: &Trace, f: &TraceFilter) -> bool {
         && f.state.as_ref().is_none_or(|s| *s == t.state)
         && f.created_after.is_none_or(|a| t.created_at >= a)
         && f.created_before.is_none_or(|b| t.created_at < b)
-        && f
-            .has_error
-            .is_none_or(|e| (t.rollups.error_count > 0) == e)
-        && f
-            .min_duration_ms
+        && f.has_error.is_none_or(|e| (t.rollups.error_count > 0) == e)
+        && f.min_duration_ms
             .is_none_or(|d| t.rollups.duration_ms.is_some_and(|x| x >= d))
 }
 
@@ -1387,7 +1390,7 @@ impl Store for RedisStore {
             }
             // Index entries of traces that are gone (their keys expired): cleaned lazily.
             self.zrem(key.clone(), gone).await?;
-            found.sort_by(|a, b| (b.created_at, b.trace_id).cmp(&(a.created_at, a.trace_id)));
+            found.sort_by_key(|t| std::cmp::Reverse((t.created_at, t.trace_id)));
             for t in found {
                 if skip > 0 {
                     skip -= 1;

@@ -139,6 +139,9 @@ fn start_cluster() -> String {
              kill -9 $pid 2>/dev/null",
             d = node_dir.display()
         );
+        // Not waited for on purpose: the watcher outlives this function and exits by itself
+        // once the test process is gone.
+        #[allow(clippy::zombie_processes)]
         Command::new("sh")
             .arg("-c")
             .arg(script)
