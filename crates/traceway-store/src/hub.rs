@@ -4,7 +4,8 @@
 //! in `seq` order per trace. Each subscriber has a bounded buffer; one that falls behind is
 //! disconnected with the `seq` to resume from, and never slows ingest or other subscribers
 //! (publishing never waits). [`InProcessHub`] implements it within one process; the Redis
-//! backend will fan out across replicas behind the same [`Subscription`] type.
+//! backend feeds one in every replica from a Redis channel (ADR 010), behind the same
+//! [`Subscription`] type.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

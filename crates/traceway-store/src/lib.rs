@@ -1,7 +1,8 @@
 //! Storage for Traceway: the [`Store`] contract that handlers see, its backends, and the
 //! conformance suite every backend must pass.
 //!
-//! Backends: [`sqlite::SqliteStore`] (embedded, the default). Redis comes next and runs
+//! Backends: [`sqlite::SqliteStore`] (embedded, the default) and [`redis::RedisStore`]
+//! (shared by many replicas, standalone or Cluster); both run
 //! the same [`conformance`] tests.
 
 pub mod clock;
