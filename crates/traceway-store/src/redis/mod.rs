@@ -373,37 +373,45 @@ impl RedisStore {
         span_ids: &[u64],
         client_keys: &[String],
     ) -> Result<Option<(Loaded, HashMap<u64, StoredSpan>, HashSet<String>)>, StoreError> {
-        let Some(l) = self.load(tenant, id).await? else {
+        // One round trip: the three reads share the trace's slot. Span id 0 and the empty
+        // string are never stored, so they stand in for an empty list.
+        let k = self.trace_keys(tenant, id);
+        let mut p = ::redis::pipe();
+        p.cmd("HMGET").arg(&k.row).arg("doc").arg("ver").arg("dexp");
+        p.cmd("HMGET").arg(&k.spans);
+        if span_ids.is_empty() {
+            p.arg(0u64);
+        } else {
+            p.arg(span_ids);
+        }
+        p.cmd("SMISMEMBER").arg(&k.keys);
+        if client_keys.is_empty() {
+            p.arg("");
+        } else {
+            p.arg(client_keys);
+        }
+        let mut conn = self.conn()?;
+        type Row = (Option<String>, Option<String>, Option<i64>);
+        let (row, vals, flags): (Row, Vec<Option<String>>, Vec<bool>) =
+            p.query_async(&mut conn).await.map_err(redis_err)?;
+        let (Some(doc), Some(ver)) = (row.0, row.1) else {
             return Ok(None);
         };
-        let k = self.trace_keys(tenant, id);
-        let mut conn = self.conn()?;
+        let l = Loaded {
+            trace: serde_json::from_str(&doc).map_err(json_err)?,
+            dexp: row.2.unwrap_or(0),
+            ver,
+        };
         let mut spans = HashMap::new();
-        if !span_ids.is_empty() {
-            let vals: Vec<Option<String>> = ::redis::cmd("HMGET")
-                .arg(&k.spans)
-                .arg(span_ids)
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_err)?;
-            for (sid, v) in span_ids.iter().zip(vals) {
-                if let Some(v) = v {
-                    spans.insert(*sid, serde_json::from_str(&v).map_err(json_err)?);
-                }
+        for (sid, v) in span_ids.iter().zip(vals) {
+            if let Some(v) = v {
+                spans.insert(*sid, serde_json::from_str(&v).map_err(json_err)?);
             }
         }
         let mut seen = HashSet::new();
-        if !client_keys.is_empty() {
-            let flags: Vec<bool> = ::redis::cmd("SMISMEMBER")
-                .arg(&k.keys)
-                .arg(client_keys)
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_err)?;
-            for (key, f) in client_keys.iter().zip(flags) {
-                if f {
-                    seen.insert(key.clone());
-                }
+        for (key, f) in client_keys.iter().zip(flags) {
+            if f {
+                seen.insert(key.clone());
             }
         }
         Ok(Some((l, spans, seen)))
