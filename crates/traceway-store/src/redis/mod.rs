@@ -207,7 +207,14 @@ pub struct RedisStore {
 /// Writers waiting for their own live message to come back through the channel: a write
 /// returns only once this process's hub has published its events, so a subscriber that
 /// subscribes after a write returns never receives that write's events late.
-type Echoes = Arc<Mutex<HashMap<String, tokio::sync::oneshot::Sender<()>>>>;
+#[derive(Default)]
+struct EchoBoard {
+    waiters: Mutex<HashMap<String, tokio::sync::oneshot::Sender<()>>>,
+    /// Whether the live channel is subscribed now; while it is not, writers do not wait.
+    up: AtomicBool,
+}
+
+type Echoes = Arc<EchoBoard>;
 
 /// How long a writer waits for its echo before answering anyway (the channel is down; its
 /// listener reconnects).
@@ -224,7 +231,7 @@ impl RedisStore {
     /// Connects, subscribes to the live channel, and returns once both work.
     pub async fn open(cfg: RedisConfig, clock: Arc<dyn Clock>) -> Result<RedisStore, StoreError> {
         let target = parse_url(&cfg.url)?;
-        let (conn, pubsub_url) = match &target {
+        let (conn, pubsub_urls) = match &target {
             Target::Single(url) => {
                 let client = ::redis::Client::open(url.as_str())
                     .map_err(|e| StoreError::Invalid(format!("redis url: {e}")))?;
@@ -240,7 +247,7 @@ impl RedisStore {
                 .await
                 .map_err(|_| StoreError::Unavailable(format!("connect to {url}: timed out")))?
                 .map_err(redis_err)?;
-                (Conn::Single(m), url.clone())
+                (Conn::Single(m), vec![url.clone()])
             }
             Target::Cluster(nodes) => {
                 let client = ::redis::cluster::ClusterClient::builder(nodes.clone())
@@ -253,7 +260,9 @@ impl RedisStore {
                     .await
                     .map_err(|_| StoreError::Unavailable("connect to cluster: timed out".into()))?
                     .map_err(redis_err)?;
-                (Conn::Cluster(c), nodes[0].clone())
+                // PUBLISH reaches every node of a Cluster: any seed will do, the next one
+                // when it fails.
+                (Conn::Cluster(c), nodes.clone())
             }
         };
         let hub = crate::InProcessHub::new(cfg.subscriber_buffer);
@@ -262,7 +271,7 @@ impl RedisStore {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let echoes: Echoes = Arc::default();
         let listener = tokio::spawn(listen(
-            pubsub_url,
+            pubsub_urls,
             channel,
             hub.clone(),
             echoes.clone(),
@@ -462,9 +471,10 @@ impl RedisStore {
             inv.arg(format!("{}-0", e.seq))
                 .arg(serde_json::to_string(e).map_err(json_err)?);
         }
-        let echo = (!message.is_empty()).then(|| {
+        let echo = (!message.is_empty() && self.echoes.up.load(Ordering::Relaxed)).then(|| {
             let (tx, rx) = tokio::sync::oneshot::channel();
             self.echoes
+                .waiters
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(version.clone(), tx);
@@ -478,6 +488,7 @@ impl RedisStore {
                 tracing::warn!("live channel: own event not echoed in time");
             }
             self.echoes
+                .waiters
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&version);
@@ -738,7 +749,7 @@ impl RedisStore {
 
 /// Feeds this process's hub from the live channel; reconnects with backoff.
 async fn listen(
-    url: String,
+    urls: Vec<String>,
     channel: String,
     hub: crate::InProcessHub,
     echoes: Echoes,
@@ -748,7 +759,10 @@ async fn listen(
     use futures::StreamExt;
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(100);
+    let mut next = 0usize;
     while !closed.load(Ordering::Relaxed) {
+        let url = &urls[next % urls.len()];
+        next += 1;
         let attempt = async {
             let client = ::redis::Client::open(url.as_str())?;
             let mut ps = client.get_async_pubsub().await?;
@@ -777,6 +791,7 @@ async fn listen(
             // committed before the subscription was back: they reconnect and replay too.
             None => hub.close_all(),
         }
+        echoes.up.store(true, Ordering::Relaxed);
         let mut stream = ps.into_on_message();
         while let Some(msg) = stream.next().await {
             let payload: Vec<u8> = match msg.get_payload() {
@@ -794,6 +809,7 @@ async fn listen(
                     };
                     hub.publish(&m.tenant, &meta, &m.events);
                     let waiter = echoes
+                        .waiters
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .remove(&m.v);
@@ -805,6 +821,7 @@ async fn listen(
             }
         }
         // Whatever was published while the connection was down never reached this hub.
+        echoes.up.store(false, Ordering::Relaxed);
         hub.close_all();
         if !closed.load(Ordering::Relaxed) {
             tracing::warn!("live channel: connection lost; reconnecting");

@@ -29,15 +29,23 @@ pub fn command(port: u16, cmd: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
-fn wait_ready(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// Whether a server answers on `port` within `within`.
+fn ready(port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if command(port, "PING").is_some_and(|r| r.starts_with("+PONG")) {
-            return;
+            return true;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("redis-server on port {port} did not start");
+    false
+}
+
+fn wait_ready(port: u16) {
+    assert!(
+        ready(port, Duration::from_secs(20)),
+        "redis-server on port {port} did not start"
+    );
 }
 
 /// One `redis-server`, killed on drop.
@@ -59,10 +67,22 @@ impl RedisServer {
     pub fn start_with(extra: &[&str]) -> RedisServer {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
-        let port = free_port();
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let child = spawn(port, &dir, &args);
-        wait_ready(port);
+        // A free port can be taken by another test between our probe and the server's
+        // bind: then the server exits, and we try another port.
+        let (port, child) = (0..5)
+            .find_map(|_| {
+                let port = free_port();
+                let mut child = spawn(port, &dir, &args);
+                if ready(port, Duration::from_secs(10)) {
+                    Some((port, child))
+                } else {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    None
+                }
+            })
+            .expect("redis-server did not start on any of 5 ports");
         RedisServer {
             port,
             dir,
@@ -113,6 +133,29 @@ impl Drop for RedisServer {
     }
 }
 
+/// Starts one Cluster node that dies with the test process: a shell waits on our pid, then
+/// kills it (and exits by itself if the node could not start).
+fn spawn_cluster_node(port: u16, node_dir: &Path, me: u32) {
+    let script = format!(
+        "redis-server --port {port} --bind 127.0.0.1 --dir {d} --save '' --appendonly no \
+         --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+         >/dev/null 2>&1 & pid=$!; \
+         while kill -0 {me} 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 0.5; done; \
+         kill -9 $pid 2>/dev/null; rm -rf {d}",
+        d = node_dir.display()
+    );
+    // Not waited for on purpose: the watcher outlives this function and exits by itself
+    // once the test process is gone.
+    #[allow(clippy::zombie_processes)]
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sh");
+}
+
 /// A 3-master Redis Cluster on loopback, started once per test binary and killed when the
 /// test process exits. Returns its seed URL (`redis+cluster://…`).
 pub fn shared_cluster() -> &'static str {
@@ -127,32 +170,16 @@ fn start_cluster() -> String {
     let me = std::process::id();
     let mut ports = Vec::new();
     for i in 0..3 {
-        let port = free_port();
         let node_dir = dir.join(format!("n{i}"));
         std::fs::create_dir_all(&node_dir).expect("node dir");
-        // The node dies with the test process: a shell waits on our pid, then kills it.
-        let script = format!(
-            "redis-server --port {port} --bind 127.0.0.1 --dir {d} --save '' --appendonly no \
-             --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
-             >/dev/null 2>&1 & pid=$!; \
-             while kill -0 {me} 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 0.5; done; \
-             kill -9 $pid 2>/dev/null",
-            d = node_dir.display()
-        );
-        // Not waited for on purpose: the watcher outlives this function and exits by itself
-        // once the test process is gone.
-        #[allow(clippy::zombie_processes)]
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sh");
+        let port = (0..5)
+            .find_map(|_| {
+                let port = free_port();
+                spawn_cluster_node(port, &node_dir, me);
+                ready(port, Duration::from_secs(10)).then_some(port)
+            })
+            .expect("cluster node did not start on any of 5 ports");
         ports.push(port);
-    }
-    for p in &ports {
-        wait_ready(*p);
     }
     let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let out = Command::new("redis-cli")
