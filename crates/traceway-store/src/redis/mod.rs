@@ -155,15 +155,16 @@ struct StoredSpan {
     span: Span,
 }
 
-/// What crosses the live channel: one commit's events.
+/// What crosses the live channel: a one-line JSON header, a newline, then the commit's
+/// events as a JSON array. A process reads the header to answer its own writer's echo and
+/// parses the events only when it has live subscribers.
 #[derive(Serialize, Deserialize)]
-struct LiveMsg {
+struct LiveHeader {
     /// The commit's version, by which the writer learns its own message went round.
     v: String,
     tenant: String,
     agent_id: Option<String>,
     state: String,
-    events: Vec<Event>,
 }
 
 fn micros(t: Timestamp) -> i64 {
@@ -431,17 +432,24 @@ impl RedisStore {
         let k = self.trace_keys(&d.trace.tenant, d.trace.trace_id);
         let doc = serde_json::to_string(&d.trace).map_err(json_err)?;
         let version = self.new_version();
+        // Each event is serialized once, for its stream entry and for the live message.
+        let event_json = d
+            .events
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(json_err)?;
         let message = if d.events.is_empty() {
             String::new()
         } else {
-            serde_json::to_string(&LiveMsg {
+            let header = serde_json::to_string(&LiveHeader {
                 v: version.clone(),
                 tenant: d.trace.tenant.clone(),
                 agent_id: d.trace.agent_id.clone(),
                 state: d.trace.state.as_str().to_string(),
-                events: d.events.clone(),
             })
-            .map_err(json_err)?
+            .map_err(json_err)?;
+            format!("{header}\n[{}]", event_json.join(","))
         };
         let mut inv = self.commit.prepare_invoke();
         inv.key(&k.row).key(&k.spans).key(&k.keys).key(&k.events);
@@ -467,9 +475,8 @@ impl RedisStore {
         for key in &d.new_keys {
             inv.arg(key);
         }
-        for e in &d.events {
-            inv.arg(format!("{}-0", e.seq))
-                .arg(serde_json::to_string(e).map_err(json_err)?);
+        for (e, json) in d.events.iter().zip(&event_json) {
+            inv.arg(format!("{}-0", e.seq)).arg(json);
         }
         let echo = (!message.is_empty() && self.echoes.up.load(Ordering::Relaxed)).then(|| {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -801,23 +808,37 @@ async fn listen(
                     continue;
                 }
             };
-            match serde_json::from_slice::<LiveMsg>(&payload) {
-                Ok(m) => {
-                    let meta = TraceMeta {
-                        agent_id: m.agent_id,
-                        state: m.state.parse().ok(),
-                    };
-                    hub.publish(&m.tenant, &meta, &m.events);
-                    let waiter = echoes
-                        .waiters
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&m.v);
-                    if let Some(w) = waiter {
-                        let _ = w.send(());
-                    }
+            let split = payload.iter().position(|b| *b == b'\n');
+            let Some((head, body)) = split.map(|i| (&payload[..i], &payload[i + 1..])) else {
+                tracing::warn!("live channel: bad message");
+                continue;
+            };
+            let h = match serde_json::from_slice::<LiveHeader>(head) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(error = %e, "live channel: bad message");
+                    continue;
                 }
-                Err(e) => tracing::warn!(error = %e, "live channel: bad message"),
+            };
+            if hub.subscriber_count() > 0 {
+                match serde_json::from_slice::<Vec<Event>>(body) {
+                    Ok(events) => {
+                        let meta = TraceMeta {
+                            agent_id: h.agent_id,
+                            state: h.state.parse().ok(),
+                        };
+                        hub.publish(&h.tenant, &meta, &events);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "live channel: bad events"),
+                }
+            }
+            let waiter = echoes
+                .waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&h.v);
+            if let Some(w) = waiter {
+                let _ = w.send(());
             }
         }
         // Whatever was published while the connection was down never reached this hub.
