@@ -148,11 +148,16 @@ fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::Internal(format!("stored json: {e}"))
 }
 
-/// A span as stored in a trace's span hash: its latest form, and whether it ended.
+/// What a write needs to know of a span, in the trace's span hash: whether it ended, its
+/// component, and while it runs its stored form (which the end is merged into). An ended
+/// span's form is only in the event log, so it is not stored twice.
 #[derive(Serialize, Deserialize, Clone)]
 struct StoredSpan {
     ended: bool,
-    span: Span,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    component: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    span: Option<Span>,
 }
 
 /// What crosses the live channel: a one-line JSON header, a newline, then the commit's
@@ -978,7 +983,7 @@ impl Draft {
             EventInput::SpanEnded { span } => {
                 let change = match self.spans.get(&span.span_id.as_u64()) {
                     Some(s) if s.ended => return Ok(false),
-                    Some(s) => ingest::end_span(Some(&s.span), span, self.now),
+                    Some(s) => ingest::end_span(s.span.as_ref(), span, self.now),
                     None => ingest::end_span(None, span, self.now),
                 };
                 self.record_span(change, true)
@@ -1051,7 +1056,8 @@ impl Draft {
             sid,
             StoredSpan {
                 ended,
-                span: span.clone(),
+                component: component.clone(),
+                span: (!ended).then(|| span.clone()),
             },
         );
         if !self.dirty_spans.contains(&sid) {
@@ -1068,11 +1074,7 @@ impl Draft {
     }
 
     fn component_of(&self, span_id: Option<SpanId>) -> Option<String> {
-        self.spans
-            .get(&span_id?.as_u64())?
-            .span
-            .component_id
-            .clone()
+        self.spans.get(&span_id?.as_u64())?.component.clone()
     }
 
     fn change_state(&mut self, to: State, reason: Option<String>) -> Result<(), StoreError> {
@@ -1341,20 +1343,36 @@ impl Store for RedisStore {
         if l.dexp <= now.unix_nanos() {
             return Ok(Some(Vec::new()));
         }
-        let mut conn = self.conn()?;
-        let vals: Vec<String> = ::redis::cmd("HVALS")
-            .arg(self.trace_keys(tenant, id).spans)
-            .query_async(&mut conn)
-            .await
-            .map_err(redis_err)?;
-        let mut spans = vals
-            .iter()
-            .map(|v| {
-                serde_json::from_str::<StoredSpan>(v)
-                    .map(|s| s.span)
-                    .map_err(json_err)
-            })
-            .collect::<Result<Vec<Span>, _>>()?;
+        // A span's current form is its latest span event, as in SQLite.
+        let key = self.trace_keys(tenant, id).events;
+        let mut latest: HashMap<SpanId, Span> = HashMap::new();
+        let mut from = 1u64;
+        const CHUNK: usize = 1000;
+        loop {
+            let mut conn = self.conn()?;
+            let entries: Vec<(String, HashMap<String, String>)> = ::redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(format!("{from}-0"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(CHUNK)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            let n = entries.len();
+            for (_, fields) in entries {
+                let Some(d) = fields.get("d") else { continue };
+                let e: Event = serde_json::from_str(d).map_err(json_err)?;
+                from = e.seq + 1;
+                if let EventBody::SpanStarted(s) | EventBody::SpanEnded(s) = e.body {
+                    latest.insert(s.span_id, s);
+                }
+            }
+            if n < CHUNK {
+                break;
+            }
+        }
+        let mut spans: Vec<Span> = latest.into_values().collect();
         spans.sort_by_key(|s| (s.start_time, s.span_id));
         Ok(Some(spans))
     }
