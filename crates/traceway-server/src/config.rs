@@ -382,6 +382,43 @@ mod tests {
     }
 
     #[test]
+    fn store_is_sqlite_by_default_or_a_redis_url() {
+        let store = |args: &[&str]| {
+            let mut argv = vec!["t"];
+            argv.extend_from_slice(args);
+            Config::resolve(Cli::try_parse_from(argv).unwrap().serve).map(|c| c.store)
+        };
+        assert_eq!(store(&[]).unwrap(), StoreKind::Sqlite);
+        assert_eq!(store(&["--store", "sqlite"]).unwrap(), StoreKind::Sqlite);
+        assert_eq!(
+            store(&["--store", "redis://127.0.0.1:6380/2"]).unwrap(),
+            StoreKind::Redis {
+                url: "redis://127.0.0.1:6380/2".into(),
+                prefix: "tw".into()
+            }
+        );
+        assert_eq!(
+            store(&[
+                "--store",
+                "redis+cluster://10.0.0.1:7000,10.0.0.2:7000",
+                "--redis-prefix",
+                "prod"
+            ])
+            .unwrap(),
+            StoreKind::Redis {
+                url: "redis+cluster://10.0.0.1:7000,10.0.0.2:7000".into(),
+                prefix: "prod".into()
+            }
+        );
+        for bad in [
+            &["--store", "postgres://x"][..],
+            &["--store", "redis://h", "--redis-prefix", "{x}"],
+        ] {
+            assert!(store(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn grpc_listen_defaults_to_4317_and_comes_from_file_env_or_flag() {
         let cfg = Config::resolve(ServeArgs::default()).unwrap();
         assert_eq!(cfg.grpc_listen, "127.0.0.1:4317".parse().unwrap());

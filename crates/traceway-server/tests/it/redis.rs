@@ -23,7 +23,19 @@ fn on_redis<'a>(url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_runs_on_redis() {
     let redis = RedisServer::start();
-    let url = redis.url();
+    native_api_on(&redis.url()).await;
+}
+
+/// The same on a 3-master Redis Cluster (`--store redis+cluster://…`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_runs_on_redis_cluster() {
+    let url = tokio::task::spawn_blocking(redis_server::shared_cluster)
+        .await
+        .expect("cluster");
+    native_api_on(url).await;
+}
+
+async fn native_api_on(url: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start_with(dir.path(), &on_redis(&url, &[]));
     let c = client();
