@@ -37,7 +37,7 @@ async fn the_server_runs_on_redis_cluster() {
 
 async fn native_api_on(url: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start_with(dir.path(), &on_redis(&url, &[]));
+    let server = Server::start_with(dir.path(), &on_redis(url, &[]));
     let c = client();
     let (status, _) = get(&c, format!("{}/readyz", server.url)).await;
     assert_eq!(status, 200);
