@@ -795,6 +795,7 @@ async fn listen(
             }
         };
         backoff = Duration::from_millis(100);
+        echoes.up.store(true, Ordering::Relaxed);
         match ready.take() {
             Some(r) => {
                 let _ = r.send(());
@@ -803,7 +804,6 @@ async fn listen(
             // committed before the subscription was back: they reconnect and replay too.
             None => hub.close_all(),
         }
-        echoes.up.store(true, Ordering::Relaxed);
         let mut stream = ps.into_on_message();
         while let Some(msg) = stream.next().await {
             let payload: Vec<u8> = match msg.get_payload() {
@@ -1842,6 +1842,12 @@ impl Store for RedisStore {
     }
 
     async fn health(&self) -> Result<(), StoreError> {
+        // A replica that cannot hear the live channel would serve streams that miss events.
+        if !self.echoes.up.load(Ordering::Relaxed) {
+            return Err(StoreError::Unavailable(
+                "redis: live channel not subscribed".into(),
+            ));
+        }
         let mut conn = self.conn()?;
         tokio::time::timeout(
             Duration::from_secs(2),
