@@ -74,7 +74,7 @@ async fn native_api_on(url: &str) {
 }
 
 /// Two replicas on one Redis: an SSE client on B replays, then follows live what is
-/// ingested through A, every seq exactly once and in order.
+/// ingested through A, every seq exactly once and in order; it can resume on A.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sse_client_on_one_replica_follows_events_ingested_through_another() {
     let redis = RedisServer::start();
@@ -130,6 +130,18 @@ async fn an_sse_client_on_one_replica_follows_events_ingested_through_another() 
     assert_eq!(r.status(), 200);
     let end = read_until(&mut resp, |m| m.event.as_deref() == Some("trace_ended")).await;
     assert_eq!(end.last().map(seq), Some(25));
+    // A client that drops from B resumes on A with Last-Event-ID: nothing lost or repeated.
+    let mut resumed = c
+        .get(format!("{}/api/v1/traces/{id}/stream", a.url))
+        .header("last-event-id", "10")
+        .send()
+        .await
+        .expect("stream");
+    let rest = read_until(&mut resumed, |m| seq(m) == 25).await;
+    assert_eq!(
+        rest.iter().map(seq).filter(|s| *s > 0).collect::<Vec<_>>(),
+        (11..=25).collect::<Vec<_>>()
+    );
 }
 
 /// Two replicas on one Redis: exactly one holds the watchdog lease and sweeps; after it
