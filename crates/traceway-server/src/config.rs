@@ -24,6 +24,17 @@ pub struct ServeArgs {
     #[arg(long, env = "TRACEWAY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// The store: `sqlite` (embedded, in --data-dir), `redis://host:port/db` (standalone
+    /// Redis) or `redis+cluster://host1:port1,host2:port2` (Redis Cluster seed nodes)
+    /// [default: sqlite].
+    #[arg(long, env = "TRACEWAY_STORE")]
+    pub store: Option<String>,
+
+    /// Prefix of every Redis key and channel, so several deployments can share one Redis
+    /// [default: tw].
+    #[arg(long, env = "TRACEWAY_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+
     /// Address of the HTTP API, OTLP/HTTP and the web page [default: 127.0.0.1:4318].
     #[arg(long, env = "TRACEWAY_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -117,9 +128,25 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
         .transpose()
 }
 
+/// Which store `serve` opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The embedded SQLite file in the data directory.
+    Sqlite,
+    /// Redis at this URL (`redis://…` or `redis+cluster://…`), keys under `prefix`.
+    Redis {
+        /// The URL.
+        url: String,
+        /// The key prefix.
+        prefix: String,
+    },
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Which store.
+    pub store: StoreKind,
     /// Directory of the embedded store.
     pub data_dir: PathBuf,
     /// HTTP address.
@@ -233,7 +260,32 @@ impl Config {
         if lifecycle.purge_batch == 0 {
             anyhow::bail!("purge_batch must be positive");
         }
+        let store = match args.store.or(file.store).as_deref() {
+            None | Some("sqlite") => StoreKind::Sqlite,
+            Some(url)
+                if url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("redis+cluster://") =>
+            {
+                let prefix = args
+                    .redis_prefix
+                    .or(file.redis_prefix)
+                    .unwrap_or_else(|| "tw".to_string());
+                if prefix.is_empty() || prefix.contains(['{', '}']) {
+                    anyhow::bail!("redis_prefix must be non-empty and without braces");
+                }
+                StoreKind::Redis {
+                    url: url.to_string(),
+                    prefix,
+                }
+            }
+            Some(other) => anyhow::bail!(
+                "unknown store {other:?}: use sqlite, redis://host:port/db or \
+                 redis+cluster://host1:port1,host2:port2"
+            ),
+        };
         Ok(Config {
+            store,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
@@ -327,6 +379,43 @@ mod tests {
         assert_eq!(cfg.retention.failsafe_ttl, Duration::from_secs(7200));
         assert_eq!(cfg.capture.default_level, Level::Debug);
         assert_eq!(cfg.max_body_bytes, 10 * 1024 * 1024, "default");
+    }
+
+    #[test]
+    fn store_is_sqlite_by_default_or_a_redis_url() {
+        let store = |args: &[&str]| {
+            let mut argv = vec!["t"];
+            argv.extend_from_slice(args);
+            Config::resolve(Cli::try_parse_from(argv).unwrap().serve).map(|c| c.store)
+        };
+        assert_eq!(store(&[]).unwrap(), StoreKind::Sqlite);
+        assert_eq!(store(&["--store", "sqlite"]).unwrap(), StoreKind::Sqlite);
+        assert_eq!(
+            store(&["--store", "redis://127.0.0.1:6380/2"]).unwrap(),
+            StoreKind::Redis {
+                url: "redis://127.0.0.1:6380/2".into(),
+                prefix: "tw".into()
+            }
+        );
+        assert_eq!(
+            store(&[
+                "--store",
+                "redis+cluster://10.0.0.1:7000,10.0.0.2:7000",
+                "--redis-prefix",
+                "prod"
+            ])
+            .unwrap(),
+            StoreKind::Redis {
+                url: "redis+cluster://10.0.0.1:7000,10.0.0.2:7000".into(),
+                prefix: "prod".into()
+            }
+        );
+        for bad in [
+            &["--store", "postgres://x"][..],
+            &["--store", "redis://h", "--redis-prefix", "{x}"],
+        ] {
+            assert!(store(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use traceway_store::sqlite::{SqliteConfig, SqliteStore};
 use traceway_store::{Clock, Store, SystemClock};
 
-pub use config::{Config, Lifecycle, ServeArgs};
+pub use config::{Config, Lifecycle, ServeArgs, StoreKind};
 pub use metrics::Metrics;
 
 /// The OpenAPI document served at `/api/v1/openapi.json`.
@@ -110,7 +110,17 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Opens the store named by the configuration.
-pub fn open_store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn Store>> {
+    if let config::StoreKind::Redis { url, prefix } = &config.store {
+        let mut redis = traceway_store::redis::RedisConfig::new(url.clone());
+        redis.prefix = prefix.clone();
+        redis.retention = config.retention;
+        redis.capture = config.capture;
+        let store = traceway_store::redis::RedisStore::open(redis, clock)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the Redis store at {url}: {e}"))?;
+        return Ok(Arc::new(store));
+    }
     let mut sqlite = SqliteConfig::new(config.data_dir.join("traceway.db"));
     sqlite.retention = config.retention;
     sqlite.capture = config.capture;
@@ -145,7 +155,7 @@ pub async fn serve(
     on_listen: impl FnOnce(Listening),
 ) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = open_store(&config, clock.clone())?;
+    let store = open_store(&config, clock.clone()).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

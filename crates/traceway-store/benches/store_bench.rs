@@ -3,7 +3,13 @@
 //!
 //! ```text
 //! cargo bench -p traceway-store --bench store_bench -- [--writers 8] [--seconds 10]
-//!     [--batch 5] [--traces 1000000] [--dir PATH]
+//!     [--batch 5] [--traces 1000000] [--dir PATH] [--redis redis://127.0.0.1:PORT/0]
+//! ```
+//!
+//! With `--redis` the same runs go to the Redis backend at that URL (standalone or
+//! `redis+cluster://…`), under a fresh key prefix, and Redis's `used_memory` is reported.
+//!
+//! ```text
 //! ```
 //!
 //! Prints the figures; asserts nothing (floors live in BENCHMARKS.md).
@@ -26,6 +32,7 @@ struct Args {
     batch: usize,
     traces: u64,
     dir: Option<String>,
+    redis: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -35,6 +42,7 @@ fn parse_args() -> Args {
         batch: 5,
         traces: 1_000_000,
         dir: None,
+        redis: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,6 +53,7 @@ fn parse_args() -> Args {
             "--batch" => a.batch = val().parse().expect("--batch"),
             "--traces" => a.traces = val().parse().expect("--traces"),
             "--dir" => a.dir = Some(val()),
+            "--redis" => a.redis = Some(val()),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -232,14 +241,23 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn open(dir: &std::path::Path) -> Arc<dyn Store> {
+async fn open(args: &Args, dir: &std::path::Path) -> Arc<dyn Store> {
+    if let Some(url) = &args.redis {
+        let mut cfg = traceway_store::redis::RedisConfig::new(url.clone());
+        cfg.prefix = format!("bench-{}", TraceId::new_v7());
+        return Arc::new(
+            traceway_store::redis::RedisStore::open(cfg, Arc::new(SystemClock))
+                .await
+                .expect("open redis store"),
+        );
+    }
     let mut cfg = SqliteConfig::new(dir.join("traceway.db"));
     cfg.queue_capacity = 8192;
     Arc::new(SqliteStore::open(cfg, Arc::new(SystemClock)).expect("open store"))
 }
 
 async fn append_throughput(args: &Args, dir: &std::path::Path) {
-    let store = open(dir);
+    let store = open(args, dir).await;
     let events = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let next_trace = Arc::new(AtomicU64::new(1));
@@ -315,7 +333,7 @@ async fn append_throughput(args: &Args, dir: &std::path::Path) {
 }
 
 async fn list_latency(args: &Args, dir: &std::path::Path) {
-    let store = open(dir);
+    let store = open(args, dir).await;
     // Fill with `traces` traces, many at a time so the writer groups them.
     let t0 = Instant::now();
     let created = Arc::new(AtomicU64::new(0));
@@ -395,6 +413,13 @@ async fn list_latency(args: &Args, dir: &std::path::Path) {
             rows as f64 / lat.len() as f64
         );
     }
+    if let Some(url) = &args.redis {
+        println!(
+            "list: redis used_memory {:.0} MiB ({:.0} bytes per trace; includes anything else in that Redis)",
+            redis_used_memory(url) as f64 / (1024.0 * 1024.0),
+            redis_used_memory(url) as f64 / args.traces as f64
+        );
+    }
     let size = std::fs::metadata(dir.join("traceway.db"))
         .map(|m| m.len())
         .unwrap_or(0);
@@ -403,6 +428,19 @@ async fn list_latency(args: &Args, dir: &std::path::Path) {
         size as f64 / (1024.0 * 1024.0)
     );
     store.shutdown().await;
+}
+
+/// `used_memory` from `INFO memory`, asked with `redis-cli` (standalone URLs only).
+fn redis_used_memory(url: &str) -> u64 {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-u", url, "INFO", "memory"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn main() {

@@ -1,4 +1,4 @@
-//! The store contract: what every backend (SQLite now, Redis later) does, with the same
+//! The store contract: what every backend (SQLite, Redis) does, with the same
 //! meaning. Nothing here knows SQL or Redis commands; cursors are opaque strings.
 
 use std::time::Duration;

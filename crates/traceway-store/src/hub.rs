@@ -4,7 +4,8 @@
 //! in `seq` order per trace. Each subscriber has a bounded buffer; one that falls behind is
 //! disconnected with the `seq` to resume from, and never slows ingest or other subscribers
 //! (publishing never waits). [`InProcessHub`] implements it within one process; the Redis
-//! backend will fan out across replicas behind the same [`Subscription`] type.
+//! backend feeds one in every replica from a Redis channel (ADR 010), behind the same
+//! [`Subscription`] type.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -240,6 +241,15 @@ impl InProcessHub {
     /// How many subscribers are connected.
     pub fn subscriber_count(&self) -> usize {
         self.inner.count.load(Ordering::Relaxed)
+    }
+
+    /// Disconnects every subscriber (their channels close). The Redis backend calls it when
+    /// its live channel dropped: events published meanwhile never reached this process,
+    /// so its subscribers must reconnect and replay from the store (exact resume).
+    pub fn close_all(&self) {
+        let mut reg = self.inner.registry();
+        *reg = Registry::default();
+        self.inner.count.store(0, Ordering::Relaxed);
     }
 
     /// Delivers committed events. Never waits: a subscriber whose buffer is full is

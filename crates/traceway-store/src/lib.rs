@@ -1,13 +1,15 @@
 //! Storage for Traceway: the [`Store`] contract that handlers see, its backends, and the
 //! conformance suite every backend must pass.
 //!
-//! Backends: [`sqlite::SqliteStore`] (embedded, the default). Redis comes next and runs
+//! Backends: [`sqlite::SqliteStore`] (embedded, the default) and [`redis::RedisStore`]
+//! (shared by many replicas, standalone or Cluster); both run
 //! the same [`conformance`] tests.
 
 pub mod clock;
 pub mod conformance;
 mod contract;
 pub mod hub;
+pub mod redis;
 pub mod sqlite;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -106,7 +106,7 @@ impl Server {
         }
     }
 
-    fn kill9(mut self) {
+    pub fn kill9(mut self) {
         self.signal("-KILL");
         let _ = self.child.wait();
     }
@@ -119,7 +119,7 @@ impl Drop for Server {
     }
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -133,13 +133,13 @@ fn example(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("example")).expect("json")
 }
 
-async fn post(c: &reqwest::Client, url: String, body: &Value) -> (u16, Value) {
+pub(crate) async fn post(c: &reqwest::Client, url: String, body: &Value) -> (u16, Value) {
     let r = c.post(url).json(body).send().await.expect("send");
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn get(c: &reqwest::Client, url: String) -> (u16, Value) {
+pub(crate) async fn get(c: &reqwest::Client, url: String) -> (u16, Value) {
     let r = c.get(url).send().await.expect("send");
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
@@ -477,7 +477,10 @@ async fn tail_shows_running_and_ended_steps_and_resumes_after_a_server_restart()
 }
 
 /// `/metrics` of a server as `name{labels}` → value.
-async fn metrics(c: &reqwest::Client, server: &Server) -> std::collections::BTreeMap<String, f64> {
+pub(crate) async fn metrics(
+    c: &reqwest::Client,
+    server: &Server,
+) -> std::collections::BTreeMap<String, f64> {
     let text = c
         .get(format!("{}/metrics", server.url))
         .send()
@@ -489,7 +492,11 @@ async fn metrics(c: &reqwest::Client, server: &Server) -> std::collections::BTre
     crate::lifecycle::parse_metrics(&text)
 }
 
-async fn wait_for(what: &str, within: Duration, mut f: impl AsyncFnMut() -> bool) -> Duration {
+pub(crate) async fn wait_for(
+    what: &str,
+    within: Duration,
+    mut f: impl AsyncFnMut() -> bool,
+) -> Duration {
     let start = Instant::now();
     while !f().await {
         assert!(start.elapsed() < within, "not within {within:?}: {what}");
@@ -499,7 +506,7 @@ async fn wait_for(what: &str, within: Duration, mut f: impl AsyncFnMut() -> bool
 }
 
 /// A running trace created through `server`; returns its id.
-async fn running_trace(c: &reqwest::Client, server: &Server) -> String {
+pub(crate) async fn running_trace(c: &reqwest::Client, server: &Server) -> String {
     let (status, t) = post(c, format!("{}/api/v1/traces", server.url), &json!({})).await;
     assert_eq!(status, 201, "{t}");
     let id = t["trace_id"].as_str().expect("id").to_string();
@@ -514,7 +521,7 @@ async fn running_trace(c: &reqwest::Client, server: &Server) -> String {
     id
 }
 
-async fn state_via(c: &reqwest::Client, server: &Server, id: &str) -> String {
+pub(crate) async fn state_via(c: &reqwest::Client, server: &Server, id: &str) -> String {
     let (_, v) = get(c, format!("{}/api/v1/traces/{id}", server.url)).await;
     v["trace"]["state"].as_str().unwrap_or("").to_string()
 }

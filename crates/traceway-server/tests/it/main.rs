@@ -7,6 +7,7 @@ mod lifecycle;
 mod openapi;
 mod otlp;
 mod otlp_sdk;
+mod redis;
 mod stream;
 
 use std::sync::Arc;

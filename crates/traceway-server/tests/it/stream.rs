@@ -88,12 +88,12 @@ impl Live {
     }
 }
 
-fn tool(n: u64) -> Value {
+pub(crate) fn tool(n: u64) -> Value {
     json!({"type": "span_ended", "span": {"span_id": format!("{n:016x}"), "kind": "tool", "name": format!("t{n}")}})
 }
 
 /// Reads messages until `done` says stop or the stream ends; bounded in time.
-async fn read_until(
+pub(crate) async fn read_until(
     resp: &mut reqwest::Response,
     mut done: impl FnMut(&SseMessage) -> bool,
 ) -> Vec<SseMessage> {
@@ -118,7 +118,7 @@ async fn read_until(
     }
 }
 
-fn seq(m: &SseMessage) -> u64 {
+pub(crate) fn seq(m: &SseMessage) -> u64 {
     m.id.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 

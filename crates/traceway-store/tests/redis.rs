@@ -1,0 +1,177 @@
+//! The Redis backend: the conformance suite on a standalone `redis-server` each test starts
+//! on a free loopback port, and on a 3-master Redis Cluster started once for this binary
+//! (each test in its own key prefix).
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use traceway_store::conformance::Harness;
+use traceway_store::redis::{RedisConfig, RedisStore};
+use traceway_store::ManualClock;
+
+fn prefix() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "t{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn open(url: &str, clock: &ManualClock) -> RedisStore {
+    let mut cfg = RedisConfig::new(url);
+    cfg.prefix = prefix();
+    RedisStore::open(cfg, Arc::new(clock.clone()))
+        .await
+        .expect("open redis store")
+}
+
+mod standalone {
+    use super::*;
+
+    async fn make_redis(clock: ManualClock) -> Harness {
+        let server = redis_server::RedisServer::start();
+        let store = open(&server.url(), &clock).await;
+        Harness {
+            store: Arc::new(store),
+            clock,
+            guard: Box::new(server),
+        }
+    }
+
+    traceway_store::conformance_suite!(make_redis);
+}
+
+mod cluster {
+    use super::*;
+
+    async fn make_cluster(clock: ManualClock) -> Harness {
+        let url = tokio::task::spawn_blocking(redis_server::shared_cluster)
+            .await
+            .expect("cluster");
+        let store = open(url, &clock).await;
+        Harness {
+            store: Arc::new(store),
+            clock,
+            guard: Box::new(()),
+        }
+    }
+
+    traceway_store::conformance_suite!(make_cluster);
+}
+
+/// The bulk strings of a raw RESP reply (keys of `KEYS`, members of `ZRANGE`).
+fn bulk_strings(reply: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lines = reply.split("\r\n");
+    while let Some(l) = lines.next() {
+        if l.starts_with('$') && l != "$-1" {
+            if let Some(v) = lines.next() {
+                out.push(v.to_string());
+            }
+        }
+    }
+    out
+}
+
+fn integer(reply: Option<String>) -> i64 {
+    reply
+        .and_then(|r| r.trim().strip_prefix(':').map(str::to_string))
+        .and_then(|n| n.parse().ok())
+        .expect("an integer reply")
+}
+
+/// Every key of a trace carries a TTL (the physical bound of its expiry); only the shared
+/// indexes and the lease's token counter do not. After the purge, the indexes hold nothing
+/// of a purged trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_trace_key_has_a_ttl_and_the_purge_empties_the_indexes() {
+    use std::time::Duration;
+    use traceway_core::{EventInput, NewTrace, SpanId, SpanInput, State, TracePatch};
+    use traceway_store::{AppendRequest, Store, WATCHDOG_LEASE};
+
+    let server = redis_server::RedisServer::start();
+    let clock = ManualClock::new(traceway_store::conformance::start_time());
+    let store = open(&server.url(), &clock).await;
+    let (t, _) = store
+        .create_trace(
+            "t",
+            NewTrace {
+                agent_id: Some("a".into()),
+                user_id: Some("u".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    store
+        .append(AppendRequest {
+            tenant: "t".into(),
+            trace_id: t.trace_id,
+            create_if_missing: None,
+            events: vec![
+                EventInput::SpanStarted {
+                    span: SpanInput::new(SpanId::from_u64(1).expect("id")),
+                },
+                EventInput::Log {
+                    id: Some("l1".into()),
+                    time: None,
+                    record: Default::default(),
+                },
+            ],
+            end: None,
+        })
+        .await
+        .expect("append");
+    store
+        .update_trace(
+            "t",
+            t.trace_id,
+            TracePatch {
+                state: Some(State::Completed),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("end");
+    let lease = store
+        .try_acquire_lease(WATCHDOG_LEASE, "me", Duration::from_secs(30))
+        .await
+        .expect("acquire")
+        .expect("free");
+
+    let keys = bulk_strings(&redis_server::command(server.port, "KEYS *").expect("keys"));
+    let trace_keys: Vec<&String> = keys.iter().filter(|k| k.contains(":t:{")).collect();
+    assert_eq!(trace_keys.len(), 4, "row, spans, ids, events: {keys:?}");
+    for k in keys
+        .iter()
+        .filter(|k| !k.contains(":i:{") && !k.contains(":g:"))
+    {
+        let ttl = integer(redis_server::command(server.port, &format!("PTTL {k}")));
+        if k.ends_with(":token") {
+            assert_eq!(
+                ttl, -1,
+                "the token counter is kept so tokens are never reused"
+            );
+        } else {
+            assert!(ttl > 0, "{k} has no TTL ({ttl})");
+        }
+    }
+
+    // Past the trace retention: the purge deletes the keys and every index entry.
+    clock.advance(Duration::from_secs(8 * 24 * 3600));
+    let lease = store
+        .try_acquire_lease(WATCHDOG_LEASE, "me", Duration::from_secs(30))
+        .await
+        .expect("acquire")
+        .unwrap_or(lease);
+    while store.purge_expired(&lease, 100).await.expect("purge").more {}
+    let keys = bulk_strings(&redis_server::command(server.port, "KEYS *").expect("keys"));
+    assert!(
+        keys.iter().all(|k| k.contains(":lease:")),
+        "only the lease is left: {keys:?}"
+    );
+}
