@@ -10,6 +10,7 @@ pub mod conformance;
 mod contract;
 pub mod hub;
 pub mod redis;
+mod shared;
 pub mod sqlite;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -22,7 +22,6 @@ use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 use async_trait::async_trait;
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use traceway_core::{
     ingest, strip_event_body, strip_span, Event, EventBody, EventInput, NewTrace, Rollups, Span,
@@ -30,6 +29,7 @@ use traceway_core::{
     TraceStarted,
 };
 
+use crate::shared::{decode_cursor, encode_cursor, validate_new};
 use crate::{
     AppendOutcome, AppendRequest, CaptureConfig, Clock, EventFilter, Lease, Orphaned, Page,
     PageRequest, Purged, Retention, Store, StoreError, TraceFilter, TraceMeta, ORPHANED_REASON,
@@ -1142,33 +1142,6 @@ impl Draft {
         self.trace.last_activity_at = self.now;
         self
     }
-}
-
-fn validate_new(new: &NewTrace) -> Result<(), StoreError> {
-    match &new.state {
-        Some(state) if state.is_terminal() => Err(StoreError::Invalid(format!(
-            "a trace cannot be created {state}; create it, then change its state"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-fn encode_cursor(t: &Trace) -> String {
-    let raw = format!("{}:{}", t.created_at.unix_nanos(), t.trace_id);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
-fn decode_cursor(c: &str) -> Result<(i64, TraceId), StoreError> {
-    let bad = || StoreError::Invalid(format!("invalid cursor {c:?}"));
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(c)
-        .map_err(|_| bad())?;
-    let raw = String::from_utf8(raw).map_err(|_| bad())?;
-    let (t, id) = raw.split_once(':').ok_or_else(bad)?;
-    Ok((
-        t.parse().map_err(|_| bad())?,
-        id.parse().map_err(|_| bad())?,
-    ))
 }
 
 fn matches(t: &Trace, f: &TraceFilter) -> bool {

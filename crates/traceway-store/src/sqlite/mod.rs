@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine;
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 use traceway_core::{Event, EventBody, NewTrace, Span, Timestamp, Trace, TraceId, TracePatch};
@@ -20,6 +19,7 @@ use traceway_core::{Event, EventBody, NewTrace, Span, Timestamp, Trace, TraceId,
 use self::row::{read_trace_row, TRACE_COLUMNS};
 use self::schema::internal;
 use self::writer::{Msg, Op, OpResult, WriterCtx};
+use crate::shared::{decode_cursor, encode_cursor};
 use crate::{
     AppendOutcome, AppendRequest, CaptureConfig, Clock, EventFilter, Lease, Orphaned, Page,
     PageRequest, Purged, Retention, Store, StoreError, TraceFilter,
@@ -306,24 +306,6 @@ impl Query {
         self.sql
             .push_str(&format!(" AND {clause} ?{}", self.args.len()));
     }
-}
-
-fn encode_cursor(t: &Trace) -> String {
-    let raw = format!("{}:{}", t.created_at.unix_nanos(), t.trace_id);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
-fn decode_cursor(c: &str) -> Result<(i64, TraceId), StoreError> {
-    let bad = || StoreError::Invalid(format!("invalid cursor {c:?}"));
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(c)
-        .map_err(|_| bad())?;
-    let raw = String::from_utf8(raw).map_err(|_| bad())?;
-    let (t, id) = raw.split_once(':').ok_or_else(bad)?;
-    Ok((
-        t.parse().map_err(|_| bad())?,
-        id.parse().map_err(|_| bad())?,
-    ))
 }
 
 #[async_trait]

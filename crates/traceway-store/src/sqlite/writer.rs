@@ -19,6 +19,7 @@ use traceway_core::{
 use super::cache::{CachedTrace, SpanState, TraceCache};
 use super::row::TraceRow;
 use super::schema::internal;
+use crate::shared::validate_new;
 use crate::{
     AppendOutcome, AppendRequest, CaptureConfig, Clock, Lease, Orphaned, Purged, Retention,
     StoreError, ORPHANED_REASON,
@@ -709,16 +710,6 @@ fn append(
     outcome.last_seq = trace.last_seq;
     outcome.events = w.finish(cache);
     Ok((outcome, trace))
-}
-
-/// Refuses a trace that cannot be created, before anything is written.
-fn validate_new(new: &NewTrace) -> Result<(), StoreError> {
-    match &new.state {
-        Some(state) if state.is_terminal() => Err(StoreError::Invalid(format!(
-            "a trace cannot be created {state}; create it, then change its state"
-        ))),
-        _ => Ok(()),
-    }
 }
 
 fn delete_trace_data(tx: &Transaction<'_>, rowid: i64) -> Result<(), StoreError> {

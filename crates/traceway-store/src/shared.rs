@@ -1,0 +1,36 @@
+//! Pieces every backend uses the same way.
+
+use base64::Engine;
+use traceway_core::{NewTrace, Trace, TraceId};
+
+use crate::StoreError;
+
+/// Refuses a trace that cannot be created, before anything is written.
+pub(crate) fn validate_new(new: &NewTrace) -> Result<(), StoreError> {
+    match &new.state {
+        Some(state) if state.is_terminal() => Err(StoreError::Invalid(format!(
+            "a trace cannot be created {state}; create it, then change its state"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The opaque listing cursor after `t`: its `(created_at, trace_id)` position.
+pub(crate) fn encode_cursor(t: &Trace) -> String {
+    let raw = format!("{}:{}", t.created_at.unix_nanos(), t.trace_id);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// The position a cursor stands for; `Invalid` for anything else.
+pub(crate) fn decode_cursor(c: &str) -> Result<(i64, TraceId), StoreError> {
+    let bad = || StoreError::Invalid(format!("invalid cursor {c:?}"));
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let (t, id) = raw.split_once(':').ok_or_else(bad)?;
+    Ok((
+        t.parse().map_err(|_| bad())?,
+        id.parse().map_err(|_| bad())?,
+    ))
+}
