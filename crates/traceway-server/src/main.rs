@@ -1,6 +1,11 @@
 //! `traceway`: the server (`serve`) and a CLI client (`ls`, `show`, `rm`, `cleanup`).
 
 use clap::{Parser, Subcommand};
+
+// The server allocates and frees many small buffers per request (decoding, JSON, store
+// commands); mimalloc does that markedly faster than the system allocator (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use traceway_server::cli::{self, ClientArgs, LsArgs};
 use traceway_server::{Config, ServeArgs};
 
