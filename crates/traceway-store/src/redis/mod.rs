@@ -326,6 +326,29 @@ impl RedisStore {
         format!("{}:live", self.prefix)
     }
 
+    /// One page of a trace's event stream from `from` on, in seq order; `more` when the
+    /// page was full.
+    async fn event_page(&self, key: &str, from: u64) -> Result<(Vec<Event>, bool), StoreError> {
+        const PAGE: usize = 1000;
+        let mut conn = self.conn()?;
+        let entries: Vec<(String, HashMap<String, String>)> = ::redis::cmd("XRANGE")
+            .arg(key)
+            .arg(format!("{from}-0"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(PAGE)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        let more = entries.len() == PAGE;
+        let mut events = Vec::with_capacity(entries.len());
+        for (_, fields) in entries {
+            let Some(d) = fields.get("d") else { continue };
+            events.push(serde_json::from_str(d).map_err(json_err)?);
+        }
+        Ok((events, more))
+    }
+
     fn trace_keys(&self, tenant: &str, id: TraceId) -> TraceKeys {
         let base = format!("{}:t:{{{tenant}:{id}}}", self.prefix);
         TraceKeys {
@@ -1321,28 +1344,15 @@ impl Store for RedisStore {
         let key = self.trace_keys(tenant, id).events;
         let mut latest: HashMap<SpanId, Span> = HashMap::new();
         let mut from = 1u64;
-        const CHUNK: usize = 1000;
         loop {
-            let mut conn = self.conn()?;
-            let entries: Vec<(String, HashMap<String, String>)> = ::redis::cmd("XRANGE")
-                .arg(&key)
-                .arg(format!("{from}-0"))
-                .arg("+")
-                .arg("COUNT")
-                .arg(CHUNK)
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_err)?;
-            let n = entries.len();
-            for (_, fields) in entries {
-                let Some(d) = fields.get("d") else { continue };
-                let e: Event = serde_json::from_str(d).map_err(json_err)?;
+            let (events, more) = self.event_page(&key, from).await?;
+            for e in events {
                 from = e.seq + 1;
                 if let EventBody::SpanStarted(s) | EventBody::SpanEnded(s) = e.body {
                     latest.insert(s.span_id, s);
                 }
             }
-            if n < CHUNK {
+            if !more {
                 break;
             }
         }
@@ -1470,22 +1480,9 @@ impl Store for RedisStore {
         let mut skip = filter.offset;
         let mut from = filter.after_seq + 1;
         let mut out = Vec::new();
-        const CHUNK: usize = 1000;
         loop {
-            let mut conn = self.conn()?;
-            let entries: Vec<(String, HashMap<String, String>)> = ::redis::cmd("XRANGE")
-                .arg(&key)
-                .arg(format!("{from}-0"))
-                .arg("+")
-                .arg("COUNT")
-                .arg(CHUNK)
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_err)?;
-            let n = entries.len();
-            for (_, fields) in entries {
-                let Some(d) = fields.get("d") else { continue };
-                let e: Event = serde_json::from_str(d).map_err(json_err)?;
+            let (events, more) = self.event_page(&key, from).await?;
+            for e in events {
                 from = e.seq + 1;
                 if !filter.types.is_empty() && !filter.types.contains(&e.body.event_type()) {
                     continue;
@@ -1502,7 +1499,7 @@ impl Store for RedisStore {
                     return Ok(Some(out));
                 }
             }
-            if n < CHUNK {
+            if !more {
                 return Ok(Some(out));
             }
         }
