@@ -71,6 +71,29 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     );
     "#,
+    // v2: the listing indexes in ascending order, and partial where the column is often
+    // NULL. New traces have the largest `created_at`: in an ascending index they go to the
+    // right end of their group, where SQLite appends to a page; a descending index put them
+    // at the left end, splitting pages. Listing newest first reads the index backwards. A
+    // filter `agent_id = ?` never matches NULL, so SQLite still uses the partial indexes,
+    // and a trace without a user or session (or not yet ended) costs no entry in them.
+    r#"
+    DROP INDEX traces_newest;
+    DROP INDEX traces_by_agent;
+    DROP INDEX traces_by_user;
+    DROP INDEX traces_by_session;
+    DROP INDEX traces_by_state;
+    DROP INDEX traces_by_ended;
+    CREATE INDEX traces_newest     ON traces (tenant, created_at, trace_id);
+    CREATE INDEX traces_by_agent   ON traces (tenant, agent_id, created_at, trace_id)
+        WHERE agent_id IS NOT NULL;
+    CREATE INDEX traces_by_user    ON traces (tenant, user_id, created_at, trace_id)
+        WHERE user_id IS NOT NULL;
+    CREATE INDEX traces_by_session ON traces (tenant, session_id, created_at, trace_id)
+        WHERE session_id IS NOT NULL;
+    CREATE INDEX traces_by_state   ON traces (tenant, state, created_at, trace_id);
+    CREATE INDEX traces_by_ended   ON traces (tenant, ended_at) WHERE ended_at IS NOT NULL;
+    "#,
 ];
 
 /// Brings the database to the newest schema.
@@ -102,4 +125,87 @@ pub(crate) const fn latest_version() -> usize {
 
 pub(crate) fn internal(e: rusqlite::Error) -> StoreError {
     StoreError::Internal(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("prepare");
+        let n = stmt.parameter_count();
+        let args = vec![rusqlite::types::Value::Integer(0); n];
+        let rows: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        rows.join("; ")
+    }
+
+    /// The partial indexes of v2 still serve the filters that name their column.
+    #[test]
+    fn filters_use_the_partial_indexes() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        migrate(&mut conn).expect("migrate");
+        for (col, index) in [
+            ("state", "traces_by_state"),
+            ("agent_id", "traces_by_agent"),
+            ("user_id", "traces_by_user"),
+            ("session_id", "traces_by_session"),
+        ] {
+            let p = plan(
+                &conn,
+                &format!(
+                    "SELECT trace_id FROM traces WHERE tenant = ?1 AND expires_at > ?2 \
+                     AND {col} = ?3 ORDER BY created_at DESC, trace_id DESC LIMIT 51"
+                ),
+            );
+            assert!(p.contains(&format!("USING INDEX {index}")), "{col}: {p}");
+            assert!(!p.contains("TEMP B-TREE"), "{col}: no sort: {p}");
+        }
+        let p = plan(
+            &conn,
+            "SELECT trace_id FROM traces WHERE tenant = ?1 AND expires_at > ?2 \
+             AND (created_at, trace_id) < (?3, ?4) ORDER BY created_at DESC, trace_id DESC LIMIT 51",
+        );
+        assert!(p.contains("USING INDEX traces_newest"), "{p}");
+        assert!(!p.contains("TEMP B-TREE"), "no sort: {p}");
+        let p = plan(
+            &conn,
+            "SELECT id FROM traces WHERE tenant = ?1 AND ended_at < ?2 LIMIT ?3",
+        );
+        assert!(p.contains("traces_by_ended"), "{p}");
+    }
+
+    /// A database made by v1 moves to the newest schema and keeps its rows.
+    #[test]
+    fn a_v1_database_migrates() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(MIGRATIONS[0]).expect("v1");
+        conn.pragma_update(None, "user_version", 1)
+            .expect("version");
+        conn.execute(
+            "INSERT INTO traces (tenant, trace_id, agent_id, state, level, created_at, \
+             last_activity_at, expires_at, data_expires_at, last_seq, metadata, rollups) \
+             VALUES ('t', x'01', 'a', 'RUNNING', 2, 1, 1, 9, 9, 0, '{}', '{}')",
+            [],
+        )
+        .expect("row");
+        migrate(&mut conn).expect("migrate");
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(v as usize, latest_version());
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM traces WHERE tenant = 't' AND agent_id = 'a'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(n, 1);
+    }
 }
