@@ -779,6 +779,32 @@ pub async fn an_append_can_end_its_trace_and_fill_what_was_unknown(h: &Harness) 
         .expect("get")
         .expect("exists");
     assert_eq!((t.state, t.rollups.span_count), (State::Errored, 3));
+    // What the later batch filled in is what the listing filters on.
+    for filter in [
+        TraceFilter {
+            agent_id: Some("support".into()),
+            ..Default::default()
+        },
+        TraceFilter {
+            state: Some(State::Errored),
+            ..Default::default()
+        },
+    ] {
+        let page = h
+            .store
+            .list_traces(
+                T,
+                &filter,
+                &PageRequest {
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("list");
+        let ids: Vec<_> = page.items.iter().map(|t| t.trace_id).collect();
+        assert_eq!(ids, vec![id], "{filter:?}");
+    }
 }
 
 /// Listing returns newest first; following cursors visits every trace exactly once;

@@ -113,6 +113,15 @@ const GATHER_WAIT: Duration = Duration::from_micros(200);
 /// Runs until a `Shutdown` arrives or every sender is gone; commands queued before the
 /// shutdown are still written.
 pub(crate) fn run(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Msg>, ctx: WriterCtx) {
+    // Waking the tasks that wait for replies costs the waker a syscall each (tokio unparks
+    // a worker); a thread of its own does it, so the writer goes on to the next group.
+    let (acks, acker) = match Acker::start(ctx.hub.clone()) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the reply thread; writer stops");
+            return;
+        }
+    };
     let mut cache = TraceCache::new(ctx.cache_capacity);
     let mut group = Vec::with_capacity(ctx.max_group);
     let mut shutdown_replies = Vec::new();
@@ -144,7 +153,7 @@ pub(crate) fn run(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Msg>, c
         // The peak decays so a burst does not make later, quieter groups wait.
         peak = group.len().max(peak - peak / 8).max(1);
         if !group.is_empty() {
-            commit_group(&mut conn, &mut cache, &mut group, &ctx);
+            commit_group(&mut conn, &mut cache, &mut group, &ctx, &acks);
             restart_wal_if_full(&conn, &ctx);
         }
         if !shutdown_replies.is_empty() {
@@ -154,15 +163,20 @@ pub(crate) fn run(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Msg>, c
                 if let Msg::Op(op, reply) = m {
                     group.push((op, reply));
                     if group.len() >= ctx.max_group {
-                        commit_group(&mut conn, &mut cache, &mut group, &ctx);
+                        commit_group(&mut conn, &mut cache, &mut group, &ctx, &acks);
                     }
                 }
             }
             if !group.is_empty() {
-                commit_group(&mut conn, &mut cache, &mut group, &ctx);
+                commit_group(&mut conn, &mut cache, &mut group, &ctx, &acks);
             }
             break;
         }
+    }
+    // Every reply of a written command is out before the shutdown is confirmed.
+    drop(acks);
+    if acker.join().is_err() {
+        tracing::error!("reply thread panicked");
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(error = %e, "checkpoint at shutdown failed");
@@ -196,7 +210,74 @@ fn restart_wal_if_full(conn: &rusqlite::Connection, ctx: &WriterCtx) {
     }
 }
 
-type Pending = (Op, oneshot::Sender<Result<OpResult, StoreError>>);
+type ReplyTo = oneshot::Sender<Result<OpResult, StoreError>>;
+type Pending = (Op, ReplyTo);
+
+/// A group's outcome, handed to the reply thread in commit order.
+enum Acks {
+    /// Committed: publish, then reply.
+    Committed(Vec<(ReplyTo, Result<OpResult, StoreError>)>),
+    /// Not committed: reply with the error.
+    Failed(Vec<ReplyTo>, StoreError),
+}
+
+/// The reply thread: publishes what a committed group wrote to the hub (in commit order,
+/// so in seq order per trace), then replies to each command.
+struct Acker;
+
+impl Acker {
+    fn start(
+        hub: crate::InProcessHub,
+    ) -> std::io::Result<(
+        std::sync::mpsc::SyncSender<Acks>,
+        std::thread::JoinHandle<()>,
+    )> {
+        // Bounded: a reply thread that falls behind holds the writer back.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Acks>(64);
+        let handle = std::thread::Builder::new()
+            .name("tw-sqlite-ack".into())
+            .spawn(move || {
+                for acks in rx {
+                    match acks {
+                        Acks::Committed(results) => {
+                            Self::publish(&hub, &results);
+                            for (reply, r) in results {
+                                let _ = reply.send(r);
+                            }
+                        }
+                        Acks::Failed(replies, e) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(e.clone()));
+                            }
+                        }
+                    }
+                }
+            })?;
+        Ok((tx, handle))
+    }
+
+    fn publish(hub: &crate::InProcessHub, results: &[(ReplyTo, Result<OpResult, StoreError>)]) {
+        let publish = |trace: &Trace, events: &[Event]| {
+            let meta = crate::TraceMeta {
+                agent_id: trace.agent_id.clone(),
+                state: Some(trace.state.clone()),
+            };
+            hub.publish(&trace.tenant, &meta, events);
+        };
+        for (_, r) in results {
+            match r {
+                Ok(OpResult::Trace(t, e)) => publish(t, e),
+                Ok(OpResult::Append(o, t)) => publish(t, &o.events),
+                Ok(OpResult::Orphaned(list)) => {
+                    for o in list {
+                        publish(&o.trace, &o.events);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
 
 /// Runs a group in one transaction. Commands refuse (404, 409, 400) before they change
 /// anything, so a refusal needs no rollback; an internal error (I/O, corruption) rolls back
@@ -208,6 +289,7 @@ fn commit_group(
     cache: &mut TraceCache,
     group: &mut Vec<Pending>,
     ctx: &WriterCtx,
+    acks: &std::sync::mpsc::SyncSender<Acks>,
 ) {
     let now = ctx.clock.now();
     let begun = conn
@@ -219,9 +301,8 @@ fn commit_group(
         Err(e) => {
             tracing::error!(error = %e, "begin failed");
             cache.clear();
-            for (_, reply) in group.drain(..) {
-                let _ = reply.send(Err(e.clone()));
-            }
+            let replies = group.drain(..).map(|(_, reply)| reply).collect();
+            send_acks(acks, Acks::Failed(replies, e));
             return;
         }
     };
@@ -246,38 +327,21 @@ fn commit_group(
         None => tx.commit().map_err(|e| e.to_string()),
     };
     match outcome {
-        Ok(()) => {
-            // Committed: publish in command order (so in seq order per trace), then reply.
-            let publish = |trace: &Trace, events: &[Event]| {
-                let meta = crate::TraceMeta {
-                    agent_id: trace.agent_id.clone(),
-                    state: Some(trace.state.clone()),
-                };
-                ctx.hub.publish(&trace.tenant, &meta, events);
-            };
-            for (_, r) in &results {
-                match r {
-                    Ok(OpResult::Trace(t, e)) => publish(t, e),
-                    Ok(OpResult::Append(o, t)) => publish(t, &o.events),
-                    Ok(OpResult::Orphaned(list)) => {
-                        for o in list {
-                            publish(&o.trace, &o.events);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            for (reply, r) in results {
-                let _ = reply.send(r);
-            }
-        }
+        Ok(()) => send_acks(acks, Acks::Committed(results)),
         Err(m) => {
             cache.clear();
             tracing::error!(error = %m, commands = results.len(), "write group failed and was rolled back");
-            for (reply, _) in results {
-                let _ = reply.send(Err(StoreError::Internal(m.clone())));
-            }
+            let replies = results.into_iter().map(|(reply, _)| reply).collect();
+            send_acks(acks, Acks::Failed(replies, StoreError::Internal(m)));
         }
+    }
+}
+
+/// Hands a group's replies to the reply thread; if it is gone (it never stops before the
+/// writer does), the callers see their reply channel closed.
+fn send_acks(acks: &std::sync::mpsc::SyncSender<Acks>, a: Acks) {
+    if acks.send(a).is_err() {
+        tracing::error!("reply thread is gone; replies dropped");
     }
 }
 
@@ -299,7 +363,7 @@ fn execute(
                 }
                 delete_trace_data(tx, t.row.rowid)?;
             }
-            let mut w = TraceWriter::create(tx, &tenant, id, new, now, ctx)?;
+            let mut w = TraceWriter::create(&tenant, id, new, now, ctx)?;
             w.save(tx)?;
             Ok(OpResult::Trace(w.trace.row.trace.clone(), w.finish(cache)))
         }
@@ -322,6 +386,7 @@ fn execute(
             if let Some(name) = patch.name {
                 w.trace.row.trace.name = Some(name);
             }
+            w.metadata_changed |= !patch.metadata.is_empty();
             w.trace.row.trace.metadata.extend(patch.metadata);
             if let Some(to) = patch.state {
                 w.change_state(to, patch.reason)?;
@@ -682,10 +747,7 @@ fn append(
             if let Some(t) = stale {
                 delete_trace_data(tx, t.row.rowid)?;
             }
-            (
-                TraceWriter::create(tx, &tenant, trace_id, new, now, ctx)?,
-                true,
-            )
+            (TraceWriter::create(&tenant, trace_id, new, now, ctx)?, true)
         }
     };
     let mut outcome = AppendOutcome {
@@ -742,6 +804,13 @@ const ROWS_PER_INSERT: usize = 16;
 /// the rows not yet inserted.
 struct TraceWriter<'c> {
     trace: CachedTrace,
+    /// The indexed columns as the database holds them, so `save` rewrites only the indexes
+    /// whose columns changed: most appends touch only the activity index.
+    stored: IndexedColumns,
+    /// Not in the database yet: `save` inserts it.
+    fresh: bool,
+    /// The metadata changed and must be written.
+    metadata_changed: bool,
     events: Vec<Event>,
     rows: Vec<EventRow>,
     now: Timestamp,
@@ -751,6 +820,9 @@ struct TraceWriter<'c> {
 impl<'c> TraceWriter<'c> {
     fn new(trace: CachedTrace, now: Timestamp, ctx: &'c WriterCtx) -> TraceWriter<'c> {
         TraceWriter {
+            stored: IndexedColumns::of(&trace.row),
+            fresh: false,
+            metadata_changed: false,
             trace,
             events: Vec::new(),
             rows: Vec::new(),
@@ -760,7 +832,6 @@ impl<'c> TraceWriter<'c> {
     }
 
     fn create(
-        tx: &Transaction<'_>,
         tenant: &str,
         id: TraceId,
         new: NewTrace,
@@ -787,27 +858,6 @@ impl<'c> TraceWriter<'c> {
             metadata: new.metadata,
             rollups: Rollups::default(),
         };
-        tx.prepare_cached(
-            "INSERT INTO traces (tenant, trace_id, name, agent_id, session_id, user_id, state, level, \
-             created_at, last_activity_at, expires_at, data_expires_at, last_seq, metadata, rollups) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?10, 0, '{}', '{}')",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                tenant,
-                &id.to_bytes()[..],
-                trace.name,
-                trace.agent_id,
-                trace.session_id,
-                trace.user_id,
-                trace.state.as_str(),
-                level as i64,
-                now.unix_nanos(),
-                failsafe.unix_nanos()
-            ])
-        })
-        .map_err(internal)?;
-        let rowid = tx.last_insert_rowid();
         let started = TraceStarted {
             name: trace.name.clone(),
             agent_id: trace.agent_id.clone(),
@@ -817,12 +867,15 @@ impl<'c> TraceWriter<'c> {
             level,
             metadata: trace.metadata.clone(),
         };
+        // The row is inserted by `save`, with what the command made of it, so a new trace
+        // costs one INSERT and no UPDATE; its rowid is known from then on.
         let row = TraceRow {
-            rowid,
+            rowid: 0,
             data_expires_at: failsafe.unix_nanos(),
             trace,
         };
         let mut w = TraceWriter::new(CachedTrace::new(row), now, ctx);
+        w.fresh = true;
         w.write_event(now, None, None, EventBody::TraceStarted(started))?;
         Ok(w)
     }
@@ -841,7 +894,10 @@ impl<'c> TraceWriter<'c> {
             }
         }
         for (k, v) in &hints.metadata {
-            t.metadata.entry(k.clone()).or_insert_with(|| v.clone());
+            if !t.metadata.contains_key(k) {
+                t.metadata.insert(k.clone(), v.clone());
+                self.metadata_changed = true;
+            }
         }
     }
 
@@ -914,12 +970,20 @@ impl<'c> TraceWriter<'c> {
             .trace
             .rollups
             .apply_span(previous.as_ref(), &span);
-        let json = serde_json::to_string(&span).map_err(|e| StoreError::Internal(e.to_string()))?;
         let (time, ty) = match span.end_time {
             Some(end) if ended => (end, EventType::SpanEnded),
             _ => (span.start_time, EventType::SpanStarted),
         };
-        let body_json = format!("{{\"type\":\"{}\",\"payload\":{json}}}", ty.as_str());
+        // The event body's JSON, written once into one buffer.
+        let mut body_json = Vec::with_capacity(512);
+        body_json.extend_from_slice(b"{\"type\":\"");
+        body_json.extend_from_slice(ty.as_str().as_bytes());
+        body_json.extend_from_slice(b"\",\"payload\":");
+        serde_json::to_writer(&mut body_json, &span)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        body_json.push(b'}');
+        let body_json =
+            String::from_utf8(body_json).map_err(|e| StoreError::Internal(e.to_string()))?;
         let component = span.component_id.clone();
         let state = if ended {
             SpanState::Ended {
@@ -953,6 +1017,9 @@ impl<'c> TraceWriter<'c> {
         let Some(key) = key else { return Ok(false) };
         if self.rows.iter().any(|r| r.key.as_deref() == Some(key)) {
             return Ok(true);
+        }
+        if self.fresh {
+            return Ok(false);
         }
         tx.prepare_cached("SELECT 1 FROM events WHERE trace_ref = ?1 AND dedup_key = ?2")
             .and_then(|mut s| s.exists(params![self.trace.row.rowid, key]))
@@ -1075,49 +1142,150 @@ impl<'c> TraceWriter<'c> {
         Ok(())
     }
 
-    /// Writes the events and the trace row.
+    /// Writes the trace row and its events. The UPDATE names only the columns that changed:
+    /// SQLite rewrites the entries of every index on a column named in `SET`, changed or
+    /// not, and the traces table has ten indexes; most appends move only the activity index.
     fn save(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        self.flush(tx)?;
-        let data_expires_at = self.trace.row.data_expires_at;
-        let t = &mut self.trace.row.trace;
-        t.last_activity_at = self.now;
-        let metadata =
-            serde_json::to_string(&t.metadata).map_err(|e| StoreError::Internal(e.to_string()))?;
-        let rollups =
-            serde_json::to_string(&t.rollups).map_err(|e| StoreError::Internal(e.to_string()))?;
-        tx.prepare_cached(
-            "UPDATE traces SET name = ?2, agent_id = ?3, session_id = ?4, user_id = ?5, state = ?6, \
-             last_activity_at = ?7, ended_at = ?8, expires_at = ?9, data_expires_at = ?10, \
-             last_seq = ?11, error_count = ?12, duration_ms = ?13, metadata = ?14, rollups = ?15 \
-             WHERE id = ?1",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                self.trace.row.rowid,
-                t.name,
-                t.agent_id,
-                t.session_id,
-                t.user_id,
-                t.state.as_str(),
-                t.last_activity_at.unix_nanos(),
-                t.ended_at.map(Timestamp::unix_nanos),
-                t.expires_at.unix_nanos(),
-                data_expires_at,
-                t.last_seq as i64,
-                t.rollups.error_count as i64,
-                t.rollups.duration_ms,
-                metadata,
-                rollups
-            ])
-        })
-        .map_err(internal)?;
-        Ok(())
+        use rusqlite::types::Value;
+        let now = self.now;
+        let activity_moved = self.trace.row.trace.last_activity_at != now;
+        self.trace.row.trace.last_activity_at = now;
+        let indexed = IndexedColumns::of(&self.trace.row);
+        let row = &self.trace.row;
+        let t = &row.trace;
+        let rollups = to_json(&t.rollups)?;
+        let (last_seq, errors) = (t.last_seq as i64, t.rollups.error_count as i64);
+        if self.fresh {
+            let metadata = to_json(&t.metadata)?;
+            tx.prepare_cached(
+                "INSERT INTO traces (tenant, trace_id, name, agent_id, session_id, user_id, state, \
+                 level, created_at, last_activity_at, ended_at, expires_at, data_expires_at, \
+                 last_seq, error_count, duration_ms, metadata, rollups) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    t.tenant,
+                    &t.trace_id.to_bytes()[..],
+                    t.name,
+                    t.agent_id,
+                    t.session_id,
+                    t.user_id,
+                    t.state.as_str(),
+                    t.level as i64,
+                    t.created_at.unix_nanos(),
+                    now.unix_nanos(),
+                    t.ended_at.map(Timestamp::unix_nanos),
+                    t.expires_at.unix_nanos(),
+                    row.data_expires_at,
+                    last_seq,
+                    errors,
+                    t.rollups.duration_ms,
+                    metadata,
+                    rollups
+                ])
+            })
+            .map_err(internal)?;
+            self.trace.row.rowid = tx.last_insert_rowid();
+            self.fresh = false;
+        } else {
+            let mut sql = String::from(
+                "UPDATE traces SET last_seq = ?2, error_count = ?3, duration_ms = ?4, rollups = ?5",
+            );
+            let mut args = vec![
+                Value::Integer(row.rowid),
+                Value::Integer(last_seq),
+                Value::Integer(errors),
+                t.rollups.duration_ms.map_or(Value::Null, Value::Real),
+                Value::Text(rollups),
+            ];
+            let mut set = |col: &str, v: Value| {
+                args.push(v);
+                sql.push_str(&format!(", {col} = ?{}", args.len()));
+            };
+            let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
+            let old = &self.stored;
+            if activity_moved {
+                set("last_activity_at", Value::Integer(now.unix_nanos()));
+            }
+            if indexed.name != old.name {
+                set("name", text(&t.name));
+            }
+            if indexed.agent_id != old.agent_id {
+                set("agent_id", text(&t.agent_id));
+            }
+            if indexed.session_id != old.session_id {
+                set("session_id", text(&t.session_id));
+            }
+            if indexed.user_id != old.user_id {
+                set("user_id", text(&t.user_id));
+            }
+            if indexed.state != old.state {
+                set("state", Value::Text(t.state.as_str().into()));
+            }
+            if indexed.ended_at != old.ended_at {
+                let v = t
+                    .ended_at
+                    .map_or(Value::Null, |e| Value::Integer(e.unix_nanos()));
+                set("ended_at", v);
+            }
+            if indexed.expires_at != old.expires_at {
+                set("expires_at", Value::Integer(t.expires_at.unix_nanos()));
+            }
+            if indexed.data_expires_at != old.data_expires_at {
+                set("data_expires_at", Value::Integer(row.data_expires_at));
+            }
+            if self.metadata_changed {
+                set("metadata", Value::Text(to_json(&t.metadata)?));
+            }
+            sql.push_str(" WHERE id = ?1");
+            tx.prepare_cached(&sql)
+                .and_then(|mut s| s.execute(rusqlite::params_from_iter(args)))
+                .map_err(internal)?;
+        }
+        self.stored = indexed;
+        self.metadata_changed = false;
+        self.flush(tx)
     }
 
     /// Hands the trace back to the cache; returns the events written.
     fn finish(self, cache: &mut TraceCache) -> Vec<Event> {
         cache.put(self.trace);
         self.events
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// The indexed columns of `traces` other than `last_activity_at` (which `save` handles on
+/// its own), as last written.
+#[derive(PartialEq)]
+struct IndexedColumns {
+    name: Option<String>,
+    agent_id: Option<String>,
+    session_id: Option<String>,
+    user_id: Option<String>,
+    state: State,
+    ended_at: Option<Timestamp>,
+    expires_at: Timestamp,
+    data_expires_at: i64,
+}
+
+impl IndexedColumns {
+    fn of(row: &TraceRow) -> IndexedColumns {
+        let t = &row.trace;
+        IndexedColumns {
+            name: t.name.clone(),
+            agent_id: t.agent_id.clone(),
+            session_id: t.session_id.clone(),
+            user_id: t.user_id.clone(),
+            state: t.state.clone(),
+            ended_at: t.ended_at,
+            expires_at: t.expires_at,
+            data_expires_at: row.data_expires_at,
+        }
     }
 }
 
