@@ -3,8 +3,13 @@
 //!
 //! ```text
 //! cargo bench -p traceway-store --bench store_bench -- [--writers 8] [--seconds 10]
-//!     [--batch 5] [--traces 1000000] [--dir PATH] [--redis redis://127.0.0.1:PORT/0]
+//!     [--batch 5] [--create separate|inline] [--traces 1000000] [--dir PATH]
+//!     [--redis redis://127.0.0.1:PORT/0]
 //! ```
+//!
+//! `--create separate` (the default) creates each trace with its own call, as a client of
+//! `POST /api/v1/traces` does; `inline` creates it with the first append
+//! (`create_if_missing`), as an exporter does.
 //!
 //! With `--redis` the same runs go to the Redis backend at that URL (standalone or
 //! `redis+cluster://…`), under a fresh key prefix, and Redis's `used_memory` is reported.
@@ -30,6 +35,7 @@ struct Args {
     writers: usize,
     seconds: u64,
     batch: usize,
+    inline_create: bool,
     traces: u64,
     dir: Option<String>,
     redis: Option<String>,
@@ -40,6 +46,7 @@ fn parse_args() -> Args {
         writers: 8,
         seconds: 10,
         batch: 5,
+        inline_create: false,
         traces: 1_000_000,
         dir: None,
         redis: None,
@@ -51,6 +58,13 @@ fn parse_args() -> Args {
             "--writers" => a.writers = val().parse().expect("--writers"),
             "--seconds" => a.seconds = val().parse().expect("--seconds"),
             "--batch" => a.batch = val().parse().expect("--batch"),
+            "--create" => {
+                a.inline_create = match val().as_str() {
+                    "inline" => true,
+                    "separate" => false,
+                    other => panic!("--create separate|inline, not {other}"),
+                }
+            }
             "--traces" => a.traces = val().parse().expect("--traces"),
             "--dir" => a.dir = Some(val()),
             "--redis" => a.redis = Some(val()),
@@ -271,37 +285,39 @@ async fn append_throughput(args: &Args, dir: &std::path::Path) {
             stop.clone(),
             next_trace.clone(),
         );
-        let batch = args.batch;
+        let (batch, inline_create) = (args.batch, args.inline_create);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let t = next_trace.fetch_add(1, Ordering::Relaxed);
-                let (trace, _) = store
-                    .create_trace(
-                        "bench",
-                        NewTrace {
-                            agent_id: Some(format!("agent-{}", t % 10)),
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .expect("create");
-                events.fetch_add(1, Ordering::Relaxed);
+                let new = NewTrace {
+                    agent_id: Some(format!("agent-{}", t % 10)),
+                    ..Default::default()
+                };
+                let (trace_id, mut create) = if inline_create {
+                    (TraceId::new_v7(), Some(new))
+                } else {
+                    let (trace, _) = store.create_trace("bench", new).await.expect("create");
+                    events.fetch_add(1, Ordering::Relaxed);
+                    (trace.trace_id, None)
+                };
                 let run = agent_run(t);
                 for chunk in run.chunks(batch) {
-                    let n = chunk.len() as u64;
                     let t0 = Instant::now();
-                    store
+                    let out = store
                         .append(AppendRequest {
                             tenant: "bench".into(),
-                            trace_id: trace.trace_id,
-                            create_if_missing: None,
+                            trace_id,
+                            create_if_missing: create.take(),
                             events: chunk.to_vec(),
                             end: None,
                         })
                         .await
                         .expect("append");
                     latencies.push(t0.elapsed());
+                    // What was stored: the inputs, and `trace_started` when this append
+                    // created the trace (state changes are not counted).
+                    let n = chunk.len() as u64 + u64::from(out.created);
                     events.fetch_add(n, Ordering::Relaxed);
                 }
             }
@@ -319,9 +335,10 @@ async fn append_throughput(args: &Args, dir: &std::path::Path) {
     latencies.sort();
     let n = events.load(Ordering::Relaxed);
     println!(
-        "append: {} writers, batches of {} events, {:.1} s: {} events acknowledged = {:.0} events/s; append latency p50 {:.2} ms, p99 {:.2} ms; process CPU {:.1} µs per event",
+        "append: {} writers, batches of {} events, create {}, {:.1} s: {} events acknowledged = {:.0} events/s; append latency p50 {:.2} ms, p99 {:.2} ms; process CPU {:.1} µs per event",
         args.writers,
         args.batch,
+        if args.inline_create { "inline" } else { "separate" },
         elapsed.as_secs_f64(),
         n,
         n as f64 / elapsed.as_secs_f64(),
