@@ -1400,7 +1400,10 @@ impl Store for RedisStore {
             .unwrap_or_else(|| "-inf".to_string());
         let mut skip = if after.is_none() { page.offset } else { 0 };
         let mut items: Vec<Trace> = Vec::new();
-        let chunk = (limit * 2).clamp(64, 1000);
+        // A chunk holds a full page, the row past it (which says there is a next page) and
+        // the cursor's own row (the score bound is inclusive), so an unfiltered listing
+        // reads each row once.
+        let chunk = (limit * 2).clamp(64, 1000).max(limit + 2);
         let mut offset = 0usize;
         loop {
             let mut conn = self.conn()?;
