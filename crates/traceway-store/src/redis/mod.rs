@@ -14,7 +14,7 @@ mod scripts;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -203,6 +203,24 @@ fn ttl_ms(now: Timestamp, t_ns: i64) -> i64 {
     ((t_ns - now.unix_nanos()) / 1_000_000).max(0) + MARGIN_MS
 }
 
+/// A writer that counts what passes through it.
+struct Counting<W> {
+    inner: W,
+    n: usize,
+}
+
+impl<W: std::io::Write> std::io::Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// The keys of one trace.
 struct TraceKeys {
     row: String,
@@ -226,6 +244,9 @@ pub struct RedisStore {
     lease_acquire: Script,
     lease_cas: Script,
     versions: AtomicU64,
+    /// Bytes per event of the latest commit's message: sizes the next commit command's
+    /// buffer, so that it is not grown (and copied) again and again while JSON goes in.
+    event_bytes: AtomicUsize,
     seed: u64,
     echoes: Echoes,
 }
@@ -330,6 +351,7 @@ impl RedisStore {
             lease_acquire: Script::new(scripts::LEASE_ACQUIRE),
             lease_cas: Script::new(scripts::LEASE_CAS),
             versions: AtomicU64::new(1),
+            event_bytes: AtomicUsize::new(1024),
             seed,
             echoes,
         })
@@ -482,12 +504,17 @@ impl RedisStore {
     /// copies every argument into a vector of its own and then again into the command:
     /// here the JSON is written straight into the command's buffer, once.
     async fn commit(&self, d: &Draft) -> Result<bool, StoreError> {
-        use std::io::Write as _;
         use ::redis::RedisWrite as _;
+        use std::io::Write as _;
         let k = self.trace_keys(&d.trace.tenant, d.trace.trace_id);
         let version = self.new_version();
-        let mut cmd = ::redis::cmd("EVALSHA");
-        cmd.arg(self.commit.get_hash())
+        let per_event = self.event_bytes.load(Ordering::Relaxed);
+        let mut cmd = Cmd::with_capacity(
+            16 + 2 * d.dirty_spans.len() + d.new_keys.len(),
+            2048 + d.events.len() * per_event + d.dirty_spans.len() * 64,
+        );
+        cmd.arg("EVALSHA")
+            .arg(self.commit.get_hash())
             .arg(4)
             .arg(&k.row)
             .arg(&k.spans)
@@ -511,7 +538,10 @@ impl RedisStore {
         if d.events.is_empty() {
             cmd.arg("");
         } else {
-            let mut w = cmd.writer_for_next_arg();
+            let mut w = Counting {
+                inner: cmd.writer_for_next_arg(),
+                n: 0,
+            };
             let header = LiveHeaderRef {
                 v: &version,
                 tenant: &d.trace.tenant,
@@ -521,12 +551,16 @@ impl RedisStore {
             serde_json::to_writer(&mut w, &header).map_err(json_err)?;
             let mut sep = b"\n[".as_slice();
             for e in &d.events {
-                w.write_all(sep).map_err(|e| StoreError::Internal(e.to_string()))?;
+                w.write_all(sep)
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
                 serde_json::to_writer(&mut w, e).map_err(json_err)?;
                 sep = b",";
             }
             w.write_all(b"]")
                 .map_err(|e| StoreError::Internal(e.to_string()))?;
+            let per_event = w.n / d.events.len();
+            self.event_bytes
+                .store(per_event + per_event / 4, Ordering::Relaxed);
         }
         for sid in &d.dirty_spans {
             let s = d.spans.get(sid).ok_or_else(|| {
@@ -549,7 +583,9 @@ impl RedisStore {
         });
         let mut conn = self.conn()?;
         let r = match cmd.query_async::<i64>(&mut conn).await {
-            Err(e) if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) => {
+            Err(e)
+                if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) =>
+            {
                 // Redis restarted or flushed its scripts: load it and send again.
                 match self.commit.load_async(&mut conn).await {
                     Ok(_) => cmd.query_async::<i64>(&mut conn).await,
@@ -871,13 +907,8 @@ async fn listen(
         }
         let mut stream = ps.into_on_message();
         while let Some(msg) = stream.next().await {
-            let payload: Vec<u8> = match msg.get_payload() {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(error = %e, "live channel: bad payload");
-                    continue;
-                }
-            };
+            // Borrowed, not copied: the message holds every event of the commit.
+            let payload = msg.get_payload_bytes();
             let split = payload.iter().position(|b| *b == b'\n');
             let Some((head, body)) = split.map(|i| (&payload[..i], &payload[i + 1..])) else {
                 tracing::warn!("live channel: bad message");
@@ -1985,7 +2016,10 @@ mod tests {
             serde_json::to_string(&a).expect("a"),
             serde_json::to_string(&b).expect("b")
         );
-        assert_eq!(entry_events(batch.as_bytes()).expect("batch"), vec![a.clone(), b]);
+        assert_eq!(
+            entry_events(batch.as_bytes()).expect("batch"),
+            vec![a.clone(), b]
+        );
         let single = serde_json::to_string(&a).expect("single");
         assert_eq!(entry_events(single.as_bytes()).expect("single"), vec![a]);
     }
