@@ -14,7 +14,7 @@ mod scripts;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -160,16 +160,36 @@ struct StoredSpan {
     span: Option<Span>,
 }
 
-/// What crosses the live channel: a one-line JSON header, a newline, then the commit's
-/// events as a JSON array. A process reads the header to answer its own writer's echo and
-/// parses the events only when it has live subscribers.
-#[derive(Serialize, Deserialize)]
+/// What crosses the live channel, and what one event-stream entry holds: a one-line JSON
+/// header, a newline, then the commit's events as a JSON array. A process reads the
+/// header to answer its own writer's echo and parses the events only when it has live
+/// subscribers; stream readers skip the header.
+#[derive(Deserialize)]
 struct LiveHeader {
     /// The commit's version, by which the writer learns its own message went round.
     v: String,
     tenant: String,
     agent_id: Option<String>,
     state: String,
+}
+
+/// [`LiveHeader`] as the writer builds it, borrowing the draft's fields.
+#[derive(Serialize)]
+struct LiveHeaderRef<'a> {
+    v: &'a str,
+    tenant: &'a str,
+    agent_id: Option<&'a str>,
+    state: &'a str,
+}
+
+/// The events of one stream entry: a commit's batch (`header\n[events]`), or a single
+/// event (as entries were written before batches). Compact JSON has no raw newline, so
+/// the newline tells them apart.
+fn entry_events(d: &[u8]) -> Result<Vec<Event>, StoreError> {
+    match d.iter().position(|b| *b == b'\n') {
+        Some(i) => serde_json::from_slice(&d[i + 1..]).map_err(json_err),
+        None => Ok(vec![serde_json::from_slice(d).map_err(json_err)?]),
+    }
 }
 
 fn micros(t: Timestamp) -> i64 {
@@ -181,6 +201,24 @@ fn micros(t: Timestamp) -> i64 {
 fn ttl_ms(now: Timestamp, t_ns: i64) -> i64 {
     const MARGIN_MS: i64 = 60_000;
     ((t_ns - now.unix_nanos()) / 1_000_000).max(0) + MARGIN_MS
+}
+
+/// A writer that counts what passes through it.
+struct Counting<W> {
+    inner: W,
+    n: usize,
+}
+
+impl<W: std::io::Write> std::io::Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The keys of one trace.
@@ -206,6 +244,9 @@ pub struct RedisStore {
     lease_acquire: Script,
     lease_cas: Script,
     versions: AtomicU64,
+    /// Bytes per event of the latest commit's message: sizes the next commit command's
+    /// buffer, so that it is not grown (and copied) again and again while JSON goes in.
+    event_bytes: AtomicUsize,
     seed: u64,
     echoes: Echoes,
 }
@@ -310,6 +351,7 @@ impl RedisStore {
             lease_acquire: Script::new(scripts::LEASE_ACQUIRE),
             lease_cas: Script::new(scripts::LEASE_CAS),
             versions: AtomicU64::new(1),
+            event_bytes: AtomicUsize::new(1024),
             seed,
             echoes,
         })
@@ -327,11 +369,12 @@ impl RedisStore {
     }
 
     /// One page of a trace's event stream from `from` on, in seq order; `more` when the
-    /// page was full.
+    /// page was full. An entry is one commit's events and its id is the last one's seq, so
+    /// the first entry read may begin before `from`.
     async fn event_page(&self, key: &str, from: u64) -> Result<(Vec<Event>, bool), StoreError> {
-        const PAGE: usize = 1000;
+        const PAGE: usize = 100;
         let mut conn = self.conn()?;
-        let entries: Vec<(String, HashMap<String, String>)> = ::redis::cmd("XRANGE")
+        let entries: Vec<(String, HashMap<String, Vec<u8>>)> = ::redis::cmd("XRANGE")
             .arg(key)
             .arg(format!("{from}-0"))
             .arg("+")
@@ -341,10 +384,10 @@ impl RedisStore {
             .await
             .map_err(redis_err)?;
         let more = entries.len() == PAGE;
-        let mut events = Vec::with_capacity(entries.len());
+        let mut events = Vec::new();
         for (_, fields) in entries {
             let Some(d) = fields.get("d") else { continue };
-            events.push(serde_json::from_str(d).map_err(json_err)?);
+            events.extend(entry_events(d)?.into_iter().filter(|e| e.seq >= from));
         }
         Ok((events, more))
     }
@@ -456,57 +499,80 @@ impl RedisStore {
     }
 
     /// Commits a draft; false when another writer got there first (read again and retry).
+    ///
+    /// The `EVALSHA` command is built by hand rather than with `ScriptInvocation`, which
+    /// copies every argument into a vector of its own and then again into the command:
+    /// here the JSON is written straight into the command's buffer, once.
     async fn commit(&self, d: &Draft) -> Result<bool, StoreError> {
+        use ::redis::RedisWrite as _;
+        use std::io::Write as _;
         let k = self.trace_keys(&d.trace.tenant, d.trace.trace_id);
-        let doc = serde_json::to_string(&d.trace).map_err(json_err)?;
         let version = self.new_version();
-        // Each event is serialized once, for its stream entry and for the live message.
-        let event_json = d
-            .events
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<Vec<String>, _>>()
-            .map_err(json_err)?;
-        let message = if d.events.is_empty() {
-            String::new()
-        } else {
-            let header = serde_json::to_string(&LiveHeader {
-                v: version.clone(),
-                tenant: d.trace.tenant.clone(),
-                agent_id: d.trace.agent_id.clone(),
-                state: d.trace.state.as_str().to_string(),
-            })
-            .map_err(json_err)?;
-            format!("{header}\n[{}]", event_json.join(","))
-        };
-        let mut inv = self.commit.prepare_invoke();
-        inv.key(&k.row).key(&k.spans).key(&k.keys).key(&k.events);
-        inv.arg(&d.ver)
+        let per_event = self.event_bytes.load(Ordering::Relaxed);
+        let mut cmd = Cmd::with_capacity(
+            16 + 2 * d.dirty_spans.len() + d.new_keys.len(),
+            2048 + d.events.len() * per_event + d.dirty_spans.len() * 64,
+        );
+        cmd.arg("EVALSHA")
+            .arg(self.commit.get_hash())
+            .arg(4)
+            .arg(&k.row)
+            .arg(&k.spans)
+            .arg(&k.keys)
+            .arg(&k.events)
+            .arg(&d.ver)
             .arg(&version)
-            .arg(if d.reset { 1 } else { 0 })
-            .arg(doc)
-            .arg(d.dexp)
+            .arg(if d.reset { 1 } else { 0 });
+        serde_json::to_writer(cmd.writer_for_next_arg(), &d.trace).map_err(json_err)?;
+        cmd.arg(d.dexp)
             .arg(ttl_ms(d.now, d.trace.expires_at.unix_nanos()))
             .arg(ttl_ms(d.now, d.dexp))
             .arg(d.dirty_spans.len())
-            .arg(d.new_keys.len())
-            .arg(d.events.len())
-            .arg(self.channel())
-            .arg(&message);
+            .arg(d.new_keys.len());
+        // The events go once: the same argument is the stream entry and the live message.
+        match d.events.last() {
+            Some(last) => cmd.arg(format!("{}-0", last.seq)),
+            None => cmd.arg(""),
+        };
+        cmd.arg(self.channel());
+        if d.events.is_empty() {
+            cmd.arg("");
+        } else {
+            let mut w = Counting {
+                inner: cmd.writer_for_next_arg(),
+                n: 0,
+            };
+            let header = LiveHeaderRef {
+                v: &version,
+                tenant: &d.trace.tenant,
+                agent_id: d.trace.agent_id.as_deref(),
+                state: d.trace.state.as_str(),
+            };
+            serde_json::to_writer(&mut w, &header).map_err(json_err)?;
+            let mut sep = b"\n[".as_slice();
+            for e in &d.events {
+                w.write_all(sep)
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                serde_json::to_writer(&mut w, e).map_err(json_err)?;
+                sep = b",";
+            }
+            w.write_all(b"]")
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            let per_event = w.n / d.events.len();
+            self.event_bytes
+                .store(per_event + per_event / 4, Ordering::Relaxed);
+        }
         for sid in &d.dirty_spans {
             let s = d.spans.get(sid).ok_or_else(|| {
                 StoreError::Internal("a changed span is missing from the draft".into())
             })?;
-            inv.arg(*sid)
-                .arg(serde_json::to_string(s).map_err(json_err)?);
+            cmd.arg(*sid);
+            serde_json::to_writer(cmd.writer_for_next_arg(), s).map_err(json_err)?;
         }
         for key in &d.new_keys {
-            inv.arg(key);
+            cmd.arg(key);
         }
-        for (e, json) in d.events.iter().zip(&event_json) {
-            inv.arg(format!("{}-0", e.seq)).arg(json);
-        }
-        let echo = (!message.is_empty() && self.echoes.up.load(Ordering::Relaxed)).then(|| {
+        let echo = (!d.events.is_empty() && self.echoes.up.load(Ordering::Relaxed)).then(|| {
             let (tx, rx) = tokio::sync::oneshot::channel();
             self.echoes
                 .waiters
@@ -516,7 +582,19 @@ impl RedisStore {
             rx
         });
         let mut conn = self.conn()?;
-        let r: Result<i64, StoreError> = inv.invoke_async(&mut conn).await.map_err(redis_err);
+        let r = match cmd.query_async::<i64>(&mut conn).await {
+            Err(e)
+                if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) =>
+            {
+                // Redis restarted or flushed its scripts: load it and send again.
+                match self.commit.load_async(&mut conn).await {
+                    Ok(_) => cmd.query_async::<i64>(&mut conn).await,
+                    Err(e) => Err(e),
+                }
+            }
+            r => r,
+        }
+        .map_err(redis_err);
         let committed = matches!(r, Ok(1));
         if let Some(rx) = echo {
             if committed && tokio::time::timeout(ECHO_WAIT, rx).await.is_err() {
@@ -829,13 +907,8 @@ async fn listen(
         }
         let mut stream = ps.into_on_message();
         while let Some(msg) = stream.next().await {
-            let payload: Vec<u8> = match msg.get_payload() {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(error = %e, "live channel: bad payload");
-                    continue;
-                }
-            };
+            // Borrowed, not copied: the message holds every event of the commit.
+            let payload = msg.get_payload_bytes();
             let split = payload.iter().position(|b| *b == b'\n');
             let Some((head, body)) = split.map(|i| (&payload[..i], &payload[i + 1..])) else {
                 tracing::warn!("live channel: bad message");
@@ -1400,7 +1473,10 @@ impl Store for RedisStore {
             .unwrap_or_else(|| "-inf".to_string());
         let mut skip = if after.is_none() { page.offset } else { 0 };
         let mut items: Vec<Trace> = Vec::new();
-        let chunk = (limit * 2).clamp(64, 1000);
+        // A chunk holds a full page, the row past it (which says there is a next page) and
+        // the cursor's own row (the score bound is inclusive), so an unfiltered listing
+        // reads each row once.
+        let chunk = (limit * 2).clamp(64, 1000).max(limit + 2);
         let mut offset = 0usize;
         loop {
             let mut conn = self.conn()?;
@@ -1907,5 +1983,44 @@ fn placeholder(tenant: &str, id: TraceId) -> Trace {
         last_seq: 0,
         metadata: Default::default(),
         rollups: Rollups::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(seq: u64) -> Event {
+        Event {
+            trace_id: TraceId::new_v7(),
+            seq,
+            time: Timestamp::from_unix_nanos(1_700_000_000_000_000_000),
+            component_id: Some("c\n\"x\"".into()),
+            body: EventBody::Log(Default::default()),
+        }
+    }
+
+    /// A batch entry reads back whole; an entry of the earlier one-event form still reads.
+    #[test]
+    fn stream_entries_hold_a_batch_or_one_event() {
+        let (a, b) = (log(7), log(8));
+        let header = serde_json::to_string(&LiveHeaderRef {
+            v: "v1",
+            tenant: "t\n",
+            agent_id: None,
+            state: "RUNNING",
+        })
+        .expect("header");
+        let batch = format!(
+            "{header}\n[{},{}]",
+            serde_json::to_string(&a).expect("a"),
+            serde_json::to_string(&b).expect("b")
+        );
+        assert_eq!(
+            entry_events(batch.as_bytes()).expect("batch"),
+            vec![a.clone(), b]
+        );
+        let single = serde_json::to_string(&a).expect("single");
+        assert_eq!(entry_events(single.as_bytes()).expect("single"), vec![a]);
     }
 }

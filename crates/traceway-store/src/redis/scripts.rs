@@ -5,9 +5,16 @@
 /// on `ver`), then publishes the events on the live channel in the same atomic step, so
 /// subscribers see them in commit order.
 ///
+/// The commit's events are one argument, `header\n[events]`: one stream entry (its id the
+/// last event's seq) and the live message, so they cross the socket and enter Lua once
+/// (Redis hashes every byte of every string that enters Lua). Spans and keys go in one
+/// `HSET`/`SADD` per few hundred (`unpack` has a stack limit); `PEXPIRE` of a key that does
+/// not exist does nothing, so it needs no `EXISTS`.
+///
 /// KEYS: row, spans, keys, events. ARGV: expected ver, new ver, reset (0/1), doc, data
-/// expiry (ns), row ttl (ms), data ttl (ms), #spans, #keys, #events, channel, message,
-/// then span id/json pairs, keys, event id/json pairs. Returns 1, or 0 on a conflict.
+/// expiry (ns), row ttl (ms), data ttl (ms), #spans, #keys, entry id ('' when there are no
+/// events), channel, entry (the message), then span id/json pairs, then keys. Returns 1,
+/// or 0 on a conflict.
 pub(super) const COMMIT: &str = r#"
 local cur = redis.call('HGET', KEYS[1], 'ver') or ''
 if cur ~= ARGV[1] then return 0 end
@@ -15,27 +22,31 @@ if ARGV[3] == '1' then redis.call('DEL', KEYS[2], KEYS[3], KEYS[4]) end
 redis.call('HSET', KEYS[1], 'doc', ARGV[4], 'ver', ARGV[2], 'dexp', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 local i = 13
-for j = 1, tonumber(ARGV[8]) do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  i = i + 2
+local n = tonumber(ARGV[8])
+while n > 0 do
+  local c = math.min(n, 200)
+  redis.call('HSET', KEYS[2], unpack(ARGV, i, i + 2 * c - 1))
+  i = i + 2 * c
+  n = n - c
 end
-for j = 1, tonumber(ARGV[9]) do
-  redis.call('SADD', KEYS[3], ARGV[i])
-  i = i + 1
+n = tonumber(ARGV[9])
+while n > 0 do
+  local c = math.min(n, 400)
+  redis.call('SADD', KEYS[3], unpack(ARGV, i, i + c - 1))
+  i = i + c
+  n = n - c
 end
-for j = 1, tonumber(ARGV[10]) do
-  redis.call('XADD', KEYS[4], ARGV[i], 'd', ARGV[i + 1])
-  i = i + 2
+if ARGV[10] ~= '' then
+  redis.call('XADD', KEYS[4], ARGV[10], 'd', ARGV[12])
+  redis.call('PUBLISH', ARGV[11], ARGV[12])
 end
-for j = 2, 4 do
-  if redis.call('EXISTS', KEYS[j]) == 1 then redis.call('PEXPIRE', KEYS[j], ARGV[7]) end
-end
-if ARGV[12] ~= '' then redis.call('PUBLISH', ARGV[11], ARGV[12]) end
+for j = 2, 4 do redis.call('PEXPIRE', KEYS[j], ARGV[7]) end
 return 1
 "#;
 
-/// Deletes up to ARGV[1] events of a trace (oldest first); when none are left, deletes its
-/// spans and keys too. KEYS: spans, keys, events. Returns {deleted, complete (0/1)}.
+/// Deletes up to ARGV[1] entries of a trace's event stream (oldest first; an entry is one
+/// commit's events); when none are left, deletes its spans and keys too. KEYS: spans,
+/// keys, events. Returns {deleted entries, complete (0/1)}.
 pub(super) const PURGE_DATA: &str = r#"
 local n = tonumber(ARGV[1])
 local deleted = 0
