@@ -217,7 +217,9 @@ pub struct Orphaned {
 pub struct Purged {
     /// Trace rows deleted (with all their events).
     pub traces: u64,
-    /// Event rows deleted (of deleted traces, and of traces whose data expired).
+    /// Event rows deleted (of deleted traces, and of traces whose data expired). A row is
+    /// what the backend stores: one event on SQLite, one commit's events (a stream entry)
+    /// on Redis. The purge's budget counts the same rows.
     pub events: u64,
     /// Whether more expired rows were left for another batch.
     pub more: bool,
