@@ -1,74 +1,13 @@
-//! `google.rpc.Status` and the error details OTLP failures carry, as hand-written prost
-//! messages (three small messages do not justify another crate of generated types).
+//! `google.rpc.Status` and the error details OTLP failures carry, built from the generated
+//! `google.rpc` types of `tonic-types` (ADR 014).
 //!
 //! OTLP/HTTP answers every 4xx/5xx with a `Status` in the request's encoding; OTLP/gRPC
 //! puts one in the `grpc-status-details-bin` trailer, with a `RetryInfo` when a retry can
 //! succeed.
 
+use prost_types::{Any, Duration};
 use serde_json::{json, Value};
-
-/// `google.rpc.Status`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RpcStatus {
-    /// A `google.rpc.Code`.
-    #[prost(int32, tag = "1")]
-    pub code: i32,
-    /// For the developer, in English.
-    #[prost(string, tag = "2")]
-    pub message: String,
-    /// `RetryInfo` or `BadRequest`, packed in `Any`.
-    #[prost(message, repeated, tag = "3")]
-    pub details: Vec<ProtoAny>,
-}
-
-/// `google.protobuf.Any`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ProtoAny {
-    /// `type.googleapis.com/<full message name>`.
-    #[prost(string, tag = "1")]
-    pub type_url: String,
-    /// The encoded message.
-    #[prost(bytes = "vec", tag = "2")]
-    pub value: Vec<u8>,
-}
-
-/// `google.rpc.RetryInfo`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RetryInfo {
-    /// How long to wait before retrying.
-    #[prost(message, optional, tag = "1")]
-    pub retry_delay: Option<ProtoDuration>,
-}
-
-/// `google.protobuf.Duration`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ProtoDuration {
-    /// Whole seconds.
-    #[prost(int64, tag = "1")]
-    pub seconds: i64,
-    /// The fraction, in nanoseconds.
-    #[prost(int32, tag = "2")]
-    pub nanos: i32,
-}
-
-/// `google.rpc.BadRequest`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct BadRequest {
-    /// What is wrong.
-    #[prost(message, repeated, tag = "1")]
-    pub field_violations: Vec<FieldViolation>,
-}
-
-/// `google.rpc.BadRequest.FieldViolation`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct FieldViolation {
-    /// The path of the bad field, when known.
-    #[prost(string, tag = "1")]
-    pub field: String,
-    /// Why it is bad.
-    #[prost(string, tag = "2")]
-    pub description: String,
-}
+use tonic_types::pb::{bad_request::FieldViolation, BadRequest, RetryInfo, Status};
 
 /// The type URL of `RetryInfo` in `Any`.
 pub const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
@@ -85,25 +24,25 @@ pub enum Detail {
 }
 
 impl Detail {
-    fn to_any(&self) -> ProtoAny {
+    fn to_any(&self) -> Any {
         use prost::Message as _;
         match self {
-            Detail::RetryAfter(secs) => ProtoAny {
+            Detail::RetryAfter(secs) => Any {
                 type_url: RETRY_INFO_TYPE.into(),
                 value: RetryInfo {
-                    retry_delay: Some(ProtoDuration {
+                    retry_delay: Some(Duration {
                         seconds: i64::from(*secs),
                         nanos: 0,
                     }),
                 }
                 .encode_to_vec(),
             },
-            Detail::BadRequest(description) => ProtoAny {
+            Detail::BadRequest(description) => Any {
                 type_url: BAD_REQUEST_TYPE.into(),
                 value: BadRequest {
                     field_violations: vec![FieldViolation {
-                        field: String::new(),
                         description: description.clone(),
+                        ..FieldViolation::default()
                     }],
                 }
                 .encode_to_vec(),
@@ -128,7 +67,7 @@ impl Detail {
 /// A `google.rpc.Status` as protobuf bytes.
 pub fn encode_protobuf(code: i32, message: &str, details: &[Detail]) -> Vec<u8> {
     use prost::Message as _;
-    RpcStatus {
+    Status {
         code,
         message: message.to_string(),
         details: details.iter().map(Detail::to_any).collect(),
@@ -153,7 +92,7 @@ mod tests {
     #[test]
     fn retry_info_round_trips_through_status_bytes() {
         let bytes = encode_protobuf(14, "busy", &[Detail::RetryAfter(2)]);
-        let st = RpcStatus::decode(bytes.as_slice()).unwrap();
+        let st = Status::decode(bytes.as_slice()).unwrap();
         assert_eq!((st.code, st.message.as_str()), (14, "busy"));
         assert_eq!(st.details[0].type_url, RETRY_INFO_TYPE);
         let info = RetryInfo::decode(st.details[0].value.as_slice()).unwrap();

@@ -14,12 +14,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message as _;
 use serde_json::{json, Value};
+use tonic_types::pb::{BadRequest, RetryInfo, Status as RpcStatus};
 use tower::ServiceExt;
 use traceway_core::otlp::{decode_export_request, Encoding};
 use traceway_core::{Event, Level, NewTrace, Span, Timestamp, Trace, TraceId, TracePatch};
-use traceway_server::otlp::status::{
-    BadRequest, RetryInfo, RpcStatus, BAD_REQUEST_TYPE, RETRY_INFO_TYPE,
-};
+use traceway_server::otlp::status::{BAD_REQUEST_TYPE, RETRY_INFO_TYPE};
 use traceway_server::Config;
 use traceway_store::{
     AppendOutcome, AppendRequest, EventFilter, Page, PageRequest, Store, StoreError, TraceFilter,
