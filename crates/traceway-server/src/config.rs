@@ -112,10 +112,18 @@ pub struct ServeArgs {
     pub purge_batch: Option<u32>,
 
     /// Do not run the watchdog in this process (no orphan sweep, no purge; the failsafe
-    /// expiry still hides what expired).
-    #[arg(long, env = "TRACEWAY_NO_WATCHDOG", value_parser = clap::builder::BoolishValueParser::new())]
-    #[serde(default)]
-    pub no_watchdog: bool,
+    /// expiry still hides what expired). `--no-watchdog=false` (or
+    /// `TRACEWAY_NO_WATCHDOG=false`) runs it even when the file says `no_watchdog = true`.
+    #[arg(
+        long,
+        env = "TRACEWAY_NO_WATCHDOG",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub no_watchdog: Option<bool>,
 
     /// Log filter, as RUST_LOG [default: info].
     #[arg(long, env = "TRACEWAY_LOG")]
@@ -209,8 +217,10 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Applies file < env/flags < defaults. `args` already holds env and flags (clap
+    /// Applies defaults < file < env < flags. `args` already holds env and flags (clap
     /// reads both, flags winning); the file named by `args.config` fills what they leave.
+    /// Every setting, booleans included, is an `Option` until here, so a later layer
+    /// can set a value back to its default (ADR 014).
     pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
         let file = match &args.config {
             Some(path) => {
@@ -232,7 +242,7 @@ impl Config {
         }
         let lc = Lifecycle::default();
         let lifecycle = Lifecycle {
-            watchdog: !(args.no_watchdog || file.no_watchdog),
+            watchdog: !args.no_watchdog.or(file.no_watchdog).unwrap_or(false),
             orphan_after: args
                 .orphan_after
                 .or(file.orphan_after)
@@ -520,5 +530,61 @@ mod tests {
             Config::resolve(cli.serve).is_err(),
             "a zero interval is refused"
         );
+    }
+
+    #[test]
+    fn a_flag_or_the_env_turns_the_watchdog_back_on_when_the_file_turned_it_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("traceway.toml");
+        std::fs::write(&file, "no_watchdog = true\n").unwrap();
+        let path = file.to_str().unwrap();
+        let watchdog = |argv: &[&str]| {
+            let mut full = vec!["t", "--config", path];
+            full.extend_from_slice(argv);
+            Config::resolve(Cli::try_parse_from(full).unwrap().serve)
+                .unwrap()
+                .lifecycle
+                .watchdog
+        };
+        assert!(!watchdog(&[]), "the file turns it off");
+        assert!(
+            watchdog(&["--no-watchdog=false"]),
+            "a flag turns it back on"
+        );
+        assert!(!watchdog(&["--no-watchdog"]), "a bare flag means true");
+        assert!(!watchdog(&["--no-watchdog=true"]));
+        // `require_equals`: a bare flag does not swallow the next argument.
+        assert!(Cli::try_parse_from(["t", "--no-watchdog", "false"]).is_err());
+
+        let unset = tempfile::tempdir().unwrap();
+        let off = unset.path().join("off.toml");
+        std::fs::write(&off, "no_watchdog = false\n").unwrap();
+        let cli = Cli::try_parse_from(["t", "--config", off.to_str().unwrap()]).unwrap();
+        assert!(Config::resolve(cli.serve).unwrap().lifecycle.watchdog);
+    }
+
+    /// The env layer sits between the file and the flags. Nextest runs each test in its
+    /// own process, and no other test reads this variable.
+    #[test]
+    fn env_beats_the_file_and_a_flag_beats_the_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("traceway.toml");
+        std::fs::write(&file, "no_watchdog = true\nmax_wait = \"5s\"\n").unwrap();
+        let path = file.to_str().unwrap();
+        std::env::set_var("TRACEWAY_NO_WATCHDOG", "false");
+        std::env::set_var("TRACEWAY_MAX_WAIT", "7s");
+        let resolve = |argv: &[&str]| {
+            let mut full = vec!["t", "--config", path];
+            full.extend_from_slice(argv);
+            Config::resolve(Cli::try_parse_from(full).unwrap().serve).unwrap()
+        };
+        let cfg = resolve(&[]);
+        assert!(cfg.lifecycle.watchdog, "env false beats file true");
+        assert_eq!(cfg.max_wait, Duration::from_secs(7), "env beats file");
+        let cfg = resolve(&["--no-watchdog", "--max-wait", "9s"]);
+        assert!(!cfg.lifecycle.watchdog, "flag beats env");
+        assert_eq!(cfg.max_wait, Duration::from_secs(9), "flag beats env");
+        std::env::remove_var("TRACEWAY_NO_WATCHDOG");
+        std::env::remove_var("TRACEWAY_MAX_WAIT");
     }
 }
