@@ -177,14 +177,25 @@ impl FromStr for TraceId {
         let value = match s.len() {
             32 => parse_hex_u128(s)?,
             36 => {
+                // Hyphens exactly at the four UUID positions and nowhere else: a hyphen
+                // elsewhere would leave fewer than 32 digits once the hyphens are gone.
+                const HYPHENS: [usize; 4] = [8, 13, 18, 23];
                 let b = s.as_bytes();
-                if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+                if HYPHENS.iter().any(|&i| b[i] != b'-') {
                     return Err(IdError::Length {
                         expected: EXPECTED,
                         got_len: s.len(),
                     });
                 }
-                parse_hex_u128(&s.replace('-', ""))?
+                let mut v: u128 = 0;
+                for (i, c) in s.char_indices() {
+                    if HYPHENS.contains(&i) {
+                        continue;
+                    }
+                    let d = c.to_digit(16).ok_or(IdError::NotHex(c))?;
+                    v = (v << 4) | d as u128;
+                }
+                v
             }
             n => {
                 return Err(IdError::Length {
@@ -330,6 +341,16 @@ mod tests {
             ("0190f1c2a3b47c8d9e0f1122334455667", Err(())),
             ("0190f1c2a3b47c8d9e0f11223344556g", Err(())),
             ("0190f1c2xa3b4-7c8d-9e0f-112233445566", Err(())),
+            // 36 characters, the four hyphens in place, and a fifth one among the digits.
+            ("0190f1c2-a3b4-7c8d-9e0f-1122334455-6", Err(())),
+            ("0190f1c2-a3b4-7c8d-9e0f--12233445566", Err(())),
+            ("-190f1c2-a3b4-7c8d-9e0f-112233445566", Err(())),
+            // Hyphens misplaced, or one missing and a digit added.
+            ("0190f1c2a-3b4-7c8d-9e0f-112233445566", Err(())),
+            ("0190f1c2-a3b4-7c8d-9e0f1-12233445566", Err(())),
+            ("0190f1c2-a3b4-7c8d-9e0f-11223344556g", Err(())),
+            ("0190f1c2-a3b4-7c8d-9e0f-+12233445566", Err(())),
+            ("{190f1c2-a3b4-7c8d-9e0f-112233445566}", Err(())),
             ("", Err(())),
         ];
         for (input, want) in cases {
