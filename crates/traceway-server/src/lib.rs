@@ -1,8 +1,8 @@
 //! The Traceway server: configuration, the HTTP router, OTLP ingestion (HTTP and gRPC)
-//! and the `serve` loop. The binary (`src/main.rs`) adds the CLI client.
+//! and the `serve` loop. The `traceway` binary lives in `traceway-cli`, which adds the CLI
+//! client; this crate does not depend on it.
 
 pub mod api;
-pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;

@@ -1,13 +1,15 @@
-//! The server's one integration-test binary: router tests (no socket), end-to-end tests
-//! of the real `traceway` binary, and the OpenAPI document's checks.
+//! The server's one integration-test binary: router tests (no socket), the server on a
+//! loopback socket, and the OpenAPI document's checks. The tests of the real `traceway`
+//! binary live with it, in `traceway-cli`.
 
-mod e2e;
 mod http;
 mod lifecycle;
 mod openapi;
 mod otlp;
-mod otlp_sdk;
-mod redis;
+#[path = "../support/prom.rs"]
+mod prom;
+#[path = "../support/sse.rs"]
+mod sse;
 mod stream;
 
 use std::sync::Arc;

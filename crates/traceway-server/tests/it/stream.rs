@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use traceway_server::cli::{SseMessage, SseParser};
 use traceway_server::Config;
 
+use crate::sse::{read_until, seq, tool};
 use crate::{test_app_with, TestApp};
 
 /// A test app served on 127.0.0.1 (port 0), with short stream timings.
@@ -86,40 +86,6 @@ impl Live {
         }
         req.send().await.expect("stream")
     }
-}
-
-pub(crate) fn tool(n: u64) -> Value {
-    json!({"type": "span_ended", "span": {"span_id": format!("{n:016x}"), "kind": "tool", "name": format!("t{n}")}})
-}
-
-/// Reads messages until `done` says stop or the stream ends; bounded in time.
-pub(crate) async fn read_until(
-    resp: &mut reqwest::Response,
-    mut done: impl FnMut(&SseMessage) -> bool,
-) -> Vec<SseMessage> {
-    let mut parser = SseParser::default();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let chunk = tokio::time::timeout(left, resp.chunk())
-            .await
-            .expect("stream stalled for 20 s");
-        let Some(bytes) = chunk.expect("read") else {
-            return out;
-        };
-        for m in parser.push(&bytes) {
-            let stop = done(&m);
-            out.push(m);
-            if stop {
-                return out;
-            }
-        }
-    }
-}
-
-pub(crate) fn seq(m: &SseMessage) -> u64 {
-    m.id.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

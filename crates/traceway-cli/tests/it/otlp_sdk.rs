@@ -1,7 +1,7 @@
 //! Real OpenTelemetry clients against the real binary: the Python SDK with its OTLP/HTTP
 //! and OTLP/gRPC exporters (pinned versions, installed by `scripts/otel-venv`) emit an
 //! OpenInference agent run and a GenAI-conventions agent run; the traces are read back
-//! over the REST API. And the load generator, in small, over both transports.
+//! over the REST API.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -364,68 +364,6 @@ async fn real_otel_sdks_export_agent_traces_over_http_and_grpc() {
         want.sort_unstable();
         assert_eq!(listed, want, "{protocol}: the tenant's traces");
     }
-    server.stop();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_load_generator_sends_agent_traces_over_both_transports_and_reads_them_back() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path());
-    for protocol in ["http", "grpc"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_traceway-loadgen"))
-            .args([
-                "--protocol",
-                protocol,
-                "--http",
-                &server.url,
-                "--grpc",
-                &server.grpc_url,
-            ])
-            .args([
-                "--traces",
-                "40",
-                "--spans-per-request",
-                "50",
-                "--concurrency",
-                "3",
-            ])
-            .args([
-                "--timeout",
-                "60",
-                "--json",
-                "--server-pid",
-                &server.pid().to_string(),
-            ])
-            .output()
-            .expect("run traceway-loadgen");
-        assert!(
-            out.status.success(),
-            "{protocol}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).expect("a JSON summary");
-        assert_eq!(v["spans"], 440, "{protocol}: 11 spans per trace");
-        assert_eq!(v["accepted_spans"], 440, "{protocol}: {v}");
-        assert_eq!(v["rejected_spans"], 0, "{protocol}: {v}");
-        assert_eq!(v["queryable_traces"], 40, "{protocol}: {v}");
-        assert_eq!(v["queryable_spans"], 440, "{protocol}: {v}");
-        assert_eq!(v["requests"], 9, "{protocol}: 440 spans in requests of 50");
-        assert!(
-            v["accepted_spans_per_second"].as_f64().unwrap_or(0.0) > 0.0,
-            "{v}"
-        );
-        assert!(
-            v["server_peak_rss_mib"].as_f64().unwrap_or(0.0) > 1.0,
-            "{protocol}: {v}"
-        );
-    }
-    // Only loopback targets.
-    let out = Command::new(env!("CARGO_BIN_EXE_traceway-loadgen"))
-        .args(["--http", "http://192.0.2.1:4318", "--traces", "1"])
-        .output()
-        .expect("run traceway-loadgen");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
     server.stop();
 }
 

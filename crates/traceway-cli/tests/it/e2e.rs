@@ -76,11 +76,6 @@ impl Server {
         }
     }
 
-    /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     fn signal(&mut self, sig: &str) {
         let status = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
@@ -489,7 +484,7 @@ pub(crate) async fn metrics(
         .text()
         .await
         .expect("text");
-    crate::lifecycle::parse_metrics(&text)
+    crate::prom::parse_metrics(&text)
 }
 
 pub(crate) async fn wait_for(

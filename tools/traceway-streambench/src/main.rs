@@ -7,7 +7,7 @@
 //! most that). Also reports the server's memory per idle subscriber.
 //!
 //! ```text
-//! cargo run --release --bin traceway-streambench -- [--subscribers 1000] [--rate 10000]
+//! cargo run --release -p traceway-streambench -- [--subscribers 1000] [--rate 10000]
 //!     [--seconds 10] [--batch 10] [--server-bin target/release/traceway]
 //! ```
 
@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use eventsource_stream::Eventsource as _;
+use futures::StreamExt as _;
 use serde_json::{json, Value};
-use traceway_server::cli::SseParser;
 
 struct Args {
     subscribers: usize,
@@ -150,34 +151,28 @@ async fn run(args: &Args, base: &str, pid: u32) -> anyhow::Result<()> {
         anyhow::ensure!(resp.status() == 200, "stream failed: {}", resp.status());
         let (latencies, received, lagged) = (latencies.clone(), received.clone(), lagged.clone());
         subscribers.push(tokio::spawn(async move {
-            let mut resp = resp;
-            let mut parser = SseParser::default();
-            while let Ok(Some(chunk)) = resp.chunk().await {
+            let events = resp.bytes_stream().eventsource();
+            let mut events = std::pin::pin!(events);
+            while let Some(Ok(m)) = events.next().await {
                 let now = unix_nanos();
-                let mut mine = Vec::new();
-                for m in parser.push(&chunk) {
-                    if m.event.as_deref() == Some("lagged") {
-                        lagged.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if m.event.as_deref() != Some("log") {
-                        continue;
-                    }
-                    let Ok(v) = serde_json::from_str::<Value>(&m.data) else {
-                        continue;
-                    };
-                    if let Some(sent) = v["payload"]["message"]
-                        .as_str()
-                        .and_then(|s| s.parse::<u64>().ok())
-                    {
-                        mine.push(now.saturating_sub(sent));
-                        received.fetch_add(1, Ordering::Relaxed);
-                    }
+                if m.event == "lagged" {
+                    lagged.fetch_add(1, Ordering::Relaxed);
                 }
-                if !mine.is_empty() {
+                if m.event != "log" {
+                    continue;
+                }
+                let Ok(v) = serde_json::from_str::<Value>(&m.data) else {
+                    continue;
+                };
+                if let Some(sent) = v["payload"]["message"]
+                    .as_str()
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
                     latencies
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .extend(mine);
+                        .push(now.saturating_sub(sent));
+                    received.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }));

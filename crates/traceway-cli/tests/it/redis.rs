@@ -11,7 +11,7 @@ use serde_json::json;
 
 use self::redis_server::RedisServer;
 use crate::e2e::{client, get, metrics, post, running_trace, state_via, wait_for, Server};
-use crate::stream::{read_until, seq, tool};
+use crate::sse::{read_until, seq, tool};
 
 fn on_redis<'a>(url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["--store", url];

@@ -1,4 +1,5 @@
-//! `traceway`: the server (`serve`) and a CLI client (`ls`, `show`, `rm`, `cleanup`).
+//! `traceway`: the server (`serve`, from `traceway-server`) and the CLI client (`ls`, `show`,
+//! `tail`, `rm`, `cleanup`, from this crate's library).
 
 use clap::{Parser, Subcommand};
 
@@ -6,7 +7,7 @@ use clap::{Parser, Subcommand};
 // commands); mimalloc does that markedly faster than the system allocator (BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use traceway_server::cli::{self, ClientArgs, LsArgs};
+use traceway_cli::{self as cli, ClientArgs, LsArgs};
 use traceway_server::{Config, ServeArgs};
 
 #[derive(Parser)]

@@ -1,0 +1,117 @@
+//! The one-shot commands: `ls`, `show`, `rm`, `cleanup`.
+
+use clap::Args;
+use serde_json::Value;
+use traceway_core::Trace;
+
+use crate::client::{Client, ClientArgs};
+use crate::progress::Progress;
+use crate::render::{render_trace, trace_table};
+
+/// Filters of `traceway ls`.
+#[derive(Debug, Clone, Args)]
+pub struct LsArgs {
+    /// How many traces (newest first).
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// Only this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only this state (RUNNING, COMPLETED, …).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only this user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only this session.
+    #[arg(long)]
+    pub session: Option<String>,
+}
+
+/// `traceway ls`.
+pub async fn ls(args: ClientArgs, filter: LsArgs) -> anyhow::Result<String> {
+    let c = Client::new(args)?;
+    let mut query: Vec<(&str, String)> = vec![("limit", filter.limit.to_string())];
+    for (k, v) in [
+        ("agent_id", filter.agent),
+        ("state", filter.state),
+        ("user_id", filter.user),
+        ("session_id", filter.session),
+    ] {
+        if let Some(v) = v {
+            query.push((k, v));
+        }
+    }
+    let (_, body) = c
+        .send(c.http.get(c.url("/api/v1/traces")).query(&query))
+        .await?;
+    if c.args.json {
+        return Ok(body);
+    }
+    let v: Value = serde_json::from_str(&body)?;
+    let traces: Vec<Trace> = serde_json::from_value(v["traces"].clone())?;
+    Ok(trace_table(&traces))
+}
+
+/// `traceway show ID`.
+pub async fn show(args: ClientArgs, id: &str) -> anyhow::Result<String> {
+    let c = Client::new(args)?;
+    let (_, body) = c
+        .send(c.http.get(c.url(&format!("/api/v1/traces/{id}"))))
+        .await?;
+    if c.args.json {
+        return Ok(body);
+    }
+    let v: Value = serde_json::from_str(&body)?;
+    let trace: Trace = serde_json::from_value(v["trace"].clone())?;
+    Ok(render_trace(&trace, &v["spans"]))
+}
+
+/// `traceway rm ID`.
+pub async fn rm(args: ClientArgs, id: &str) -> anyhow::Result<String> {
+    let c = Client::new(args)?;
+    c.send(c.http.delete(c.url(&format!("/api/v1/traces/{id}"))))
+        .await?;
+    Ok(if c.args.json {
+        format!("{{\"deleted\":\"{id}\"}}")
+    } else {
+        format!("deleted {id}")
+    })
+}
+
+/// `traceway cleanup --older-than 7d`: deletes the tenant's finished traces that ended
+/// longer ago than that, `batch` at a time, showing progress on stderr (a bar on a
+/// terminal, a line per batch otherwise) when it takes more than one batch.
+pub async fn cleanup(
+    args: ClientArgs,
+    older_than: std::time::Duration,
+    batch: u64,
+) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    let c = Client::new(args)?;
+    let days = older_than.as_secs_f64() / 86_400.0;
+    let batch = batch.max(1);
+    let mut progress = Progress::new(std::io::stderr().is_terminal());
+    let mut deleted = 0u64;
+    loop {
+        let body = serde_json::json!({"older_than_days": days, "limit": batch});
+        let (_, answer) = c
+            .send(c.http.post(c.url("/api/v1/traces/cleanup")).json(&body))
+            .await?;
+        let v: Value = serde_json::from_str(&answer)?;
+        let n = v["deleted"].as_u64().unwrap_or(0);
+        let remaining = v["remaining"].as_u64().unwrap_or(0);
+        deleted += n;
+        if n == 0 || remaining == 0 {
+            progress.finish(deleted);
+            break;
+        }
+        progress.show(deleted, deleted + remaining);
+    }
+    let age = humantime::format_duration(older_than);
+    Ok(if c.args.json {
+        serde_json::json!({"deleted": deleted}).to_string()
+    } else {
+        format!("deleted {deleted} finished traces that ended more than {age} ago")
+    })
+}
