@@ -320,7 +320,7 @@ pub async fn cleanup(
     Ok(Json(json!({"deleted": deleted, "remaining": remaining})))
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: the OpenMetrics text format (Prometheus scrapes it).
 pub async fn metrics(AxumState(app): AxumState<AppState>) -> Response {
     let active = match app.store.active_traces().await {
         Ok(n) => Some(n),
@@ -330,14 +330,7 @@ pub async fn metrics(AxumState(app): AxumState<AppState>) -> Response {
         }
     };
     let body = app.metrics.render(active, app.store.subscriber_count());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
 /// `GET /healthz`: the process is up.

@@ -89,7 +89,7 @@ async fn metrics_are_prometheus_text_and_count_ingest() {
     assert_eq!(m["traceway_store_write_seconds_count{op=\"create\"}"], 1.0);
     assert_eq!(m["traceway_store_write_seconds_count{op=\"append\"}"], 1.0);
     assert_eq!(
-        m["traceway_store_write_seconds_bucket{op=\"append\",le=\"+Inf\"}"],
+        m["traceway_store_write_seconds_bucket{le=\"+Inf\",op=\"append\"}"],
         1.0
     );
     assert!(m["traceway_store_write_seconds_sum{op=\"append\"}"] > 0.0);
@@ -110,6 +110,63 @@ async fn metrics_are_prometheus_text_and_count_ingest() {
     ] {
         assert_eq!(m[key], 0.0, "{key}");
     }
+}
+
+#[tokio::test]
+async fn failed_writes_are_counted_and_timed_by_error_kind() {
+    let app = test_app();
+    let id = create(&app, json!({"name": "t"})).await;
+    finish(&app, &id).await;
+    for _ in 0..2 {
+        let (status, v) = app
+            .call(
+                Method::PATCH,
+                &format!("/api/v1/traces/{id}"),
+                Some(json!({"state": "RUNNING"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    }
+    let missing = "0190f1c2a3b47c8d9e0f112233445566";
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/traces/{missing}"),
+            Some(json!({"state": "RUNNING"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let m = scrape(&app).await;
+    let errors = |kind: &str| {
+        m[&format!("traceway_store_write_errors_total{{op=\"update\",kind=\"{kind}\"}}")]
+    };
+    assert_eq!(errors("conflict"), 2.0);
+    assert_eq!(errors("not_found"), 1.0);
+    assert_eq!(
+        m["traceway_store_write_failed_seconds_count{op=\"update\",kind=\"conflict\"}"],
+        2.0
+    );
+    assert!(m["traceway_store_write_failed_seconds_sum{op=\"update\",kind=\"conflict\"}"] > 0.0);
+    assert_eq!(
+        m["traceway_store_write_seconds_count{op=\"update\"}"], 1.0,
+        "only the successful update is in the success histogram"
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_served_as_openmetrics() {
+    let app = test_app();
+    let req = axum::http::Request::get("/metrics")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(app.router.clone(), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
 }
 
 #[tokio::test]

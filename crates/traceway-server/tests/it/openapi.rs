@@ -384,13 +384,16 @@ impl Doc {
                     "{what}: not an event stream"
                 );
             }
-            // Plain text (the Prometheus exposition): the body is a string.
-            Some(content) if content.get("text/plain").is_some() => {
+            // Text (the OpenMetrics exposition): the body is a string.
+            Some(content) if content.get("application/openmetrics-text").is_some() => {
                 let ct = headers
                     .get(header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
-                assert!(ct.starts_with("text/plain"), "{what}: Content-Type {ct:?}");
+                assert!(
+                    ct.starts_with("application/openmetrics-text"),
+                    "{what}: Content-Type {ct:?}"
+                );
                 assert!(body.is_string(), "{what}: not text");
             }
             Some(content) => {
@@ -494,7 +497,9 @@ async fn send(app: &TestApp, req: Request<Body>) -> (Http, HeaderMap, Value) {
     let text = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("text/plain"));
+        .is_some_and(|ct| {
+            ct.starts_with("text/plain") || ct.starts_with("application/openmetrics-text")
+        });
     let v = if bytes.is_empty() {
         Value::Null
     } else if text {

@@ -1,22 +1,30 @@
-//! A strict reader of the Prometheus text exposition, shared by the server's and the
-//! CLI's test binaries (`#[path]`).
+//! A strict reader of the OpenMetrics text exposition that `/metrics` serves, shared by
+//! the server's and the CLI's test binaries (`#[path]`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Parses a Prometheus text exposition into `name{labels}` → value, checking its form:
-/// every sample belongs to a family declared by `# TYPE` before it, names and labels are
-/// well formed, values are numbers.
+/// Parses an OpenMetrics text exposition into `name{labels}` → value, checking its form:
+/// it ends with `# EOF`, every sample belongs to a family declared by `# TYPE` before it
+/// (a counter's samples end in `_total`), names and labels are well formed, values are
+/// numbers.
 pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
     let mut families = BTreeSet::new();
+    let mut counters = BTreeSet::new();
     let mut out = BTreeMap::new();
-    for line in text.lines() {
+    let body = text
+        .strip_suffix("# EOF\n")
+        .unwrap_or_else(|| panic!("no # EOF at the end:\n{text}"));
+    for line in body.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
             assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
             assert!(families.insert(name.to_string()), "family twice: {line}");
+            if kind == "counter" {
+                counters.insert(name.to_string());
+            }
             continue;
         }
-        if line.starts_with("# HELP ") {
+        if line.starts_with("# HELP ") || line.starts_with("# UNIT ") {
             continue;
         }
         assert!(
@@ -47,11 +55,19 @@ pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
                 }
             }
         }
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s).filter(|f| families.contains(*f)))
-            .unwrap_or(name);
-        assert!(families.contains(family), "no TYPE before {line}");
+        if let Some(counter) = name.strip_suffix("_total") {
+            assert!(counters.contains(counter), "no counter TYPE before {line}");
+        } else {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| families.contains(*f)))
+                .unwrap_or(name);
+            assert!(families.contains(family), "no TYPE before {line}");
+            assert!(
+                !counters.contains(family),
+                "a counter sample without _total: {line}"
+            );
+        }
         assert!(
             out.insert(series.to_string(), value).is_none(),
             "twice: {line}"

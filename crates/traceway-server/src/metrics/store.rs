@@ -1,0 +1,190 @@
+//! [`MeteredStore`]: the decorator that times every store write (failed ones by error
+//! kind) and counts what ingest stored, whatever route it came by.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use traceway_core::{Event, NewTrace, Span, Timestamp, Trace, TraceId, TracePatch};
+use traceway_store::{
+    AppendOutcome, AppendRequest, EventFilter, Lease, Orphaned, Page, PageRequest, Purged, Scope,
+    Store, StoreError, Subscription, TraceFilter,
+};
+
+use super::{Metrics, WriteOp};
+
+/// The store as handlers and the watchdog see it: every call goes to the wrapped store;
+/// writes are timed and ingest is counted on the way back.
+pub struct MeteredStore {
+    inner: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredStore {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> MeteredStore {
+        MeteredStore { inner, metrics }
+    }
+
+    async fn timed<T>(
+        &self,
+        op: WriteOp,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let start = Instant::now();
+        let r = f.await;
+        match &r {
+            Ok(_) => self.metrics.observe_write(op, start.elapsed()),
+            Err(e) => self.metrics.observe_failed_write(op, e, start.elapsed()),
+        }
+        r
+    }
+}
+
+#[async_trait]
+impl Store for MeteredStore {
+    async fn create_trace(
+        &self,
+        tenant: &str,
+        new: NewTrace,
+    ) -> Result<(Trace, Vec<Event>), StoreError> {
+        let r = self
+            .timed(WriteOp::Create, self.inner.create_trace(tenant, new))
+            .await?;
+        self.metrics.traces_created.add(1);
+        self.metrics.record_events(&r.1);
+        Ok(r)
+    }
+
+    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let out = self.timed(WriteOp::Append, self.inner.append(req)).await?;
+        if out.created {
+            self.metrics.traces_created.add(1);
+        }
+        self.metrics.duplicates.add(u64::from(out.duplicates));
+        self.metrics.record_events(&out.events);
+        Ok(out)
+    }
+
+    async fn update_trace(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        patch: TracePatch,
+    ) -> Result<(Trace, Vec<Event>), StoreError> {
+        let r = self
+            .timed(WriteOp::Update, self.inner.update_trace(tenant, id, patch))
+            .await?;
+        self.metrics.record_events(&r.1);
+        Ok(r)
+    }
+
+    async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, StoreError> {
+        self.inner.get_trace(tenant, id).await
+    }
+
+    async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError> {
+        self.inner.get_spans(tenant, id).await
+    }
+
+    async fn list_traces(
+        &self,
+        tenant: &str,
+        filter: &TraceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Trace>, StoreError> {
+        self.inner.list_traces(tenant, filter, page).await
+    }
+
+    async fn read_events(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        filter: &EventFilter,
+    ) -> Result<Option<Vec<Event>>, StoreError> {
+        self.inner.read_events(tenant, id, filter).await
+    }
+
+    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError> {
+        self.timed(WriteOp::Delete, self.inner.delete_trace(tenant, id))
+            .await
+    }
+
+    async fn delete_ended_before(
+        &self,
+        tenant: &str,
+        cutoff: Timestamp,
+        limit: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        self.timed(
+            WriteOp::Cleanup,
+            self.inner.delete_ended_before(tenant, cutoff, limit),
+        )
+        .await
+    }
+
+    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError> {
+        self.inner.count_ended_before(tenant, cutoff).await
+    }
+
+    async fn active_traces(&self) -> Result<u64, StoreError> {
+        self.inner.active_traces().await
+    }
+
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.timed(
+            WriteOp::Lease,
+            self.inner.try_acquire_lease(name, holder, ttl),
+        )
+        .await
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        self.timed(WriteOp::Lease, self.inner.renew_lease(lease, ttl))
+            .await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        self.timed(WriteOp::Lease, self.inner.release_lease(lease))
+            .await
+    }
+
+    async fn sweep_orphans(
+        &self,
+        fence: &Lease,
+        orphan_after: Duration,
+        limit: u32,
+    ) -> Result<Vec<Orphaned>, StoreError> {
+        self.timed(
+            WriteOp::Sweep,
+            self.inner.sweep_orphans(fence, orphan_after, limit),
+        )
+        .await
+    }
+
+    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, StoreError> {
+        self.timed(WriteOp::Purge, self.inner.purge_expired(fence, max_rows))
+            .await
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        self.inner.health().await
+    }
+
+    fn subscribe(&self, tenant: &str, scope: Scope) -> Subscription {
+        self.inner.subscribe(tenant, scope)
+    }
+
+    fn subscriber_count(&self) -> usize {
+        self.inner.subscriber_count()
+    }
+
+    async fn shutdown(&self) {
+        self.inner.shutdown().await
+    }
+}
