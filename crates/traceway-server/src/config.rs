@@ -35,7 +35,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TRACEWAY_REDIS_PREFIX")]
     pub redis_prefix: Option<String>,
 
-    /// Address of the HTTP API, OTLP/HTTP and the web page [default: 127.0.0.1:4318].
+    /// Address of the HTTP API and OTLP/HTTP [default: 127.0.0.1:4318].
     #[arg(long, env = "TRACEWAY_LISTEN")]
     pub listen: Option<SocketAddr>,
 

@@ -130,7 +130,7 @@ pub async fn open_store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Resul
 /// The addresses `serve` listens on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listening {
-    /// REST API, OTLP/HTTP and the web page.
+    /// REST API and OTLP/HTTP.
     pub http: std::net::SocketAddr,
     /// OTLP/gRPC.
     pub grpc: std::net::SocketAddr,

@@ -127,10 +127,6 @@ async fn stored_events_replay_then_live_ones_follow_in_order() {
         closed_after >= Duration::from_millis(250),
         "closed after the grace, not at once: {closed_after:?}"
     );
-    assert!(
-        closed_after < Duration::from_secs(5),
-        "closed after the grace: {closed_after:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,6 +349,19 @@ async fn wait_answers_when_the_trace_ends_or_when_the_wait_is_over() {
             .await
             .expect("patch");
     });
+    // It answers when the trace ends, not when its wait (capped at 3 s) is over: a
+    // long-poll on a trace that stays running, sent at the same time with a 2 s wait,
+    // answers after it. An order, not a deadline.
+    let other = l.create().await;
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (http, base, o) = (l.http.clone(), l.base.clone(), order.clone());
+    let control = tokio::spawn(async move {
+        http.get(format!("{base}/api/v1/traces/{other}?wait=2s"))
+            .send()
+            .await
+            .expect("get");
+        o.lock().unwrap().push("running");
+    });
     let t0 = Instant::now();
     let r = l
         .http
@@ -360,14 +369,14 @@ async fn wait_answers_when_the_trace_ends_or_when_the_wait_is_over() {
         .send()
         .await
         .expect("get");
+    order.lock().unwrap().push("ended");
     let v: Value = r.json().await.expect("json");
     let took = t0.elapsed();
     assert_eq!(v["trace"]["state"], "COMPLETED");
-    assert!(
-        took >= Duration::from_millis(350) && took < Duration::from_secs(3),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(350), "it waited: {took:?}");
     finisher.await.expect("finisher");
+    control.await.expect("control");
+    assert_eq!(*order.lock().unwrap(), ["ended", "running"]);
 
     let running = l.create().await;
     let t0 = Instant::now();
@@ -382,18 +391,20 @@ async fn wait_answers_when_the_trace_ends_or_when_the_wait_is_over() {
         .expect("json");
     assert_eq!(v["trace"]["state"], "RECEIVED");
     assert!(t0.elapsed() >= Duration::from_millis(280));
-    // Capped by --max-wait (3 s here).
+    // Capped by --max-wait (3 s here): it answers, rather than after an hour (the
+    // deadline only stops a hang).
     let t0 = Instant::now();
-    l.http
-        .get(format!("{}/api/v1/traces/{running}?wait=1h", l.base))
-        .send()
-        .await
-        .expect("get");
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        l.http
+            .get(format!("{}/api/v1/traces/{running}?wait=1h", l.base))
+            .send(),
+    )
+    .await
+    .expect("the wait is capped, not an hour")
+    .expect("get");
     let took = t0.elapsed();
-    assert!(
-        took >= Duration::from_millis(2900) && took < Duration::from_secs(6),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(2900), "{took:?}");
     let r = l
         .http
         .get(format!("{}/api/v1/traces/{running}?wait=soon", l.base))
