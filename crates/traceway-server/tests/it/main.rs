@@ -2,12 +2,16 @@
 //! loopback socket, and the OpenAPI document's checks. The tests of the real `traceway`
 //! binary live with it, in `traceway-cli`.
 
+#[macro_use]
+mod backends;
 mod http;
 mod lifecycle;
 mod openapi;
 mod otlp;
 #[path = "../support/prom.rs"]
 mod prom;
+#[path = "../../../traceway-store/tests/support/redis_server.rs"]
+mod redis_server;
 #[path = "../support/sse.rs"]
 mod sse;
 mod stream;
@@ -23,6 +27,8 @@ use traceway_server::{app, AppState, Config};
 use traceway_store::sqlite::{SqliteConfig, SqliteStore};
 use traceway_store::{ManualClock, Store};
 
+pub use backends::Backend;
+
 /// A router on a fresh SQLite file, with a clock the test moves.
 pub struct TestApp {
     /// Starts the shutdown of live streams.
@@ -33,6 +39,8 @@ pub struct TestApp {
     pub metrics: Arc<traceway_server::Metrics>,
     pub clock: ManualClock,
     _dir: tempfile::TempDir,
+    /// The Redis server of a test on Redis; stopped when the app is dropped.
+    _redis: Option<redis_server::RedisServer>,
 }
 
 pub fn test_app_with(config: Config) -> TestApp {
@@ -52,15 +60,29 @@ pub fn test_app_wrapping(
     let store: Arc<dyn Store> = wrap(Arc::new(
         SqliteStore::open(sqlite, Arc::new(clock.clone())).expect("open"),
     ));
-    let (state, stop) = AppState::new(store, config, Arc::new(clock.clone()));
-    TestApp {
-        stop,
-        store: state.store.clone(),
-        metrics: state.metrics.clone(),
-        state: state.clone(),
-        router: app(state),
-        clock,
-        _dir: dir,
+    TestApp::assemble(store, config, clock, dir, None)
+}
+
+impl TestApp {
+    /// The app over `store` (already wrapped as the test wants).
+    fn assemble(
+        store: Arc<dyn Store>,
+        config: Config,
+        clock: ManualClock,
+        dir: tempfile::TempDir,
+        redis: Option<redis_server::RedisServer>,
+    ) -> TestApp {
+        let (state, stop) = AppState::new(store, config, Arc::new(clock.clone()));
+        TestApp {
+            stop,
+            store: state.store.clone(),
+            metrics: state.metrics.clone(),
+            state: state.clone(),
+            router: app(state),
+            clock,
+            _dir: dir,
+            _redis: redis,
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use traceway_store::{
     AppendOutcome, AppendRequest, EventFilter, Page, PageRequest, Store, StoreError, TraceFilter,
 };
 
-use crate::{test_app, test_app_with, test_app_wrapping, TestApp};
+use crate::{Backend, TestApp};
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -207,9 +207,10 @@ fn count_spans(nodes: &Value) -> usize {
 // OTLP/HTTP: encodings and answers.
 // ---------------------------------------------------------------------------------------
 
+on_both! {
 #[tokio::test]
-async fn otlp_json_fixtures_are_stored_and_read_back() {
-    let app = test_app();
+async fn otlp_json_fixtures_are_stored_and_read_back(backend: Backend) {
+    let app = backend.app().await;
     for name in ["openinference_agent.json", "genai_agent.json"] {
         let a = post(&app, Some(JSON), None, fixture(name)).await;
         assert_eq!(
@@ -249,10 +250,12 @@ async fn otlp_json_fixtures_are_stored_and_read_back() {
     let (_, list) = app.call(Method::GET, "/api/v1/traces", None).await;
     assert_eq!(list["traces"].as_array().map(Vec::len), Some(2));
 }
+}
 
+on_both! {
 #[tokio::test]
-async fn protobuf_exports_are_answered_in_protobuf() {
-    let app = test_app();
+async fn protobuf_exports_are_answered_in_protobuf(backend: Backend) {
+    let app = backend.app().await;
     let a = post(
         &app,
         Some(PROTOBUF),
@@ -268,10 +271,12 @@ async fn protobuf_exports_are_answered_in_protobuf() {
     assert_eq!(v["trace"]["state"], "COMPLETED");
     assert_eq!(count_spans(&v["spans"]), 6);
 }
+}
 
+on_both! {
 #[tokio::test]
-async fn gzipped_bodies_are_accepted_in_both_encodings() {
-    let app = test_app();
+async fn gzipped_bodies_are_accepted_in_both_encodings(backend: Backend) {
+    let app = backend.app().await;
     let json_body = fixture("genai_agent.json");
     let a = post(
         &app,
@@ -308,10 +313,12 @@ async fn gzipped_bodies_are_accepted_in_both_encodings() {
         6
     );
 }
+}
 
+on_both! {
 #[tokio::test]
-async fn invalid_spans_are_a_partial_success_and_the_rest_is_stored() {
-    let app = test_app();
+async fn invalid_spans_are_a_partial_success_and_the_rest_is_stored(backend: Backend) {
+    let app = backend.app().await;
     let body = export(vec![
         span(T1, "1000000000000001", None, "root", json!({}), 1),
         span(
@@ -344,10 +351,12 @@ async fn invalid_spans_are_a_partial_success_and_the_rest_is_stored() {
     assert_eq!(partial.rejected_spans, 2);
     assert!(!partial.error_message.is_empty());
 }
+}
 
+on_both! {
 #[tokio::test]
-async fn undecodable_bodies_are_400_with_a_status_in_the_request_encoding() {
-    let app = test_app();
+async fn undecodable_bodies_are_400_with_a_status_in_the_request_encoding(backend: Backend) {
+    let app = backend.app().await;
     let a = post(&app, Some(JSON), None, b"{\"resourceSpans\": 5}".to_vec()).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert_eq!(a.content_type(), JSON);
@@ -385,10 +394,12 @@ async fn undecodable_bodies_are_400_with_a_status_in_the_request_encoding() {
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert!(a.status().message.contains("X-Traceway-Tenant"));
 }
+}
 
+on_both! {
 #[tokio::test]
-async fn other_media_types_and_encodings_are_415() {
-    let app = test_app();
+async fn other_media_types_and_encodings_are_415(backend: Backend) {
+    let app = backend.app().await;
     let body = fixture("genai_agent.json");
     for (ct, enc) in [
         (Some("text/plain"), None),
@@ -411,14 +422,16 @@ async fn other_media_types_and_encodings_are_415() {
     let (_, list) = app.call(Method::GET, "/api/v1/traces", None).await;
     assert_eq!(list["traces"], json!([]), "nothing was stored");
 }
+}
 
+on_both! {
 #[tokio::test]
-async fn bodies_over_the_cap_are_413_compressed_or_not() {
+async fn bodies_over_the_cap_are_413_compressed_or_not(backend: Backend) {
     let config = Config {
         max_body_bytes: 64 * 1024,
         ..Config::default()
     };
-    let app = test_app_with(config);
+    let app = backend.app_with(config).await;
     let big_attr = "x".repeat(100 * 1024);
     let body = export(vec![span(
         T1,
@@ -454,14 +467,16 @@ async fn bodies_over_the_cap_are_413_compressed_or_not() {
     let (_, list) = app.call(Method::GET, "/api/v1/traces", None).await;
     assert_eq!(list["traces"], json!([]));
 }
+}
 
 // ---------------------------------------------------------------------------------------
 // Lifecycle and idempotency.
 // ---------------------------------------------------------------------------------------
 
+on_both! {
 #[tokio::test]
-async fn an_exported_batch_sent_twice_is_stored_once() {
-    let app = test_app();
+async fn an_exported_batch_sent_twice_is_stored_once(backend: Backend) {
+    let app = backend.app().await;
     let body = fixture("openinference_agent.json");
     assert_eq!(
         post(&app, Some(JSON), None, body.clone()).await.status,
@@ -488,10 +503,12 @@ async fn an_exported_batch_sent_twice_is_stored_once() {
     assert_eq!(events_of(&app, id, "type=error").await.len(), 1);
     assert_eq!(events_of(&app, id, "type=log").await.len(), 1);
 }
+}
 
+on_both! {
 #[tokio::test]
-async fn children_open_the_trace_and_the_root_names_and_ends_it() {
-    let app = test_app();
+async fn children_open_the_trace_and_the_root_names_and_ends_it(backend: Backend) {
+    let app = backend.app().await;
     let child = |id: &str, name: &str| {
         span(
             T1,
@@ -564,10 +581,12 @@ async fn children_open_the_trace_and_the_root_names_and_ends_it() {
     );
     assert_eq!(events_of(&app, T1, "type=trace_ended").await.len(), 1);
 }
+}
 
+on_both! {
 #[tokio::test]
-async fn a_failed_root_errors_the_trace_and_late_spans_are_still_stored() {
-    let app = test_app();
+async fn a_failed_root_errors_the_trace_and_late_spans_are_still_stored(backend: Backend) {
+    let app = backend.app().await;
     let root = span(T1, "1000000000000001", None, "agent run", json!({}), 2);
     assert_eq!(
         post(&app, Some(JSON), None, export(vec![root.clone()]))
@@ -616,10 +635,12 @@ async fn a_failed_root_errors_the_trace_and_late_spans_are_still_stored() {
     assert_eq!(v["trace"]["state"], "ERRORED");
     assert_eq!(v["trace"]["rollups"]["span_count"], 3);
 }
+}
 
+on_both! {
 #[tokio::test]
-async fn spans_of_many_traces_in_one_export_each_get_their_trace() {
-    let app = test_app();
+async fn spans_of_many_traces_in_one_export_each_get_their_trace(backend: Backend) {
+    let app = backend.app().await;
     let ids: Vec<String> = (1..=20).map(|i| format!("{i:032x}")).collect();
     let mut spans = Vec::new();
     for (i, t) in ids.iter().enumerate() {
@@ -652,9 +673,11 @@ async fn spans_of_many_traces_in_one_export_each_get_their_trace() {
         assert_eq!(v["trace"]["rollups"]["input_tokens"], 10, "trace {i}");
     }
 }
+}
 
+on_both! {
 #[tokio::test]
-async fn otlp_traces_take_the_default_level_and_debug_keeps_mapped_attributes() {
+async fn otlp_traces_take_the_default_level_and_debug_keeps_mapped_attributes(backend: Backend) {
     let body = export(vec![span(
         T1,
         "1000000000000001",
@@ -664,7 +687,7 @@ async fn otlp_traces_take_the_default_level_and_debug_keeps_mapped_attributes() 
         0,
     )]);
     let mut config = Config::default();
-    let detailed = test_app_with(config.clone());
+    let detailed = backend.app_with(config.clone()).await;
     assert_eq!(
         post(&detailed, Some(JSON), None, body.clone()).await.status,
         StatusCode::OK
@@ -680,7 +703,7 @@ async fn otlp_traces_take_the_default_level_and_debug_keeps_mapped_attributes() 
     assert_eq!(v["spans"][0]["llm"]["model"], "gpt-4o");
 
     config.capture.default_level = Level::Debug;
-    let debug = test_app_with(config.clone());
+    let debug = backend.app_with(config.clone()).await;
     assert_eq!(
         post(&debug, Some(JSON), None, body.clone()).await.status,
         StatusCode::OK
@@ -694,7 +717,7 @@ async fn otlp_traces_take_the_default_level_and_debug_keeps_mapped_attributes() 
     assert_eq!(v["spans"][0]["llm"]["input_tokens"], 7);
 
     config.capture.default_level = Level::Minimal;
-    let minimal = test_app_with(config);
+    let minimal = backend.app_with(config).await;
     assert_eq!(
         post(&minimal, Some(JSON), None, body).await.status,
         StatusCode::OK
@@ -707,10 +730,12 @@ async fn otlp_traces_take_the_default_level_and_debug_keeps_mapped_attributes() 
         "no model or tokens at minimal"
     );
 }
+}
 
+on_both! {
 #[tokio::test]
-async fn the_tenant_header_scopes_otlp_traces() {
-    let app = test_app();
+async fn the_tenant_header_scopes_otlp_traces(backend: Backend) {
+    let app = backend.app().await;
     let body = fixture("genai_agent.json");
     assert_eq!(
         post_as(&app, "team-a", Some(JSON), None, body).await.status,
@@ -733,6 +758,7 @@ async fn the_tenant_header_scopes_otlp_traces() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
+}
 }
 
 // ---------------------------------------------------------------------------------------
@@ -855,10 +881,12 @@ impl Store for Refusing {
     }
 }
 
-fn refusing(error: StoreError) -> TestApp {
-    test_app_wrapping(Config::default(), move |inner| {
-        Arc::new(Refusing { inner, error })
-    })
+async fn refusing(backend: Backend, error: StoreError) -> TestApp {
+    backend
+        .app_wrapping(Config::default(), move |inner| {
+            Arc::new(Refusing { inner, error })
+        })
+        .await
 }
 
 fn retry_delay(st: &RpcStatus) -> Option<i64> {
@@ -870,8 +898,9 @@ fn retry_delay(st: &RpcStatus) -> Option<i64> {
         .map(|d| d.seconds)
 }
 
+on_both! {
 #[tokio::test]
-async fn a_full_store_is_429_and_a_stopped_store_503_with_retry_after() {
+async fn a_full_store_is_429_and_a_stopped_store_503_with_retry_after(backend: Backend) {
     let body = to_protobuf(&fixture("genai_agent.json"));
     for (error, want) in [
         (
@@ -883,7 +912,7 @@ async fn a_full_store_is_429_and_a_stopped_store_503_with_retry_after() {
             StatusCode::SERVICE_UNAVAILABLE,
         ),
     ] {
-        let app = refusing(error);
+        let app = refusing(backend, error).await;
         let a = post(&app, Some(PROTOBUF), None, body.clone()).await;
         assert_eq!(a.status, want);
         assert_eq!(
@@ -901,6 +930,7 @@ async fn a_full_store_is_429_and_a_stopped_store_503_with_retry_after() {
             st.message
         );
     }
+}
 }
 
 // ---------------------------------------------------------------------------------------
@@ -932,9 +962,10 @@ fn request_of(json_body: &[u8]) -> ExportTraceServiceRequest {
     decode_export_request(json_body, Encoding::Json).expect("valid")
 }
 
+on_both! {
 #[tokio::test]
-async fn grpc_export_stores_spans_gzipped_or_not_and_reports_partial_success() {
-    let app = test_app();
+async fn grpc_export_stores_spans_gzipped_or_not_and_reports_partial_success(backend: Backend) {
+    let app = backend.app().await;
     let mut client = grpc_client(&app).await;
     let resp = client
         .export(request_of(&fixture("genai_agent.json")))
@@ -990,13 +1021,15 @@ async fn grpc_export_stores_spans_gzipped_or_not_and_reports_partial_success() {
     let err = client.export(req).await.expect_err("bad tenant");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
+}
 
+on_both! {
 #[tokio::test]
-async fn grpc_messages_over_the_cap_are_refused_also_when_gzip_inflates_them() {
-    let app = test_app_with(Config {
+async fn grpc_messages_over_the_cap_are_refused_also_when_gzip_inflates_them(backend: Backend) {
+    let app = backend.app_with(Config {
         max_body_bytes: 64 * 1024,
         ..Config::default()
-    });
+    }).await;
     let client = grpc_client(&app).await;
     let big = export(vec![span(
         T1,
@@ -1016,9 +1049,11 @@ async fn grpc_messages_over_the_cap_are_refused_also_when_gzip_inflates_them() {
     let (_, list) = app.call(Method::GET, "/api/v1/traces", None).await;
     assert_eq!(list["traces"], json!([]));
 }
+}
 
+on_both! {
 #[tokio::test]
-async fn grpc_overload_is_resource_exhausted_and_shutdown_unavailable_with_retry_info() {
+async fn grpc_overload_is_resource_exhausted_and_shutdown_unavailable_with_retry_info(backend: Backend) {
     for (error, want) in [
         (
             StoreError::Overloaded("queue full".into()),
@@ -1029,7 +1064,7 @@ async fn grpc_overload_is_resource_exhausted_and_shutdown_unavailable_with_retry
             tonic::Code::Unavailable,
         ),
     ] {
-        let app = refusing(error);
+        let app = refusing(backend, error).await;
         let mut client = grpc_client(&app).await;
         let err = client
             .export(request_of(&fixture("genai_agent.json")))
@@ -1040,4 +1075,5 @@ async fn grpc_overload_is_resource_exhausted_and_shutdown_unavailable_with_retry
         assert_eq!(st.code, want as i32);
         assert_eq!(retry_delay(&st), Some(1), "RetryInfo makes it retryable");
     }
+}
 }

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use traceway_server::Config;
 
 use crate::sse::{read_until, seq, tool};
-use crate::{test_app_with, TestApp};
+use crate::{Backend, TestApp};
 
 /// A test app served on 127.0.0.1 (port 0), with short stream timings.
 struct Live {
@@ -16,14 +16,14 @@ struct Live {
     http: reqwest::Client,
 }
 
-async fn live() -> Live {
+async fn live(backend: Backend) -> Live {
     let config = Config {
         stream_grace: Duration::from_millis(300),
         sse_keepalive: Duration::from_millis(500),
         max_wait: Duration::from_secs(3),
         ..Config::default()
     };
-    let app = test_app_with(config);
+    let app = backend.app_with(config).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -88,9 +88,10 @@ impl Live {
     }
 }
 
+on_both! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stored_events_replay_then_live_ones_follow_in_order() {
-    let l = live().await;
+async fn stored_events_replay_then_live_ones_follow_in_order(backend: Backend) {
+    let l = live(backend).await;
     let id = l.create().await;
     l.append(&id, json!([tool(1), tool(2)])).await; // seqs 2 (RUNNING), 3, 4
     let mut resp = l.open(&format!("/api/v1/traces/{id}/stream"), None).await;
@@ -128,10 +129,12 @@ async fn stored_events_replay_then_live_ones_follow_in_order() {
         "closed after the grace, not at once: {closed_after:?}"
     );
 }
+}
 
+on_both! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_or_foreign_traces_are_404_before_the_stream_starts() {
-    let l = live().await;
+async fn unknown_or_foreign_traces_are_404_before_the_stream_starts(backend: Backend) {
+    let l = live(backend).await;
     let id = l.create().await;
     let r = l
         .open(
@@ -164,10 +167,12 @@ async fn unknown_or_foreign_traces_are_404_before_the_stream_starts() {
         .expect("send");
     assert_eq!(r.status(), 400);
 }
+}
 
+on_both! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resuming_with_last_event_id_misses_nothing_and_repeats_nothing_under_concurrent_writers() {
-    let l = live().await;
+async fn resuming_with_last_event_id_misses_nothing_and_repeats_nothing_under_concurrent_writers(backend: Backend) {
+    let l = live(backend).await;
     let id = l.create().await;
     let writers: Vec<_> = (0..4u64)
         .map(|w| {
@@ -216,10 +221,12 @@ async fn resuming_with_last_event_id_misses_nothing_and_repeats_nothing_under_co
     );
     assert!(reconnects > 10);
 }
+}
 
+on_both! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_subscribers_all_receive_every_event_and_are_released_on_disconnect() {
-    let l = live().await;
+async fn a_thousand_subscribers_all_receive_every_event_and_are_released_on_disconnect(backend: Backend) {
+    let l = live(backend).await;
     let id = l.create().await;
     let mut streams = Vec::new();
     for _ in 0..1000 {
@@ -260,10 +267,12 @@ async fn a_thousand_subscribers_all_receive_every_event_and_are_released_on_disc
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+}
 
+on_both! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streaming_format_is_one_line_per_step_and_level_lowers_detail() {
-    let l = live().await;
+async fn streaming_format_is_one_line_per_step_and_level_lowers_detail(backend: Backend) {
+    let l = live(backend).await;
     let id = l.create().await;
     l.append(&id, json!([{"type": "span_ended", "span": {"span_id": "00000000000000aa", "kind": "llm", "name": "answer",
         "start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-01T00:00:01.2Z", "status": {"code": "ok"},
@@ -294,10 +303,12 @@ async fn streaming_format_is_one_line_per_step_and_level_lowers_detail() {
         .await;
     assert_eq!(r.status(), 400);
 }
+}
 
+on_both! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_tenant_stream_carries_trace_level_events_or_all_with_filters() {
-    let l = live().await;
+async fn the_tenant_stream_carries_trace_level_events_or_all_with_filters(backend: Backend) {
+    let l = live(backend).await;
     let mut levels = l.open("/api/v1/stream", None).await;
     let mut all = l
         .open("/api/v1/stream?all=true&format=streaming", None)
@@ -335,10 +346,12 @@ async fn the_tenant_stream_carries_trace_level_events_or_all_with_filters() {
         "events leaked to a filtered stream: {quiet:?}"
     );
 }
+}
 
+on_both! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wait_answers_when_the_trace_ends_or_when_the_wait_is_over() {
-    let l = live().await;
+async fn wait_answers_when_the_trace_ends_or_when_the_wait_is_over(backend: Backend) {
+    let l = live(backend).await;
     let id = l.create().await;
     let (http, base, id2) = (l.http.clone(), l.base.clone(), id.clone());
     let finisher = tokio::spawn(async move {
@@ -413,10 +426,12 @@ async fn wait_answers_when_the_trace_ends_or_when_the_wait_is_over() {
         .expect("get");
     assert_eq!(r.status(), 400);
 }
+}
 
+on_both! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_shutdown_ends_live_streams() {
-    let l = live().await;
+async fn server_shutdown_ends_live_streams(backend: Backend) {
+    let l = live(backend).await;
     let id = l.create().await;
     let mut r = l.open(&format!("/api/v1/traces/{id}/stream"), None).await;
     read_until(&mut r, |m| seq(m) == 1).await;
@@ -425,4 +440,5 @@ async fn server_shutdown_ends_live_streams() {
         .await
         .expect("stream ended");
     assert!(rest.is_empty());
+}
 }
