@@ -68,6 +68,8 @@ mod map;
 pub use map::{map_request, map_request_with};
 pub use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
+use std::collections::BTreeMap;
+
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
@@ -176,6 +178,11 @@ pub struct TraceHints {
     /// The root span's name, when the root is in the batch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// For the trace's metadata: the resource's attributes (values as text, JSON for
+    /// non-strings), the OpenInference `metadata` attribute's entries and `tag.tags` (as a
+    /// JSON array). A root span's entries win over other spans'.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// One OTLP span as Traceway sees it.
@@ -221,7 +228,7 @@ impl MappedTrace {
     /// left to the server's default.
     pub fn new_trace(&self) -> NewTrace {
         let h = &self.hints;
-        let mut metadata = std::collections::BTreeMap::new();
+        let mut metadata = h.metadata.clone();
         if let Some(service) = &h.service {
             metadata.insert(SERVICE_METADATA_KEY.to_string(), service.clone());
         }
