@@ -677,7 +677,7 @@ fn kind_detection_table() {
             SpanKind::Tool,
         ),
         (
-            json!({"openinference.span.kind": s("PROMPT"), "gen_ai.operation.name": s("chat")}),
+            json!({"openinference.span.kind": s("RUNNABLE"), "gen_ai.operation.name": s("chat")}),
             SpanKind::Llm,
         ),
         (json!({"gen_ai.request.model": s("gpt-4o")}), SpanKind::Llm),
