@@ -124,8 +124,7 @@ pub fn map_request_with(req: &ExportTraceServiceRequest, opts: &MapOptions) -> M
             let ids: HashSet<SpanId> = spans.iter().map(|p| p.span.span.span_id).collect();
             for p in &mut spans {
                 if p.legacy_entry
-                    && p
-                        .span
+                    && p.span
                         .span
                         .parent_span_id
                         .is_some_and(|parent| !ids.contains(&parent))
@@ -761,9 +760,7 @@ pub(crate) fn genai_message(item: &Value, default_role: &str) -> Option<Message>
                     .and_then(|f| f.get("name"))
                     .and_then(Value::as_str)
                     .map(str::to_string),
-                arguments: f
-                    .and_then(|f| f.get("arguments"))
-                    .map(json_or_string_value),
+                arguments: f.and_then(|f| f.get("arguments")).map(json_or_string_value),
             });
         }
     }

@@ -63,8 +63,13 @@
 
 mod attrs;
 mod json;
+mod logs;
 mod map;
 
+pub use logs::{
+    decode_logs_request, map_logs_request, ExportLogsServiceRequest, MappedLogTrace, MappedLogs,
+    OPERATION_DETAILS_EVENT,
+};
 pub use map::{map_request, map_request_with};
 pub use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 

@@ -10,7 +10,7 @@ use traceway_core::otlp::{
     SERVICE_METADATA_KEY,
 };
 use traceway_core::{
-    EventInput, Message, Rollups, ToolCall, SpanId, SpanKind, State, StatusCode, Timestamp, TraceId,
+    EventInput, Message, Rollups, SpanId, SpanKind, State, StatusCode, Timestamp, ToolCall, TraceId,
 };
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -262,7 +262,9 @@ fn openinference_fixture_maps_an_agent_run() {
     );
     assert_eq!(
         tool.schema,
-        Some(json!({"type": "object", "properties": {"email": {"type": "string"}}, "required": ["email"]})),
+        Some(
+            json!({"type": "object", "properties": {"email": {"type": "string"}}, "required": ["email"]})
+        ),
         "tool.parameters is the schema"
     );
     assert_eq!(lookup.span.input, None, "the input became the arguments");
