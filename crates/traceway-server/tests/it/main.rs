@@ -6,6 +6,7 @@ mod http;
 mod lifecycle;
 mod openapi;
 mod otlp;
+mod otlp_logs;
 mod otlp_sdk;
 mod redis;
 mod stream;
