@@ -243,7 +243,11 @@ async fn check_genai(c: &reqwest::Client, base: &str, tenant: &str, id: &str, pr
         t["rollups"]["error_count"], 2,
         "{at}: the tool and the root"
     );
-    assert_eq!(t["rollups"]["input_tokens"], 208, "{at}: chat + embeddings");
+    assert_eq!(t["rollups"]["input_tokens"], 200, "{at}: the chat call");
+    assert_eq!(
+        t["rollups"]["embedding_tokens"], 8,
+        "{at}: the embeddings, counted apart"
+    );
 
     let spans = &v["spans"];
     let root = &spans[0];
