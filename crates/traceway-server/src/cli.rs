@@ -296,9 +296,14 @@ pub fn render_trace(t: &Trace, spans: &Value) -> String {
         }
     }
     let r = &t.rollups;
+    let embedded = if r.embedding_tokens > 0 {
+        format!("   embedded {}", r.embedding_tokens)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "spans     {}   errors {}   tokens {} (in {} / out {})   duration {}",
+        "spans     {}   errors {}   tokens {} (in {} / out {}){embedded}   duration {}",
         r.span_count,
         r.error_count,
         r.total_tokens,
@@ -328,9 +333,28 @@ struct SpanNodeView {
     children: Vec<SpanNodeView>,
 }
 
+/// The status word `show` and `tail` print: `running`, `ok`, `unset` (ended without a
+/// status, as the README's mapping names it), or `error: <first line of the message>`
+/// (with `…` when there are more; `--json` has the whole message).
+fn status_word(s: &traceway_core::Span) -> String {
+    match (s.end_time, s.status.code, &s.status.message) {
+        (None, _, _) => "running".into(),
+        (_, StatusCode::Error, Some(m)) => {
+            let m = m.trim();
+            match m.split_once('\n') {
+                Some((first, _)) => format!("error: {} …", first.trim_end()),
+                None => format!("error: {m}"),
+            }
+        }
+        (_, StatusCode::Error, None) => "error".into(),
+        (_, StatusCode::Ok, _) => "ok".into(),
+        (_, StatusCode::Unset, _) => "unset".into(),
+    }
+}
+
 fn render_node(out: &mut String, n: &SpanNodeView) {
     if let Some(s) = &n.span {
-        let status = traceway_core::format::span_status(s);
+        let status = status_word(s);
         let _ = writeln!(out, "{}", span_line(s, n.depth, &status));
     }
     for c in &n.children {
@@ -386,7 +410,7 @@ impl TailPrinter {
     }
 
     fn status(&self, s: &traceway_core::Span) -> String {
-        let word = traceway_core::format::span_status(s);
+        let word = status_word(s);
         let code = match (s.end_time, s.status.code) {
             (None, _) => "33",
             (_, StatusCode::Error) => "31",
@@ -610,6 +634,34 @@ mod tests {
                 data: "{\"a\":1}\nx".into()
             }]
         );
+    }
+
+    #[test]
+    fn show_prints_the_first_line_of_an_error_and_unset_for_no_status() {
+        let t0 = traceway_core::Timestamp::from_unix_millis(0);
+        let mut s = traceway_core::Span::new(
+            traceway_core::SpanId::from_u64(1).unwrap(),
+            traceway_core::SpanKind::Tool,
+            "t",
+            t0,
+        );
+        assert_eq!(status_word(&s), "running");
+        s.end_time = Some(traceway_core::Timestamp::from_unix_millis(5));
+        assert_eq!(status_word(&s), "unset");
+        s.status.code = StatusCode::Error;
+        s.status.message =
+            Some("Traceback (most recent call last):\n  File \"x.py\"\nValueError".into());
+        assert_eq!(
+            status_word(&s),
+            "error: Traceback (most recent call last): …"
+        );
+        s.status.message = Some("timeout".into());
+        assert_eq!(status_word(&s), "error: timeout");
+        s.status = traceway_core::SpanStatus {
+            code: StatusCode::Ok,
+            message: None,
+        };
+        assert_eq!(status_word(&s), "ok");
     }
 
     #[test]
