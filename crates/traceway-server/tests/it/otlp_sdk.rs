@@ -483,3 +483,96 @@ async fn sigterm_stops_grpc_and_http_with_clients_still_connected_and_keeps_thei
     }
     server.stop();
 }
+
+/// Issue 11 with the real Python SDK (`tests/python/emit_fidelity.py`): an OpenInference
+/// agent span under an incoming `traceparent` completes its trace, named after it, with
+/// its agent; and a GenAI `event_only` capture's log records reach `/v1/logs` and are
+/// stored as log events of the LLM span. (Moving those messages onto the span itself needs
+/// the store's write path to apply `MessageFill`; ADR 020 says what each backend must do.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_sdk_remote_parent_agent_completes_and_genai_event_logs_reach_the_llm_span() {
+    let python = otel_python();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let tenant = "sdk-fidelity";
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/emit_fidelity.py");
+    let child = Command::new(&python)
+        .arg(script)
+        .args(["--endpoint", &server.url, "--tenant", tenant])
+        .env("OTEL_SDK_DISABLED", "false")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn python");
+    let ids = wait_ids(child, "fidelity");
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+
+    // 1. The local root's parent is the caller's span, in another process.
+    let remote = ids["remote"].as_str().expect("remote id");
+    let v = get(&c, format!("{}/api/v1/traces/{remote}", server.url), tenant).await;
+    let t = &v["trace"];
+    assert_eq!(t["state"], "COMPLETED", "the local root ended the run: {t}");
+    assert_eq!(t["name"], "research_agent");
+    assert_eq!(
+        t["agent_id"], "research_agent",
+        "the root agent span names the agent"
+    );
+    assert_eq!(
+        t["metadata"]["service.version"], "2.3.4",
+        "resource attributes kept"
+    );
+    assert_eq!(t["metadata"]["deployment.environment.name"], "test");
+    let root = find(&v["spans"], "research_agent");
+    assert_eq!(root["kind"], "agent");
+    assert_eq!(root["parent_span_id"], ids["caller_span"]);
+    assert_eq!(find(&v["spans"], "render_prompt")["kind"], "prompt");
+    let tool = find(&v["spans"], "search_docs");
+    assert_eq!(tool["tool"]["arguments"]["query"], "refund policy");
+    assert_eq!(
+        tool["tool"]["schema"]["properties"]["query"]["type"], "string",
+        "tool.parameters is the schema"
+    );
+
+    // 2. The event_only capture: the messages came as log records of the chat span.
+    let events = ids["events"].as_str().expect("events id");
+    let llm_span = ids["llm_span"].as_str().expect("llm span");
+    let v = get(&c, format!("{}/api/v1/traces/{events}", server.url), tenant).await;
+    assert_eq!(v["trace"]["state"], "COMPLETED");
+    let chat = find(&v["spans"], "chat gpt-4o-mini");
+    assert_eq!(chat["kind"], "llm");
+    let logs = get(
+        &c,
+        format!("{}/api/v1/traces/{events}/events?type=log", server.url),
+        tenant,
+    )
+    .await;
+    let logs = logs["events"].as_array().expect("events");
+    let names: Vec<&str> = logs
+        .iter()
+        .map(|e| e["payload"]["message"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "gen_ai.system.message",
+            "gen_ai.user.message",
+            "gen_ai.choice",
+            "gen_ai.client.inference.operation.details"
+        ]
+    );
+    for e in logs {
+        assert_eq!(e["payload"]["span_id"], llm_span, "{e}");
+    }
+    assert_eq!(
+        logs[1]["payload"]["attributes"]["body"]["content"],
+        "What is the refund window?"
+    );
+    assert_eq!(
+        logs[2]["payload"]["attributes"]["body"]["message"]["content"],
+        "30 days."
+    );
+    server.stop();
+}
