@@ -81,8 +81,12 @@ pub fn map_request_with(req: &ExportTraceServiceRequest, opts: &MapOptions) -> M
         /// No remote-parent flags, OTLP kind server or consumer: a local root when its
         /// parent is not in the batch (ADR 020).
         legacy_entry: bool,
+        /// Its resource, by index in the request.
+        resource: usize,
     }
     let mut pending: Vec<(TraceId, Vec<Pending>)> = Vec::new();
+    // Each resource's attributes as trace metadata, computed once per resource.
+    let mut resource_metadata: Vec<BTreeMap<String, String>> = Vec::new();
     let mut by_id: HashMap<TraceId, usize> = HashMap::new();
     let mut rejected: u64 = 0;
     let mut reasons: Vec<String> = Vec::new();
@@ -90,6 +94,7 @@ pub fn map_request_with(req: &ExportTraceServiceRequest, opts: &MapOptions) -> M
     for (ri, rs) in req.resource_spans.iter().enumerate() {
         let resource_kvs: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
         let resource = ResourceInfo::new(resource_kvs);
+        resource_metadata.push(resource.metadata());
         for (si, ss) in rs.scope_spans.iter().enumerate() {
             for (pi, otlp) in ss.spans.iter().enumerate() {
                 let (trace_id, span, hints, legacy_entry) =
@@ -113,6 +118,7 @@ pub fn map_request_with(req: &ExportTraceServiceRequest, opts: &MapOptions) -> M
                     span,
                     hints,
                     legacy_entry,
+                    resource: ri,
                 });
             }
         }
@@ -137,9 +143,21 @@ pub fn map_request_with(req: &ExportTraceServiceRequest, opts: &MapOptions) -> M
                 hints: TraceHints::default(),
                 spans: Vec::with_capacity(spans.len()),
             };
+            let mut resources: Vec<usize> = Vec::new();
             for p in spans {
                 merge_hints(&mut trace.hints, p.hints, &p.span);
                 trace.spans.push(p.span);
+                if !resources.contains(&p.resource) {
+                    resources.push(p.resource);
+                }
+            }
+            // The spans' `metadata` entries win over resource attributes of the same name.
+            for ri in resources {
+                for (k, v) in &resource_metadata[ri] {
+                    if !trace.hints.metadata.contains_key(k) {
+                        trace.hints.metadata.insert(k.clone(), v.clone());
+                    }
+                }
             }
             if trace.hints.agent_id.is_none() {
                 trace.hints.agent_id = trace
@@ -225,8 +243,6 @@ fn span_metadata(attrs: &Attrs<'_>, into: &mut BTreeMap<String, String>) {
 /// What a resource contributes to each of its spans.
 struct ResourceInfo<'a> {
     kvs: &'a [KeyValue],
-    /// Every attribute, for the trace's metadata.
-    metadata: BTreeMap<String, String>,
     service: Option<String>,
     agent: Option<String>,
     session: Option<String>,
@@ -236,19 +252,24 @@ struct ResourceInfo<'a> {
 impl<'a> ResourceInfo<'a> {
     fn new(kvs: &'a [KeyValue]) -> ResourceInfo<'a> {
         let a = Attrs::new(kvs);
-        let metadata = to_json_map(kvs)
-            .iter()
-            .take(MAX_METADATA_ENTRIES)
-            .map(|(k, v)| (k.clone(), metadata_value(v)))
-            .collect();
         ResourceInfo {
             kvs,
-            metadata,
             service: a.peek_first(&["service.name"], as_text),
             agent: a.peek_first(AGENT_KEYS, as_text),
             session: a.peek_first(SESSION_KEYS, as_text),
             user: a.peek_first(USER_KEYS, as_text),
         }
+    }
+}
+
+impl ResourceInfo<'_> {
+    /// Every attribute (at most [`MAX_METADATA_ENTRIES`]), for the trace's metadata.
+    fn metadata(&self) -> BTreeMap<String, String> {
+        to_json_map(self.kvs)
+            .iter()
+            .take(MAX_METADATA_ENTRIES)
+            .map(|(k, v)| (k.clone(), metadata_value(v)))
+            .collect()
     }
 }
 
@@ -306,7 +327,7 @@ fn map_span(
     span.component_id = attrs.take("traceway.component_id", as_text);
     span.status = map_status(otlp.status.as_ref());
 
-    let mut metadata = resource.metadata.clone();
+    let mut metadata = BTreeMap::new();
     span_metadata(&attrs, &mut metadata);
     let hints = TraceHints {
         metadata,
