@@ -437,3 +437,45 @@ fn undecodable_log_bodies_are_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn a_mapped_span_is_capped_as_a_whole_below_debug() {
+    /// The bytes of the span's content strings (message contents, tool call arguments,
+    /// attributes; not ids and names), truncation marks not counted.
+    fn content_bytes(s: &traceway_core::Span) -> usize {
+        fn walk(v: &serde_json::Value) -> usize {
+            match v {
+                serde_json::Value::String(s) => s.trim_end_matches("…[truncated]").len(),
+                serde_json::Value::Array(a) => a.iter().map(walk).sum(),
+                serde_json::Value::Object(m) => m.values().map(walk).sum(),
+                _ => 0,
+            }
+        }
+        let llm = s.llm.as_ref().unwrap();
+        let messages: usize = llm
+            .input_messages
+            .iter()
+            .chain(&llm.output_messages)
+            .map(|m| {
+                let content = m.content.clone().map(serde_json::Value::String);
+                let args = m.tool_calls.iter().filter_map(|c| c.arguments.as_ref());
+                content.iter().chain(args).map(walk).sum::<usize>()
+            })
+            .sum();
+        messages + walk(&serde_json::Value::Object(s.attributes.clone()))
+    }
+    let batch = map_request(&traces("messages_tool_calls"));
+    let chat = span(&batch, "ChatCompletion").span.clone();
+    assert!(
+        content_bytes(&chat) > 60,
+        "the fixture has more than the cap"
+    );
+    // Each string may keep 5 bytes, the span 4 × 5 = 20 in all. Cut one by one, the
+    // strings would keep 28 (three contents, one argument, two attributes).
+    let mut capped = chat.clone();
+    strip_span(&mut capped, Level::Detailed, 5);
+    assert_eq!(content_bytes(&capped), 20, "{capped:?}");
+    let mut debug = chat.clone();
+    strip_span(&mut debug, Level::Debug, 5);
+    assert_eq!(debug, chat, "debug keeps everything");
+}
