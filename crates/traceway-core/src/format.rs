@@ -33,8 +33,8 @@ pub fn span_summary(s: &Span) -> String {
     line
 }
 
-/// The status word of a span: `running`, `ok`, `done` (ended, status unset) or
-/// `error: <message>`.
+/// The status word of a span: `running`, `ok`, `unset` (ended without a status, as the
+/// OTLP mapping names it) or `error: <message>`.
 pub fn span_status(s: &Span) -> String {
     match (s.end_time, s.status.code) {
         (None, _) => "running".into(),
@@ -43,7 +43,7 @@ pub fn span_status(s: &Span) -> String {
             None => "error".into(),
         },
         (_, StatusCode::Ok) => "ok".into(),
-        (_, StatusCode::Unset) => "done".into(),
+        (_, StatusCode::Unset) => "unset".into(),
     }
 }
 
