@@ -486,7 +486,8 @@ async fn sigterm_stops_grpc_and_http_with_clients_still_connected_and_keeps_thei
 
 /// Issue 11 with the real Python SDK (`tests/python/emit_fidelity.py`): an OpenInference
 /// agent span under an incoming `traceparent` completes its trace, named after it, with
-/// its agent; and a GenAI `event_only` capture's log records reach `/v1/logs` and are
+/// its agent, and the real OpenInference OpenAI instrumentation's chat calls (to a fake
+/// model on loopback) keep their tool calls and tool call ids typed; and a GenAI `event_only` capture's log records reach `/v1/logs` and are
 /// stored as log events of the LLM span. (Moving those messages onto the span itself needs
 /// the store's write path to apply `MessageFill`; ADR 020 says what each backend must do.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,6 +536,57 @@ async fn real_sdk_remote_parent_agent_completes_and_genai_event_logs_reach_the_l
         tool["tool"]["schema"]["properties"]["query"]["type"], "string",
         "tool.parameters is the schema"
     );
+    // The real OpenInference OpenAI instrumentation's two chat calls: a tool call, then the
+    // tool's answer, as typed message fields.
+    fn llm_spans(nodes: &Value, out: &mut Vec<Value>) {
+        for n in nodes.as_array().into_iter().flatten() {
+            if n["kind"] == "llm" {
+                out.push(n.clone());
+            }
+            llm_spans(&n["children"], out);
+        }
+    }
+    let mut chats = Vec::new();
+    llm_spans(&v["spans"], &mut chats);
+    chats.sort_by_key(|c| c["start_time"].as_str().unwrap_or("").to_string());
+    assert_eq!(chats.len(), 2, "{chats:#?}");
+    let (first, second) = (&chats[0]["llm"], &chats[1]["llm"]);
+    assert_eq!(first["model"], "gpt-4o-mini-2024-07-18");
+    assert_eq!(
+        (
+            first["input_tokens"].as_u64(),
+            first["output_tokens"].as_u64()
+        ),
+        (Some(21), Some(7))
+    );
+    let call = &first["output_messages"][0]["tool_calls"][0];
+    assert_eq!(
+        (call["id"].as_str(), call["name"].as_str()),
+        (Some("call_1"), Some("get_weather"))
+    );
+    assert_eq!(call["arguments"]["city"], "Paris");
+    let tool_msg = &second["input_messages"][2];
+    assert_eq!(
+        (tool_msg["role"].as_str(), tool_msg["tool_call_id"].as_str()),
+        (Some("tool"), Some("call_1"))
+    );
+    assert_eq!(second["input_messages"][1]["tool_calls"][0]["id"], "call_1");
+    assert_eq!(
+        second["output_messages"][0]["content"],
+        "It is rainy in Paris."
+    );
+    for c in &chats {
+        let loose: Vec<&String> = c["attributes"]
+            .as_object()
+            .map(|m| {
+                m.keys()
+                    .filter(|k| k.contains("_messages.") || k.starts_with("llm.token_count"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(loose.is_empty(), "left loose: {loose:?}");
+    }
+    assert_eq!(t["rollups"]["total_tokens"], 74, "both calls counted");
 
     // 2. The event_only capture: the messages came as log records of the chat span.
     let events = ids["events"].as_str().expect("events id");

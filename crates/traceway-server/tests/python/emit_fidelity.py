@@ -7,7 +7,10 @@ runs of issue 11 that need a real SDK to be honest:
    another process. The SDK exports it with `Span.flags` 0x300 (parent is remote). The
    span sets no `agent.name`, as no OpenInference framework does; a TOOL child carries its
    arguments in `input.value` and its schema in `tool.parameters`, and a PROMPT span
-   renders a template.
+   renders a template. Inside it, the real OpenInference OpenAI instrumentation
+   (`openinference-instrumentation-openai`) records two chat calls of the real `openai`
+   client to a fake model served by this script on loopback: the first answers with a
+   tool call, the second gets the tool's result (a `tool` message with its call id).
 2. A GenAI LLM call captured `event_only`: the chat span carries no messages; the prompt
    and completion go out as OTLP log records (`gen_ai.system.message`,
    `gen_ai.user.message`, `gen_ai.choice` and one
@@ -22,6 +25,8 @@ Prints {"remote": "<trace id>", "caller_span": "<span id>", "events": "<trace id
 import argparse
 import json
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from openinference.semconv.trace import OpenInferenceSpanKindValues, SpanAttributes
 from opentelemetry import context as otel_context
@@ -35,6 +40,68 @@ from opentelemetry.sdk._logs.export import LogRecordExportResult, SimpleLogRecor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+
+
+class FakeModel(BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat endpoint: a tool call first, then an answer once the
+    request carries the tool's result."""
+
+    def do_POST(self):
+        request = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
+        if any(m.get("role") == "tool" for m in request.get("messages", [])):
+            message = {"role": "assistant", "content": "It is rainy in Paris."}
+            finish, usage = "stop", (40, 6)
+        else:
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function",
+                     "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})}}
+                ],
+            }
+            finish, usage = "tool_calls", (21, 7)
+        body = json.dumps({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1,
+            "model": "gpt-4o-mini-2024-07-18",
+            "choices": [{"index": 0, "finish_reason": finish, "message": message}],
+            "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)},
+        }).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def chat_with_tool(provider):
+    """Two chat calls of the real openai client, instrumented by OpenInference."""
+    from openinference.instrumentation.openai import OpenAIInstrumentor
+
+    server = HTTPServer(("127.0.0.1", 0), FakeModel)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    OpenAIInstrumentor().instrument(tracer_provider=provider)
+    import openai
+
+    client = openai.OpenAI(
+        api_key="test", base_url=f"http://127.0.0.1:{server.server_port}/v1", max_retries=0, timeout=10
+    )
+    tools = [{"type": "function", "function": {"name": "get_weather",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    first = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=tools)
+    call = first.choices[0].message.tool_calls[0]
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": call.function.arguments}}
+        ]},
+        {"role": "tool", "tool_call_id": call.id, "content": "rainy"},
+    ]
+    client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=tools)
+    server.shutdown()
 
 
 class Counting:
@@ -103,6 +170,7 @@ def main():
             },
         ):
             pass
+        chat_with_tool(provider)
 
     # 2. An LLM call captured event_only: messages only in log records.
     with tracer.start_as_current_span(
