@@ -76,9 +76,14 @@ pub fn render_trace(t: &Trace, spans: &Value) -> String {
         }
     }
     let r = &t.rollups;
+    let embedded = if r.embedding_tokens > 0 {
+        format!("   embedded {}", r.embedding_tokens)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "spans     {}   errors {}   tokens {} (in {} / out {})   duration {}",
+        "spans     {}   errors {}   tokens {} (in {} / out {}){embedded}   duration {}",
         r.span_count,
         r.error_count,
         r.total_tokens,

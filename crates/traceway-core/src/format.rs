@@ -33,17 +33,23 @@ pub fn span_summary(s: &Span) -> String {
     line
 }
 
-/// The status word of a span: `running`, `ok`, `done` (ended, status unset) or
-/// `error: <message>`.
+/// The status word of a span: `running`, `ok`, `unset` (ended without a status, as the
+/// OTLP mapping names it) or `error: <message>` (its first line, with `…` when there is
+/// more: `show`, `tail` and `format=streaming` print one line per step).
 pub fn span_status(s: &Span) -> String {
     match (s.end_time, s.status.code) {
         (None, _) => "running".into(),
-        (_, StatusCode::Error) => match &s.status.message {
-            Some(m) => format!("error: {m}"),
+        (_, StatusCode::Error) => match s.status.message.as_deref().map(str::trim) {
+            // One line: a stack trace's first line, with `…` for the rest (the JSON
+            // forms keep all of it).
+            Some(m) => match m.split_once('\n') {
+                Some((first, _)) => format!("error: {} …", first.trim_end()),
+                None => format!("error: {m}"),
+            },
             None => "error".into(),
         },
         (_, StatusCode::Ok) => "ok".into(),
-        (_, StatusCode::Unset) => "done".into(),
+        (_, StatusCode::Unset) => "unset".into(),
     }
 }
 
@@ -126,5 +132,26 @@ mod tests {
             streaming_line(&e(EventBody::SpanEnded(s))),
             "#6 span_ended llm answer model=gpt-4o-mini tokens=470 1.20s ok"
         );
+    }
+
+    #[test]
+    fn the_status_word_shows_the_first_line_of_an_error_and_unset_for_no_status() {
+        let mut s = Span::new(
+            SpanId::from_u64(1).unwrap(),
+            SpanKind::Tool,
+            "t",
+            Timestamp::from_unix_millis(0),
+        );
+        assert_eq!(span_status(&s), "running");
+        s.end_time = Some(Timestamp::from_unix_millis(5));
+        assert_eq!(span_status(&s), "unset");
+        s.status.code = StatusCode::Error;
+        s.status.message =
+            Some("Traceback (most recent call last):\n  File \"x.py\"\nValueError".into());
+        assert_eq!(span_status(&s), "error: Traceback (most recent call last): …");
+        s.status.message = Some("timeout".into());
+        assert_eq!(span_status(&s), "error: timeout");
+        s.status.code = StatusCode::Ok;
+        assert_eq!(span_status(&s), "ok");
     }
 }

@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use crate::id::SpanId;
 use crate::model::{
-    ErrorRecord, Level, Link, LlmDetails, LogRecord, RetrievalDetails, Span, SpanKind, SpanStatus,
-    State, ToolDetails,
+    ErrorRecord, Level, Link, LlmDetails, LogRecord, Message, RetrievalDetails, Span, SpanKind,
+    SpanStatus, State, ToolDetails,
 };
 use crate::time::Timestamp;
 
@@ -338,10 +338,174 @@ fn merge_llm(started: Option<LlmDetails>, ended: LlmDetails) -> LlmDetails {
     }
 }
 
+/// How a [`MessageFill`] combines with the messages a span already has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FillMode {
+    /// The fill holds a whole conversation (GenAI `operation.details`): each side it
+    /// carries replaces that side.
+    Replace,
+    /// The fill holds single messages (GenAI per-message events): each message not already
+    /// on that side is appended, in order, so a retried export adds nothing.
+    Append,
+}
+
+/// Prompt and completion messages for an LLM span that arrive apart from the span (OTLP log
+/// records of the GenAI conventions), before or after it. The store keeps a fill for a span
+/// it has not seen and applies it when the span arrives; a fill for a span it has, running
+/// or ended, is applied at once (see [`fill_messages`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageFill {
+    /// The LLM span.
+    pub span_id: SpanId,
+    /// How it combines with what the span has.
+    pub mode: FillMode,
+    /// Prompt messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_messages: Vec<Message>,
+    /// Completion messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_messages: Vec<Message>,
+}
+
+/// Merges a fill into a span, whatever its state (running, ended, or just created from a
+/// `span_ended` that came after the fill). Only `llm` spans take messages; for another kind
+/// (or a fill for another span) nothing changes. Returns whether the span changed, so a
+/// store writes it only then; applying the same fill twice changes nothing the second time.
+pub fn fill_messages(span: &mut Span, fill: &MessageFill) -> bool {
+    if span.span_id != fill.span_id || span.kind != SpanKind::Llm {
+        return false;
+    }
+    let llm = span.llm.get_or_insert_with(LlmDetails::default);
+    let mut changed = false;
+    for (side, new) in [
+        (&mut llm.input_messages, &fill.input_messages),
+        (&mut llm.output_messages, &fill.output_messages),
+    ] {
+        if new.is_empty() {
+            continue;
+        }
+        match fill.mode {
+            FillMode::Replace => {
+                if side != new {
+                    *side = new.clone();
+                    changed = true;
+                }
+            }
+            FillMode::Append => {
+                for m in new {
+                    if !side.contains(m) {
+                        side.push(m.clone());
+                        changed = true;
+                    }
+                }
+            }
+        }
+    }
+    if !changed && span.llm.as_ref() == Some(&LlmDetails::default()) {
+        span.llm = None;
+    }
+    changed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::StatusCode;
+
+    fn m(role: &str, content: &str) -> Message {
+        Message {
+            role: role.into(),
+            content: Some(content.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn fills_merge_into_running_ended_and_late_spans_once() {
+        let t0 = Timestamp::from_unix_millis(1_000);
+        let fill = MessageFill {
+            span_id: sid(7),
+            mode: FillMode::Append,
+            input_messages: vec![m("system", "be brief"), m("user", "hi")],
+            output_messages: vec![],
+        };
+        let choice = MessageFill {
+            span_id: sid(7),
+            mode: FillMode::Append,
+            input_messages: vec![],
+            output_messages: vec![m("assistant", "hello")],
+        };
+        // Running: the fill lands, and ending the span keeps it.
+        let mut running = Span::new(sid(7), SpanKind::Llm, "chat", t0);
+        assert!(fill_messages(&mut running, &fill));
+        assert!(
+            !fill_messages(&mut running, &fill),
+            "a retry changes nothing"
+        );
+        let SpanChange::Ended { span: ended, .. } = end_span(
+            Some(&running),
+            SpanInput {
+                llm: Some(LlmDetails {
+                    input_tokens: Some(3),
+                    ..Default::default()
+                }),
+                ..SpanInput::new(sid(7))
+            },
+            t0,
+        ) else {
+            panic!("expected ended")
+        };
+        let mut ended = ended;
+        assert_eq!(ended.llm.as_ref().unwrap().input_messages.len(), 2);
+        // Ended: a later fill still lands.
+        assert!(fill_messages(&mut ended, &choice));
+        let llm = ended.llm.as_ref().unwrap();
+        assert_eq!(llm.output_messages, [m("assistant", "hello")]);
+        assert_eq!(llm.input_tokens, Some(3));
+        // Before: a span that arrives after its fills takes them when it is created.
+        let SpanChange::New(mut late) = end_span(
+            None,
+            SpanInput {
+                kind: Some(SpanKind::Llm),
+                ..SpanInput::new(sid(7))
+            },
+            t0,
+        ) else {
+            panic!("expected new")
+        };
+        for f in [&fill, &choice] {
+            fill_messages(&mut late, f);
+        }
+        assert_eq!(
+            late.llm,
+            ended.llm.clone().map(|l| LlmDetails {
+                input_tokens: None,
+                ..l
+            })
+        );
+        // A whole conversation replaces.
+        let details = MessageFill {
+            span_id: sid(7),
+            mode: FillMode::Replace,
+            input_messages: vec![m("user", "only this")],
+            output_messages: vec![],
+        };
+        assert!(fill_messages(&mut late, &details));
+        let llm = late.llm.as_ref().unwrap();
+        assert_eq!(llm.input_messages, [m("user", "only this")]);
+        assert_eq!(
+            llm.output_messages,
+            [m("assistant", "hello")],
+            "untouched side"
+        );
+        // Not an LLM span, or another span: nothing.
+        let mut tool = Span::new(sid(7), SpanKind::Tool, "t", t0);
+        assert!(!fill_messages(&mut tool, &fill));
+        assert_eq!(tool.llm, None);
+        let mut other = Span::new(sid(8), SpanKind::Llm, "c", t0);
+        assert!(!fill_messages(&mut other, &fill));
+    }
 
     fn sid(n: u64) -> SpanId {
         SpanId::from_u64(n).unwrap()

@@ -13,7 +13,9 @@ pub mod time;
 pub mod tree;
 
 pub use id::{IdError, SpanId, TraceId};
-pub use ingest::{EventInput, NewTrace, SpanChange, SpanInput, TracePatch};
+pub use ingest::{
+    fill_messages, EventInput, FillMode, MessageFill, NewTrace, SpanChange, SpanInput, TracePatch,
+};
 pub use level::{strip_event_body, strip_span, DEFAULT_MAX_CONTENT_BYTES};
 pub use model::*;
 pub use time::Timestamp;

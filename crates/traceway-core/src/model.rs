@@ -34,6 +34,12 @@ pub enum SpanKind {
     Reranker,
     /// A guardrail check.
     Guardrail,
+    /// The rendering of a prompt template (OpenInference `PROMPT`).
+    Prompt,
+    /// An evaluation of an output (OpenInference `EVALUATOR`).
+    Evaluator,
+    /// A routing or branching decision (OpenInference `DECISION`).
+    Decision,
     /// A unit of work in a workflow.
     Task,
     /// Anything else.
@@ -43,7 +49,7 @@ pub enum SpanKind {
 
 impl SpanKind {
     /// Every kind, in declaration order.
-    pub const ALL: [SpanKind; 10] = [
+    pub const ALL: [SpanKind; 13] = [
         SpanKind::Agent,
         SpanKind::Chain,
         SpanKind::Llm,
@@ -52,6 +58,9 @@ impl SpanKind {
         SpanKind::Embedding,
         SpanKind::Reranker,
         SpanKind::Guardrail,
+        SpanKind::Prompt,
+        SpanKind::Evaluator,
+        SpanKind::Decision,
         SpanKind::Task,
         SpanKind::Other,
     ];
@@ -67,6 +76,9 @@ impl SpanKind {
             SpanKind::Embedding => "embedding",
             SpanKind::Reranker => "reranker",
             SpanKind::Guardrail => "guardrail",
+            SpanKind::Prompt => "prompt",
+            SpanKind::Evaluator => "evaluator",
+            SpanKind::Decision => "decision",
             SpanKind::Task => "task",
             SpanKind::Other => "other",
         }
@@ -106,6 +118,29 @@ pub struct Message {
     /// The text content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// The tool calls an assistant message asks for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// On a `tool` message: the id of the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// The name of the author (a tool's or a participant's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// One tool call requested in an assistant message.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The call's id, which the answering `tool` message names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The tool's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The arguments, as JSON (a string when they are not JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Value>,
 }
 
 /// What Traceway knows of an LLM call.
@@ -163,6 +198,10 @@ pub struct ToolDetails {
     /// The result, as JSON (kept from level `detailed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// The tool's parameter schema (JSON Schema, OpenInference `tool.parameters`; kept from
+    /// level `detailed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
 }
 
 /// One retrieved document (a chunk).
@@ -461,12 +500,15 @@ pub struct Rollups {
     pub span_count: u64,
     /// Spans with status `error`, plus `error` events not tied to a span.
     pub error_count: u64,
-    /// Prompt tokens over all LLM spans.
+    /// Prompt tokens over all LLM spans (embedding spans are counted apart, in
+    /// `embedding_tokens`).
     pub input_tokens: u64,
     /// Completion tokens over all LLM spans.
     pub output_tokens: u64,
-    /// Total tokens over all LLM spans.
+    /// Total tokens over all LLM spans, embeddings not included.
     pub total_tokens: u64,
+    /// Tokens embedded by embedding spans (their total, else their input tokens).
+    pub embedding_tokens: u64,
     /// Cost in US dollars over all LLM spans that report one.
     pub cost_usd: f64,
     /// The earliest span start.
@@ -491,24 +533,15 @@ impl Rollups {
         if span.status.code == StatusCode::Error && !was_error {
             self.error_count += 1;
         }
-        let (old_in, old_out, old_total, old_cost) =
-            previous
-                .and_then(|p| p.llm.as_ref())
-                .map_or((0, 0, 0, 0.0), |l| {
-                    (
-                        l.input_tokens.unwrap_or(0),
-                        l.output_tokens.unwrap_or(0),
-                        l.tokens_total(),
-                        l.cost_usd.unwrap_or(0.0),
-                    )
-                });
-        if let Some(l) = &span.llm {
-            self.input_tokens =
-                (self.input_tokens + l.input_tokens.unwrap_or(0)).saturating_sub(old_in);
-            self.output_tokens =
-                (self.output_tokens + l.output_tokens.unwrap_or(0)).saturating_sub(old_out);
-            self.total_tokens = (self.total_tokens + l.tokens_total()).saturating_sub(old_total);
-            self.cost_usd += l.cost_usd.unwrap_or(0.0) - old_cost;
+        let old = previous.map(TokenShare::of).unwrap_or_default();
+        let new = TokenShare::of(span);
+        self.input_tokens = (self.input_tokens + new.input).saturating_sub(old.input);
+        self.output_tokens = (self.output_tokens + new.output).saturating_sub(old.output);
+        self.total_tokens = (self.total_tokens + new.total).saturating_sub(old.total);
+        self.embedding_tokens =
+            (self.embedding_tokens + new.embedding).saturating_sub(old.embedding);
+        if span.llm.is_some() {
+            self.cost_usd += new.cost - old.cost;
         }
         self.first_span_start = Some(match self.first_span_start {
             Some(t) => t.min(span.start_time),
@@ -519,6 +552,40 @@ impl Rollups {
         }
         if let (Some(s), Some(e)) = (self.first_span_start, self.last_span_end) {
             self.duration_ms = Some(e.since(s).as_secs_f64() * 1000.0);
+        }
+    }
+}
+
+/// What one span adds to a trace's token and cost totals: an embedding span's tokens go
+/// to `embedding`, never to the LLM input and total counts.
+#[derive(Debug, Clone, Copy, Default)]
+struct TokenShare {
+    input: u64,
+    output: u64,
+    total: u64,
+    embedding: u64,
+    cost: f64,
+}
+
+impl TokenShare {
+    fn of(span: &Span) -> TokenShare {
+        let Some(l) = &span.llm else {
+            return TokenShare::default();
+        };
+        let cost = l.cost_usd.unwrap_or(0.0);
+        if span.kind == SpanKind::Embedding {
+            return TokenShare {
+                embedding: l.total_tokens.or(l.input_tokens).unwrap_or(0),
+                cost,
+                ..TokenShare::default()
+            };
+        }
+        TokenShare {
+            input: l.input_tokens.unwrap_or(0),
+            output: l.output_tokens.unwrap_or(0),
+            total: l.tokens_total(),
+            embedding: 0,
+            cost,
         }
     }
 }
@@ -925,7 +992,7 @@ mod json_round_trip {
                 s.llm = Some(LlmDetails {
                     model,
                     input_tokens: tokens,
-                    input_messages: prompt.map(|c| vec![Message { role: "user".into(), content: Some(c) }]).unwrap_or_default(),
+                    input_messages: prompt.map(|c| vec![Message { role: "user".into(), content: Some(c), ..Default::default() }]).unwrap_or_default(),
                     ..Default::default()
                 });
             }

@@ -52,7 +52,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TRACEWAY_DEFAULT_LEVEL")]
     pub default_level: Option<Level>,
 
-    /// Strings longer than this are truncated at level `detailed` [default: 16384].
+    /// Strings longer than this are truncated below level `debug`, and a span's strings
+    /// together at 4 × this (ADR 020) [default: 16384].
     #[arg(long, env = "TRACEWAY_MAX_CONTENT_BYTES")]
     pub max_content_bytes: Option<usize>,
 

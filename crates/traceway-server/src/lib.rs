@@ -77,6 +77,8 @@ pub fn app(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     Router::new()
         .route("/v1/traces", post(otlp::http::export))
+        .route("/v1/logs", post(otlp::http::export_logs))
+        .route("/v1/metrics", post(otlp::http::export_metrics))
         .route(
             "/api/v1/traces",
             post(api::create_trace).get(api::list_traces),

@@ -126,15 +126,18 @@ fn agent_run(t: u64) -> Vec<EventInput> {
             Message {
                 role: "system".into(),
                 content: Some(text(200, n)),
+                ..Default::default()
             },
             Message {
                 role: "user".into(),
                 content: Some(text(300, n + 1)),
+                ..Default::default()
             },
         ],
         output_messages: vec![Message {
             role: "assistant".into(),
             content: Some(text(500, n + 2)),
+            ..Default::default()
         }],
         ..Default::default()
     };
@@ -189,6 +192,7 @@ fn agent_run(t: u64) -> Vec<EventInput> {
                     name: Some("get_order".into()),
                     arguments: Some(json!({"order_id": t})),
                     result: Some(json!({"status": "delivered", "total": 59.9})),
+                    ..Default::default()
                 }),
                 status: ok(),
                 ..span(t, 5, Some(1), SpanKind::Tool, "get_order")
@@ -207,6 +211,7 @@ fn agent_run(t: u64) -> Vec<EventInput> {
                     name: Some("send_reply".into()),
                     arguments: Some(json!({"text": text(120, t)})),
                     result: Some(json!("ok")),
+                    ..Default::default()
                 }),
                 status: ok(),
                 ..span(t, 7, Some(1), SpanKind::Tool, "send_reply")

@@ -140,6 +140,7 @@ fn llm_ended(id: u64, input_tokens: u64, output_tokens: u64) -> EventInput {
                 input_messages: vec![Message {
                     role: "user".into(),
                     content: Some("what is 2+2?".into()),
+                    ..Default::default()
                 }],
                 ..Default::default()
             }),

@@ -127,7 +127,12 @@ def openinference_run(provider, protocol):
             **{
                 "openinference.span.kind": "TOOL",
                 "tool.name": "get_order",
-                "tool.parameters": json.dumps({"order_id": "1234"}),
+                # OpenInference: the schema in tool.parameters, the call's arguments in input.value.
+                "tool.parameters": json.dumps(
+                    {"type": "object", "properties": {"order_id": {"type": "string"}}}
+                ),
+                "input.value": json.dumps({"order_id": "1234"}),
+                "input.mime_type": "application/json",
                 "output.value": json.dumps({"status": "delivered", "total": 59.9}),
                 "output.mime_type": "application/json",
             },

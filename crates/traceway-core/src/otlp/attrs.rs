@@ -97,6 +97,8 @@ pub(crate) struct Attrs<'a> {
     items: Vec<(&'a str, Option<&'a any_value::Value>)>,
     index: HashMap<&'a str, usize>,
     used: Vec<bool>,
+    /// Moved elsewhere and never repeated, even when every attribute is kept.
+    dropped: Vec<bool>,
 }
 
 impl<'a> Attrs<'a> {
@@ -114,7 +116,13 @@ impl<'a> Attrs<'a> {
             }
         }
         let used = vec![false; items.len()];
-        Attrs { items, index, used }
+        let dropped = used.clone();
+        Attrs {
+            items,
+            index,
+            used,
+            dropped,
+        }
     }
 
     /// The value of `key`, without marking it.
@@ -126,6 +134,15 @@ impl<'a> Attrs<'a> {
     pub(crate) fn mark(&mut self, key: &str) {
         if let Some(&i) = self.index.get(key) {
             self.used[i] = true;
+        }
+    }
+
+    /// Marks `key` as moved and never to be repeated in the attributes (embedding vectors,
+    /// stored once).
+    pub(crate) fn drop_key(&mut self, key: &str) {
+        if let Some(&i) = self.index.get(key) {
+            self.used[i] = true;
+            self.dropped[i] = true;
         }
     }
 
@@ -187,12 +204,13 @@ impl<'a> Attrs<'a> {
         groups.into_iter().collect()
     }
 
-    /// The attributes as JSON: all of them, or only those not moved into typed fields.
+    /// The attributes as JSON: all of them but the dropped ones, or only those not moved
+    /// into typed fields.
     pub(crate) fn to_json_map(&self, all: bool) -> Map<String, Value> {
         self.items
             .iter()
-            .zip(&self.used)
-            .filter(|(_, used)| all || !**used)
+            .zip(self.used.iter().zip(&self.dropped))
+            .filter(|(_, (used, dropped))| !**dropped && (all || !**used))
             .map(|((k, v), _)| (k.to_string(), to_json(*v)))
             .collect()
     }

@@ -1,4 +1,5 @@
-//! OTLP/JSON → the generated protobuf types.
+//! OTLP/JSON → the generated protobuf types: trace exports ([`decode`]) and log exports
+//! ([`decode_logs`]), sharing one set of field readers.
 //!
 //! Written over `serde_json::Value` rather than with `opentelemetry-proto`'s `with-serde`,
 //! whose derives (checked with 0.33.1) refuse inputs the protobuf JSON mapping allows and real exporters
@@ -10,10 +11,12 @@
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
 };
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
     span, status, ResourceSpans, ScopeSpans, Span, Status,
@@ -80,6 +83,66 @@ fn at_index<T>(i: usize, r: Result<T>) -> Result<T> {
 pub(crate) fn decode(body: &[u8]) -> std::result::Result<ExportTraceServiceRequest, String> {
     let root: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
     request(&root).map_err(Error::render)
+}
+
+/// Reads an OTLP/JSON `ExportLogsServiceRequest`.
+pub(crate) fn decode_logs(body: &[u8]) -> std::result::Result<ExportLogsServiceRequest, String> {
+    let root: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    logs_request(&root).map_err(Error::render)
+}
+
+fn logs_request(v: &Value) -> Result<ExportLogsServiceRequest> {
+    let Some(m) = object(v)? else {
+        return Err(Error::new("expected an object, got null"));
+    };
+    Ok(ExportLogsServiceRequest {
+        resource_logs: list(m, "resourceLogs", "resource_logs", resource_logs)?,
+    })
+}
+
+fn resource_logs(v: &Value) -> Result<ResourceLogs> {
+    let Some(m) = object(v)? else {
+        return Ok(ResourceLogs::default());
+    };
+    Ok(ResourceLogs {
+        resource: opt(m, "resource", "resource", resource)?,
+        scope_logs: list(m, "scopeLogs", "scope_logs", scope_logs)?,
+        schema_url: opt(m, "schemaUrl", "schema_url", string)?.unwrap_or_default(),
+    })
+}
+
+fn scope_logs(v: &Value) -> Result<ScopeLogs> {
+    let Some(m) = object(v)? else {
+        return Ok(ScopeLogs::default());
+    };
+    Ok(ScopeLogs {
+        scope: opt(m, "scope", "scope", scope)?,
+        log_records: list(m, "logRecords", "log_records", log_record)?,
+        schema_url: opt(m, "schemaUrl", "schema_url", string)?.unwrap_or_default(),
+    })
+}
+
+fn log_record(v: &Value) -> Result<LogRecord> {
+    let Some(m) = object(v)? else {
+        return Ok(LogRecord::default());
+    };
+    Ok(LogRecord {
+        time_unix_nano: opt(m, "timeUnixNano", "time_unix_nano", uint64)?.unwrap_or_default(),
+        observed_time_unix_nano: opt(m, "observedTimeUnixNano", "observed_time_unix_nano", uint64)?
+            .unwrap_or_default(),
+        severity_number: opt(m, "severityNumber", "severity_number", |v| {
+            enumeration(v, |n| SeverityNumber::from_str_name(n).map(|s| s as i32))
+        })?
+        .unwrap_or_default(),
+        severity_text: opt(m, "severityText", "severity_text", string)?.unwrap_or_default(),
+        body: opt(m, "body", "body", any_value)?,
+        attributes: list(m, "attributes", "attributes", key_value)?,
+        dropped_attributes_count: dropped_count(m)?,
+        flags: opt(m, "flags", "flags", uint32)?.unwrap_or_default(),
+        trace_id: opt(m, "traceId", "trace_id", |v| id(v, 16))?.unwrap_or_default(),
+        span_id: opt(m, "spanId", "span_id", |v| id(v, 8))?.unwrap_or_default(),
+        event_name: opt(m, "eventName", "event_name", string)?.unwrap_or_default(),
+    })
 }
 
 fn request(v: &Value) -> Result<ExportTraceServiceRequest> {
@@ -598,6 +661,35 @@ mod tests {
         let s = &req.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(s.start_time_unix_nano, 5);
         assert_eq!(s.span_id.len(), 8);
+    }
+
+    #[test]
+    fn log_records_read_with_their_ids_body_and_severity() {
+        let body = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"bot"}}]},
+          "scopeLogs":[{"scope":{"name":"s"},"logRecords":[{
+            "timeUnixNano":"5","observedTimeUnixNano":6,"severityNumber":"SEVERITY_NUMBER_WARN",
+            "severityText":"WARN","body":{"kvlistValue":{"values":[{"key":"content","value":{"stringValue":"hi"}}]}},
+            "traceId":"5B8EFFF798038103D269B633813FC60C","spanId":"eee19b7ec3c1b174",
+            "eventName":"gen_ai.user.message","flags":1}]}]}]}"#;
+        let req = decode_logs(body.as_bytes()).unwrap();
+        let r = &req.resource_logs[0].scope_logs[0].log_records[0];
+        assert_eq!((r.time_unix_nano, r.observed_time_unix_nano), (5, 6));
+        assert_eq!(r.severity_number, SeverityNumber::Warn as i32);
+        assert_eq!(r.trace_id.len(), 16);
+        assert_eq!(r.span_id.len(), 8);
+        assert_eq!(r.event_name, "gen_ai.user.message");
+        assert!(matches!(
+            r.body.as_ref().and_then(|b| b.value.as_ref()),
+            Some(any_value::Value::KvlistValue(_))
+        ));
+        let err = decode_logs(
+            br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"severityNumber":1.5}]}]}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("resourceLogs[0].scopeLogs[0].logRecords[0].severityNumber"),
+            "{err}"
+        );
     }
 
     #[test]

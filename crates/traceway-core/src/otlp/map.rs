@@ -1,7 +1,7 @@
 //! OTLP resource + scope + span → Traceway spans. See the module documentation of
 //! [`crate::otlp`] for the table of attributes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use opentelemetry_proto::tonic::common::v1::{any_value, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{span, status, Span as OtlpSpan};
@@ -17,7 +17,7 @@ use super::{
 use crate::id::{SpanId, TraceId};
 use crate::model::{
     Document, ErrorRecord, Link, LlmDetails, LogRecord, Message, RetrievalDetails, Severity, Span,
-    SpanKind, SpanStatus, StatusCode, ToolDetails,
+    SpanKind, SpanStatus, StatusCode, ToolCall, ToolDetails,
 };
 use crate::time::Timestamp;
 
@@ -74,7 +74,19 @@ pub fn map_request(req: &ExportTraceServiceRequest) -> MappedBatch {
 /// belongs to; spans with an invalid trace, span or parent id are counted in
 /// `rejected_spans` and the rest are kept.
 pub fn map_request_with(req: &ExportTraceServiceRequest, opts: &MapOptions) -> MappedBatch {
-    let mut traces: Vec<MappedTrace> = Vec::new();
+    /// A mapped span before the batch decides whether it is a root.
+    struct Pending {
+        span: MappedSpan,
+        hints: TraceHints,
+        /// No remote-parent flags, OTLP kind server or consumer: a local root when its
+        /// parent is not in the batch (ADR 020).
+        legacy_entry: bool,
+        /// Its resource, by index in the request.
+        resource: usize,
+    }
+    let mut pending: Vec<(TraceId, Vec<Pending>)> = Vec::new();
+    // Each resource's attributes as trace metadata, computed once per resource.
+    let mut resource_metadata: Vec<BTreeMap<String, String>> = Vec::new();
     let mut by_id: HashMap<TraceId, usize> = HashMap::new();
     let mut rejected: u64 = 0;
     let mut reasons: Vec<String> = Vec::new();
@@ -82,9 +94,10 @@ pub fn map_request_with(req: &ExportTraceServiceRequest, opts: &MapOptions) -> M
     for (ri, rs) in req.resource_spans.iter().enumerate() {
         let resource_kvs: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
         let resource = ResourceInfo::new(resource_kvs);
+        resource_metadata.push(resource.metadata());
         for (si, ss) in rs.scope_spans.iter().enumerate() {
             for (pi, otlp) in ss.spans.iter().enumerate() {
-                let (trace_id, mapped, hints) =
+                let (trace_id, span, hints, legacy_entry) =
                     match map_span(otlp, &resource, ss.scope.as_ref(), opts) {
                         Ok(m) => m,
                         Err(reason) => {
@@ -98,19 +111,64 @@ pub fn map_request_with(req: &ExportTraceServiceRequest, opts: &MapOptions) -> M
                         }
                     };
                 let i = *by_id.entry(trace_id).or_insert_with(|| {
-                    traces.push(MappedTrace {
-                        trace_id,
-                        hints: TraceHints::default(),
-                        spans: Vec::new(),
-                    });
-                    traces.len() - 1
+                    pending.push((trace_id, Vec::new()));
+                    pending.len() - 1
                 });
-                let trace = &mut traces[i];
-                merge_hints(&mut trace.hints, hints, &mapped);
-                trace.spans.push(mapped);
+                pending[i].1.push(Pending {
+                    span,
+                    hints,
+                    legacy_entry,
+                    resource: ri,
+                });
             }
         }
     }
+
+    let traces = pending
+        .into_iter()
+        .map(|(trace_id, mut spans)| {
+            let ids: HashSet<SpanId> = spans.iter().map(|p| p.span.span.span_id).collect();
+            for p in &mut spans {
+                if p.legacy_entry
+                    && p.span
+                        .span
+                        .parent_span_id
+                        .is_some_and(|parent| !ids.contains(&parent))
+                {
+                    p.span.is_root = true;
+                }
+            }
+            let mut trace = MappedTrace {
+                trace_id,
+                hints: TraceHints::default(),
+                spans: Vec::with_capacity(spans.len()),
+            };
+            let mut resources: Vec<usize> = Vec::new();
+            for p in spans {
+                merge_hints(&mut trace.hints, p.hints, &p.span);
+                trace.spans.push(p.span);
+                if !resources.contains(&p.resource) {
+                    resources.push(p.resource);
+                }
+            }
+            // The spans' `metadata` entries win over resource attributes of the same name.
+            for ri in resources {
+                for (k, v) in &resource_metadata[ri] {
+                    if !trace.hints.metadata.contains_key(k) {
+                        trace.hints.metadata.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            if trace.hints.agent_id.is_none() {
+                trace.hints.agent_id = trace
+                    .spans
+                    .iter()
+                    .find(|s| s.is_root && s.span.kind == SpanKind::Agent)
+                    .map(|s| s.span.name.clone());
+            }
+            trace
+        })
+        .collect();
 
     let rejection_message = (rejected > 0).then(|| {
         let mut msg = format!("rejected {rejected} span(s): {}", reasons.join("; "));
@@ -139,8 +197,46 @@ fn merge_hints(into: &mut TraceHints, from: TraceHints, span: &MappedSpan) {
     merge(&mut into.session_id, from.session_id, root);
     merge(&mut into.user_id, from.user_id, root);
     merge(&mut into.service, from.service, root);
+    for (k, v) in from.metadata {
+        if root || !into.metadata.contains_key(&k) {
+            into.metadata.insert(k, v);
+        }
+    }
     if root && into.name.is_none() {
         into.name = Some(span.span.name.clone());
+    }
+}
+
+/// At most this many resource attributes and `metadata` entries go to a trace's metadata.
+const MAX_METADATA_ENTRIES: usize = 64;
+/// Each metadata value taken from OTLP is cut at this many bytes.
+const MAX_METADATA_VALUE_BYTES: usize = 1024;
+
+/// A JSON value as a metadata string: strings as they are, the rest as JSON text, cut at
+/// [`MAX_METADATA_VALUE_BYTES`].
+fn metadata_value(v: &Value) -> String {
+    let mut s = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    crate::level::truncate_string(&mut s, MAX_METADATA_VALUE_BYTES);
+    s
+}
+
+/// What a span says about its trace's metadata: the OpenInference `metadata` attribute (a
+/// JSON object, or an OTLP key-value list) merged key by key, and `tag.tags` as JSON text.
+fn span_metadata(attrs: &Attrs<'_>, into: &mut BTreeMap<String, String>) {
+    if let Some(Value::Object(m)) = attrs.get("metadata").map(as_json) {
+        for (k, v) in m.iter().take(MAX_METADATA_ENTRIES) {
+            into.insert(k.clone(), metadata_value(v));
+        }
+    }
+    if let Some(v) = attrs.get("tag.tags") {
+        let tags = match as_json(v) {
+            Value::String(s) => Value::Array(vec![Value::String(s)]),
+            other => other,
+        };
+        into.insert("tag.tags".to_string(), metadata_value(&tags));
     }
 }
 
@@ -163,6 +259,17 @@ impl<'a> ResourceInfo<'a> {
             session: a.peek_first(SESSION_KEYS, as_text),
             user: a.peek_first(USER_KEYS, as_text),
         }
+    }
+}
+
+impl ResourceInfo<'_> {
+    /// Every attribute (at most [`MAX_METADATA_ENTRIES`]), for the trace's metadata.
+    fn metadata(&self) -> BTreeMap<String, String> {
+        to_json_map(self.kvs)
+            .iter()
+            .take(MAX_METADATA_ENTRIES)
+            .map(|(k, v)| (k.clone(), metadata_value(v)))
+            .collect()
     }
 }
 
@@ -189,7 +296,7 @@ fn map_span(
     resource: &ResourceInfo<'_>,
     scope: Option<&InstrumentationScope>,
     opts: &MapOptions,
-) -> Result<(TraceId, MappedSpan, TraceHints), String> {
+) -> Result<(TraceId, MappedSpan, TraceHints, bool), String> {
     let trace_id = trace_id_of(&otlp.trace_id)?;
     let span_id = span_id_of(&otlp.span_id, "span id")?.ok_or("span id is all zeros")?;
     // Empty means root; eight zero bytes are read as "no parent" too.
@@ -220,7 +327,10 @@ fn map_span(
     span.component_id = attrs.take("traceway.component_id", as_text);
     span.status = map_status(otlp.status.as_ref());
 
+    let mut metadata = BTreeMap::new();
+    span_metadata(&attrs, &mut metadata);
     let hints = TraceHints {
+        metadata,
         agent_id: attrs
             .peek_first(AGENT_KEYS, as_text)
             .or_else(|| resource.agent.clone()),
@@ -237,9 +347,40 @@ fn map_span(
     let mut input = take_io(&mut attrs, "input.value", "input.mime_type");
     let mut output = take_io(&mut attrs, "output.value", "output.mime_type");
     match kind {
-        SpanKind::Llm | SpanKind::Embedding => {
+        SpanKind::Llm => {
             let llm = llm_details(&mut attrs);
             span.llm = (llm != LlmDetails::default()).then_some(llm);
+        }
+        SpanKind::Embedding => {
+            let llm = llm_details(&mut attrs);
+            span.llm = (llm != LlmDetails::default()).then_some(llm);
+            if let Some(embeddings) = embeddings(&mut attrs) {
+                // The vectors are stored once: here, not again as the raw response.
+                if output.is_some() {
+                    attrs.drop_key("output.value");
+                }
+                output = Some(Io {
+                    raw: None,
+                    value: embeddings,
+                });
+            }
+        }
+        SpanKind::Agent | SpanKind::Chain => {
+            // An agent or workflow span of the GenAI conventions carries its conversation
+            // as messages; they are its input and output when `input.value` is absent.
+            if input.is_none() {
+                input = genai_messages(&mut attrs, "gen_ai.input.messages", "user").map(|m| Io {
+                    raw: None,
+                    value: serde_json::to_value(m).unwrap_or(Value::Null),
+                });
+            }
+            if output.is_none() {
+                output =
+                    genai_messages(&mut attrs, "gen_ai.output.messages", "assistant").map(|m| Io {
+                        raw: None,
+                        value: serde_json::to_value(m).unwrap_or(Value::Null),
+                    });
+            }
         }
         SpanKind::Tool => {
             let tool = tool_details(&mut attrs, &mut input, &mut output);
@@ -267,7 +408,16 @@ fn map_span(
     }
     span.attributes = attributes;
 
-    let is_root = parent.is_none();
+    // The remote-parent flags (OTLP 1.2+): bit 8 says the SDK knows, bit 9 that the parent
+    // is in another process. A span with a remote parent is its service's local root.
+    let flags_known = otlp.flags & SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE != 0;
+    let parent_remote = flags_known && otlp.flags & SPAN_FLAGS_CONTEXT_IS_REMOTE != 0;
+    let is_root = parent.is_none() || parent_remote;
+    let entry_kind = matches!(
+        span::SpanKind::try_from(otlp.kind),
+        Ok(span::SpanKind::Server | span::SpanKind::Consumer)
+    );
+    let legacy_entry = parent.is_some() && !flags_known && entry_kind;
     Ok((
         trace_id,
         MappedSpan {
@@ -277,7 +427,37 @@ fn map_span(
             is_root,
         },
         hints,
+        legacy_entry,
     ))
+}
+
+/// `Span.flags` bit: whether the SDK says if the parent is remote.
+const SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE: u32 = 0x100;
+/// `Span.flags` bit: the parent is remote.
+const SPAN_FLAGS_CONTEXT_IS_REMOTE: u32 = 0x200;
+
+/// OpenInference `embedding.embeddings.N.embedding.{text,vector}` as
+/// `[{"text": …, "vector": [...]}]`; the attributes are dropped (even at `debug`) so the
+/// vectors are stored once.
+fn embeddings(attrs: &mut Attrs<'_>) -> Option<Value> {
+    let mut out = Vec::new();
+    for (_, fields) in attrs.indexed("embedding.embeddings") {
+        let mut item = Map::new();
+        for &(suffix, key) in &fields {
+            let name = match suffix {
+                "embedding.text" => "text",
+                "embedding.vector" => "vector",
+                _ => continue,
+            };
+            let Some(v) = attrs.get(key) else { continue };
+            item.insert(name.into(), as_json(v));
+            attrs.drop_key(key);
+        }
+        if !item.is_empty() {
+            out.push(Value::Object(item));
+        }
+    }
+    (!out.is_empty()).then_some(Value::Array(out))
 }
 
 fn map_status(s: Option<&opentelemetry_proto::tonic::trace::v1::Status>) -> SpanStatus {
@@ -313,6 +493,10 @@ fn detect_kind(attrs: &mut Attrs<'_>) -> SpanKind {
             "EMBEDDING" => SpanKind::Embedding,
             "RERANKER" => SpanKind::Reranker,
             "GUARDRAIL" => SpanKind::Guardrail,
+            "PROMPT" => SpanKind::Prompt,
+            "EVALUATOR" => SpanKind::Evaluator,
+            "DECISION" => SpanKind::Decision,
+            "UNKNOWN" => SpanKind::Other,
             _ => return None,
         })
     }) {
@@ -426,19 +610,24 @@ fn output_messages(attrs: &mut Attrs<'_>) -> Vec<Message> {
     legacy_messages(attrs, "gen_ai.completion", "assistant")
 }
 
-/// `prefix.N.message.role` / `.content`; without `content`, the text items of
-/// `.contents.M.message_content.*`; without text, the `.tool_calls.K.tool_call.*` as JSON
-/// text in the GenAI parts shape. Keys not used stay in the attributes.
+/// `prefix.N.message.role` / `.content` (without `content`, the text items of
+/// `.contents.M.message_content.*`), `.name`, `.tool_call_id`, and the
+/// `.tool_calls.K.tool_call.{id,function.name,function.arguments}`. Keys not used stay in the
+/// attributes.
 fn openinference_messages(attrs: &mut Attrs<'_>, prefix: &str, default_role: &str) -> Vec<Message> {
     let mut out = Vec::new();
     for (_, fields) in attrs.indexed(prefix) {
         let find = |name: &str| fields.iter().find(|(s, _)| *s == name).map(|&(_, k)| k);
         let mut used: Vec<&str> = Vec::new();
-        let role = find("message.role").and_then(|k| {
+        let mut text_of = |name: &str| {
+            let k = find(name)?;
             let r = attrs.get(k).and_then(as_text)?;
             used.push(k);
             Some(r)
-        });
+        };
+        let role = text_of("message.role");
+        let name = text_of("message.name");
+        let tool_call_id = text_of("message.tool_call_id");
         let mut content = find("message.content").and_then(|k| {
             let c = match attrs.get(k)? {
                 any_value::Value::StringValue(s) => s.clone(),
@@ -450,10 +639,8 @@ fn openinference_messages(attrs: &mut Attrs<'_>, prefix: &str, default_role: &st
         if content.is_none() {
             content = content_items(attrs, &fields, &mut used);
         }
-        if content.is_none() {
-            content = tool_calls(attrs, &fields, &mut used);
-        }
-        if role.is_none() && content.is_none() {
+        let tool_calls = tool_calls(attrs, &fields, &mut used);
+        if used.is_empty() {
             continue;
         }
         for k in used {
@@ -462,6 +649,9 @@ fn openinference_messages(attrs: &mut Attrs<'_>, prefix: &str, default_role: &st
         out.push(Message {
             role: role.unwrap_or_else(|| default_role.to_string()),
             content,
+            tool_calls,
+            tool_call_id,
+            name,
         });
     }
     out
@@ -518,77 +708,138 @@ fn tool_calls<'k>(
     attrs: &Attrs<'_>,
     fields: &[(&'k str, &'k str)],
     used: &mut Vec<&'k str>,
-) -> Option<String> {
+) -> Vec<ToolCall> {
     let mut calls = Vec::new();
     for (_, call) in sub_indexed(fields, "message.tool_calls") {
-        let mut part = Map::new();
-        part.insert("type".into(), json!("tool_call"));
-        for (field, out_name) in [
-            ("tool_call.id", "id"),
-            ("tool_call.function.name", "name"),
-            ("tool_call.function.arguments", "arguments"),
-        ] {
-            let Some(&(_, key)) = call.iter().find(|(s, _)| *s == field) else {
-                continue;
-            };
-            let Some(v) = attrs.get(key) else { continue };
-            let v = if out_name == "arguments" {
-                as_json(v)
-            } else {
-                to_json(Some(v))
-            };
-            part.insert(out_name.into(), v);
-            used.push(key);
+        let find = |name: &str| call.iter().find(|(s, _)| *s == name).map(|&(_, k)| k);
+        let mut tc = ToolCall::default();
+        if let Some(k) = find("tool_call.id") {
+            tc.id = attrs.get(k).and_then(as_text);
+            used.extend(tc.id.is_some().then_some(k));
         }
-        if part.len() > 1 {
-            calls.push(Value::Object(part));
+        if let Some(k) = find("tool_call.function.name") {
+            tc.name = attrs.get(k).and_then(as_text);
+            used.extend(tc.name.is_some().then_some(k));
+        }
+        if let Some(k) = find("tool_call.function.arguments") {
+            tc.arguments = attrs.get(k).map(as_json);
+            used.extend(tc.arguments.is_some().then_some(k));
+        }
+        if tc != ToolCall::default() {
+            calls.push(tc);
         }
     }
-    (!calls.is_empty()).then(|| Value::Array(calls).to_string())
+    calls
 }
 
 /// `gen_ai.input.messages` / `gen_ai.output.messages`: a JSON string (or an OTLP array) of
 /// `{role, parts: [{type, content, …}]}`. `None` when absent or not in that shape (the
 /// attribute then stays).
 fn genai_messages(attrs: &mut Attrs<'_>, key: &str, default_role: &str) -> Option<Vec<Message>> {
-    let Value::Array(items) = as_json(attrs.get(key)?) else {
+    let msgs = genai_messages_of(&as_json(attrs.get(key)?), default_role)?;
+    attrs.mark(key);
+    Some(msgs)
+}
+
+/// Messages in the GenAI shape, `[{role, parts | content, name?}]`; `None` when `v` is not
+/// in that shape.
+pub(crate) fn genai_messages_of(v: &Value, default_role: &str) -> Option<Vec<Message>> {
+    let Value::Array(items) = v else {
         return None;
     };
-    let mut out = Vec::with_capacity(items.len());
-    for item in &items {
-        let Value::Object(m) = item else { return None };
-        let role = m
+    items
+        .iter()
+        .map(|item| genai_message(item, default_role))
+        .collect()
+}
+
+/// One message in the GenAI shape: `{role, parts: [...]}`, or the older event body
+/// `{role, content, tool_calls: [{id, function: {name, arguments}}], id}`.
+pub(crate) fn genai_message(item: &Value, default_role: &str) -> Option<Message> {
+    let Value::Object(m) = item else { return None };
+    let mut msg = Message {
+        role: m
             .get("role")
             .and_then(Value::as_str)
             .unwrap_or(default_role)
-            .to_string();
-        let content = match (m.get("parts"), m.get("content")) {
-            (Some(Value::Array(parts)), _) => parts_text(parts),
-            (_, Some(Value::String(s))) => Some(s.clone()),
-            (_, Some(other)) if !other.is_null() => Some(other.to_string()),
-            _ => None,
-        };
-        out.push(Message { role, content });
+            .to_string(),
+        name: m.get("name").and_then(Value::as_str).map(str::to_string),
+        ..Message::default()
+    };
+    match (m.get("parts"), m.get("content")) {
+        (Some(Value::Array(parts)), _) => fill_from_parts(&mut msg, parts),
+        (_, Some(Value::String(s))) => msg.content = Some(s.clone()),
+        (_, Some(other)) if !other.is_null() => msg.content = Some(other.to_string()),
+        _ => {}
     }
-    attrs.mark(key);
-    Some(out)
+    if let Some(Value::Array(calls)) = m.get("tool_calls") {
+        for c in calls {
+            let f = c.get("function");
+            msg.tool_calls.push(ToolCall {
+                id: c.get("id").and_then(Value::as_str).map(str::to_string),
+                name: f
+                    .and_then(|f| f.get("name"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                arguments: f.and_then(|f| f.get("arguments")).map(json_or_string_value),
+            });
+        }
+    }
+    if msg.tool_call_id.is_none() && msg.role == "tool" {
+        msg.tool_call_id = m.get("id").and_then(Value::as_str).map(str::to_string);
+    }
+    Some(msg)
 }
 
-/// The text parts joined by new lines; a message with no text part keeps its parts (tool
-/// calls, tool results, media) as JSON text.
-fn parts_text(parts: &[Value]) -> Option<String> {
-    let texts: Vec<&str> = parts
-        .iter()
-        .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
-        .filter_map(|p| p.get("content").and_then(Value::as_str))
-        .collect();
-    if !texts.is_empty() {
-        Some(texts.join("\n"))
-    } else if !parts.is_empty() {
-        Some(Value::Array(parts.to_vec()).to_string())
-    } else {
-        None
+/// A JSON string holding JSON is parsed; anything else is kept.
+fn json_or_string_value(v: &Value) -> Value {
+    match v {
+        Value::String(s) => parse_json_or_string(s),
+        other => other.clone(),
     }
+}
+
+/// The parts of a GenAI message: text parts joined by new lines, `tool_call` parts as tool
+/// calls, a `tool_call_response` as the id it answers and its response as the content. A
+/// message with other parts only (media) keeps them as JSON text.
+fn fill_from_parts(msg: &mut Message, parts: &[Value]) {
+    let mut texts: Vec<String> = Vec::new();
+    let mut other = false;
+    for p in parts {
+        match p.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                if let Some(t) = p.get("content").and_then(Value::as_str) {
+                    texts.push(t.to_string());
+                }
+            }
+            Some("tool_call") => msg.tool_calls.push(ToolCall {
+                id: p.get("id").and_then(Value::as_str).map(str::to_string),
+                name: p.get("name").and_then(Value::as_str).map(str::to_string),
+                arguments: p.get("arguments").map(json_or_string_value),
+            }),
+            Some("tool_call_response") => {
+                msg.tool_call_id = p.get("id").and_then(Value::as_str).map(str::to_string);
+                match p.get("response").or_else(|| p.get("result")) {
+                    Some(Value::String(s)) => texts.push(s.clone()),
+                    Some(v) if !v.is_null() => texts.push(v.to_string()),
+                    _ => {}
+                }
+            }
+            _ => other = true,
+        }
+    }
+    if !texts.is_empty() {
+        msg.content = Some(texts.join("\n"));
+    } else if other {
+        msg.content = Some(Value::Array(parts.to_vec()).to_string());
+    }
+}
+
+/// The text parts joined by new lines; parts without text are kept as JSON text.
+fn parts_text(parts: &[Value]) -> Option<String> {
+    let mut m = Message::default();
+    fill_from_parts(&mut m, parts);
+    m.content
 }
 
 /// `gen_ai.system_instructions` (JSON parts, or plain text) as a system message.
@@ -603,6 +854,7 @@ fn system_instructions(attrs: &mut Attrs<'_>) -> Option<Message> {
     Some(Message {
         role: "system".into(),
         content: Some(content),
+        ..Message::default()
     })
 }
 
@@ -631,6 +883,7 @@ fn legacy_messages(attrs: &mut Attrs<'_>, prefix: &str, default_role: &str) -> V
         out.push(Message {
             role: role.unwrap_or_else(|| default_role.to_string()),
             content,
+            ..Message::default()
         });
     }
     if !out.is_empty() {
@@ -648,7 +901,11 @@ fn legacy_messages(attrs: &mut Attrs<'_>, prefix: &str, default_role: &str) -> V
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 });
-                Some(Message { role, content })
+                Some(Message {
+                    role,
+                    content,
+                    ..Message::default()
+                })
             })
             .collect(),
         _ => None,
@@ -658,6 +915,7 @@ fn legacy_messages(attrs: &mut Attrs<'_>, prefix: &str, default_role: &str) -> V
         vec![Message {
             role: default_role.to_string(),
             content: Some(s.clone()),
+            ..Message::default()
         }]
     })
 }
@@ -670,15 +928,17 @@ fn tool_details(
     let name = attrs.take_first(&["tool.name", "gen_ai.tool.name"], as_text);
     let arguments = attrs
         .take("gen_ai.tool.call.arguments", |v| Some(as_json(v)))
-        .or_else(|| attrs.take("tool.parameters", |v| Some(as_json(v))))
         .or_else(|| input.take().map(|io| io.value));
     let result = attrs
         .take("gen_ai.tool.call.result", |v| Some(as_json(v)))
         .or_else(|| output.take().map(|io| io.value));
+    // OpenInference's `tool.parameters` is the tool's JSON schema, not the call's arguments.
+    let schema = attrs.take("tool.parameters", |v| Some(as_json(v)));
     ToolDetails {
         name,
         arguments,
         result,
+        schema,
     }
 }
 

@@ -1,4 +1,5 @@
-//! OpenTelemetry (OTLP) traces → Traceway spans, as pure functions.
+//! OpenTelemetry (OTLP) traces → Traceway spans, and OTLP logs → log events and LLM message
+//! fills ([`map_logs_request`]; its table is in `logs.rs`), as pure functions.
 //!
 //! Two steps, both without I/O:
 //!
@@ -24,11 +25,12 @@
 //!
 //! | Traceway | from (first present wins) |
 //! |---|---|
-//! | span kind | `traceway.span.kind` (a Traceway kind name); `openinference.span.kind` (`AGENT`, `CHAIN`, `LLM`, `TOOL`, `RETRIEVER`, `EMBEDDING`, `RERANKER`, `GUARDRAIL`, any case); `gen_ai.operation.name` (`chat`, `text_completion`, `generate_content` → llm, `execute_tool` → tool, `invoke_agent`, `create_agent` → agent, `embeddings` → embedding, `retrieval` → retriever, `invoke_workflow` → chain); else `llm` when a model attribute (`llm.model_name`, `gen_ai.request.model`, `gen_ai.response.model`) is present; else `other` |
+//! | span kind | `traceway.span.kind` (a Traceway kind name); `openinference.span.kind` (`AGENT`, `CHAIN`, `LLM`, `TOOL`, `RETRIEVER`, `EMBEDDING`, `RERANKER`, `GUARDRAIL`, `PROMPT`, `EVALUATOR`, `DECISION`, any case; `UNKNOWN` → other; a name not in this list falls through to the next rule); `gen_ai.operation.name` (`chat`, `text_completion`, `generate_content` → llm, `execute_tool` → tool, `invoke_agent`, `create_agent` → agent, `embeddings` → embedding, `retrieval` → retriever, `invoke_workflow` → chain); else `llm` when a model attribute (`llm.model_name`, `gen_ai.request.model`, `gen_ai.response.model`) is present; else `other` |
 //! | component | `traceway.component_id`; otherwise none |
 //! | service | resource `service.name` |
 //! | status | OTLP status: `ERROR` → error with its message, `OK` → ok, else unset |
-//! | input / output | `input.value` / `output.value`, parsed as JSON when `input.mime_type` / `output.mime_type` is JSON, else kept as a string |
+//! | root | a span without a parent (empty, or eight zero bytes); a span whose `flags` say its parent is remote (`0x100` and `0x200` set); with no remote flags at all (`0x100` unset, older SDKs), a `SERVER` or `CONSUMER` span whose parent is not in the same request (ADR 020) |
+//! | input / output | `input.value` / `output.value`, parsed as JSON when `input.mime_type` / `output.mime_type` is JSON, else kept as a string; on `agent` and `chain` spans without them, `gen_ai.input.messages` / `gen_ai.output.messages` as a JSON list of messages |
 //! | llm model | `llm.response.model_name`, `gen_ai.response.model`, `llm.model_name`, `llm.request.model_name`, `gen_ai.request.model`, `embedding.model_name` (the model that answered is preferred over the one asked for; a different requested model stays in the attributes) |
 //! | llm provider | `gen_ai.provider.name`, `llm.provider`, `llm.system`, `gen_ai.system` |
 //! | input tokens | `llm.token_count.prompt`, `gen_ai.usage.input_tokens`, `gen_ai.usage.prompt_tokens` |
@@ -37,10 +39,12 @@
 //! | cached tokens | `llm.token_count.prompt_details.cache_read`, `gen_ai.usage.cache_read.input_tokens`, `gen_ai.usage.cache_read_input_tokens` |
 //! | reasoning tokens | `llm.token_count.completion_details.reasoning`, `gen_ai.usage.reasoning.output_tokens`, `gen_ai.usage.reasoning_tokens` |
 //! | cost (USD) | `llm.cost.total` |
-//! | messages | `llm.input_messages.N.message.*` / `llm.output_messages.N.message.*` (`role`, `content`, else the text items of `contents.M.message_content.*`, else the `tool_calls`); `gen_ai.input.messages` / `gen_ai.output.messages` (JSON, text parts joined; a message without text keeps its parts as JSON text), with `gen_ai.system_instructions` as a leading system message; the older `gen_ai.prompt[.N.role/content]` / `gen_ai.completion[.N.role/content]` |
-//! | tool | name: `tool.name`, `gen_ai.tool.name`; arguments: `gen_ai.tool.call.arguments`, `tool.parameters`, else the span input; result: `gen_ai.tool.call.result`, else the span output (JSON strings are parsed) |
+//! | messages | `llm.input_messages.N.message.*` / `llm.output_messages.N.message.*` (`role`, `content`, else the text items of `contents.M.message_content.*`; `name`; `tool_call_id`; `tool_calls.K.tool_call.{id,function.name,function.arguments}` as typed tool calls); `gen_ai.input.messages` / `gen_ai.output.messages` (JSON, text parts joined, `tool_call` parts as tool calls, a `tool_call_response` as the id it answers and its response as content; a message with other parts only keeps them as JSON text), with `gen_ai.system_instructions` as a leading system message; the older `gen_ai.prompt[.N.role/content]` / `gen_ai.completion[.N.role/content]` |
+//! | embeddings | on `embedding` spans, `embedding.embeddings.N.embedding.{text,vector}` become the output `[{"text", "vector"}]`, and those attributes and the raw `output.value` are dropped even at `debug`, so the vectors are stored once |
+//! | tool | name: `tool.name`, `gen_ai.tool.name`; arguments: `gen_ai.tool.call.arguments`, else the span input; result: `gen_ai.tool.call.result`, else the span output (JSON strings are parsed); schema: `tool.parameters` (OpenInference's JSON schema of the tool, not the call's arguments) |
 //! | retrieval | documents: `retrieval.documents.N.document.{id,score,content,metadata}`, `gen_ai.retrieval.documents`, and for rerankers `reranker.output_documents.N.document.*`; query: `gen_ai.retrieval.query.text`, `reranker.query`, else the span input |
-//! | trace hints | agent: `gen_ai.agent.name`, `gen_ai.agent.id`, `agent.name`; session: `session.id`, `gen_ai.conversation.id`; user: `user.id` — from the span, else its resource; a root span's values win over other spans' |
+//! | trace hints | agent: `gen_ai.agent.name`, `gen_ai.agent.id`, `agent.name`, else the name of a root span of kind `agent` in the batch; session: `session.id`, `gen_ai.conversation.id`; user: `user.id` — from the span, else its resource; a root span's values win over other spans' |
+//! | trace metadata | every resource attribute (values as text, non-strings as JSON, each cut at 1 KiB, at most 64), the entries of the OpenInference `metadata` attribute (a JSON object) and `tag.tags` (a JSON array); span entries win over resource ones, a root's over other spans' |
 //! | errors | span events named `exception` (`exception.type`, `exception.message`, `exception.stacktrace`) |
 //! | logs | every other span event: its name as the message, its attributes |
 //! | links | span links with a valid trace id |
@@ -63,10 +67,17 @@
 
 mod attrs;
 mod json;
+mod logs;
 mod map;
 
+pub use logs::{
+    decode_logs_request, map_logs_request, ExportLogsServiceRequest, MappedLogTrace, MappedLogs,
+    OPERATION_DETAILS_EVENT,
+};
 pub use map::{map_request, map_request_with};
 pub use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+use std::collections::BTreeMap;
 
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
@@ -176,6 +187,11 @@ pub struct TraceHints {
     /// The root span's name, when the root is in the batch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// For the trace's metadata: the resource's attributes (values as text, JSON for
+    /// non-strings), the OpenInference `metadata` attribute's entries and `tag.tags` (as a
+    /// JSON array). A root span's entries win over other spans'.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// One OTLP span as Traceway sees it.
@@ -221,7 +237,7 @@ impl MappedTrace {
     /// left to the server's default.
     pub fn new_trace(&self) -> NewTrace {
         let h = &self.hints;
-        let mut metadata = std::collections::BTreeMap::new();
+        let mut metadata = h.metadata.clone();
         if let Some(service) = &h.service {
             metadata.insert(SERVICE_METADATA_KEY.to_string(), service.clone());
         }

@@ -10,7 +10,7 @@ use traceway_core::otlp::{
     SERVICE_METADATA_KEY,
 };
 use traceway_core::{
-    EventInput, Message, Rollups, SpanId, SpanKind, State, StatusCode, Timestamp, TraceId,
+    EventInput, Message, Rollups, SpanId, SpanKind, State, StatusCode, Timestamp, ToolCall, TraceId,
 };
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -43,6 +43,7 @@ fn msg(role: &str, content: &str) -> Message {
     Message {
         role: role.into(),
         content: Some(content.into()),
+        ..Default::default()
     }
 }
 
@@ -254,7 +255,20 @@ fn openinference_fixture_maps_an_agent_run() {
     let lookup = by_name(&batch, "lookup_account");
     let tool = lookup.span.tool.as_ref().unwrap();
     assert_eq!(tool.name.as_deref(), Some("lookup_account"));
-    assert_eq!(tool.arguments, Some(json!({"email": "ada@example.com"})));
+    assert_eq!(
+        tool.arguments,
+        Some(json!({"email": "ada@example.com"})),
+        "the call's arguments are the input"
+    );
+    assert_eq!(
+        tool.schema,
+        Some(
+            json!({"type": "object", "properties": {"email": {"type": "string"}}, "required": ["email"]})
+        ),
+        "tool.parameters is the schema"
+    );
+    assert_eq!(lookup.span.input, None, "the input became the arguments");
+    assert!(!lookup.span.attributes.contains_key("tool.parameters"));
     assert_eq!(
         tool.result,
         Some(json!({"status": "active", "plan": "pro"}))
@@ -271,7 +285,7 @@ fn openinference_fixture_maps_an_agent_run() {
     assert_eq!(
         failed.span.tool.as_ref().unwrap().arguments,
         Some(json!({"to": "ada@example.com"})),
-        "without tool.parameters the input is the arguments"
+        "the input is the arguments"
     );
     assert_eq!(failed.errors.len(), 1);
     let err = &failed.errors[0];
@@ -376,15 +390,29 @@ fn genai_fixture_maps_agent_chat_and_tool() {
     assert_eq!(llm.input_messages.len(), 4);
     assert_eq!(llm.input_messages[0], msg("system", "You plan trips."));
     assert_eq!(llm.input_messages[1], msg("user", "Weather in Paris?"));
-    assert_eq!(llm.input_messages[2].role, "assistant");
-    let call: Value =
-        serde_json::from_str(llm.input_messages[2].content.as_deref().unwrap()).unwrap();
     assert_eq!(
-        call[0]["name"],
-        json!("get_weather"),
-        "a message without text keeps its parts"
+        llm.input_messages[2],
+        Message {
+            role: "assistant".into(),
+            tool_calls: vec![ToolCall {
+                id: Some("call_1".into()),
+                name: Some("get_weather".into()),
+                arguments: Some(json!({"location": "Paris"})),
+            }],
+            ..Default::default()
+        },
+        "a tool_call part is a typed tool call"
     );
-    assert_eq!(llm.input_messages[3].role, "tool");
+    assert_eq!(
+        llm.input_messages[3],
+        Message {
+            role: "tool".into(),
+            content: Some("rainy, 57°F".into()),
+            tool_call_id: Some("call_1".into()),
+            ..Default::default()
+        },
+        "a tool_call_response names the call it answers"
+    );
     assert_eq!(
         llm.output_messages,
         [msg("assistant", "It is rainy in Paris,\n57°F.")]
@@ -591,6 +619,22 @@ fn kind_detection_table() {
         ),
         (
             json!({"openinference.span.kind": s("EVALUATOR")}),
+            SpanKind::Evaluator,
+        ),
+        (
+            json!({"openinference.span.kind": s("PROMPT")}),
+            SpanKind::Prompt,
+        ),
+        (
+            json!({"openinference.span.kind": s("decision")}),
+            SpanKind::Decision,
+        ),
+        (
+            json!({"openinference.span.kind": s("UNKNOWN")}),
+            SpanKind::Other,
+        ),
+        (
+            json!({"openinference.span.kind": s("SOMETHING_NEW")}),
             SpanKind::Other,
         ),
         (json!({"gen_ai.operation.name": s("chat")}), SpanKind::Llm),
@@ -635,7 +679,7 @@ fn kind_detection_table() {
             SpanKind::Tool,
         ),
         (
-            json!({"openinference.span.kind": s("PROMPT"), "gen_ai.operation.name": s("chat")}),
+            json!({"openinference.span.kind": s("RUNNABLE"), "gen_ai.operation.name": s("chat")}),
             SpanKind::Llm,
         ),
         (json!({"gen_ai.request.model": s("gpt-4o")}), SpanKind::Llm),
@@ -803,12 +847,17 @@ fn other_message_forms() {
     assert_eq!(llm(1).output_messages, [msg("assistant", "json answer")]);
 
     assert_eq!(llm(2).input_messages, [msg("user", "no role")]);
-    let out = &llm(2).output_messages[0];
-    assert_eq!(out.role, "assistant");
-    let calls: Value = serde_json::from_str(out.content.as_deref().unwrap()).unwrap();
     assert_eq!(
-        calls,
-        json!([{"type": "tool_call", "id": "call_9", "name": "search", "arguments": {"q": "rust"}}])
+        llm(2).output_messages,
+        [Message {
+            role: "assistant".into(),
+            tool_calls: vec![ToolCall {
+                id: Some("call_9".into()),
+                name: Some("search".into()),
+                arguments: Some(json!({"q": "rust"})),
+            }],
+            ..Default::default()
+        }]
     );
     assert!(spans[2]
         .span

@@ -1,7 +1,8 @@
-//! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export` on its own
-//! listener (`--grpc-listen`, default `127.0.0.1:4317`). The service trait and server
-//! come from `opentelemetry-proto`'s generated code (`gen-tonic`); the handler shares
-//! [`ingest`] with OTLP/HTTP.
+//! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`,
+//! `…logs.v1.LogsService/Export` and `…metrics.v1.MetricsService/Export` (accepted and
+//! dropped, ADR 021) on their own listener (`--grpc-listen`, default `127.0.0.1:4317`). The
+//! service traits and servers come from `opentelemetry-proto`'s generated code
+//! (`gen-tonic`); the handlers share [`ingest`] and [`ingest_logs`] with OTLP/HTTP.
 //!
 //! Requests may be gzipped; the message is capped at `max_body_bytes` after
 //! decompression (tonic enforces it while it inflates). Failures carry a
@@ -11,6 +12,18 @@
 use std::future::Future;
 
 use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -21,7 +34,7 @@ use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 
 use super::status::encode_protobuf;
-use super::{ingest, Failure};
+use super::{ingest, ingest_logs, Failure, METRICS_DROPPED_MESSAGE};
 use crate::extract::{Tenant, TENANT_HEADER};
 use crate::AppState;
 
@@ -52,6 +65,53 @@ impl TraceService for OtlpTraceService {
     }
 }
 
+/// The `LogsService` implementation.
+pub struct OtlpLogsService {
+    app: AppState,
+}
+
+#[tonic::async_trait]
+impl LogsService for OtlpLogsService {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let tenant = Tenant::parse(request.metadata().get(TENANT_HEADER).map(|v| v.as_bytes()))
+            .map_err(|m| to_status(Failure::bad_data(m)))?;
+        let request = request.into_inner();
+        let done = ingest_logs(&self.app, &tenant.0, &request)
+            .await
+            .map_err(to_status)?;
+        let partial_success = (done.rejected_spans > 0).then(|| ExportLogsPartialSuccess {
+            rejected_log_records: i64::try_from(done.rejected_spans).unwrap_or(i64::MAX),
+            error_message: done.rejection_message.unwrap_or_default(),
+        });
+        Ok(tonic::Response::new(ExportLogsServiceResponse {
+            partial_success,
+        }))
+    }
+}
+
+/// The `MetricsService` implementation: accepts and drops (ADR 021).
+pub struct OtlpMetricsService;
+
+#[tonic::async_trait]
+impl MetricsService for OtlpMetricsService {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        Tenant::parse(request.metadata().get(TENANT_HEADER).map(|v| v.as_bytes()))
+            .map_err(|m| to_status(Failure::bad_data(m)))?;
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: Some(ExportMetricsPartialSuccess {
+                rejected_data_points: 0,
+                error_message: METRICS_DROPPED_MESSAGE.to_string(),
+            }),
+        }))
+    }
+}
+
 /// A failure as a gRPC status whose details are a `google.rpc.Status`.
 pub fn to_status(f: Failure) -> tonic::Status {
     let code = f.grpc_code();
@@ -68,6 +128,21 @@ pub fn service(app: AppState) -> TraceServiceServer<OtlpTraceService> {
         .max_decoding_message_size(limit)
 }
 
+/// The logs service, with the same compression and size limits.
+pub fn logs_service(app: AppState) -> LogsServiceServer<OtlpLogsService> {
+    let limit = app.config.max_body_bytes;
+    LogsServiceServer::new(OtlpLogsService { app })
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(limit)
+}
+
+/// The metrics service, with the same compression and size limits.
+pub fn metrics_service(app: &AppState) -> MetricsServiceServer<OtlpMetricsService> {
+    MetricsServiceServer::new(OtlpMetricsService)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(app.config.max_body_bytes)
+}
+
 /// Serves OTLP/gRPC on `listener` until `shutdown` resolves, then lets in-flight calls
 /// finish.
 pub async fn serve(
@@ -77,6 +152,8 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
+        .add_service(metrics_service(&app))
+        .add_service(logs_service(app.clone()))
         .add_service(service(app))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

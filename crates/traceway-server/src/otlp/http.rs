@@ -1,8 +1,9 @@
-//! `POST /v1/traces`: OTLP/HTTP with a protobuf or OTLP/JSON body, optionally gzipped.
-//! Answers as the OTLP/HTTP specification says: an `ExportTraceServiceResponse` in the
-//! request's encoding (with `partial_success` when spans were rejected), and for failures
-//! a `google.rpc.Status` in the request's encoding (protobuf when the media type itself is
-//! the problem), with `Retry-After` on 429 and 503.
+//! `POST /v1/traces`, `/v1/logs` and `/v1/metrics`: OTLP/HTTP with a protobuf or OTLP/JSON
+//! body, optionally gzipped. Answers as the OTLP/HTTP specification says: an
+//! `Export…ServiceResponse` in the request's encoding (with `partial_success` when spans or
+//! log records were rejected, and always for metrics, which are dropped: ADR 021), and for
+//! failures a `google.rpc.Status` in the request's encoding (protobuf when the media type
+//! itself is the problem), with `Retry-After` on 429 and 503.
 
 use std::io::Read as _;
 
@@ -11,15 +12,21 @@ use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use prost::Message as _;
 use serde_json::json;
-use traceway_core::otlp::{decode_export_request, Encoding};
+use traceway_core::otlp::{decode_export_request, decode_logs_request, Encoding};
 
 use super::status::{encode_json, encode_protobuf};
-use super::{ingest, Failure, Ingested};
+use super::{ingest, ingest_logs, Failure, Ingested, METRICS_DROPPED_MESSAGE};
 use crate::error::RETRY_AFTER_SECS;
 use crate::extract::{Tenant, TENANT_HEADER};
 use crate::AppState;
@@ -41,7 +48,60 @@ pub async fn export(State(app): State<AppState>, req: Request) -> Response {
     }
 }
 
+/// The handler of `POST /v1/logs`.
+pub async fn export_logs(State(app): State<AppState>, req: Request) -> Response {
+    let encoding = match request_encoding(req.headers()) {
+        Ok(e) => e,
+        Err(f) => return failure(Encoding::Protobuf, f),
+    };
+    let done = async {
+        let (tenant, body) = read_body(&app, req).await?;
+        let request =
+            decode_logs_request(&body, encoding).map_err(|e| Failure::bad_data(e.to_string()))?;
+        ingest_logs(&app, &tenant.0, &request).await
+    };
+    match done.await {
+        Ok(done) => logs_success(encoding, &done),
+        Err(f) => failure(encoding, f),
+    }
+}
+
+/// The handler of `POST /v1/metrics`: the body is read (tenant, encoding, size and gzip
+/// checked as for traces) and dropped, and the answer says so (ADR 021).
+pub async fn export_metrics(State(app): State<AppState>, req: Request) -> Response {
+    let encoding = match request_encoding(req.headers()) {
+        Ok(e) => e,
+        Err(f) => return failure(Encoding::Protobuf, f),
+    };
+    if let Err(f) = read_body(&app, req).await {
+        return failure(encoding, f);
+    }
+    let body = match encoding {
+        Encoding::Protobuf => ExportMetricsServiceResponse {
+            partial_success: Some(ExportMetricsPartialSuccess {
+                rejected_data_points: 0,
+                error_message: METRICS_DROPPED_MESSAGE.to_string(),
+            }),
+        }
+        .encode_to_vec(),
+        Encoding::Json => serde_json::to_vec(&json!({"partialSuccess": {
+            "rejectedDataPoints": "0",
+            "errorMessage": METRICS_DROPPED_MESSAGE,
+        }}))
+        .unwrap_or_default(),
+    };
+    ([(CONTENT_TYPE, content_type(encoding))], body).into_response()
+}
+
 async fn handle(app: &AppState, encoding: Encoding, req: Request) -> Result<Ingested, Failure> {
+    let (tenant, body) = read_body(app, req).await?;
+    let request =
+        decode_export_request(&body, encoding).map_err(|e| Failure::bad_data(e.to_string()))?;
+    ingest(app, &tenant.0, &request).await
+}
+
+/// The tenant and the body, un-gzipped, within `max_body_bytes` before and after.
+async fn read_body(app: &AppState, req: Request) -> Result<(Tenant, Bytes), Failure> {
     let tenant = Tenant::parse(req.headers().get(TENANT_HEADER).map(|v| v.as_bytes()))
         .map_err(Failure::bad_data)?;
     let gzip = gzipped(req.headers())?;
@@ -58,9 +118,7 @@ async fn handle(app: &AppState, encoding: Encoding, req: Request) -> Result<Inge
     } else {
         body
     };
-    let request =
-        decode_export_request(&body, encoding).map_err(|e| Failure::bad_data(e.to_string()))?;
-    ingest(app, &tenant.0, &request).await
+    Ok((tenant, body))
 }
 
 /// The encoding named by `Content-Type`; anything but OTLP's two media types is 415.
@@ -139,6 +197,32 @@ fn success(encoding: Encoding, done: &Ingested) -> Response {
                 // proto3 JSON writes int64 as a string.
                 Some(p) => json!({"partialSuccess": {
                     "rejectedSpans": p.rejected_spans.to_string(),
+                    "errorMessage": p.error_message,
+                }}),
+                None => json!({}),
+            };
+            serde_json::to_vec(&v).unwrap_or_default()
+        }
+    };
+    ([(CONTENT_TYPE, content_type(encoding))], body).into_response()
+}
+
+/// 200 with an `ExportLogsServiceResponse`; `partial_success` only when records were
+/// rejected.
+fn logs_success(encoding: Encoding, done: &Ingested) -> Response {
+    let partial = (done.rejected_spans > 0).then(|| ExportLogsPartialSuccess {
+        rejected_log_records: i64::try_from(done.rejected_spans).unwrap_or(i64::MAX),
+        error_message: done.rejection_message.clone().unwrap_or_default(),
+    });
+    let body = match encoding {
+        Encoding::Protobuf => ExportLogsServiceResponse {
+            partial_success: partial,
+        }
+        .encode_to_vec(),
+        Encoding::Json => {
+            let v = match partial {
+                Some(p) => json!({"partialSuccess": {
+                    "rejectedLogRecords": p.rejected_log_records.to_string(),
                     "errorMessage": p.error_message,
                 }}),
                 None => json!({}),

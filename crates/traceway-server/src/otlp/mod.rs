@@ -1,7 +1,9 @@
 //! OTLP ingestion: `POST /v1/traces` (OTLP/HTTP, [`http`]) and `TraceService/Export`
 //! (OTLP/gRPC, [`grpc`]) share [`ingest`], which maps an export request with
 //! `traceway_core::otlp` and writes it through the [`Store`](traceway_store::Store)
-//! contract. The lifecycle decisions (ADR 008):
+//! contract. Logs (`POST /v1/logs`, `LogsService/Export`) share [`ingest_logs`]; metrics
+//! (`POST /v1/metrics`, `MetricsService/Export`) are accepted and dropped (ADR 021). The
+//! lifecycle decisions (ADR 008, ADR 020 for local roots):
 //!
 //! - the first span of an unknown trace creates it `RUNNING`, with the batch's hints;
 //! - a root span (no parent) in the batch ends the trace: `ERRORED` when its status is
@@ -16,7 +18,10 @@ pub mod http;
 pub mod status;
 
 use axum::http::StatusCode;
-use traceway_core::otlp::{map_request_with, ExportTraceServiceRequest, MapOptions, MappedTrace};
+use traceway_core::otlp::{
+    map_logs_request, map_request_with, ExportLogsServiceRequest, ExportTraceServiceRequest,
+    MapOptions, MappedLogTrace, MappedTrace,
+};
 use traceway_core::Level;
 use traceway_store::{AppendRequest, StoreError};
 
@@ -31,7 +36,8 @@ pub struct Ingested {
     pub accepted: u64,
     /// Spans, errors and logs skipped as already stored (exporter retries).
     pub duplicates: u64,
-    /// Spans refused (invalid ids), for the partial-success answer.
+    /// Spans (or, for a log export, log records) refused: invalid ids, or a log record
+    /// without a trace id. For the partial-success answer.
     pub rejected_spans: u64,
     /// Why they were refused.
     pub rejection_message: Option<String>,
@@ -232,6 +238,73 @@ pub async fn ingest(
         Some(f) => Err(f),
         None => Ok(out),
     }
+}
+
+/// What the server answers to every metrics export: they are accepted and dropped
+/// (ADR 021). Sent as the partial success's message with zero rejected points, which OTLP
+/// defines as a warning, so exporters neither retry nor fail.
+pub const METRICS_DROPPED_MESSAGE: &str =
+    "traceway stores traces and logs, not metrics: these metrics were accepted and dropped";
+
+/// Maps a log export and stores, per trace, its records as `log` events (creating the
+/// trace `RUNNING` when the log is the first the server hears of it). Records without a
+/// trace id are counted in `rejected_spans` (here: log records) for the partial success.
+///
+/// The GenAI message events are stored as log events of their LLM span, with the messages
+/// in their attributes; moving them onto the span (`MessageFill`) needs the store's write
+/// path (see ADR 020).
+pub async fn ingest_logs(
+    app: &AppState,
+    tenant: &str,
+    request: &ExportLogsServiceRequest,
+) -> Result<Ingested, Failure> {
+    let batch = map_logs_request(request);
+    let mut out = Ingested {
+        rejected_spans: batch.rejected_log_records,
+        rejection_message: batch.rejection_message,
+        ..Ingested::default()
+    };
+    if let Some(message) = &out.rejection_message {
+        tracing::debug!(tenant, rejected = out.rejected_spans, %message, "otlp log records rejected");
+    }
+    let writes = batch.traces.into_iter().map(|t| store_logs(app, tenant, t));
+    let mut failure: Option<Failure> = None;
+    for result in futures::future::join_all(writes).await {
+        match result {
+            Ok((accepted, duplicates)) => {
+                out.accepted += u64::from(accepted);
+                out.duplicates += u64::from(duplicates);
+            }
+            Err(e) => {
+                let f = Failure::from(e);
+                if failure.as_ref().is_none_or(|g| f.severity() > g.severity()) {
+                    failure = Some(f);
+                }
+            }
+        }
+    }
+    match failure {
+        Some(f) => Err(f),
+        None => Ok(out),
+    }
+}
+
+async fn store_logs(
+    app: &AppState,
+    tenant: &str,
+    trace: MappedLogTrace,
+) -> Result<(u32, u32), StoreError> {
+    let outcome = app
+        .store
+        .append(AppendRequest {
+            tenant: tenant.to_string(),
+            trace_id: trace.trace_id,
+            create_if_missing: Some(trace.new_trace()),
+            events: trace.log_events(),
+            end: None,
+        })
+        .await?;
+    Ok((outcome.accepted, outcome.duplicates))
 }
 
 /// Stores one trace's spans in one write: creates the trace if it is new, fills what an

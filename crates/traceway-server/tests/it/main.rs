@@ -8,6 +8,7 @@ mod http;
 mod lifecycle;
 mod openapi;
 mod otlp;
+mod otlp_logs;
 #[path = "../support/prom.rs"]
 mod prom;
 #[path = "../../../traceway-store/tests/support/redis_server.rs"]

@@ -14,8 +14,8 @@ use tower::ServiceExt;
 use traceway_core::{
     Document, ErrorRecord, Event, EventBody, EventInput, EventType, Level, Link, LlmDetails,
     LogRecord, Message, NewTrace, RetrievalDetails, Rollups, Severity, Span, SpanId, SpanInput,
-    SpanKind, SpanNode, SpanStatus, State, StateChange, StatusCode, Timestamp, ToolDetails, Trace,
-    TraceEnded, TraceId, TracePatch, TraceStarted,
+    SpanKind, SpanNode, SpanStatus, State, StateChange, StatusCode, Timestamp, ToolCall,
+    ToolDetails, Trace, TraceEnded, TraceId, TracePatch, TraceStarted,
 };
 use traceway_server::api::AppendResponse;
 use traceway_server::Config;
@@ -28,6 +28,8 @@ use crate::{test_app, test_app_with, TestApp};
 /// trace.
 const ROUTES: &[(&str, &str, Option<&str>, u16)] = &[
     ("POST", "/v1/traces", Some("{}"), 200),
+    ("POST", "/v1/logs", Some("{}"), 200),
+    ("POST", "/v1/metrics", Some("{}"), 200),
     ("POST", "/api/v1/traces", Some("{}"), 201),
     ("GET", "/api/v1/traces", None, 200),
     (
@@ -1137,6 +1139,13 @@ mod full {
         Message {
             role: "user".into(),
             content: Some("hi".into()),
+            tool_calls: vec![ToolCall {
+                id: Some("call_1".into()),
+                name: Some("search".into()),
+                arguments: Some(json!({"q": "a"})),
+            }],
+            tool_call_id: Some("call_0".into()),
+            name: Some("ada".into()),
         }
     }
 
@@ -1160,6 +1169,7 @@ mod full {
             name: Some("search".into()),
             arguments: Some(json!({"q": "a"})),
             result: Some(json!(["r"])),
+            schema: Some(json!({"type": "object"})),
         }
     }
 
@@ -1215,6 +1225,7 @@ mod full {
             input_tokens: 10,
             output_tokens: 5,
             total_tokens: 15,
+            embedding_tokens: 4,
             cost_usd: 0.01,
             first_span_start: Some(t(0)),
             last_span_end: Some(t(250)),
@@ -1403,6 +1414,12 @@ fn model_types_serialize_exactly_the_documented_properties() {
             "LlmDetails",
             to_json(&full::llm()),
             to_json(&LlmDetails::default()),
+            false,
+        ),
+        (
+            "ToolCall",
+            to_json(&full::message().tool_calls[0]),
+            to_json(&ToolCall::default()),
             false,
         ),
         (

@@ -1,0 +1,255 @@
+//! OTLP logs and metrics: `POST /v1/logs` (protobuf, JSON, gzip), `POST /v1/metrics`
+//! (accepted and dropped, ADR 021), and their gRPC services on a loopback port.
+
+use std::io::Write as _;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use prost::Message as _;
+use serde_json::Value;
+use tower::ServiceExt;
+use traceway_core::otlp::{decode_logs_request, Encoding};
+use traceway_server::otlp::METRICS_DROPPED_MESSAGE;
+
+use crate::{test_app, TestApp};
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+/// The trace of the logs fixture (and of `messages_tool_calls.json`).
+const TRACE: &str = "5b8efff798038103d269b633813fc60c";
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../traceway-core/tests/fixtures/otlp/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(path).expect("fixture")
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+async fn post(
+    app: &TestApp,
+    path: &str,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, String, Vec<u8>) {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::CONTENT_TYPE, content_type);
+    if let Some(e) = encoding {
+        req = req.header(header::CONTENT_ENCODING, e);
+    }
+    let resp = app
+        .router
+        .clone()
+        .oneshot(req.body(Body::from(body)).expect("request"))
+        .await
+        .expect("infallible");
+    let status = resp.status();
+    let ct = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("").to_string())
+        .unwrap_or_default();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .expect("body")
+        .to_vec();
+    (status, ct, body)
+}
+
+async fn log_events(app: &TestApp) -> Vec<Value> {
+    let (status, v) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/traces/{TRACE}/events?type=log"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v["events"].as_array().expect("events").clone()
+}
+
+#[tokio::test]
+async fn log_records_become_span_logs_once_with_a_partial_success_for_those_without_a_trace() {
+    let app = test_app();
+    let body = fixture("logs_genai.json");
+    let (status, ct, answer) = post(&app, "/v1/logs", JSON, None, body.clone()).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(ct, JSON);
+    let v: Value = serde_json::from_slice(&answer).expect("json");
+    assert_eq!(v["partialSuccess"]["rejectedLogRecords"], "2", "{v}");
+    assert!(v["partialSuccess"]["errorMessage"]
+        .as_str()
+        .unwrap()
+        .contains("no trace id"));
+
+    let (status, t) = app
+        .call(Method::GET, &format!("/api/v1/traces/{TRACE}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    assert_eq!(t["trace"]["state"], "RUNNING", "a log opens its trace");
+    assert_eq!(t["trace"]["metadata"]["service.name"], "chat-svc");
+
+    let logs = log_events(&app).await;
+    assert_eq!(logs.len(), 8);
+    let user = logs
+        .iter()
+        .find(|e| e["payload"]["message"] == "gen_ai.user.message")
+        .expect("the user message event");
+    assert_eq!(user["payload"]["span_id"], "a000000000000002");
+    assert_eq!(
+        user["payload"]["attributes"]["body"]["content"],
+        "Weather in Paris?"
+    );
+    let warn = logs
+        .iter()
+        .find(|e| e["payload"]["message"] == "cache miss for key 42")
+        .expect("the plain log");
+    assert_eq!(warn["payload"]["severity"], "warn");
+
+    // The same export again, in protobuf and gzipped: nothing new is stored.
+    let pb = decode_logs_request(&body, Encoding::Json)
+        .expect("valid")
+        .encode_to_vec();
+    let (status, ct, answer) = post(&app, "/v1/logs", PROTOBUF, Some("gzip"), gzip(&pb)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ct, PROTOBUF);
+    let resp = ExportLogsServiceResponse::decode(answer.as_slice()).expect("protobuf answer");
+    assert_eq!(
+        resp.partial_success.map(|p| p.rejected_log_records),
+        Some(2)
+    );
+    assert_eq!(
+        log_events(&app).await.len(),
+        8,
+        "a re-export is stored once"
+    );
+}
+
+#[tokio::test]
+async fn logs_before_their_spans_leave_the_trace_to_its_spans() {
+    let app = test_app();
+    let (status, _, _) = post(&app, "/v1/logs", JSON, None, fixture("logs_genai.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = post(
+        &app,
+        "/v1/traces",
+        JSON,
+        None,
+        fixture("messages_tool_calls.json"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, t) = app
+        .call(Method::GET, &format!("/api/v1/traces/{TRACE}"), None)
+        .await;
+    let trace = &t["trace"];
+    assert_eq!(trace["state"], "COMPLETED", "{trace}");
+    assert_eq!(
+        trace["name"], "invoke_agent Planner",
+        "the root still names it"
+    );
+    assert_eq!(trace["agent_id"], "Planner");
+    assert_eq!(log_events(&app).await.len(), 8);
+}
+
+#[tokio::test]
+async fn bad_log_bodies_are_400_and_bad_media_types_415() {
+    let app = test_app();
+    let (status, _, _) = post(
+        &app,
+        "/v1/logs",
+        JSON,
+        None,
+        b"{\"resourceLogs\":{}}".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = post(&app, "/v1/logs", "text/plain", None, b"x".to_vec()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[tokio::test]
+async fn metrics_are_accepted_dropped_and_answered_with_a_message() {
+    let app = test_app();
+    let (status, ct, answer) = post(&app, "/v1/metrics", JSON, None, b"{}".to_vec()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ct, JSON);
+    let v: Value = serde_json::from_slice(&answer).expect("json");
+    assert_eq!(v["partialSuccess"]["rejectedDataPoints"], "0");
+    assert_eq!(v["partialSuccess"]["errorMessage"], METRICS_DROPPED_MESSAGE);
+
+    let pb = ExportMetricsServiceRequest::default().encode_to_vec();
+    let (status, ct, answer) = post(&app, "/v1/metrics", PROTOBUF, Some("gzip"), gzip(&pb)).await;
+    assert_eq!((status, ct.as_str()), (StatusCode::OK, PROTOBUF));
+    let resp = ExportMetricsServiceResponse::decode(answer.as_slice()).expect("protobuf");
+    assert_eq!(
+        resp.partial_success.map(|p| p.error_message),
+        Some(METRICS_DROPPED_MESSAGE.to_string())
+    );
+    let (status, _, _) = post(&app, "/v1/metrics", "text/csv", None, b"a".to_vec()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+async fn grpc_channel(app: &TestApp) -> tonic::transport::Channel {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(traceway_server::otlp::grpc::serve(
+        listener,
+        app.state.clone(),
+        std::future::pending(),
+    ));
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+#[tokio::test]
+async fn grpc_logs_are_stored_and_grpc_metrics_dropped() {
+    let app = test_app();
+    let channel = grpc_channel(&app).await;
+    let request = decode_logs_request(&fixture("logs_genai.json"), Encoding::Json).expect("valid");
+    let resp = LogsServiceClient::new(channel.clone())
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .export(request)
+        .await
+        .expect("export")
+        .into_inner();
+    let partial = resp.partial_success.expect("partial success");
+    assert_eq!(partial.rejected_log_records, 2);
+    assert_eq!(log_events(&app).await.len(), 8);
+
+    let resp = MetricsServiceClient::new(channel)
+        .export(ExportMetricsServiceRequest::default())
+        .await
+        .expect("export")
+        .into_inner();
+    assert_eq!(
+        resp.partial_success.map(|p| p.error_message),
+        Some(METRICS_DROPPED_MESSAGE.to_string())
+    );
+}
