@@ -8,8 +8,10 @@ pub mod id;
 pub mod ingest;
 pub mod level;
 pub mod model;
+#[cfg(feature = "otlp")]
 pub mod otlp;
 pub mod time;
+pub mod trace_context;
 pub mod tree;
 
 pub use id::{IdError, SpanId, TraceId};
