@@ -384,7 +384,8 @@ mod tests {
         let ok = |flags: u8, version: u8| Ok((version, TID.to_string(), PID.to_string(), flags));
         let tp = |s: &str| s.to_string();
         // (input, Ok((version, trace id, parent id, flags)) or the error)
-        let cases: Vec<(String, Result<(u8, String, String, u8), TraceParentError>)> = vec![
+        type Parsed = (u8, String, String, u8);
+        let cases: Vec<(String, Result<Parsed, TraceParentError>)> = vec![
             (tp(&format!("00-{TID}-{PID}-01")), ok(1, 0)),
             (tp(&format!("00-{TID}-{PID}-00")), ok(0, 0)),
             (tp(&format!("00-{TID}-{PID}-03")), ok(3, 0)),
@@ -507,7 +508,8 @@ mod tests {
         let members33: Vec<String> = (0..33).map(|i| format!("k{i}=v{i}")).collect();
         let value256 = "v".repeat(256);
         // (header values, Ok(members) or Err(()))
-        let cases: Vec<(Vec<String>, Result<Vec<(&str, &str)>, ()>)> = vec![
+        type Members<'a> = Result<Vec<(&'a str, &'a str)>, ()>;
+        let cases: Vec<(Vec<String>, Members)> = vec![
             (
                 vec!["rojo=00f067aa0ba902b7".into()],
                 Ok(vec![("rojo", "00f067aa0ba902b7")]),
