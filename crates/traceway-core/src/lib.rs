@@ -5,6 +5,7 @@
 
 pub mod format;
 pub mod id;
+mod index;
 pub mod ingest;
 pub mod level;
 pub mod model;

@@ -1,3 +1,5 @@
 //! Integration tests of `traceway-core`, one binary for the crate (see STYLE.md §10).
 
+mod fixtures;
+mod format;
 mod otlp;
