@@ -3,6 +3,7 @@
 //! testable without a runtime.
 #![deny(missing_docs)]
 
+pub mod analysis;
 pub mod format;
 pub mod id;
 mod index;
