@@ -3,8 +3,10 @@
 //! testable without a runtime.
 #![deny(missing_docs)]
 
+pub mod analysis;
 pub mod format;
 pub mod id;
+mod index;
 pub mod ingest;
 pub mod level;
 pub mod model;
