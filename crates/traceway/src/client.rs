@@ -41,9 +41,7 @@ pub async fn send(rb: reqwest::RequestBuilder) -> reqwest::Result<reqwest::Respo
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let small = resp
-        .content_length()
-        .is_some_and(|n| n <= MAX_ABSORB_BYTES);
+    let small = resp.content_length().is_some_and(|n| n <= MAX_ABSORB_BYTES);
     if !is_json || !small {
         return Ok(resp);
     }

@@ -66,8 +66,12 @@ struct State_ {
     spans: Vec<Span>,
     index: HashMap<SpanId, (usize, usize)>,
     bytes: usize,
+    /// Steps left out by the bounds (each counted once, up to `MAX_DROPPED_IDS` ids).
     dropped: u64,
+    dropped_ids: std::collections::HashSet<SpanId>,
 }
+
+const MAX_DROPPED_IDS: usize = 10_000;
 
 /// The steps of one request, gathered in the process while it runs.
 pub struct Collector {
@@ -94,6 +98,7 @@ impl Collector {
                 index: HashMap::new(),
                 bytes: 0,
                 dropped: 0,
+                dropped_ids: Default::default(),
             }),
             live: Mutex::new(live),
         }
@@ -138,7 +143,9 @@ impl Collector {
             }
         };
         if !kept {
-            st.dropped += 1;
+            if st.dropped_ids.len() >= MAX_DROPPED_IDS || st.dropped_ids.insert(span.span_id) {
+                st.dropped += 1;
+            }
             return;
         }
         drop(st);

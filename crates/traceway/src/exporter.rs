@@ -223,7 +223,10 @@ async fn send_trace(
     known: &Mutex<Known>,
     t: TraceBatch,
 ) -> Result<(), ExportError> {
-    let is_known = known.lock().unwrap_or_else(|e| e.into_inner()).contains(&t.trace_id);
+    let is_known = known
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&t.trace_id);
     if !is_known {
         create(shared, config, known, &t).await?;
     }

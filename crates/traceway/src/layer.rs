@@ -19,7 +19,7 @@ use traceway_core::trace_context::TRACERESPONSE;
 use traceway_core::SpanKind;
 
 use crate::completion::{
-    CompletionBounds, Collector, ReturnTrace, RETURN_TRACE_HEADER, RETURN_TRACE_PARAM,
+    Collector, CompletionBounds, ReturnTrace, RETURN_TRACE_HEADER, RETURN_TRACE_PARAM,
 };
 use crate::context::SpanContext;
 use crate::span::Span;
@@ -165,10 +165,9 @@ where
             }
             let (mut parts, body) = resp.into_parts();
             let tp = ctx.traceparent().to_header();
-            parts.headers.insert(
-                TRACERESPONSE,
-                HeaderValue::from_str(&tp).expect("ASCII"),
-            );
+            parts
+                .headers
+                .insert(TRACERESPONSE, HeaderValue::from_str(&tp).expect("ASCII"));
             parts.headers.insert(
                 TRACE_ID_HEADER,
                 HeaderValue::from_str(&ctx.trace_id().to_string()).expect("ASCII"),
@@ -181,8 +180,7 @@ where
             match media_type(&parts.headers).as_str() {
                 "application/json" => {
                     span.end();
-                    let body =
-                        add_trace(&mut parts, body, &collector, mode, &ctx, &layer).await;
+                    let body = add_trace(&mut parts, body, &collector, mode, &ctx, &layer).await;
                     Ok(Response::from_parts(parts, body))
                 }
                 "text/event-stream" => {
@@ -199,6 +197,7 @@ where
                         rx,
                         span: Some(span),
                         inner_done: false,
+                        held: None,
                     };
                     Ok(Response::from_parts(parts, body.boxed_unsync()))
                 }
@@ -270,7 +269,9 @@ where
         }
         _ => bytes,
     };
-    parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
     Full::new(out).map_err(|e| match e {}).boxed_unsync()
 }
 
@@ -283,6 +284,8 @@ pin_project_lite::pin_project! {
         rx: mpsc::Receiver<Value>,
         span: Option<Span>,
         inner_done: bool,
+        // A frame of the stream held back while the steps recorded making it go first.
+        held: Option<Frame<Bytes>>,
     }
 }
 
@@ -305,6 +308,9 @@ impl Body for SseBody {
         if let Poll::Ready(Some(step)) = this.rx.poll_recv(cx) {
             return Poll::Ready(Some(Ok(sse_trace_event(&step))));
         }
+        if let Some(frame) = this.held.take() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
         if !*this.inner_done {
             // The stream's own code runs with the request's step as the current span.
             let inner = this.inner;
@@ -314,6 +320,16 @@ impl Body for SseBody {
                     if let Some(span) = this.span.take() {
                         span.end();
                     }
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Steps recorded while making this frame go out before it.
+                    return match this.rx.try_recv() {
+                        Ok(step) => {
+                            *this.held = Some(frame);
+                            Poll::Ready(Some(Ok(sse_trace_event(&step))))
+                        }
+                        Err(_) => Poll::Ready(Some(Ok(frame))),
+                    };
                 }
                 other => return other,
             }

@@ -18,9 +18,11 @@ pub fn extract(headers: &HeaderMap) -> Option<SpanContext> {
         tracing::debug!("more than one traceparent header; starting a new trace");
         return None;
     }
-    let parent = match first.to_str().map_err(|e| e.to_string()).and_then(|s| {
-        TraceParent::parse(s).map_err(|e| e.to_string())
-    }) {
+    let parent = match first
+        .to_str()
+        .map_err(|e| e.to_string())
+        .and_then(|s| TraceParent::parse(s).map_err(|e| e.to_string()))
+    {
         Ok(p) => p,
         Err(error) => {
             tracing::debug!(%error, value = ?first, "malformed traceparent; starting a new trace");
@@ -99,7 +101,11 @@ mod tests {
         let cases: Vec<(HeaderMap, Option<&str>)> = vec![
             (headers(&[("traceparent", TP)]), Some("")),
             (
-                headers(&[("traceparent", TP), ("tracestate", b"a=1"), ("tracestate", b"b=2")]),
+                headers(&[
+                    ("traceparent", TP),
+                    ("tracestate", b"a=1"),
+                    ("tracestate", b"b=2"),
+                ]),
                 Some("a=1,b=2"),
             ),
             // An invalid tracestate is dropped; the traceparent still counts.

@@ -413,11 +413,17 @@ impl Span {
     }
 
     fn data(&mut self) -> &mut SpanData {
-        self.data.as_mut().expect("a span is only ended once, by value")
+        self.data
+            .as_mut()
+            .expect("a span is only ended once, by value")
     }
 
     /// Sets an attribute.
-    pub fn set_attribute(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<AttrValue>) {
+    pub fn set_attribute(
+        &mut self,
+        key: impl Into<Cow<'static, str>>,
+        value: impl Into<AttrValue>,
+    ) {
         self.data().attributes.push((key.into(), value.into()));
     }
 
@@ -470,12 +476,7 @@ impl Span {
     }
 
     /// One retrieved document, in rank order.
-    pub fn add_document(
-        &mut self,
-        id: impl Into<String>,
-        score: f64,
-        content: Option<String>,
-    ) {
+    pub fn add_document(&mut self, id: impl Into<String>, score: f64, content: Option<String>) {
         retrieval(self.data()).documents.push(Document {
             id: Some(id.into()),
             score: Some(score),
