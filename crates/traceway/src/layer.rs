@@ -47,6 +47,7 @@ pub struct TraceLayer {
     tracer: Tracer,
     kind: SpanKind,
     bounds: CompletionBounds,
+    return_trace: bool,
 }
 
 impl TraceLayer {
@@ -56,7 +57,16 @@ impl TraceLayer {
             tracer,
             kind: SpanKind::Chain,
             bounds: CompletionBounds::default(),
+            return_trace: true,
         }
+    }
+
+    /// Whether a request may ask for its trace back (default yes). The trace shows what
+    /// the steps recorded (prompts, tool arguments and results at level `detailed`): turn
+    /// it off on an edge that untrusted callers reach, or strip the trace there.
+    pub fn allow_return_trace(mut self, allow: bool) -> TraceLayer {
+        self.return_trace = allow;
+        self
     }
 
     /// The kind of the request's root step (default `chain`).
@@ -137,7 +147,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         let remote = crate::propagation::extract(req.headers());
-        let mode = return_mode(&req);
+        let mode = layer.return_trace.then(|| return_mode(&req)).flatten();
         let collector = mode.map(|_| Arc::new(Collector::new(layer.bounds, None)));
         let path = req.uri().path().to_string();
         let method = req.method().as_str().to_string();

@@ -244,3 +244,22 @@ fn a_malformed_traceparent_is_logged_at_debug() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn an_edge_can_refuse_to_return_the_trace() {
+    let tracer = TRACER.get_or_init(|| Tracer::local("svc")).clone();
+    let url = serve(
+        axum::Router::new()
+            .route("/work", get(work))
+            .layer(TraceLayer::new(tracer).allow_return_trace(false)),
+    )
+    .await;
+    let r = reqwest::Client::new()
+        .get(format!("{url}/work?return_trace=detailed"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("x-trace-id"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v, json!({"answer": "42"}));
+}
