@@ -621,4 +621,30 @@ mod tests {
         assert_eq!(s.get("k31"), None, "the right-most member is dropped");
         assert_eq!(TraceState::parse(&s.to_header()).unwrap(), s);
     }
+
+    proptest::proptest! {
+        /// Every context reads back from the header it writes (known flags only).
+        #[test]
+        fn traceparent_round_trips(t in 1u128.., p in 1u64.., flags: u8) {
+            let tp = TraceParent {
+                version: 0,
+                trace_id: TraceId::from_u128(t).unwrap(),
+                parent_id: SpanId::from_u64(p).unwrap(),
+                flags: TraceFlags::from_u8(flags),
+            };
+            let back = TraceParent::parse(&tp.to_header()).unwrap();
+            proptest::prop_assert_eq!(back.trace_id, tp.trace_id);
+            proptest::prop_assert_eq!(back.parent_id, tp.parent_id);
+            proptest::prop_assert_eq!(back.flags.as_u8(), flags & 0x03);
+        }
+
+        /// A parsed tracestate writes back to a header that parses to the same members.
+        #[test]
+        fn tracestate_round_trips(members in proptest::collection::btree_map("[a-z][a-z0-9_*/-]{0,20}", "[!-+.-<>-~]{1,30}", 0..32)) {
+            let header: Vec<String> = members.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let s = TraceState::parse(&header.join(",")).unwrap();
+            proptest::prop_assert_eq!(s.len(), members.len());
+            proptest::prop_assert_eq!(TraceState::parse(&s.to_header()).unwrap(), s);
+        }
+    }
 }

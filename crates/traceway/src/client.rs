@@ -60,7 +60,7 @@ pub async fn send(rb: reqwest::RequestBuilder) -> reqwest::Result<reqwest::Respo
     };
     let mut out = http::Response::builder().status(status).version(version);
     for (k, v) in headers.iter() {
-        if k != http::header::CONTENT_LENGTH {
+        if k != http::header::CONTENT_LENGTH && k != http::header::TRANSFER_ENCODING {
             out = out.header(k, v);
         }
     }

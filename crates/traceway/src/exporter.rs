@@ -348,3 +348,77 @@ fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
     let secs: f64 = v.to_str().ok()?.trim().parse().ok()?;
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use traceway_core::{SpanId, SpanKind, SpanStatus, Timestamp};
+
+    use super::*;
+    use crate::span::SpanData;
+
+    fn span(trace: u128, id: u64, parent: Option<u64>) -> Box<SpanData> {
+        Box::new(SpanData {
+            trace_id: TraceId::from_u128(trace).unwrap(),
+            span_id: SpanId::from_u64(id).unwrap(),
+            parent: parent.and_then(SpanId::from_u64),
+            trace_root: parent.is_none(),
+            kind: SpanKind::Tool,
+            name: Cow::Borrowed("step"),
+            component: None,
+            start: Timestamp::from_unix_millis(1),
+            end: None,
+            status: SpanStatus::default(),
+            input: None,
+            output: None,
+            llm: None,
+            tool: None,
+            retrieval: None,
+            attributes: Vec::new(),
+        })
+    }
+
+    fn ended(mut d: Box<SpanData>, error: bool) -> Box<SpanData> {
+        d.end = Some(Timestamp::from_unix_millis(2));
+        d.status.code = if error {
+            traceway_core::StatusCode::Error
+        } else {
+            traceway_core::StatusCode::Ok
+        };
+        d
+    }
+
+    #[test]
+    fn a_round_groups_by_trace_and_sends_a_short_step_once() {
+        let batch = vec![
+            Record::Start(span(1, 10, None)),
+            Record::Start(span(1, 11, Some(10))),
+            Record::Start(span(2, 20, Some(99))),
+            Record::End(ended(span(1, 11, Some(10)), false)),
+            Record::End(ended(span(1, 10, None), true)),
+        ];
+        let traces = group(batch, Some("svc"));
+        assert_eq!(traces.len(), 2);
+        let t1 = &traces[0];
+        assert_eq!(t1.records, 4);
+        // Two steps, each one whole span_ended in the place its start had.
+        let kinds: Vec<(&str, u64)> = t1
+            .events
+            .iter()
+            .map(|e| match e {
+                EventInput::SpanStarted { span } => ("started", span.span_id.as_u64()),
+                EventInput::SpanEnded { span } => ("ended", span.span_id.as_u64()),
+                _ => ("other", 0),
+            })
+            .collect();
+        assert_eq!(kinds, [("ended", 10), ("ended", 11)]);
+        assert_eq!(t1.end, Some(State::Errored), "the local root failed");
+        assert_eq!(t1.root_name.as_deref(), Some("step"));
+        let t2 = &traces[1];
+        assert!(
+            matches!(&t2.events[..], [EventInput::SpanStarted { span }] if span.service.as_deref() == Some("svc"))
+        );
+        assert_eq!(t2.end, None, "a continued trace is not ended here");
+    }
+}
