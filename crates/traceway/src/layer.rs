@@ -37,8 +37,8 @@ pub type TraceBody = UnsyncBoxBody<Bytes, BoxError>;
 ///
 /// For every request it continues the incoming `traceparent` (or starts a new trace with
 /// a UUIDv7 id when there is none or it is malformed), records the request's root step
-/// (`METHOD /path`, with `http.method`, `http.route`, `http.status_code`; an error for a
-/// 5xx), runs the handler with that step as the current span, and answers with the trace
+/// (`METHOD /route`, with `http.method`, `http.route`, `http.status_code`; an error for a
+/// 5xx; the route is axum's matched route with the feature `axum`, else the path), runs the handler with that step as the current span, and answers with the trace
 /// id in `traceresponse` and `x-trace-id`. A request with `?return_trace=compact|detailed`
 /// or the header `x-traceway-return-trace` gets its steps back: inside a JSON object
 /// response as `"trace"`, or as `trace` events beside the data of an SSE response.
@@ -149,7 +149,14 @@ where
         let remote = crate::propagation::extract(req.headers());
         let mode = layer.return_trace.then(|| return_mode(&req)).flatten();
         let collector = mode.map(|_| Arc::new(Collector::new(layer.bounds, None)));
-        let path = req.uri().path().to_string();
+        #[cfg(feature = "axum")]
+        let route = req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|m| m.as_str().to_string());
+        #[cfg(not(feature = "axum"))]
+        let route: Option<String> = None;
+        let path = route.unwrap_or_else(|| req.uri().path().to_string());
         let method = req.method().as_str().to_string();
         let span = layer
             .tracer

@@ -263,3 +263,23 @@ async fn an_edge_can_refuse_to_return_the_trace() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v, json!({"answer": "42"}));
 }
+
+#[tokio::test]
+async fn the_root_step_is_named_by_the_matched_route() {
+    let tracer = TRACER.get_or_init(|| Tracer::local("svc")).clone();
+    let url = serve(
+        axum::Router::new()
+            .route("/orders/{id}", get(work))
+            .layer(TraceLayer::new(tracer)),
+    )
+    .await;
+    let v: Value = reqwest::Client::new()
+        .get(format!("{url}/orders/42?return_trace=compact"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["trace"]["steps"][0]["name"], "GET /orders/{id}");
+}
