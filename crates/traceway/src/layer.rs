@@ -167,7 +167,10 @@ where
         let ctx = span.context();
         Box::pin(async move {
             let mut span = span;
-            let resp = match ctx.clone().scope(inner.call(req)).await {
+            // `call` itself may do work (routing, a sync prologue): it runs in the scope
+            // too, not only the future it returns.
+            let fut = ctx.clone().sync_scope(|| inner.call(req));
+            let resp = match ctx.clone().scope(fut).await {
                 Ok(r) => r,
                 Err(e) => {
                     span.set_error("the service failed");
