@@ -1,8 +1,17 @@
-//! Output formats of events: the compact one-line-per-step `streaming` form.
+//! Output formats of a trace: `streaming` (one line per event, [`streaming_line`]),
+//! `compact` (one entry per step with timing, tokens and status, [`compact`]) and
+//! `detailed` (every field the spans keep, [`detailed`]).
+//!
+//! The formatters do not apply a level: the caller strips the spans to the level it
+//! serves first (`level::strip_span`), so `detailed` shows exactly what that level keeps.
 
 use std::fmt::Write as _;
 
-use crate::model::{Event, EventBody, Span, StatusCode};
+use serde_json::{json, Map, Value};
+
+use crate::index::SpanIndex;
+use crate::model::{Event, EventBody, Span, StatusCode, Trace};
+use crate::time::Timestamp;
 
 /// Milliseconds or seconds, as people read durations.
 pub fn human_duration(ms: f64) -> String {
@@ -96,6 +105,175 @@ pub fn streaming_line(e: &Event) -> String {
     format!("#{} {ty} {rest}", e.seq)
 }
 
+/// Spans in tree order (depth first, siblings by start) with their depth; spans caught in a
+/// parent cycle, which no root reaches, come last at depth 0 so that none is lost.
+fn steps_in_order(spans: &[Span]) -> Vec<(usize, usize)> {
+    let index = SpanIndex::new(spans);
+    let mut order = index.preorder();
+    if order.len() < spans.len() {
+        let mut seen = vec![false; spans.len()];
+        order.iter().for_each(|&(i, _)| seen[i] = true);
+        let mut rest: Vec<usize> = (0..spans.len()).filter(|&i| !seen[i]).collect();
+        rest.sort_by_key(|&i| (spans[i].start_time, spans[i].span_id));
+        order.extend(rest.into_iter().map(|i| (i, 0)));
+    }
+    order
+}
+
+/// Where offsets count from: the earliest span start, or the trace's creation.
+fn origin(trace: &Trace, spans: &[Span]) -> Timestamp {
+    spans
+        .iter()
+        .map(|s| s.start_time)
+        .min()
+        .unwrap_or(trace.created_at)
+}
+
+fn ms_between(from: Timestamp, to: Timestamp) -> f64 {
+    (to.unix_nanos() as f64 - from.unix_nanos() as f64) / 1e6
+}
+
+fn round_ms(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}
+
+/// The status word of the compact form: `running`, `ok`, `done` or `error`.
+fn status_word(s: &Span) -> &'static str {
+    match (s.end_time, s.status.code) {
+        (None, _) => "running",
+        (_, StatusCode::Error) => "error",
+        (_, StatusCode::Ok) => "ok",
+        (_, StatusCode::Unset) => "done",
+    }
+}
+
+fn trace_header(trace: &Trace) -> Map<String, Value> {
+    let r = &trace.rollups;
+    let mut m = Map::new();
+    m.insert("trace_id".into(), json!(trace.trace_id));
+    for (k, v) in [("name", &trace.name), ("agent_id", &trace.agent_id)] {
+        if let Some(v) = v {
+            m.insert(k.into(), json!(v));
+        }
+    }
+    m.insert("state".into(), json!(trace.state));
+    m.insert("level".into(), json!(trace.level));
+    m.insert("duration_ms".into(), json!(r.duration_ms.map(round_ms)));
+    m.insert("span_count".into(), json!(r.span_count));
+    m.insert("error_count".into(), json!(r.error_count));
+    m.insert(
+        "tokens".into(),
+        json!({"input": r.input_tokens, "output": r.output_tokens, "total": r.total_tokens}),
+    );
+    m.insert("cost_usd".into(), json!(r.cost_usd));
+    m
+}
+
+/// The compact form of a trace: a short header (state, duration, counts, tokens, cost) and
+/// one entry per step in tree order, each with its depth, its offset from the first step,
+/// its duration (`null` while running), its status and, when known, model, tokens, cost,
+/// tool and document count, plus `line`, the same step as one readable line indented by
+/// depth (`  llm answer model=gpt-4o tokens=470 1.20s ok`).
+pub fn compact(trace: &Trace, spans: &[Span]) -> Value {
+    let t0 = origin(trace, spans);
+    let steps: Vec<Value> = steps_in_order(spans)
+        .into_iter()
+        .map(|(i, depth)| {
+            let s = &spans[i];
+            let mut m = Map::new();
+            m.insert("span_id".into(), json!(s.span_id));
+            if let Some(p) = s.parent_span_id {
+                m.insert("parent_span_id".into(), json!(p));
+            }
+            m.insert("depth".into(), json!(depth));
+            m.insert("kind".into(), json!(s.kind));
+            m.insert("name".into(), json!(s.name));
+            m.insert(
+                "offset_ms".into(),
+                json!(round_ms(ms_between(t0, s.start_time))),
+            );
+            let duration = s.duration().map(|d| d.as_secs_f64() * 1000.0);
+            m.insert("duration_ms".into(), json!(duration.map(round_ms)));
+            m.insert("status".into(), json!(status_word(s)));
+            if let Some(msg) = s
+                .status
+                .message
+                .as_ref()
+                .filter(|_| s.status.code == StatusCode::Error)
+            {
+                m.insert("error".into(), json!(msg));
+            }
+            if let Some(llm) = &s.llm {
+                if let Some(model) = &llm.model {
+                    m.insert("model".into(), json!(model));
+                }
+                if llm.tokens_total() > 0 {
+                    let mut t = Map::new();
+                    for (k, v) in [
+                        ("input", llm.input_tokens),
+                        ("output", llm.output_tokens),
+                        ("cached", llm.cached_tokens),
+                        ("reasoning", llm.reasoning_tokens),
+                    ] {
+                        if let Some(v) = v {
+                            t.insert(k.into(), json!(v));
+                        }
+                    }
+                    t.insert("total".into(), json!(llm.tokens_total()));
+                    m.insert("tokens".into(), Value::Object(t));
+                }
+                if let Some(c) = llm.cost_usd {
+                    m.insert("cost_usd".into(), json!(c));
+                }
+            }
+            if let Some(name) = s.tool.as_ref().and_then(|t| t.name.as_ref()) {
+                m.insert("tool".into(), json!(name));
+            }
+            if let Some(r) = &s.retrieval {
+                m.insert("documents".into(), json!(r.documents.len()));
+            }
+            let mut line = format!("{}{}", "  ".repeat(depth.min(64)), span_summary(s));
+            if let Some(d) = duration {
+                let _ = write!(line, " {}", human_duration(d));
+            }
+            let _ = write!(line, " {}", span_status(s));
+            m.insert("line".into(), json!(line));
+            Value::Object(m)
+        })
+        .collect();
+    let mut out = trace_header(trace);
+    out.insert("format".into(), json!("compact"));
+    out.insert("steps".into(), Value::Array(steps));
+    Value::Object(out)
+}
+
+/// The detailed form of a trace: the whole trace row and every step in tree order with
+/// every field the span keeps (messages, arguments, results, documents, attributes, links
+/// as the caller's level left them), plus its `depth`, `offset_ms` and `duration_ms`.
+pub fn detailed(trace: &Trace, spans: &[Span]) -> Value {
+    let t0 = origin(trace, spans);
+    let steps: Vec<Value> = steps_in_order(spans)
+        .into_iter()
+        .map(|(i, depth)| {
+            let s = &spans[i];
+            let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+            if let Value::Object(m) = &mut v {
+                m.insert("depth".into(), json!(depth));
+                m.insert(
+                    "offset_ms".into(),
+                    json!(round_ms(ms_between(t0, s.start_time))),
+                );
+                m.insert(
+                    "duration_ms".into(),
+                    json!(s.duration().map(|d| round_ms(d.as_secs_f64() * 1000.0))),
+                );
+            }
+            v
+        })
+        .collect();
+    json!({"format": "detailed", "trace": trace, "steps": steps})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,7 +326,10 @@ mod tests {
         s.status.code = StatusCode::Error;
         s.status.message =
             Some("Traceback (most recent call last):\n  File \"x.py\"\nValueError".into());
-        assert_eq!(span_status(&s), "error: Traceback (most recent call last): …");
+        assert_eq!(
+            span_status(&s),
+            "error: Traceback (most recent call last): …"
+        );
         s.status.message = Some("timeout".into());
         assert_eq!(span_status(&s), "error: timeout");
         s.status.code = StatusCode::Ok;

@@ -3,13 +3,17 @@
 //! testable without a runtime.
 #![deny(missing_docs)]
 
+pub mod analysis;
 pub mod format;
 pub mod id;
+mod index;
 pub mod ingest;
 pub mod level;
 pub mod model;
+#[cfg(feature = "otlp")]
 pub mod otlp;
 pub mod time;
+pub mod trace_context;
 pub mod tree;
 
 pub use id::{IdError, SpanId, TraceId};

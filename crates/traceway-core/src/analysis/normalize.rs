@@ -1,0 +1,205 @@
+//! Normal forms for comparing calls: tool arguments and results, prompts and error
+//! messages. See ADR 016.
+
+use std::hash::{Hash, Hasher};
+
+use serde_json::Value;
+
+/// Keys whose values change on every call and say nothing about what was asked: ignored
+/// when arguments are compared (matched case-insensitively, `-` and `_` ignored).
+pub const DEFAULT_VOLATILE_KEYS: &[&str] = &[
+    "request_id",
+    "requestid",
+    "idempotency_key",
+    "nonce",
+    "trace_id",
+    "span_id",
+    "traceparent",
+    "timestamp",
+    "ts",
+    "time",
+    "now",
+    "created_at",
+    "updated_at",
+    "sent_at",
+];
+
+fn key_form(k: &str) -> String {
+    k.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Keys prepared for [`canonical`].
+pub(crate) struct Volatile(Vec<String>);
+
+impl Volatile {
+    pub fn new(keys: &[String]) -> Volatile {
+        Volatile(keys.iter().map(|k| key_form(k)).collect())
+    }
+    fn contains(&self, k: &str) -> bool {
+        let k = key_form(k);
+        self.0.contains(&k)
+    }
+}
+
+/// Whether a string is an RFC 3339 / ISO 8601 date-time (volatile by nature).
+fn looks_like_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 19
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && (b[10] == b'T' || b[10] == b' ')
+        && b[13] == b':'
+        && b[..4].iter().all(u8::is_ascii_digit)
+}
+
+/// Writes the canonical form of a JSON value: object keys sorted, volatile keys dropped,
+/// date-time strings replaced by `<time>`, strings trimmed. Two calls with the same
+/// canonical arguments asked for the same thing.
+pub(crate) fn canonical(v: &Value, volatile: &Volatile, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().filter(|k| !volatile.contains(k)).collect();
+            keys.sort();
+            out.push('{');
+            for (n, k) in keys.into_iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(&m[k], volatile, out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (n, x) in a.iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                canonical(x, volatile, out);
+            }
+            out.push(']');
+        }
+        Value::String(s) if looks_like_time(s.trim()) => out.push_str("\"<time>\""),
+        Value::String(s) => {
+            // A JSON string holding JSON (arguments as OpenAI sends them) is compared as
+            // the JSON it holds.
+            let t = s.trim();
+            if (t.starts_with('{') && t.ends_with('}')) || (t.starts_with('[') && t.ends_with(']'))
+            {
+                if let Ok(inner) = serde_json::from_str::<Value>(t) {
+                    return canonical(&inner, volatile, out);
+                }
+            }
+            out.push_str(&Value::String(t.to_string()).to_string());
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// A stable 64-bit fingerprint of a canonical form.
+pub(crate) fn fingerprint(s: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// At most `max` characters of `s`, with `…` when cut.
+pub(crate) fn preview(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_string(),
+    }
+}
+
+/// An error message with what varies between occurrences of the same error replaced:
+/// numbers by `<n>`, hexadecimal ids and UUIDs by `<id>`, quoted text by `<s>`; whitespace
+/// collapsed; at most 200 characters.
+pub fn normalize_message(m: &str) -> String {
+    let mut out = String::with_capacity(m.len().min(256));
+    let chars: Vec<char> = m.chars().collect();
+    let mut i = 0;
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    while i < chars.len() && out.chars().count() < 200 {
+        let c = chars[i];
+        if c == '"' || c == '\'' {
+            if let Some(close) = chars[i + 1..].iter().position(|&x| x == c) {
+                out.push_str("<s>");
+                i += close + 2;
+                continue;
+            }
+        }
+        if is_word(c) {
+            let j = chars[i..]
+                .iter()
+                .position(|&x| !is_word(x))
+                .map_or(chars.len(), |p| i + p);
+            let word: String = chars[i..j].iter().collect();
+            let digits = word.chars().filter(char::is_ascii_digit).count();
+            let hex = word.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+            if word.chars().all(|c| c.is_ascii_digit()) {
+                out.push_str("<n>");
+            } else if digits > 0 && hex && word.len() >= 8 {
+                out.push_str("<id>");
+            } else if digits * 2 > word.len() {
+                out.push_str("<n>");
+            } else {
+                out.push_str(&word);
+            }
+            i = j;
+            continue;
+        }
+        if c.is_whitespace() {
+            if !out.ends_with(' ') {
+                out.push(' ');
+            }
+        } else {
+            out.push(c);
+        }
+        i += 1;
+    }
+    out.trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn canon(v: Value) -> String {
+        let keys: Vec<String> = DEFAULT_VOLATILE_KEYS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut s = String::new();
+        canonical(&v, &Volatile::new(&keys), &mut s);
+        s
+    }
+
+    #[test]
+    fn arguments_compare_without_order_volatile_keys_or_times() {
+        assert_eq!(
+            canon(json!({"b": 1, "a": " x ", "requestId": "r-1", "at": "2026-01-01T00:00:00Z"})),
+            canon(json!({"a": "x", "b": 1, "request_id": "r-2", "at": "2026-02-03T04:05:06.7Z"}))
+        );
+        assert_ne!(canon(json!({"order": 42})), canon(json!({"order": 43})));
+        assert_eq!(canon(json!("{\"q\": 1}")), canon(json!({"q": 1})));
+    }
+
+    #[test]
+    fn messages_lose_what_varies() {
+        assert_eq!(
+            normalize_message("timeout after 3000 ms calling \"orders\" id 9f8e7d6c-1a2b"),
+            "timeout after <n> ms calling <s> id <id>"
+        );
+        assert_eq!(
+            normalize_message("rate  limited (429)"),
+            normalize_message("rate limited (503)")
+        );
+        assert_eq!(normalize_message("KeyError: user"), "KeyError: user");
+    }
+}
