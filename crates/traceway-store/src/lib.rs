@@ -12,6 +12,7 @@ pub mod hub;
 pub mod redis;
 mod shared;
 pub mod sqlite;
+mod write;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use contract::*;

@@ -1,19 +1,9 @@
 //! Pieces every backend uses the same way.
 
 use base64::Engine;
-use traceway_core::{NewTrace, Trace, TraceId};
+use traceway_core::{Trace, TraceId};
 
 use crate::StoreError;
-
-/// Refuses a trace that cannot be created, before anything is written.
-pub(crate) fn validate_new(new: &NewTrace) -> Result<(), StoreError> {
-    match &new.state {
-        Some(state) if state.is_terminal() => Err(StoreError::Invalid(format!(
-            "a trace cannot be created {state}; create it, then change its state"
-        ))),
-        _ => Ok(()),
-    }
-}
 
 /// The opaque listing cursor after `t`: its `(created_at, trace_id)` position.
 pub(crate) fn encode_cursor(t: &Trace) -> String {
