@@ -259,7 +259,10 @@ pub async fn create_with_taken_id_conflicts(h: &Harness) {
             },
         )
         .await;
-    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert!(
+        matches!(again, Err(StoreError::IdTaken(i)) if i == id),
+        "{again:?}"
+    );
     let got = h
         .store
         .get_trace(T, id)
@@ -551,7 +554,7 @@ pub async fn state_machine_is_enforced(h: &Harness) {
                 },
             )
             .await;
-        assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+        assert!(matches!(r, Err(StoreError::IllegalTransition(_))), "{r:?}");
     }
     // The same terminal state again is a harmless retry.
     let before = h
@@ -1795,7 +1798,7 @@ pub async fn idle_traces_are_orphaned_after_the_threshold_and_not_before(h: &Har
             },
         )
         .await;
-    assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+    assert!(matches!(r, Err(StoreError::IllegalTransition(_))), "{r:?}");
 
     // The orphan retention: an hour, row and data alike.
     h.clock.advance(59 * MINUTE);

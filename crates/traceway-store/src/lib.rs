@@ -17,3 +17,9 @@ mod write;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use contract::*;
 pub use hub::{InProcessHub, Lagged, Scope, Subscription, TraceMeta};
+
+/// The contract's traits, for `use traceway_store::prelude::*` where a `dyn Store` is
+/// called (its methods belong to the four concerns).
+pub mod prelude {
+    pub use crate::{Leases, Lifecycle, LiveFeed, Store, Traces};
+}

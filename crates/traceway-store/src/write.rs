@@ -153,10 +153,7 @@ impl Model {
             return Err(Refused::new(e, loaded));
         }
         if self.live(&loaded) {
-            return Err(Refused::new(
-                StoreError::Conflict(format!("trace {id} already exists")),
-                loaded,
-            ));
+            return Err(Refused::new(StoreError::IdTaken(id), loaded));
         }
         Ok(self.fresh(tenant, id, new).into_written())
     }
@@ -231,7 +228,7 @@ impl Model {
         };
         if let Some(to) = &patch.state {
             if let Err(e) = l.trace.state.check_transition(to) {
-                return Err(Refused::new(StoreError::Conflict(e.to_string()), Some(l)));
+                return Err(Refused::new(e.into(), Some(l)));
             }
         }
         let mut d = self.existing(l);
@@ -490,9 +487,7 @@ impl<S: Stored> Draft<S> {
     /// anything else.
     fn change_state(&mut self, to: State, reason: Option<String>) -> Result<(), StoreError> {
         let from = self.out.trace.state.clone();
-        let changed = from
-            .check_transition(&to)
-            .map_err(|e| StoreError::Conflict(e.to_string()))?;
+        let changed = from.check_transition(&to).map_err(StoreError::from)?;
         if !changed {
             return Ok(());
         }
@@ -684,7 +679,7 @@ mod tests {
             .create("t", id(), NewTrace::default(), Some(loaded(w)))
             .err()
             .expect("taken");
-        assert!(matches!(r.error, StoreError::Conflict(_)));
+        assert_eq!(r.error.kind(), crate::ErrorKind::IdTaken);
         let l = r.loaded.expect("given back");
         assert_eq!(l.trace, before);
 
@@ -712,7 +707,7 @@ mod tests {
             )
             .err()
             .expect("illegal");
-        assert!(matches!(r.error, StoreError::Conflict(_)));
+        assert_eq!(r.error.kind(), crate::ErrorKind::IllegalTransition);
         assert_eq!(r.loaded.expect("given back").trace, before);
 
         let missing = m

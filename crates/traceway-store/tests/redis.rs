@@ -7,6 +7,7 @@ mod redis_server;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use traceway_store::prelude::*;
 
 use traceway_store::conformance::Harness;
 use traceway_store::redis::{RedisConfig, RedisStore};
@@ -91,7 +92,7 @@ fn integer(reply: Option<String>) -> i64 {
 async fn every_trace_key_has_a_ttl_and_the_purge_empties_the_indexes() {
     use std::time::Duration;
     use traceway_core::{EventInput, NewTrace, SpanId, SpanInput, State, TracePatch};
-    use traceway_store::{AppendRequest, Store, WATCHDOG_LEASE};
+    use traceway_store::{AppendRequest, WATCHDOG_LEASE};
 
     let server = redis_server::RedisServer::start();
     let clock = ManualClock::new(traceway_store::conformance::start_time());

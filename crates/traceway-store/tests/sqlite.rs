@@ -1,11 +1,12 @@
 //! The SQLite backend: the conformance suite, plus what only a file-backed store shows.
 
 use std::sync::Arc;
+use traceway_store::prelude::*;
 
 use traceway_core::{EventInput, NewTrace, SpanId, SpanInput, SpanKind, State, TracePatch};
 use traceway_store::conformance::{start_time, Harness};
 use traceway_store::sqlite::{SqliteConfig, SqliteStore};
-use traceway_store::{AppendRequest, EventFilter, ManualClock, Store};
+use traceway_store::{AppendRequest, EventFilter, ManualClock};
 
 async fn make_sqlite(clock: ManualClock) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");

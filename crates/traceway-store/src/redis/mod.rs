@@ -31,8 +31,9 @@ use traceway_core::{
 use crate::shared::{decode_cursor, encode_cursor};
 use crate::write::{Loaded, Model, Orphan, SpanState, Stored, Written};
 use crate::{
-    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventFilter, Lease, Orphaned, Page,
-    PageRequest, Purged, Retention, Store, StoreError, TraceFilter, TraceMeta,
+    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventFilter, Lease, Leases, Lifecycle,
+    LiveFeed, Orphaned, Page, PageRequest, Purged, Retention, StoreError, TraceFilter, TraceMeta,
+    Traces,
 };
 
 /// Settings of the Redis backend.
@@ -1068,7 +1069,7 @@ fn needs(events: &[EventInput]) -> (Vec<u64>, Vec<String>) {
 }
 
 #[async_trait]
-impl Store for RedisStore {
+impl Traces for RedisStore {
     async fn create_trace(
         &self,
         tenant: &str,
@@ -1184,7 +1185,7 @@ impl Store for RedisStore {
         page: &PageRequest,
     ) -> Result<Page<Trace>, StoreError> {
         let after = page.cursor.as_deref().map(decode_cursor).transpose()?;
-        let limit = page.limit.clamp(1, 1000) as usize;
+        let limit = page.bounded_limit() as usize;
         let now = self.clock.now();
         // The most selective index the filter allows; every other filter is checked on the
         // trace itself.
@@ -1295,7 +1296,7 @@ impl Store for RedisStore {
             return Ok(Some(Vec::new()));
         }
         let key = self.trace_keys(tenant, id).events;
-        let limit = filter.limit.clamp(1, 10_000) as usize;
+        let limit = filter.bounded_limit() as usize;
         let mut skip = filter.offset;
         let mut from = filter.after_seq + 1;
         let mut out = Vec::new();
@@ -1405,7 +1406,10 @@ impl Store for RedisStore {
             .count() as u64;
         Ok(below + edge)
     }
+}
 
+#[async_trait]
+impl Lifecycle for RedisStore {
     async fn active_traces(&self) -> Result<u64, StoreError> {
         let now = self.clock.now();
         let mut conn = self.conn()?;
@@ -1416,50 +1420,6 @@ impl Store for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(redis_err)
-    }
-
-    async fn try_acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
-        let now = self.clock.now();
-        let expires_at = now.saturating_add(ttl);
-        let (key, token_key) = self.lease_keys(name);
-        let mut conn = self.conn()?;
-        let token: Option<u64> = self
-            .lease_acquire
-            .key(key)
-            .key(token_key)
-            .arg(holder)
-            .arg(micros(now))
-            .arg(micros(expires_at))
-            .arg((ttl.as_millis() as i64).max(1))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(redis_err)?;
-        Ok(token.map(|token| Lease {
-            name: name.to_string(),
-            holder: holder.to_string(),
-            token,
-            expires_at,
-        }))
-    }
-
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
-        let expires_at = self.clock.now().saturating_add(ttl);
-        Ok(self
-            .lease_cas_call("renew", lease, ttl)
-            .await?
-            .then(|| Lease {
-                expires_at,
-                ..lease.clone()
-            }))
-    }
-
-    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
-        self.lease_cas_call("release", lease, Duration::ZERO).await
     }
 
     async fn sweep_orphans(
@@ -1642,14 +1602,6 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    fn subscribe(&self, tenant: &str, scope: crate::Scope) -> crate::Subscription {
-        self.hub.subscribe(tenant, scope)
-    }
-
-    fn subscriber_count(&self) -> usize {
-        self.hub.subscriber_count()
-    }
-
     async fn shutdown(&self) {
         self.closed.store(true, Ordering::Relaxed);
         let handle = self
@@ -1660,6 +1612,63 @@ impl Store for RedisStore {
         if let Some(h) = handle {
             h.abort();
         }
+    }
+}
+
+#[async_trait]
+impl Leases for RedisStore {
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let now = self.clock.now();
+        let expires_at = now.saturating_add(ttl);
+        let (key, token_key) = self.lease_keys(name);
+        let mut conn = self.conn()?;
+        let token: Option<u64> = self
+            .lease_acquire
+            .key(key)
+            .key(token_key)
+            .arg(holder)
+            .arg(micros(now))
+            .arg(micros(expires_at))
+            .arg((ttl.as_millis() as i64).max(1))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(token.map(|token| Lease {
+            name: name.to_string(),
+            holder: holder.to_string(),
+            token,
+            expires_at,
+        }))
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        let expires_at = self.clock.now().saturating_add(ttl);
+        Ok(self
+            .lease_cas_call("renew", lease, ttl)
+            .await?
+            .then(|| Lease {
+                expires_at,
+                ..lease.clone()
+            }))
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        self.lease_cas_call("release", lease, Duration::ZERO).await
+    }
+}
+
+impl LiveFeed for RedisStore {
+    fn subscribe(&self, tenant: &str, scope: crate::Scope) -> crate::Subscription {
+        self.hub.subscribe(tenant, scope)
+    }
+
+    fn subscriber_count(&self) -> usize {
+        self.hub.subscriber_count()
     }
 }
 

@@ -21,8 +21,8 @@ use self::schema::internal;
 use self::writer::{Msg, Op, OpResult, WriterCtx};
 use crate::shared::{decode_cursor, encode_cursor};
 use crate::{
-    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventFilter, Lease, Orphaned, Page,
-    PageRequest, Purged, Retention, Store, StoreError, TraceFilter,
+    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventFilter, Lease, Leases, Lifecycle,
+    LiveFeed, Orphaned, Page, PageRequest, Purged, Retention, StoreError, TraceFilter, Traces,
 };
 
 /// Settings of the SQLite backend.
@@ -309,7 +309,7 @@ impl Query {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Traces for SqliteStore {
     async fn create_trace(
         &self,
         tenant: &str,
@@ -413,7 +413,7 @@ impl Store for SqliteStore {
     ) -> Result<Page<Trace>, StoreError> {
         use rusqlite::types::Value;
         let after = page.cursor.as_deref().map(decode_cursor).transpose()?;
-        let limit = page.limit.clamp(1, 1000);
+        let limit = page.bounded_limit();
         let mut q = Query {
             sql: format!(
                 "SELECT {TRACE_COLUMNS} FROM traces WHERE tenant = ?1 AND expires_at > ?2"
@@ -509,7 +509,7 @@ impl Store for SqliteStore {
         }
         sql.push_str(&format!(
             " ORDER BY seq LIMIT {} OFFSET {}",
-            filter.limit.clamp(1, 10_000),
+            filter.bounded_limit(),
             filter.offset
         ));
         self.read(move |c, now| {
@@ -598,7 +598,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Lifecycle for SqliteStore {
     async fn active_traces(&self) -> Result<u64, StoreError> {
         self.read(|c, now| {
             // Covered by the active index (last_activity_at, expires_at) WHERE ended_at IS NULL.
@@ -610,44 +613,6 @@ impl Store for SqliteStore {
             .map_err(internal)
         })
         .await
-    }
-
-    async fn try_acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
-        let op = Op::AcquireLease {
-            name: name.to_string(),
-            holder: holder.to_string(),
-            ttl,
-        };
-        match self.write(op).await? {
-            OpResult::Lease(l) => Ok(l),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
-        }
-    }
-
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
-        let op = Op::RenewLease {
-            lease: lease.clone(),
-            ttl,
-        };
-        match self.write(op).await? {
-            OpResult::Lease(l) => Ok(l),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
-        }
-    }
-
-    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
-        let op = Op::ReleaseLease {
-            lease: lease.clone(),
-        };
-        match self.write(op).await? {
-            OpResult::Deleted(released) => Ok(released),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
-        }
     }
 
     async fn sweep_orphans(
@@ -686,14 +651,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    fn subscribe(&self, tenant: &str, scope: crate::Scope) -> crate::Subscription {
-        self.hub.subscribe(tenant, scope)
-    }
-
-    fn subscriber_count(&self) -> usize {
-        self.hub.subscriber_count()
-    }
-
     async fn shutdown(&self) {
         self.checkpointer
             .stop
@@ -715,5 +672,56 @@ impl Store for SqliteStore {
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
+    }
+}
+
+#[async_trait]
+impl Leases for SqliteStore {
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let op = Op::AcquireLease {
+            name: name.to_string(),
+            holder: holder.to_string(),
+            ttl,
+        };
+        match self.write(op).await? {
+            OpResult::Lease(l) => Ok(l),
+            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+        }
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        let op = Op::RenewLease {
+            lease: lease.clone(),
+            ttl,
+        };
+        match self.write(op).await? {
+            OpResult::Lease(l) => Ok(l),
+            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+        }
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let op = Op::ReleaseLease {
+            lease: lease.clone(),
+        };
+        match self.write(op).await? {
+            OpResult::Deleted(released) => Ok(released),
+            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+        }
+    }
+}
+
+impl LiveFeed for SqliteStore {
+    fn subscribe(&self, tenant: &str, scope: crate::Scope) -> crate::Subscription {
+        self.hub.subscribe(tenant, scope)
+    }
+
+    fn subscriber_count(&self) -> usize {
+        self.hub.subscriber_count()
     }
 }
