@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use traceway_core::{Event, EventType, NewTrace, Timestamp, Trace, TraceId, TracePatch};
+use traceway_core::{EventType, NewTrace, Timestamp, Trace, TraceId, TracePatch};
 use traceway_store::{
-    AppendOutcome, AppendRequest, Decorates, Lease, LeasesLayer, LifecycleLayer, LiveFeedLayer,
-    Orphaned, Purged, Store, StoreError, TracesLayer,
+    AppendOutcome, AppendRequest, Decorates, EventCounts, Lease, LeasesLayer, LifecycleLayer,
+    LiveFeedLayer, Orphaned, Purged, Store, StoreError, TracesLayer,
 };
 
 /// Upper bounds (seconds) of the latency buckets: 100 µs to 10 s.
@@ -180,12 +180,9 @@ impl Metrics {
     }
 
     /// Counts events written by ingest.
-    pub fn record_events(&self, events: &[Event]) {
-        for e in events {
-            let t = e.body.event_type();
-            if let Some(i) = EventType::ALL.iter().position(|x| *x == t) {
-                self.events[i].add(1);
-            }
+    pub fn record_events(&self, stored: &EventCounts) {
+        for (i, (_, n)) in stored.iter().enumerate() {
+            self.events[i].add(u64::from(n));
         }
     }
 
@@ -378,7 +375,7 @@ impl TracesLayer for MeteredStore {
         &self,
         tenant: &str,
         new: NewTrace,
-    ) -> Result<(Trace, Vec<Event>), StoreError> {
+    ) -> Result<(Trace, EventCounts), StoreError> {
         let r = self
             .timed(WriteOp::Create, self.inner.create_trace(tenant, new))
             .await?;
@@ -393,7 +390,7 @@ impl TracesLayer for MeteredStore {
             self.metrics.traces_created.add(1);
         }
         self.metrics.duplicates.add(u64::from(out.duplicates));
-        self.metrics.record_events(&out.events);
+        self.metrics.record_events(&out.stored);
         Ok(out)
     }
 
@@ -402,7 +399,7 @@ impl TracesLayer for MeteredStore {
         tenant: &str,
         id: TraceId,
         patch: TracePatch,
-    ) -> Result<(Trace, Vec<Event>), StoreError> {
+    ) -> Result<(Trace, EventCounts), StoreError> {
         let r = self
             .timed(WriteOp::Update, self.inner.update_trace(tenant, id, patch))
             .await?;

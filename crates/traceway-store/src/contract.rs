@@ -189,8 +189,48 @@ pub struct AppendOutcome {
     pub created: bool,
     /// The trace's last `seq` after the append (also when nothing new was stored).
     pub last_seq: u64,
-    /// The events written, in `seq` order (for live subscribers).
-    pub events: Vec<Event>,
+    /// How many events of each type the append stored.
+    pub stored: EventCounts,
+}
+
+/// How many events of each type a write stored. The events themselves go to live
+/// subscribers through the hub, not back to the caller.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventCounts([u32; EventType::ALL.len()]);
+
+impl EventCounts {
+    /// The counts of `events`.
+    pub fn of(events: &[Event]) -> EventCounts {
+        let mut c = EventCounts::default();
+        for e in events {
+            c.add(e.body.event_type());
+        }
+        c
+    }
+
+    /// Counts one more event of type `t`.
+    pub fn add(&mut self, t: EventType) {
+        self.0[Self::index(t)] += 1;
+    }
+
+    fn index(t: EventType) -> usize {
+        EventType::ALL.iter().position(|x| *x == t).unwrap_or(0)
+    }
+
+    /// Events of type `t`.
+    pub fn get(&self, t: EventType) -> u32 {
+        self.0[Self::index(t)]
+    }
+
+    /// Events of every type.
+    pub fn total(&self) -> u32 {
+        self.0.iter().sum()
+    }
+
+    /// Each type with its count, in [`EventType::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (EventType, u32)> + '_ {
+        EventType::ALL.iter().copied().zip(self.0.iter().copied())
+    }
 }
 
 /// Filters for listing traces. Absent fields do not filter.
@@ -301,9 +341,9 @@ pub struct Orphaned {
 pub struct Purged {
     /// Trace rows deleted (with all their events).
     pub traces: u64,
-    /// Event rows deleted (of deleted traces, and of traces whose data expired). A row is
-    /// what the backend stores: one event on SQLite, one commit's events (a stream entry)
-    /// on Redis. The purge's budget counts the same rows.
+    /// Events deleted (of deleted traces, and of traces whose data expired), each counted
+    /// once on every backend. The purge's budget (`max_rows`) counts the backend's rows
+    /// instead: one event on SQLite, one commit's events (a stream entry) on Redis.
     pub events: u64,
     /// Whether more expired rows were left for another batch.
     pub more: bool,
@@ -319,7 +359,7 @@ pub trait Traces: Send + Sync + 'static {
         &self,
         tenant: &str,
         new: NewTrace,
-    ) -> Result<(Trace, Vec<Event>), StoreError>;
+    ) -> Result<(Trace, EventCounts), StoreError>;
 
     /// Appends a batch of events; a retried batch is not stored twice.
     async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError>;
@@ -331,7 +371,7 @@ pub trait Traces: Send + Sync + 'static {
         tenant: &str,
         id: TraceId,
         patch: TracePatch,
-    ) -> Result<(Trace, Vec<Event>), StoreError>;
+    ) -> Result<(Trace, EventCounts), StoreError>;
 
     /// One trace.
     async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, StoreError>;
@@ -461,7 +501,7 @@ pub trait TracesLayer: Decorates {
         &self,
         tenant: &str,
         new: NewTrace,
-    ) -> Result<(Trace, Vec<Event>), StoreError> {
+    ) -> Result<(Trace, EventCounts), StoreError> {
         self.inner().create_trace(tenant, new).await
     }
 
@@ -476,7 +516,7 @@ pub trait TracesLayer: Decorates {
         tenant: &str,
         id: TraceId,
         patch: TracePatch,
-    ) -> Result<(Trace, Vec<Event>), StoreError> {
+    ) -> Result<(Trace, EventCounts), StoreError> {
         self.inner().update_trace(tenant, id, patch).await
     }
 
@@ -539,7 +579,7 @@ impl<T: TracesLayer> Traces for T {
         &self,
         tenant: &str,
         new: NewTrace,
-    ) -> Result<(Trace, Vec<Event>), StoreError> {
+    ) -> Result<(Trace, EventCounts), StoreError> {
         TracesLayer::create_trace(self, tenant, new).await
     }
 
@@ -552,7 +592,7 @@ impl<T: TracesLayer> Traces for T {
         tenant: &str,
         id: TraceId,
         patch: TracePatch,
-    ) -> Result<(Trace, Vec<Event>), StoreError> {
+    ) -> Result<(Trace, EventCounts), StoreError> {
         TracesLayer::update_trace(self, tenant, id, patch).await
     }
 

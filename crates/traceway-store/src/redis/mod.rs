@@ -31,9 +31,9 @@ use traceway_core::{
 use crate::shared::{decode_cursor, encode_cursor};
 use crate::write::{Loaded, Model, Orphan, SpanState, Stored, Written};
 use crate::{
-    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventFilter, Lease, Leases, Lifecycle,
-    LiveFeed, Orphaned, Page, PageRequest, Purged, Retention, StoreError, TraceFilter, TraceMeta,
-    Traces,
+    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventCounts, EventFilter, Lease, Leases,
+    Lifecycle, LiveFeed, Orphaned, Page, PageRequest, Purged, Retention, StoreError, TraceFilter,
+    TraceMeta, Traces,
 };
 
 /// Settings of the Redis backend.
@@ -1074,7 +1074,7 @@ impl Traces for RedisStore {
         &self,
         tenant: &str,
         new: NewTrace,
-    ) -> Result<(Trace, Vec<Event>), StoreError> {
+    ) -> Result<(Trace, EventCounts), StoreError> {
         let id = new.trace_id.unwrap_or_else(TraceId::new_v7);
         let r = self
             .write_trace(tenant, id, &[], &[], |loaded, model| {
@@ -1083,7 +1083,7 @@ impl Traces for RedisStore {
             })
             .await?;
         let (t, e, ()) = r.ok_or_else(|| StoreError::Internal("create wrote nothing".into()))?;
-        Ok((t, e))
+        Ok((t, EventCounts::of(&e)))
     }
 
     async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
@@ -1110,14 +1110,14 @@ impl Traces for RedisStore {
                     duplicates: w.duplicates,
                     created: w.created,
                     last_seq: w.trace.last_seq,
-                    events: Vec::new(),
+                    stored: EventCounts::default(),
                 };
                 Ok(Some((w, outcome)))
             })
             .await?;
         let (_, events, mut outcome) =
             r.ok_or_else(|| StoreError::Internal("append wrote nothing".into()))?;
-        outcome.events = events;
+        outcome.stored = EventCounts::of(&events);
         Ok(outcome)
     }
 
@@ -1126,7 +1126,7 @@ impl Traces for RedisStore {
         tenant: &str,
         id: TraceId,
         patch: TracePatch,
-    ) -> Result<(Trace, Vec<Event>), StoreError> {
+    ) -> Result<(Trace, EventCounts), StoreError> {
         let r = self
             .write_trace(tenant, id, &[], &[], |loaded, model| {
                 let w = model.patch(id, loaded, patch.clone())?;
@@ -1134,7 +1134,7 @@ impl Traces for RedisStore {
             })
             .await?;
         let (t, e, ()) = r.ok_or_else(|| StoreError::Internal("update wrote nothing".into()))?;
-        Ok((t, e))
+        Ok((t, EventCounts::of(&e)))
     }
 
     async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, StoreError> {
@@ -1527,9 +1527,9 @@ impl Lifecycle for RedisStore {
                     continue;
                 }
                 Some(l) => {
-                    let (n, complete) = self.purge_data_of(&tenant, id, budget).await?;
-                    out.events += n;
-                    budget -= n as i64;
+                    let (rows, events, complete) = self.purge_data_of(&tenant, id, budget).await?;
+                    out.events += events;
+                    budget -= rows as i64;
                     if !complete || budget <= 0 {
                         out.more = true;
                         return Ok(out);
@@ -1568,9 +1568,9 @@ impl Lifecycle for RedisStore {
                 }
                 _ => {}
             }
-            let (n, complete) = self.purge_data_of(&tenant, id, budget).await?;
-            out.events += n;
-            budget -= n as i64;
+            let (rows, events, complete) = self.purge_data_of(&tenant, id, budget).await?;
+            out.events += events;
+            budget -= rows as i64;
             if !complete {
                 out.more = true;
                 break;
@@ -1673,15 +1673,17 @@ impl LiveFeed for RedisStore {
 }
 
 impl RedisStore {
+    /// Deletes up to `budget` stream entries of a trace's data; returns the entries and
+    /// the events they held, and whether none are left.
     async fn purge_data_of(
         &self,
         tenant: &str,
         id: TraceId,
         budget: i64,
-    ) -> Result<(u64, bool), StoreError> {
+    ) -> Result<(u64, u64, bool), StoreError> {
         let k = self.trace_keys(tenant, id);
         let mut conn = self.conn()?;
-        let (n, complete): (u64, i64) = self
+        let (rows, complete, events): (u64, i64, u64) = self
             .purge_data
             .key(&k.spans)
             .key(&k.keys)
@@ -1690,7 +1692,7 @@ impl RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
-        Ok((n, complete == 1))
+        Ok((rows, events, complete == 1))
     }
 }
 

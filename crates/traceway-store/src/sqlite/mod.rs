@@ -21,8 +21,9 @@ use self::schema::internal;
 use self::writer::{Msg, Op, OpResult, WriterCtx};
 use crate::shared::{decode_cursor, encode_cursor};
 use crate::{
-    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventFilter, Lease, Leases, Lifecycle,
-    LiveFeed, Orphaned, Page, PageRequest, Purged, Retention, StoreError, TraceFilter, Traces,
+    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventCounts, EventFilter, Lease, Leases,
+    Lifecycle, LiveFeed, Orphaned, Page, PageRequest, Purged, Retention, StoreError, TraceFilter,
+    Traces,
 };
 
 /// Settings of the SQLite backend.
@@ -314,7 +315,7 @@ impl Traces for SqliteStore {
         &self,
         tenant: &str,
         new: NewTrace,
-    ) -> Result<(Trace, Vec<Event>), StoreError> {
+    ) -> Result<(Trace, EventCounts), StoreError> {
         match self
             .write(Op::Create {
                 tenant: tenant.to_string(),
@@ -322,14 +323,14 @@ impl Traces for SqliteStore {
             })
             .await?
         {
-            OpResult::Trace(t, e) => Ok((t, e)),
+            OpResult::Trace(t, e) => Ok((t, EventCounts::of(&e))),
             _ => Err(StoreError::Internal("unexpected writer reply".into())),
         }
     }
 
     async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
         match self.write(Op::Append(req)).await? {
-            OpResult::Append(o, _) => Ok(o),
+            OpResult::Append(o, _, _) => Ok(o),
             _ => Err(StoreError::Internal("unexpected writer reply".into())),
         }
     }
@@ -339,7 +340,7 @@ impl Traces for SqliteStore {
         tenant: &str,
         id: TraceId,
         patch: TracePatch,
-    ) -> Result<(Trace, Vec<Event>), StoreError> {
+    ) -> Result<(Trace, EventCounts), StoreError> {
         match self
             .write(Op::Update {
                 tenant: tenant.to_string(),
@@ -348,7 +349,7 @@ impl Traces for SqliteStore {
             })
             .await?
         {
-            OpResult::Trace(t, e) => Ok((t, e)),
+            OpResult::Trace(t, e) => Ok((t, EventCounts::of(&e))),
             _ => Err(StoreError::Internal("unexpected writer reply".into())),
         }
     }

@@ -18,8 +18,8 @@ use super::row::TraceRow;
 use super::schema::internal;
 use crate::write::{Loaded, Model, Orphan, SpanState, Stored, Written};
 use crate::{
-    AppendOutcome, AppendRequest, CaptureConfig, Clock, Lease, Orphaned, Purged, Retention,
-    StoreError,
+    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventCounts, Lease, Orphaned, Purged,
+    Retention, StoreError,
 };
 
 pub(crate) enum Op {
@@ -76,8 +76,9 @@ pub(crate) struct OrphanedTrace {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum OpResult {
     Trace(Trace, Vec<Event>),
-    /// The outcome, and the trace as it is after the append (for the hub).
-    Append(AppendOutcome, Box<Trace>),
+    /// The outcome, and the trace as it is after the append with the events it wrote
+    /// (for the hub).
+    Append(AppendOutcome, Box<Trace>, Vec<Event>),
     Deleted(bool),
     Count(u64),
     Lease(Option<Lease>),
@@ -274,7 +275,7 @@ impl Acker {
         for (_, r) in results {
             match r {
                 Ok(OpResult::Trace(t, e)) => publish(t, e),
-                Ok(OpResult::Append(o, t)) => publish(t, &o.events),
+                Ok(OpResult::Append(_, t, events)) => publish(t, events),
                 Ok(OpResult::Orphaned(list)) => {
                     for o in list {
                         publish(&o.trace, &o.events);
@@ -389,9 +390,9 @@ fn execute(
                         duplicates: p.duplicates,
                         created: p.created,
                         last_seq: p.trace.last_seq,
-                        events: p.events,
+                        stored: EventCounts::of(&p.events),
                     };
-                    Ok(OpResult::Append(outcome, Box::new(p.trace)))
+                    Ok(OpResult::Append(outcome, Box::new(p.trace), p.events))
                 }
                 Err(r) => {
                     put_back(cache, prior, r.loaded);
