@@ -185,14 +185,9 @@ pub async fn get_trace(
         let wait = crate::stream::parse_wait(wait)?;
         crate::stream::wait_until_terminal(&app, &tenant.0, id, wait).await?;
     }
-    let trace = app
+    let (trace, mut spans) = app
         .store
-        .get_trace(&tenant.0, id)
-        .await?
-        .ok_or_else(not_found)?;
-    let mut spans = app
-        .store
-        .get_spans(&tenant.0, id)
+        .get_trace_with_spans(&tenant.0, id)
         .await?
         .ok_or_else(not_found)?;
     // A read may lower the level, never raise it above what was captured.

@@ -226,10 +226,24 @@ pub async fn create_then_get(h: &Harness) {
         h.store.get_spans(T, created.trace_id).await.expect("spans"),
         Some(vec![])
     );
+    assert_eq!(
+        h.store
+            .get_trace_with_spans(T, created.trace_id)
+            .await
+            .expect("trace and spans"),
+        Some((created.clone(), vec![]))
+    );
 
     let unknown = TraceId::new_v7();
     assert_eq!(h.store.get_trace(T, unknown).await.expect("get"), None);
     assert_eq!(h.store.get_spans(T, unknown).await.expect("spans"), None);
+    assert_eq!(
+        h.store
+            .get_trace_with_spans(T, unknown)
+            .await
+            .expect("trace and spans"),
+        None
+    );
     assert_eq!(
         h.store
             .read_events(T, unknown, &all_events())

@@ -379,6 +379,14 @@ pub trait Traces: Send + Sync + 'static {
     /// A trace's spans, by start time. `None` when the trace does not exist.
     async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError>;
 
+    /// A trace with its spans (by start time), from one read of its row. `None` when the
+    /// trace does not exist.
+    async fn get_trace_with_spans(
+        &self,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<(Trace, Vec<Span>)>, StoreError>;
+
     /// Traces, newest first.
     async fn list_traces(
         &self,
@@ -530,6 +538,15 @@ pub trait TracesLayer: Decorates {
         self.inner().get_spans(tenant, id).await
     }
 
+    /// [`Traces::get_trace_with_spans`].
+    async fn get_trace_with_spans(
+        &self,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<(Trace, Vec<Span>)>, StoreError> {
+        self.inner().get_trace_with_spans(tenant, id).await
+    }
+
     /// [`Traces::list_traces`].
     async fn list_traces(
         &self,
@@ -602,6 +619,14 @@ impl<T: TracesLayer> Traces for T {
 
     async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError> {
         TracesLayer::get_spans(self, tenant, id).await
+    }
+
+    async fn get_trace_with_spans(
+        &self,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<(Trace, Vec<Span>)>, StoreError> {
+        TracesLayer::get_trace_with_spans(self, tenant, id).await
     }
 
     async fn list_traces(

@@ -28,7 +28,7 @@ use traceway_core::{
     TraceId, TracePatch,
 };
 
-use crate::shared::{decode_cursor, encode_cursor};
+use crate::shared::{decode_cursor, encode_cursor, encode_position};
 use crate::write::{Loaded, Model, Orphan, SpanState, Stored, Written};
 use crate::{
     AppendOutcome, AppendRequest, CaptureConfig, Clock, EventCounts, EventFilter, Lease, Leases,
@@ -51,6 +51,10 @@ pub struct RedisConfig {
     pub subscriber_buffer: usize,
     /// How long one Redis command may take before the operation fails `Unavailable`.
     pub timeout: Duration,
+    /// Index rows one listing examines at most. A filter no index answers (`has_error`,
+    /// `min_duration_ms`, or a second field) is checked on each row; when this many rows
+    /// did not fill the page, the listing returns what it found with a cursor to go on.
+    pub list_scan_rows: usize,
 }
 
 impl RedisConfig {
@@ -63,6 +67,7 @@ impl RedisConfig {
             capture: CaptureConfig::default(),
             subscriber_buffer: 1024,
             timeout: Duration::from_secs(2),
+            list_scan_rows: 5000,
         }
     }
 }
@@ -294,6 +299,7 @@ pub struct RedisStore {
     clock: Arc<dyn Clock>,
     retention: Retention,
     capture: CaptureConfig,
+    list_scan_rows: usize,
     hub: crate::InProcessHub,
     closed: Arc<AtomicBool>,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -400,6 +406,7 @@ impl RedisStore {
             clock,
             retention: cfg.retention,
             capture: cfg.capture,
+            list_scan_rows: cfg.list_scan_rows.max(1),
             hub,
             closed,
             listener: Mutex::new(Some(listener)),
@@ -1147,6 +1154,14 @@ impl Traces for RedisStore {
     }
 
     async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError> {
+        Ok(self.get_trace_with_spans(tenant, id).await?.map(|(_, s)| s))
+    }
+
+    async fn get_trace_with_spans(
+        &self,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<(Trace, Vec<Span>)>, StoreError> {
         let now = self.clock.now();
         let Some(l) = self.load(tenant, id).await? else {
             return Ok(None);
@@ -1155,7 +1170,7 @@ impl Traces for RedisStore {
             return Ok(None);
         }
         if l.dexp <= now.unix_nanos() {
-            return Ok(Some(Vec::new()));
+            return Ok(Some((l.trace, Vec::new())));
         }
         // A span's current form is its latest span event, as in SQLite.
         let key = self.trace_keys(tenant, id).events;
@@ -1175,7 +1190,7 @@ impl Traces for RedisStore {
         }
         let mut spans: Vec<Span> = latest.into_values().collect();
         spans.sort_by_key(|s| (s.start_time, s.span_id));
-        Ok(Some(spans))
+        Ok(Some((l.trace, spans)))
     }
 
     async fn list_traces(
@@ -1222,20 +1237,26 @@ impl Traces for RedisStore {
         // reads each row once.
         let chunk = (limit * 2).clamp(64, 1000).max(limit + 2);
         let mut offset = 0usize;
+        // Bounded: after `list_scan_rows` rows the page ends at the last row examined.
+        let mut examined = 0usize;
+        let mut last_examined: Option<(Timestamp, TraceId)> = None;
+        let mut cut_short = false;
         loop {
             let mut conn = self.conn()?;
+            let take = chunk.min(self.list_scan_rows.saturating_sub(examined).max(1));
             let ids: Vec<String> = ::redis::cmd("ZREVRANGEBYSCORE")
                 .arg(&key)
                 .arg(&max)
                 .arg(&min)
                 .arg("LIMIT")
                 .arg(offset)
-                .arg(chunk)
+                .arg(take)
                 .query_async(&mut conn)
                 .await
                 .map_err(redis_err)?;
             let n = ids.len();
             offset += n;
+            examined += n;
             let parsed: Vec<TraceId> = ids.iter().filter_map(|s| s.parse().ok()).collect();
             let docs = self.load_many(tenant, &parsed).await?;
             let mut gone = Vec::new();
@@ -1244,13 +1265,17 @@ impl Traces for RedisStore {
                 match doc {
                     None => gone.push(id.to_string()),
                     Some(t) => {
-                        if t.expires_at <= now || !matches(&t, filter) {
-                            continue;
-                        }
                         if let Some((ct, cid)) = after {
                             if (t.created_at.unix_nanos(), t.trace_id) >= (ct, cid) {
                                 continue;
                             }
+                        }
+                        let at = (t.created_at, t.trace_id);
+                        if last_examined.is_none_or(|l| at < l) {
+                            last_examined = Some(at);
+                        }
+                        if t.expires_at <= now || !matches(&t, filter) {
+                            continue;
                         }
                         found.push(t);
                     }
@@ -1266,13 +1291,21 @@ impl Traces for RedisStore {
                 }
                 items.push(t);
             }
-            if items.len() > limit || n < chunk {
+            if items.len() > limit || n < take {
+                break;
+            }
+            // Only a row that still exists can carry the cursor on; rows whose trace is
+            // gone were just removed from the index, so they are not examined twice.
+            if examined >= self.list_scan_rows && last_examined.is_some() {
+                cut_short = true;
                 break;
             }
         }
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
             items.last().map(encode_cursor)
+        } else if cut_short {
+            last_examined.map(|(t, id)| encode_position(t, id))
         } else {
             None
         };

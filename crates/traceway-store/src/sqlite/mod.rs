@@ -370,13 +370,37 @@ impl Traces for SqliteStore {
     }
 
     async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError> {
+        Ok(self.get_trace_with_spans(tenant, id).await?.map(|(_, s)| s))
+    }
+
+    async fn get_trace_with_spans(
+        &self,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<(Trace, Vec<Span>)>, StoreError> {
         let tenant = tenant.to_string();
         self.read(move |c, now| {
-            let Some((rowid, data_expires)) = live_trace_ref(c, &tenant, id, now)? else {
+            let row = c
+                .prepare_cached(&format!(
+                    "SELECT id, data_expires_at, {TRACE_COLUMNS} FROM traces \
+                     WHERE tenant = ?1 AND trace_id = ?2 AND expires_at > ?3"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(params![tenant, &id.to_bytes()[..], now.unix_nanos()], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            read_trace_row(r, 2)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(internal)?;
+            let Some((rowid, data_expires, trace)) = row else {
                 return Ok(None);
             };
             if data_expires <= now.unix_nanos() {
-                return Ok(Some(Vec::new()));
+                return Ok(Some((trace, Vec::new())));
             }
             // A span's current form is its latest span event.
             let mut stmt = c
@@ -401,7 +425,7 @@ impl Traces for SqliteStore {
                 .map(|b| span_of_event_body(b))
                 .collect::<Result<Vec<Span>, _>>()?;
             spans.sort_by_key(|s| (s.start_time, s.span_id));
-            Ok(Some(spans))
+            Ok(Some((trace, spans)))
         })
         .await
     }
