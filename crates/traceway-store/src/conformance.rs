@@ -2123,3 +2123,36 @@ fn counts(types: &[EventType]) -> crate::EventCounts {
     }
     c
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every conformance test is a `pub async fn name(h: &Harness)` of this file; the list
+    /// in `conformance_suite!` is the one place that registers them. A test missing from
+    /// it (or listed twice) would never run, or run twice, on every backend: this fails
+    /// first.
+    #[test]
+    fn every_conformance_test_is_registered_once() {
+        let src = include_str!("conformance.rs");
+        let defined: Vec<&str> = src
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub async fn "))
+            .filter(|l| l.contains("(h: &Harness)"))
+            .filter_map(|l| l.split('(').next())
+            .collect();
+        let start = src.find("@each $make;").expect("the list");
+        let end = start + src[start..].find(");").expect("its end");
+        let listed: Vec<&str> = src[start + "@each $make;".len()..end]
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        assert!(!defined.is_empty());
+        for name in &defined {
+            let n = listed.iter().filter(|l| *l == name).count();
+            assert_eq!(n, 1, "{name} is registered {n} times in conformance_suite!");
+        }
+        for name in &listed {
+            assert!(defined.contains(name), "{name} is listed but not defined");
+        }
+    }
+}
