@@ -90,11 +90,15 @@ fn parse_url(url: &str) -> Result<Target, StoreError> {
             return Err(StoreError::Invalid(format!("no cluster nodes in {url:?}")));
         }
         Ok(Target::Cluster(nodes))
-    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+    } else if ["redis://", "rediss://", "redis+unix://", "unix://"]
+        .iter()
+        .any(|p| url.starts_with(p))
+    {
         Ok(Target::Single(url.to_string()))
     } else {
         Err(StoreError::Invalid(format!(
-            "not a Redis URL: {url:?} (redis://host:port/db or redis+cluster://h1:p1,h2:p2)"
+            "not a Redis URL: {url:?} (redis://host:port/db, redis+unix:///path?db=N or \
+             redis+cluster://h1:p1,h2:p2)"
         )))
     }
 }
