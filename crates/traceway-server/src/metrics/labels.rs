@@ -51,16 +51,8 @@ impl WriteOp {
     }
 }
 
-/// The `kind` label of a failed write: one small, fixed set of values, so the series
-/// stay few whatever the message says.
+/// The `kind` label of a failed write: the store's [`StoreError::kind`], one small, fixed
+/// set of values, so the series stay few whatever the message says.
 pub fn error_kind_label(e: &StoreError) -> &'static str {
-    match e {
-        StoreError::NotFound(_) => "not_found",
-        StoreError::Conflict(_) => "conflict",
-        StoreError::Invalid(_) => "invalid",
-        StoreError::Overloaded(_) => "overloaded",
-        StoreError::Unavailable(_) => "unavailable",
-        StoreError::LeaseLost(_) => "lease_lost",
-        StoreError::Internal(_) => "internal",
-    }
+    e.kind().as_str()
 }

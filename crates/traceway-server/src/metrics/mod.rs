@@ -18,8 +18,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram as PromHistogram;
 use prometheus_client::registry::Registry;
-use traceway_core::{Event, EventType};
-use traceway_store::StoreError;
+use traceway_core::EventType;
+use traceway_store::{EventCounts, StoreError};
 
 pub use labels::{error_kind_label, WriteOp};
 pub use store::MeteredStore;
@@ -242,12 +242,9 @@ impl Metrics {
     }
 
     /// Counts events written by ingest.
-    pub fn record_events(&self, events: &[Event]) {
-        for e in events {
-            let t = e.body.event_type();
-            if let Some(i) = EventType::ALL.iter().position(|x| *x == t) {
-                self.events[i].add(1);
-            }
+    pub fn record_events(&self, stored: &EventCounts) {
+        for (i, (_, n)) in stored.iter().enumerate() {
+            self.events[i].add(u64::from(n));
         }
     }
 

@@ -6,6 +6,7 @@
 mod backends;
 mod http;
 mod lifecycle;
+mod metered;
 mod openapi;
 mod otlp;
 mod otlp_logs;
