@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod level;
 pub mod model;
 pub mod otlp;
+pub mod pricing;
 pub mod time;
 pub mod tree;
 

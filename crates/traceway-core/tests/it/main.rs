@@ -4,3 +4,4 @@ mod analysis;
 mod fixtures;
 mod format;
 mod otlp;
+mod pricing;

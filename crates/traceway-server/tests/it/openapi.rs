@@ -12,10 +12,10 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tower::ServiceExt;
 use traceway_core::{
-    Document, ErrorRecord, Event, EventBody, EventInput, EventType, Level, Link, LlmDetails,
-    LogRecord, Message, NewTrace, RetrievalDetails, Rollups, Severity, Span, SpanId, SpanInput,
-    SpanKind, SpanNode, SpanStatus, State, StateChange, StatusCode, Timestamp, ToolDetails, Trace,
-    TraceEnded, TraceId, TracePatch, TraceStarted,
+    CostSource, Document, ErrorRecord, Event, EventBody, EventInput, EventType, Level, Link,
+    LlmDetails, LogRecord, Message, ModelUsage, NewTrace, RetrievalDetails, Rollups, Severity,
+    Span, SpanId, SpanInput, SpanKind, SpanNode, SpanStatus, State, StateChange, StatusCode,
+    Timestamp, ToolDetails, Trace, TraceEnded, TraceId, TracePatch, TraceStarted,
 };
 use traceway_server::api::AppendResponse;
 use traceway_server::Config;
@@ -1145,6 +1145,9 @@ mod full {
             cached_tokens: Some(2),
             reasoning_tokens: Some(1),
             cost_usd: Some(0.01),
+            cache_write_tokens: Some(3),
+            cost_source: Some(CostSource::Computed),
+            price_table: Some("litellm-1.110.2".into()),
             input_messages: vec![message()],
             output_messages: vec![message()],
         }
@@ -1214,6 +1217,20 @@ mod full {
             first_span_start: Some(t(0)),
             last_span_end: Some(t(250)),
             duration_ms: Some(250.0),
+            models: [(
+                "gpt-4o".to_string(),
+                ModelUsage {
+                    calls: 1,
+                    input_tokens: 10,
+                    output_tokens: 5,
+                    cached_tokens: 2,
+                    cache_write_tokens: 3,
+                    reasoning_tokens: 1,
+                    total_tokens: 15,
+                    cost_usd: 0.01,
+                },
+            )]
+            .into(),
         }
     }
 
