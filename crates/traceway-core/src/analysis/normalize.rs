@@ -39,8 +39,14 @@ impl Volatile {
         Volatile(keys.iter().map(|k| key_form(k)).collect())
     }
     fn contains(&self, k: &str) -> bool {
-        let k = key_form(k);
-        self.0.contains(&k)
+        // Compared with the normal form without building it: this runs for every key of
+        // every argument object.
+        let form = || {
+            k.chars()
+                .filter(|c| *c != '_' && *c != '-')
+                .flat_map(char::to_lowercase)
+        };
+        self.0.iter().any(|v| v.chars().eq(form()))
     }
 }
 
@@ -53,6 +59,22 @@ fn looks_like_time(s: &str) -> bool {
         && (b[10] == b'T' || b[10] == b' ')
         && b[13] == b':'
         && b[..4].iter().all(u8::is_ascii_digit)
+}
+
+/// A string as a JSON literal, escaped, appended without an intermediate allocation.
+fn push_str_lit(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = std::fmt::Write::write_fmt(out, format_args!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// Writes the canonical form of a JSON value: object keys sorted, volatile keys dropped,
@@ -68,7 +90,7 @@ pub(crate) fn canonical(v: &Value, volatile: &Volatile, out: &mut String) {
                 if n > 0 {
                     out.push(',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
+                push_str_lit(out, k);
                 out.push(':');
                 canonical(&m[k], volatile, out);
             }
@@ -95,7 +117,7 @@ pub(crate) fn canonical(v: &Value, volatile: &Volatile, out: &mut String) {
                     return canonical(&inner, volatile, out);
                 }
             }
-            out.push_str(&Value::String(t.to_string()).to_string());
+            push_str_lit(out, t);
         }
         other => out.push_str(&other.to_string()),
     }
