@@ -1,6 +1,7 @@
 //! The Traceway server: configuration, the HTTP router, OTLP ingestion (HTTP and gRPC)
 //! and the `serve` loop. The binary (`src/main.rs`) adds the CLI client.
 
+pub mod analysis;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -93,6 +94,12 @@ pub fn app(state: AppState) -> Router {
             post(api::append_events).get(api::list_events),
         )
         .route("/api/v1/traces/{id}/stream", get(stream::trace_stream))
+        .route("/api/v1/traces/{id}/summary", get(analysis::trace_summary))
+        .route(
+            "/api/v1/traces/{id}/analysis",
+            get(analysis::trace_analysis),
+        )
+        .route("/api/v1/analysis", get(analysis::cross_analysis))
         .route("/api/v1/stream", get(stream::tenant_stream))
         .route("/api/v1/openapi.json", get(api::openapi))
         .route("/healthz", get(api::healthz))

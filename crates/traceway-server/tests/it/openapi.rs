@@ -47,6 +47,9 @@ const ROUTES: &[(&str, &str, Option<&str>, u16)] = &[
     ("GET", "/api/v1/traces/{id}/events", None, 200),
     ("GET", "/api/v1/traces/{id}/stream", None, 200),
     ("GET", "/api/v1/stream", None, 200),
+    ("GET", "/api/v1/traces/{id}/summary", None, 200),
+    ("GET", "/api/v1/traces/{id}/analysis", None, 200),
+    ("GET", "/api/v1/analysis", None, 200),
     ("GET", "/api/v1/openapi.json", None, 200),
     ("GET", "/healthz", None, 200),
     ("GET", "/readyz", None, 200),
@@ -1710,6 +1713,12 @@ async fn documented_query_parameters_and_the_tenant_header_are_what_the_code_tak
             "all" => "true".into(),
             "format" => "streaming".into(),
             "wait" => "0s".into(),
+            "repeat_threshold"
+            | "alternation_cycles"
+            | "repeated_prompt_threshold"
+            | "max_bottlenecks" => "4".into(),
+            "slow_mean_ms" => "2500".into(),
+            "dominant_share" | "bottleneck_share" | "empty_retrieval_share" => "0.25".into(),
             other => panic!("no sample for documented query parameter {other}: add one"),
         }
     };
