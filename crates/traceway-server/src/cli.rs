@@ -40,13 +40,13 @@ pub struct LsArgs {
     pub session: Option<String>,
 }
 
-struct Client {
-    http: reqwest::Client,
-    args: ClientArgs,
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) args: ClientArgs,
 }
 
 impl Client {
-    fn new(args: ClientArgs) -> anyhow::Result<Client> {
+    pub(crate) fn new(args: ClientArgs) -> anyhow::Result<Client> {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()?;
@@ -61,11 +61,11 @@ impl Client {
         Ok(Client { http, args })
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.args.server.trim_end_matches('/'))
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         req: reqwest::RequestBuilder,
     ) -> anyhow::Result<(reqwest::StatusCode, String)> {

@@ -4,6 +4,7 @@
 pub mod analysis;
 pub mod api;
 pub mod cli;
+pub mod cli_analysis;
 pub mod config;
 pub mod error;
 pub mod extract;
