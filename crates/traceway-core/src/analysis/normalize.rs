@@ -39,14 +39,22 @@ impl Volatile {
         Volatile(keys.iter().map(|k| key_form(k)).collect())
     }
     fn contains(&self, k: &str) -> bool {
-        // Compared with the normal form without building it: this runs for every key of
-        // every argument object.
-        let form = || {
-            k.chars()
-                .filter(|c| *c != '_' && *c != '-')
-                .flat_map(char::to_lowercase)
-        };
-        self.0.iter().any(|v| v.chars().eq(form()))
+        // This runs for every key of every argument object: the normal form is built on
+        // the stack, once per key. Volatile keys are ASCII and short; a key that is not
+        // (or longer than 64 bytes) is never one.
+        let mut buf = [0u8; 64];
+        let mut n = 0;
+        for b in k.bytes() {
+            if b == b'_' || b == b'-' {
+                continue;
+            }
+            if n == buf.len() || !b.is_ascii() {
+                return false;
+            }
+            buf[n] = b.to_ascii_lowercase();
+            n += 1;
+        }
+        self.0.iter().any(|v| v.as_bytes() == &buf[..n])
     }
 }
 
