@@ -115,6 +115,8 @@ pub struct ModelStats {
     pub output_tokens: u64,
     /// Prompt tokens served from a cache.
     pub cached_tokens: u64,
+    /// Prompt tokens written to a cache.
+    pub cache_write_tokens: u64,
     /// Reasoning tokens.
     pub reasoning_tokens: u64,
     /// Total tokens.
@@ -471,6 +473,7 @@ impl<'a> Prepared<'a> {
                 m.input_tokens += l.input_tokens.unwrap_or(0);
                 m.output_tokens += l.output_tokens.unwrap_or(0);
                 m.cached_tokens += l.cached_tokens.unwrap_or(0);
+                m.cache_write_tokens += l.cache_write_tokens.unwrap_or(0);
                 m.reasoning_tokens += l.reasoning_tokens.unwrap_or(0);
                 m.total_tokens += l.tokens_total();
                 match l.cost_usd {
