@@ -211,8 +211,9 @@ pub async fn get_trace(
         Some("compact") => traceway_core::format::compact(&trace, &spans),
         Some("detailed") => traceway_core::format::detailed(&trace, &spans),
         Some("streaming") => {
+            let max_events = crate::analysis::MAX_ANALYSIS_EVENTS;
             let filter = EventFilter {
-                limit: crate::analysis::MAX_ANALYSIS_EVENTS,
+                limit: max_events + 1,
                 ..Default::default()
             };
             let mut events = app
@@ -220,6 +221,8 @@ pub async fn get_trace(
                 .read_events(&tenant.0, id, &filter)
                 .await?
                 .ok_or_else(not_found)?;
+            let truncated = events.len() > max_events as usize;
+            events.truncate(max_events as usize);
             let max = app.config.capture.max_content_bytes;
             let lines: Vec<String> = events
                 .iter_mut()
@@ -230,7 +233,7 @@ pub async fn get_trace(
                     traceway_core::format::streaming_line(e)
                 })
                 .collect();
-            json!({"format": "streaming", "trace_id": trace.trace_id, "lines": lines})
+            json!({"format": "streaming", "trace_id": trace.trace_id, "lines": lines, "truncated": truncated})
         }
         Some(other) => {
             return Err(ApiError::bad_request(format!(
