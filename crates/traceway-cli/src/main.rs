@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 // commands); mimalloc does that markedly faster than the system allocator (BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use traceway_cli::{self as cli, ClientArgs, LsArgs};
+use traceway_cli::{self as cli, analysis as cli_analysis, ClientArgs, LsArgs};
 use traceway_server::{Config, ServeArgs};
 
 #[derive(Parser)]
@@ -32,10 +32,32 @@ enum Command {
         #[command(flatten)]
         filter: LsArgs,
     },
-    /// Show one trace and its span tree.
+    /// Show one trace and its span tree, or one of its formats.
     Show {
         /// The trace id.
         id: String,
+        /// `compact` (one line per step) or `detailed` (every field kept) instead of the
+        /// span tree.
+        #[arg(long, value_parser = ["compact", "detailed"])]
+        format: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Analyse one trace: critical path, bottlenecks, loops, error groups, cost.
+    Analyze {
+        /// The trace id.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Figures across traces: count, error rate, latency percentiles, tokens and cost.
+    Stats {
+        /// Only this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Traces created within this long (90m, 24h, 7d).
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -85,7 +107,22 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Command::Ls { client, filter } => print(cli::ls(client, filter).await),
-        Command::Show { id, client } => print(cli::show(client, &id).await),
+        Command::Show {
+            id,
+            format: None,
+            client,
+        } => print(cli::show(client, &id).await),
+        Command::Show {
+            id,
+            format: Some(f),
+            client,
+        } => print(cli_analysis::show_format(client, &id, &f).await),
+        Command::Analyze { id, client } => print(cli_analysis::analyze(client, &id).await),
+        Command::Stats {
+            agent,
+            since,
+            client,
+        } => print(cli_analysis::stats(client, agent, since).await),
         Command::Rm { id, client } => print(cli::rm(client, &id).await),
         Command::Tail { id, client } => match cli::tail(client, id).await {
             Ok(()) => Ok(()),

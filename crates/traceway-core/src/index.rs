@@ -2,7 +2,7 @@
 //! each sibling list). The formatters and the analysis share it; `tree::span_tree` is the
 //! owned, nested form the REST API returns.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::model::Span;
 use crate::SpanId;
@@ -22,7 +22,8 @@ impl SpanIndex {
     /// `span_tree`; members of a parent cycle are reachable from no root (`preorder`
     /// leaves them out, as `span_tree` does).
     pub fn new(spans: &[Span]) -> SpanIndex {
-        let mut by_id: HashMap<SpanId, usize> = HashMap::with_capacity(spans.len());
+        let mut by_id: HashMap<SpanId, usize> =
+            HashMap::with_capacity_and_hasher(spans.len(), Default::default());
         for (i, s) in spans.iter().enumerate() {
             by_id.entry(s.span_id).or_insert(i);
         }

@@ -325,6 +325,9 @@ fn merge_llm(started: Option<LlmDetails>, ended: LlmDetails) -> LlmDetails {
         cached_tokens: ended.cached_tokens.or(s.cached_tokens),
         reasoning_tokens: ended.reasoning_tokens.or(s.reasoning_tokens),
         cost_usd: ended.cost_usd.or(s.cost_usd),
+        cache_write_tokens: ended.cache_write_tokens.or(s.cache_write_tokens),
+        cost_source: ended.cost_source.or(s.cost_source),
+        price_table: ended.price_table.or(s.price_table),
         input_messages: if ended.input_messages.is_empty() {
             s.input_messages
         } else {

@@ -12,6 +12,7 @@ pub mod level;
 pub mod model;
 #[cfg(feature = "otlp")]
 pub mod otlp;
+pub mod pricing;
 pub mod time;
 pub mod trace_context;
 pub mod tree;

@@ -170,6 +170,15 @@ pub struct LlmDetails {
     /// Cost in US dollars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
+    /// Prompt tokens written to a cache (Anthropic's cache creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<u64>,
+    /// Whether `cost_usd` was reported by the client or computed from the price table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_source: Option<CostSource>,
+    /// The price table version a computed cost came from (`litellm-1.110.2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_table: Option<String>,
     /// The prompt messages (kept from level `detailed`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub input_messages: Vec<Message>,
@@ -184,6 +193,16 @@ impl LlmDetails {
         self.total_tokens
             .unwrap_or_else(|| self.input_tokens.unwrap_or(0) + self.output_tokens.unwrap_or(0))
     }
+}
+
+/// Where an LLM span's cost came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CostSource {
+    /// The client (or its instrumentation) sent it.
+    Reported,
+    /// Traceway computed it from its price table (see `pricing`).
+    Computed,
 }
 
 /// What Traceway knows of a tool call.
@@ -520,6 +539,69 @@ pub struct Rollups {
     /// From the earliest span start to the latest span end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<f64>,
+    /// Calls, tokens and cost per model (`unknown` when a span names none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, ModelUsage>,
+}
+
+/// Calls, tokens and cost of one model within a trace's rollups.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelUsage {
+    /// LLM spans.
+    pub calls: u64,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Prompt tokens read from a cache.
+    pub cached_tokens: u64,
+    /// Prompt tokens written to a cache.
+    pub cache_write_tokens: u64,
+    /// Reasoning tokens.
+    pub reasoning_tokens: u64,
+    /// Total tokens.
+    pub total_tokens: u64,
+    /// Cost in US dollars (reported or computed).
+    pub cost_usd: f64,
+}
+
+impl ModelUsage {
+    fn of(l: &LlmDetails) -> ModelUsage {
+        ModelUsage {
+            calls: 1,
+            input_tokens: l.input_tokens.unwrap_or(0),
+            output_tokens: l.output_tokens.unwrap_or(0),
+            cached_tokens: l.cached_tokens.unwrap_or(0),
+            cache_write_tokens: l.cache_write_tokens.unwrap_or(0),
+            reasoning_tokens: l.reasoning_tokens.unwrap_or(0),
+            total_tokens: l.tokens_total(),
+            cost_usd: l.cost_usd.unwrap_or(0.0),
+        }
+    }
+
+    /// Adds `other` (`sign` 1) or takes it away (`sign` -1), saturating at zero.
+    pub fn add(&mut self, other: &ModelUsage, sign: i8) {
+        let f = |a: &mut u64, b: u64| {
+            *a = if sign >= 0 {
+                a.saturating_add(b)
+            } else {
+                a.saturating_sub(b)
+            }
+        };
+        f(&mut self.calls, other.calls);
+        f(&mut self.input_tokens, other.input_tokens);
+        f(&mut self.output_tokens, other.output_tokens);
+        f(&mut self.cached_tokens, other.cached_tokens);
+        f(&mut self.cache_write_tokens, other.cache_write_tokens);
+        f(&mut self.reasoning_tokens, other.reasoning_tokens);
+        f(&mut self.total_tokens, other.total_tokens);
+        self.cost_usd += f64::from(sign) * other.cost_usd;
+    }
+}
+
+fn model_key(l: &LlmDetails) -> String {
+    l.model.clone().unwrap_or_else(|| "unknown".into())
 }
 
 impl Rollups {
@@ -542,6 +624,21 @@ impl Rollups {
             (self.embedding_tokens + new.embedding).saturating_sub(old.embedding);
         if span.llm.is_some() {
             self.cost_usd += new.cost - old.cost;
+        }
+        if let Some(l) = previous.and_then(|p| p.llm.as_ref()) {
+            let key = model_key(l);
+            if let Some(m) = self.models.get_mut(&key) {
+                m.add(&ModelUsage::of(l), -1);
+                if m.calls == 0 {
+                    self.models.remove(&key);
+                }
+            }
+        }
+        if let Some(l) = &span.llm {
+            self.models
+                .entry(model_key(l))
+                .or_default()
+                .add(&ModelUsage::of(l), 1);
         }
         self.first_span_start = Some(match self.first_span_start {
             Some(t) => t.min(span.start_time),

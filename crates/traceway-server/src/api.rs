@@ -171,9 +171,11 @@ pub struct GetParams {
     /// Long-poll: answer once the trace is terminal, or after this long (`30s`, `2m`, or
     /// seconds), capped by `--max-wait`.
     wait: Option<String>,
+    /// `compact`, `detailed` or `streaming` instead of the span tree.
+    format: Option<String>,
 }
 
-/// `GET /api/v1/traces/{id}`: the trace and its span tree.
+/// `GET /api/v1/traces/{id}`: the trace and its span tree, or one of the formats.
 pub async fn get_trace(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,
@@ -196,9 +198,47 @@ pub async fn get_trace(
         let max = app.config.capture.max_content_bytes;
         spans.iter_mut().for_each(|s| strip_span(s, level, max));
     }
-    Ok(Json(
-        json!({"trace": trace, "level": level, "spans": span_tree(spans)}),
-    ))
+    let mut v = match p.format.as_deref() {
+        None => {
+            return Ok(Json(
+                json!({"trace": trace, "level": level, "spans": span_tree(spans)}),
+            ))
+        }
+        Some("compact") => traceway_core::format::compact(&trace, &spans),
+        Some("detailed") => traceway_core::format::detailed(&trace, &spans),
+        Some("streaming") => {
+            let max_events = crate::analysis::MAX_ANALYSIS_EVENTS;
+            let filter = EventFilter {
+                limit: max_events + 1,
+                ..Default::default()
+            };
+            let mut events = app
+                .store
+                .read_events(&tenant.0, id, &filter)
+                .await?
+                .ok_or_else(not_found)?;
+            let truncated = events.len() > max_events as usize;
+            events.truncate(max_events as usize);
+            let max = app.config.capture.max_content_bytes;
+            let lines: Vec<String> = events
+                .iter_mut()
+                .map(|e| {
+                    if level < trace.level {
+                        strip_event_body(&mut e.body, level, max);
+                    }
+                    traceway_core::format::streaming_line(e)
+                })
+                .collect();
+            json!({"format": "streaming", "trace_id": trace.trace_id, "lines": lines, "truncated": truncated})
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown format {other:?}: use compact, detailed or streaming"
+            )))
+        }
+    };
+    v["level"] = json!(level);
+    Ok(Json(v))
 }
 
 /// Query of `GET /api/v1/traces/{id}/events`.

@@ -2,6 +2,7 @@
 //! and the `serve` loop. The `traceway` binary lives in `traceway-cli`, which adds the CLI
 //! client; this crate does not depend on it.
 
+pub mod analysis;
 pub mod api;
 pub mod config;
 pub mod error;
@@ -95,6 +96,12 @@ pub fn app(state: AppState) -> Router {
             post(api::append_events).get(api::list_events),
         )
         .route("/api/v1/traces/{id}/stream", get(stream::trace_stream))
+        .route("/api/v1/traces/{id}/summary", get(analysis::trace_summary))
+        .route(
+            "/api/v1/traces/{id}/analysis",
+            get(analysis::trace_analysis),
+        )
+        .route("/api/v1/analysis", get(analysis::cross_analysis))
         .route("/api/v1/stream", get(stream::tenant_stream))
         .route("/api/v1/openapi.json", get(api::openapi))
         .route("/healthz", get(api::healthz))

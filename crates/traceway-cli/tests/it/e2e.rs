@@ -211,6 +211,25 @@ async fn readme_walkthrough_against_the_real_binary() {
     ] {
         assert!(out.contains(needle), "show lacks {needle:?}:\n{out}");
     }
+    let (ok, out, err) = cli(&server, &["analyze", &id]);
+    assert!(ok, "{err}");
+    for needle in [
+        "critical path",
+        "█",
+        "llm answer model=gpt-4o-mini",
+        "cost by model",
+    ] {
+        assert!(out.contains(needle), "analyze lacks {needle:?}:\n{out}");
+    }
+    let (ok, out, err) = cli(&server, &["show", &id, "--format", "compact"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("  llm answer model=gpt-4o-mini tokens=470 1.20s ok"),
+        "{out}"
+    );
+    let (ok, out, err) = cli(&server, &["stats", "--since", "100000d"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("1 traces, error rate 0.0%"), "{out}");
     let (ok, out, _) = cli(&server, &["ls", "--json"]);
     assert!(ok);
     let v: Value = serde_json::from_str(&out).expect("ls --json is JSON");

@@ -9,7 +9,9 @@
 mod normalize;
 mod timeline;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -113,6 +115,8 @@ pub struct ModelStats {
     pub output_tokens: u64,
     /// Prompt tokens served from a cache.
     pub cached_tokens: u64,
+    /// Prompt tokens written to a cache.
+    pub cache_write_tokens: u64,
     /// Reasoning tokens.
     pub reasoning_tokens: u64,
     /// Total tokens.
@@ -422,7 +426,7 @@ struct Prepared<'a> {
 impl<'a> Prepared<'a> {
     fn new(trace: &'a Trace, spans: &'a [Span], events: &'a [Event], now: Timestamp) -> Self {
         let timeline = Timeline::new(spans, now);
-        let mut slot: HashMap<(SpanKind, &str), usize> = HashMap::new();
+        let mut slot: HashMap<(SpanKind, &str), usize> = HashMap::default();
         let mut names: Vec<((SpanKind, String), Group)> = Vec::new();
         for (i, s) in spans.iter().enumerate() {
             let n = *slot.entry((s.kind, s.name.as_str())).or_insert_with(|| {
@@ -469,6 +473,7 @@ impl<'a> Prepared<'a> {
                 m.input_tokens += l.input_tokens.unwrap_or(0);
                 m.output_tokens += l.output_tokens.unwrap_or(0);
                 m.cached_tokens += l.cached_tokens.unwrap_or(0);
+                m.cache_write_tokens += l.cache_write_tokens.unwrap_or(0);
                 m.reasoning_tokens += l.reasoning_tokens.unwrap_or(0);
                 m.total_tokens += l.tokens_total();
                 match l.cost_usd {
@@ -496,7 +501,7 @@ impl<'a> Prepared<'a> {
                 }
             }
         }
-        let known: std::collections::HashSet<SpanId> = spans.iter().map(|s| s.span_id).collect();
+        let known: HashSet<SpanId> = spans.iter().map(|s| s.span_id).collect();
         let mut events: BTreeMap<String, u64> = BTreeMap::new();
         for e in self.events {
             *events
@@ -607,7 +612,7 @@ impl<'a> Prepared<'a> {
             .collect();
         // The first error event of each span gives its type (and a message if the status
         // has none).
-        let mut event_of: HashMap<usize, (&Option<String>, &str)> = HashMap::new();
+        let mut event_of: HashMap<usize, (&Option<String>, &str)> = HashMap::default();
         let mut loose: Vec<(&Event, &crate::model::ErrorRecord)> = Vec::new();
         for e in self.events {
             if let EventBody::Error(err) = &e.body {
@@ -620,7 +625,7 @@ impl<'a> Prepared<'a> {
             }
         }
         // Latest success per kind and name, to see whether an error was retried.
-        let mut last_ok: HashMap<(SpanKind, &str), (Timestamp, usize)> = HashMap::new();
+        let mut last_ok: HashMap<(SpanKind, &str), (Timestamp, usize)> = HashMap::default();
         for (i, s) in spans.iter().enumerate() {
             if s.is_ended() && s.status.code != StatusCode::Error {
                 let e = last_ok
@@ -632,7 +637,7 @@ impl<'a> Prepared<'a> {
             }
         }
         type Key = (Option<SpanKind>, Option<String>, Option<String>, String);
-        let mut slot: HashMap<Key, usize> = HashMap::new();
+        let mut slot: HashMap<Key, usize> = HashMap::default();
         let mut groups: Vec<(ErrorGroup, Vec<(Timestamp, SpanId)>)> = Vec::new();
         let mut add = |key: Key, raw: &str, at: Timestamp, span: Option<SpanId>| {
             let n = *slot.entry(key.clone()).or_insert_with(|| {
@@ -752,7 +757,7 @@ impl<'a> Prepared<'a> {
         // (tool, args fingerprint) per call; calls without arguments compare by name only
         // in the alternation check and not at all in the repeat check.
         let mut keys: Vec<(&str, u64)> = Vec::with_capacity(calls.len());
-        let mut same_args: HashMap<(&str, u64), (String, Vec<usize>)> = HashMap::new();
+        let mut same_args: HashMap<(&str, u64), (String, Vec<usize>)> = HashMap::default();
         let mut order: Vec<(&str, u64)> = Vec::new();
         for &i in &calls {
             let name = tool_name(&spans[i]);
@@ -772,7 +777,11 @@ impl<'a> Prepared<'a> {
         let mut out = Vec::new();
         for k in order {
             let (args, members) = &same_args[&k];
-            let mut by_result: HashMap<u64, (String, Vec<usize>)> = HashMap::new();
+            if members.len() < 2 {
+                // A single call can be neither a repeat nor a repeat without progress.
+                continue;
+            }
+            let mut by_result: HashMap<u64, (String, Vec<usize>)> = HashMap::default();
             for &i in members {
                 if let Some(r) = result_of(&spans[i]) {
                     by_result
@@ -834,7 +843,7 @@ impl<'a> Prepared<'a> {
         }
         // Identical prompts answered more than once.
         type Calls = (String, Vec<usize>);
-        let mut prompts: HashMap<(Option<&str>, u64), Calls> = HashMap::new();
+        let mut prompts: HashMap<(Option<&str>, u64), Calls> = HashMap::default();
         let mut porder = Vec::new();
         for (i, s) in spans.iter().enumerate() {
             let Some(l) = &s.llm else { continue };
@@ -1130,7 +1139,7 @@ fn top_on_path(
     keep: impl Fn(&Segment) -> bool,
     opts: &AnalysisOptions,
 ) -> Vec<SpanId> {
-    let mut per: HashMap<SpanId, f64> = HashMap::new();
+    let mut per: HashMap<SpanId, f64> = HashMap::default();
     for s in path.segments.iter().filter(|s| keep(s)) {
         *per.entry(s.span_id).or_default() += s.duration_ms;
     }

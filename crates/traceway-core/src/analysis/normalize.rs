@@ -39,8 +39,22 @@ impl Volatile {
         Volatile(keys.iter().map(|k| key_form(k)).collect())
     }
     fn contains(&self, k: &str) -> bool {
-        let k = key_form(k);
-        self.0.contains(&k)
+        // This runs for every key of every argument object: the normal form is built on
+        // the stack, once per key. Volatile keys are ASCII and short; a key that is not
+        // (or longer than 64 bytes) is never one.
+        let mut buf = [0u8; 64];
+        let mut n = 0;
+        for b in k.bytes() {
+            if b == b'_' || b == b'-' {
+                continue;
+            }
+            if n == buf.len() || !b.is_ascii() {
+                return false;
+            }
+            buf[n] = b.to_ascii_lowercase();
+            n += 1;
+        }
+        self.0.iter().any(|v| v.as_bytes() == &buf[..n])
     }
 }
 
@@ -53,6 +67,22 @@ fn looks_like_time(s: &str) -> bool {
         && (b[10] == b'T' || b[10] == b' ')
         && b[13] == b':'
         && b[..4].iter().all(u8::is_ascii_digit)
+}
+
+/// A string as a JSON literal, escaped, appended without an intermediate allocation.
+fn push_str_lit(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = std::fmt::Write::write_fmt(out, format_args!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// Writes the canonical form of a JSON value: object keys sorted, volatile keys dropped,
@@ -68,7 +98,7 @@ pub(crate) fn canonical(v: &Value, volatile: &Volatile, out: &mut String) {
                 if n > 0 {
                     out.push(',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
+                push_str_lit(out, k);
                 out.push(':');
                 canonical(&m[k], volatile, out);
             }
@@ -95,7 +125,7 @@ pub(crate) fn canonical(v: &Value, volatile: &Volatile, out: &mut String) {
                     return canonical(&inner, volatile, out);
                 }
             }
-            out.push_str(&Value::String(t.to_string()).to_string());
+            push_str_lit(out, t);
         }
         other => out.push_str(&other.to_string()),
     }

@@ -307,8 +307,8 @@ impl Timeline {
             depth[i] = d;
         }
         let total: i64 = self.segments.iter().map(|&(_, s, e)| e - s).sum();
-        let mut by_kind: std::collections::HashMap<&'static str, i64> = Default::default();
-        let mut by_model: std::collections::HashMap<String, i64> = Default::default();
+        let mut by_kind: rustc_hash::FxHashMap<&'static str, i64> = Default::default();
+        let mut by_model: rustc_hash::FxHashMap<String, i64> = Default::default();
         let segments = self
             .segments
             .iter()

@@ -58,6 +58,11 @@ const CACHED_TOKEN_KEYS: &[&str] = &[
     "gen_ai.usage.cache_read.input_tokens",
     "gen_ai.usage.cache_read_input_tokens",
 ];
+const CACHE_WRITE_TOKEN_KEYS: &[&str] = &[
+    "llm.token_count.prompt_details.cache_write",
+    "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.cache_creation_input_tokens",
+];
 const REASONING_TOKEN_KEYS: &[&str] = &[
     "llm.token_count.completion_details.reasoning",
     "gen_ai.usage.reasoning.output_tokens",
@@ -577,6 +582,9 @@ fn llm_details(attrs: &mut Attrs<'_>) -> LlmDetails {
         cached_tokens: attrs.take_first(CACHED_TOKEN_KEYS, as_count),
         reasoning_tokens: attrs.take_first(REASONING_TOKEN_KEYS, as_count),
         cost_usd: attrs.take_first(COST_KEYS, as_number),
+        cache_write_tokens: attrs.take_first(CACHE_WRITE_TOKEN_KEYS, as_count),
+        cost_source: None,
+        price_table: None,
         input_messages: input_messages(attrs),
         output_messages: output_messages(attrs),
     }

@@ -6,3 +6,4 @@ mod format;
 #[cfg(feature = "otlp")]
 mod otlp;
 mod otlp_fidelity;
+mod pricing;

@@ -4,6 +4,7 @@
 
 #[macro_use]
 mod backends;
+mod analysis;
 mod http;
 mod lifecycle;
 mod metered;

@@ -12,10 +12,10 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tower::ServiceExt;
 use traceway_core::{
-    Document, ErrorRecord, Event, EventBody, EventInput, EventType, Level, Link, LlmDetails,
-    LogRecord, Message, NewTrace, RetrievalDetails, Rollups, Severity, Span, SpanId, SpanInput,
-    SpanKind, SpanNode, SpanStatus, State, StateChange, StatusCode, Timestamp, ToolCall,
-    ToolDetails, Trace, TraceEnded, TraceId, TracePatch, TraceStarted,
+    CostSource, Document, ErrorRecord, Event, EventBody, EventInput, EventType, Level, Link,
+    LlmDetails, LogRecord, Message, ModelUsage, NewTrace, RetrievalDetails, Rollups, Severity,
+    Span, SpanId, SpanInput, SpanKind, SpanNode, SpanStatus, State, StateChange, StatusCode,
+    Timestamp, ToolCall, ToolDetails, Trace, TraceEnded, TraceId, TracePatch, TraceStarted,
 };
 use traceway_server::api::AppendResponse;
 use traceway_server::Config;
@@ -49,6 +49,9 @@ const ROUTES: &[(&str, &str, Option<&str>, u16)] = &[
     ("GET", "/api/v1/traces/{id}/events", None, 200),
     ("GET", "/api/v1/traces/{id}/stream", None, 200),
     ("GET", "/api/v1/stream", None, 200),
+    ("GET", "/api/v1/traces/{id}/summary", None, 200),
+    ("GET", "/api/v1/traces/{id}/analysis", None, 200),
+    ("GET", "/api/v1/analysis", None, 200),
     ("GET", "/api/v1/openapi.json", None, 200),
     ("GET", "/healthz", None, 200),
     ("GET", "/readyz", None, 200),
@@ -1159,6 +1162,9 @@ mod full {
             cached_tokens: Some(2),
             reasoning_tokens: Some(1),
             cost_usd: Some(0.01),
+            cache_write_tokens: Some(3),
+            cost_source: Some(CostSource::Computed),
+            price_table: Some("litellm-1.110.2".into()),
             input_messages: vec![message()],
             output_messages: vec![message()],
         }
@@ -1230,6 +1236,20 @@ mod full {
             first_span_start: Some(t(0)),
             last_span_end: Some(t(250)),
             duration_ms: Some(250.0),
+            models: [(
+                "gpt-4o".to_string(),
+                ModelUsage {
+                    calls: 1,
+                    input_tokens: 10,
+                    output_tokens: 5,
+                    cached_tokens: 2,
+                    cache_write_tokens: 3,
+                    reasoning_tokens: 1,
+                    total_tokens: 15,
+                    cost_usd: 0.01,
+                },
+            )]
+            .into(),
         }
     }
 
@@ -1715,6 +1735,12 @@ async fn documented_query_parameters_and_the_tenant_header_are_what_the_code_tak
             "all" => "true".into(),
             "format" => "streaming".into(),
             "wait" => "0s".into(),
+            "repeat_threshold"
+            | "alternation_cycles"
+            | "repeated_prompt_threshold"
+            | "max_bottlenecks" => "4".into(),
+            "slow_mean_ms" => "2500".into(),
+            "dominant_share" | "bottleneck_share" | "empty_retrieval_share" => "0.25".into(),
             other => panic!("no sample for documented query parameter {other}: add one"),
         }
     };

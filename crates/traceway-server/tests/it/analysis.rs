@@ -1,0 +1,339 @@
+//! The analysis routes through the router, on SQLite and on a real Redis: a trace's
+//! summary and analysis (a running one analysed as far as it goes), the formats of
+//! `GET /api/v1/traces/{id}`, the cross-trace analysis with its bound, bad thresholds,
+//! and tenant isolation.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use traceway_server::{app, AppState, Config};
+use traceway_store::redis::{RedisConfig, RedisStore};
+use traceway_store::{Clock, ManualClock, Store};
+
+use crate::test_app;
+
+async fn call(
+    router: &Router,
+    tenant: &str,
+    method: Method,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("x-traceway-tenant", tenant);
+    let body = match body {
+        Some(v) => {
+            req = req.header("content-type", "application/json");
+            Body::from(serde_json::to_vec(&v).unwrap())
+        }
+        None => Body::empty(),
+    };
+    let resp = router
+        .clone()
+        .oneshot(req.body(body).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
+        .await
+        .unwrap();
+    let v = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (status, v)
+}
+
+fn tool_call(id: &str, start: &str, end: &str) -> Value {
+    json!({"type": "span_ended", "span": {
+        "span_id": id, "parent_span_id": "00000000000000a0", "kind": "tool", "name": "get_order",
+        "start_time": start, "end_time": end, "status": {"code": "ok"},
+        "tool": {"name": "get_order", "arguments": {"order_id": 42, "request_id": id}, "result": {"status": "pending"}}
+    }})
+}
+
+/// One agent run: a root still running, three identical tool calls and an LLM answer.
+async fn seed(router: &Router, tenant: &str, agent: &str) -> String {
+    let (status, t) = call(
+        router,
+        tenant,
+        Method::POST,
+        "/api/v1/traces",
+        Some(json!({"agent_id": agent})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{t}");
+    let id = t["trace_id"].as_str().unwrap().to_string();
+    let events = json!({"events": [
+        {"type": "span_started", "span": {"span_id": "00000000000000a0", "kind": "agent", "name": "run", "start_time": "2026-01-01T00:00:00Z"}},
+        tool_call("00000000000000a1", "2026-01-01T00:00:00.100Z", "2026-01-01T00:00:00.200Z"),
+        tool_call("00000000000000a2", "2026-01-01T00:00:00.300Z", "2026-01-01T00:00:00.400Z"),
+        tool_call("00000000000000a3", "2026-01-01T00:00:00.500Z", "2026-01-01T00:00:00.600Z"),
+        {"type": "span_ended", "span": {"span_id": "00000000000000a4", "parent_span_id": "00000000000000a0", "kind": "llm", "name": "answer",
+            "start_time": "2026-01-01T00:00:00.600Z", "end_time": "2026-01-01T00:00:01.600Z", "status": {"code": "ok"},
+            "llm": {"provider": "openai", "model": "gpt-4o", "input_tokens": 1000, "output_tokens": 100, "cost_usd": 0.0035}}}
+    ]});
+    let (status, v) = call(
+        router,
+        tenant,
+        Method::POST,
+        &format!("/api/v1/traces/{id}/events"),
+        Some(events),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    id
+}
+
+async fn routes_answer(router: &Router, now_is_after_start: bool) {
+    let id = seed(router, "acme", "support").await;
+
+    let (status, a) = call(
+        router,
+        "acme",
+        Method::GET,
+        &format!("/api/v1/traces/{id}/analysis"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{a}");
+    assert_eq!(a["partial"], true, "a running trace is flagged");
+    assert_eq!(a["loops"][0]["type"], "repeated_call");
+    assert_eq!(a["loops"][0]["count"], 3);
+    assert_eq!(
+        a["loops"][0]["span_ids"],
+        json!(["00000000000000a1", "00000000000000a2", "00000000000000a3"])
+    );
+    assert!(a["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["kind"] == "repeated_call"
+            && r["message"].as_str().unwrap().contains("get_order")));
+    if now_is_after_start {
+        assert_eq!(a["critical_path"]["includes_running"], true);
+    }
+    // A threshold as a query parameter: 4 identical calls needed, so no repeated call.
+    let (_, b) = call(
+        router,
+        "acme",
+        Method::GET,
+        &format!("/api/v1/traces/{id}/analysis?repeat_threshold=4"),
+        None,
+    )
+    .await;
+    assert_ne!(b["loops"][0]["type"], "repeated_call", "{}", b["loops"]);
+    assert_eq!(b["options"]["repeat_threshold"], 4);
+
+    let (status, s) = call(
+        router,
+        "acme",
+        Method::GET,
+        &format!("/api/v1/traces/{id}/summary"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    assert_eq!(s["summary"]["span_count"], 5);
+    assert_eq!(
+        s["summary"]["tools"][0],
+        json!({"tool": "get_order", "calls": 3, "errors": 0})
+    );
+    assert_eq!(s["summary"]["events"]["span_ended"], 4);
+    assert_eq!(s["rollups"]["models"]["gpt-4o"]["input_tokens"], 1000);
+
+    let (status, c) = call(
+        router,
+        "acme",
+        Method::GET,
+        &format!("/api/v1/traces/{id}?format=compact"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    let lines: Vec<&str> = c["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["line"].as_str().unwrap())
+        .collect();
+    assert_eq!(lines[0], "agent run running");
+    assert_eq!(lines[4], "  llm answer model=gpt-4o tokens=1100 1.00s ok");
+    let (_, d) = call(
+        router,
+        "acme",
+        Method::GET,
+        &format!("/api/v1/traces/{id}?format=detailed&level=minimal"),
+        None,
+    )
+    .await;
+    assert_eq!(d["level"], "minimal");
+    assert!(
+        d["steps"][1].get("tool").is_none(),
+        "minimal keeps no tool details"
+    );
+    let (_, st) = call(
+        router,
+        "acme",
+        Method::GET,
+        &format!("/api/v1/traces/{id}?format=streaming"),
+        None,
+    )
+    .await;
+    assert!(
+        st["lines"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("#1 trace_started"),
+        "{st}"
+    );
+    let (status, e) = call(
+        router,
+        "acme",
+        Method::GET,
+        &format!("/api/v1/traces/{id}?format=yaml"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(e["error"]["code"], "invalid_argument");
+
+    // Bad thresholds are refused clearly.
+    for q in [
+        "repeat_threshold=0",
+        "dominant_share=2",
+        "slow_mean_ms=-1",
+        "nope=1",
+    ] {
+        let (status, e) = call(
+            router,
+            "acme",
+            Method::GET,
+            &format!("/api/v1/traces/{id}/analysis?{q}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{q}: {e}");
+        assert!(e["error"]["message"].is_string());
+    }
+    // Another tenant sees nothing.
+    let (status, _) = call(
+        router,
+        "other",
+        Method::GET,
+        &format!("/api/v1/traces/{id}/analysis"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Across traces: from the rows' rollups.
+    seed(router, "acme", "support").await;
+    seed(router, "acme", "billing").await;
+    let (status, x) = call(
+        router,
+        "acme",
+        Method::GET,
+        "/api/v1/analysis?agent_id=support",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{x}");
+    assert_eq!(x["trace_count"], 2);
+    assert_eq!(x["truncated"], false);
+    assert_eq!(x["models"]["gpt-4o"]["calls"], 2);
+    assert_eq!(x["tokens"]["input"], 2000);
+    assert!((x["cost_usd"].as_f64().unwrap() - 0.007).abs() < 1e-9);
+    assert_eq!(x["duration_ms"]["p50"], 1600.0);
+    let (_, all) = call(router, "acme", Method::GET, "/api/v1/analysis", None).await;
+    assert_eq!(all["trace_count"], 3);
+    let (_, none) = call(router, "other", Method::GET, "/api/v1/analysis", None).await;
+    assert_eq!(none["trace_count"], 0);
+    let (status, _) = call(
+        router,
+        "acme",
+        Method::GET,
+        "/api/v1/analysis?from=2030-01-01T00:00:00Z&to=2020-01-01T00:00:00Z",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn analysis_routes_on_sqlite() {
+    let t = test_app();
+    t.clock
+        .set(traceway_core::Timestamp::parse_rfc3339("2026-01-01T00:00:05Z").unwrap());
+    routes_answer(&t.router, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analysis_routes_on_redis() {
+    let redis = crate::redis::redis_server::RedisServer::start();
+    let clock =
+        ManualClock::new(traceway_core::Timestamp::parse_rfc3339("2026-01-01T00:00:05Z").unwrap());
+    let mut cfg = RedisConfig::new(redis.url());
+    cfg.prefix = "analysis-test".into();
+    let store: Arc<dyn Store> = Arc::new(
+        RedisStore::open(cfg, Arc::new(clock.clone()) as Arc<dyn Clock>)
+            .await
+            .expect("redis store"),
+    );
+    let (state, _stop) = AppState::new(store, Config::default(), Arc::new(clock));
+    routes_answer(&app(state), true).await;
+}
+
+/// The cross-trace analysis reads at most `limit` (default and at most `MAX_TRACES`)
+/// rows, the newest, and says when it stopped.
+#[tokio::test]
+async fn the_cross_trace_analysis_is_bounded() {
+    let t = test_app();
+    for _ in 0..3 {
+        seed(&t.router, "acme", "a").await;
+    }
+    let (_, x) = call(&t.router, "acme", Method::GET, "/api/v1/analysis", None).await;
+    assert_eq!(x["trace_count"], 3);
+    assert_eq!(x["max_traces"], traceway_server::analysis::MAX_TRACES);
+    assert_eq!(x["truncated"], false);
+    let (_, x) = call(
+        &t.router,
+        "acme",
+        Method::GET,
+        "/api/v1/analysis?limit=2",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (x["trace_count"].as_u64(), x["truncated"].as_bool()),
+        (Some(2), Some(true))
+    );
+    let (_, x) = call(
+        &t.router,
+        "acme",
+        Method::GET,
+        "/api/v1/analysis?limit=3",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (x["trace_count"].as_u64(), x["truncated"].as_bool()),
+        (Some(3), Some(false))
+    );
+    let (status, _) = call(
+        &t.router,
+        "acme",
+        Method::GET,
+        "/api/v1/analysis?limit=10001",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
