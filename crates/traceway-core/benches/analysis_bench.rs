@@ -70,6 +70,7 @@ fn spans() -> Vec<Span> {
                 // Every fifth call repeats the turn's first arguments.
                 arguments: Some(json!({"turn": turn, "k": if k % 5 == 0 { 0 } else { k }})),
                 result: Some(json!({"ok": k})),
+                ..Default::default()
             });
             if k == 1 {
                 s.status.code = StatusCode::Error;

@@ -449,6 +449,9 @@ impl<S: Stored> Draft<S> {
         if self.out.trace.state == State::Received {
             self.change_state(State::Running, Some("first step".into()))?;
         }
+        // Cost from the price table when the span reports none, before the level strips
+        // what it may not keep, so rollups and listings include it (ADR 017).
+        traceway_core::pricing::fill_cost(&mut span, traceway_core::pricing::PriceTable::builtin());
         strip_span(
             &mut span,
             self.out.trace.level,

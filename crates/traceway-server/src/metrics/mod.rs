@@ -361,7 +361,8 @@ mod tests {
         let id = traceway_core::TraceId::from_u128(1).unwrap();
         let kinds: std::collections::BTreeSet<_> = [
             StoreError::NotFound(id),
-            StoreError::Conflict(String::new()),
+            StoreError::IdTaken(id),
+            StoreError::IllegalTransition(traceway_core::StateError::InvalidName(String::new())),
             StoreError::Invalid(String::new()),
             StoreError::Overloaded(String::new()),
             StoreError::Unavailable(String::new()),
@@ -371,6 +372,6 @@ mod tests {
         .iter()
         .map(error_kind_label)
         .collect();
-        assert_eq!(kinds.len(), 7);
+        assert_eq!(kinds.len(), 8);
     }
 }

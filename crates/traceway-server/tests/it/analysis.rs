@@ -3,18 +3,12 @@
 //! `GET /api/v1/traces/{id}`, the cross-trace analysis with its bound, bad thresholds,
 //! and tenant isolation.
 
-use std::sync::Arc;
-
+use crate::test_app;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use axum::Router;
 use serde_json::{json, Value};
 use tower::ServiceExt;
-use traceway_server::{app, AppState, Config};
-use traceway_store::redis::{RedisConfig, RedisStore};
-use traceway_store::{Clock, ManualClock, Store};
-
-use crate::test_app;
 
 async fn call(
     router: &Router,
@@ -267,28 +261,14 @@ async fn routes_answer(router: &Router, now_is_after_start: bool) {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
-#[tokio::test]
-async fn analysis_routes_on_sqlite() {
-    let t = test_app();
+on_both! {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analysis_routes_answer(backend: Backend) {
+    let t = backend.app().await;
     t.clock
         .set(traceway_core::Timestamp::parse_rfc3339("2026-01-01T00:00:05Z").unwrap());
     routes_answer(&t.router, true).await;
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn analysis_routes_on_redis() {
-    let redis = crate::redis::redis_server::RedisServer::start();
-    let clock =
-        ManualClock::new(traceway_core::Timestamp::parse_rfc3339("2026-01-01T00:00:05Z").unwrap());
-    let mut cfg = RedisConfig::new(redis.url());
-    cfg.prefix = "analysis-test".into();
-    let store: Arc<dyn Store> = Arc::new(
-        RedisStore::open(cfg, Arc::new(clock.clone()) as Arc<dyn Clock>)
-            .await
-            .expect("redis store"),
-    );
-    let (state, _stop) = AppState::new(store, Config::default(), Arc::new(clock));
-    routes_answer(&app(state), true).await;
 }
 
 /// The cross-trace analysis reads at most `limit` (default and at most `MAX_TRACES`)

@@ -73,6 +73,7 @@ macro_rules! conformance_suite {
             expired_traces_are_never_returned,
             delete_and_delete_ended_before,
             level_is_applied_at_capture,
+            cost_is_computed_at_ingest_when_a_span_reports_none,
             event_filters,
             health_is_ok,
             live_events_follow_commits_in_order,

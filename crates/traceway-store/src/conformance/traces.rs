@@ -730,6 +730,67 @@ pub async fn level_is_applied_at_capture(h: &Harness) {
     );
 }
 
+/// An LLM span that reports no cost is priced from the shipped table at ingest, and says
+/// so; a reported cost is kept as reported; the trace's rollups (per model too) add both.
+pub async fn cost_is_computed_at_ingest_when_a_span_reports_none(h: &Harness) {
+    let id = new_trace(h, T, "priced").await;
+    let mut reported = llm_ended(2, 10, 10);
+    if let EventInput::SpanEnded { span } = &mut reported {
+        if let Some(llm) = span.llm.as_mut() {
+            llm.cost_usd = Some(0.5);
+        }
+    }
+    append(h, T, id, vec![llm_ended(1, 1_000_000, 100_000), reported])
+        .await
+        .expect("append");
+    let spans = h
+        .store
+        .get_spans(T, id)
+        .await
+        .expect("spans")
+        .expect("exists");
+    let llm = |n: u64| {
+        spans
+            .iter()
+            .find(|s| s.span_id == sid(n))
+            .and_then(|s| s.llm.clone())
+            .expect("llm span")
+    };
+    let computed = llm(1);
+    let cost = computed.cost_usd.expect("a computed cost");
+    assert!(cost > 0.0, "gpt-4o tokens cost something: {cost}");
+    assert_eq!(
+        computed.cost_source,
+        Some(traceway_core::CostSource::Computed)
+    );
+    assert_eq!(
+        computed.price_table.as_deref(),
+        Some(traceway_core::pricing::PriceTable::builtin().version())
+    );
+    let kept = llm(2);
+    assert_eq!(
+        (kept.cost_usd, kept.cost_source),
+        (Some(0.5), Some(traceway_core::CostSource::Reported))
+    );
+    let trace = h
+        .store
+        .get_trace(T, id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert!(
+        (trace.rollups.cost_usd - (cost + 0.5)).abs() < 1e-9,
+        "rollups include both costs: {}",
+        trace.rollups.cost_usd
+    );
+    let gpt4o = trace
+        .rollups
+        .models
+        .get("gpt-4o")
+        .expect("per-model rollup");
+    assert!((gpt4o.cost_usd - (cost + 0.5)).abs() < 1e-9);
+}
+
 /// A healthy store says so.
 pub async fn health_is_ok(h: &Harness) {
     h.store.health().await.expect("healthy");
