@@ -143,13 +143,13 @@ async fn failed_writes_are_counted_and_timed_by_error_kind(backend: Backend) {
     let errors = |kind: &str| {
         m[&format!("traceway_store_write_errors_total{{op=\"update\",kind=\"{kind}\"}}")]
     };
-    assert_eq!(errors("conflict"), 2.0);
+    assert_eq!(errors("illegal_transition"), 2.0);
     assert_eq!(errors("not_found"), 1.0);
     assert_eq!(
-        m["traceway_store_write_failed_seconds_count{op=\"update\",kind=\"conflict\"}"],
+        m["traceway_store_write_failed_seconds_count{op=\"update\",kind=\"illegal_transition\"}"],
         2.0
     );
-    assert!(m["traceway_store_write_failed_seconds_sum{op=\"update\",kind=\"conflict\"}"] > 0.0);
+    assert!(m["traceway_store_write_failed_seconds_sum{op=\"update\",kind=\"illegal_transition\"}"] > 0.0);
     assert_eq!(
         m["traceway_store_write_seconds_count{op=\"update\"}"], 1.0,
         "only the successful update is in the success histogram"
