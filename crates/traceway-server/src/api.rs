@@ -106,8 +106,9 @@ pub struct ListParams {
     page_size: Option<u32>,
 }
 
-/// Largest page.
-pub const MAX_PAGE: u32 = 1000;
+use traceway_store::MAX_EVENTS_PAGE;
+/// The most traces one listing page returns (the store's bound).
+pub use traceway_store::MAX_PAGE;
 
 /// `GET /api/v1/traces`: newest first. Either `cursor` + `limit`, or `page` + `page_size`.
 pub async fn list_traces(
@@ -184,14 +185,9 @@ pub async fn get_trace(
         let wait = crate::stream::parse_wait(wait)?;
         crate::stream::wait_until_terminal(&app, &tenant.0, id, wait).await?;
     }
-    let trace = app
+    let (trace, mut spans) = app
         .store
-        .get_trace(&tenant.0, id)
-        .await?
-        .ok_or_else(not_found)?;
-    let mut spans = app
-        .store
-        .get_spans(&tenant.0, id)
+        .get_trace_with_spans(&tenant.0, id)
         .await?
         .ok_or_else(not_found)?;
     // A read may lower the level, never raise it above what was captured.
@@ -239,8 +235,10 @@ pub async fn list_events(
         None => Vec::new(),
     };
     let limit = p.limit.unwrap_or(1000);
-    if limit == 0 || limit > 10_000 {
-        return Err(ApiError::bad_request("limit must be 1 to 10000"));
+    if limit == 0 || limit > MAX_EVENTS_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_EVENTS_PAGE}"
+        )));
     }
     let filter = EventFilter {
         types,

@@ -6,7 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use traceway_store::StoreError;
+use traceway_store::{ErrorKind, StoreError};
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,37 +69,34 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        match e {
-            StoreError::NotFound(id) => ApiError::not_found(format!("trace {id} not found")),
-            StoreError::Conflict(m) => ApiError {
-                status: StatusCode::CONFLICT,
-                code: "conflict",
-                message: m,
-            },
-            StoreError::Invalid(m) => ApiError::bad_request(m),
+        let conflict = |message: String| ApiError {
+            status: StatusCode::CONFLICT,
+            code: "conflict",
+            message,
+        };
+        match e.kind() {
+            ErrorKind::NotFound => ApiError::not_found(e.to_string()),
+            ErrorKind::IdTaken | ErrorKind::IllegalTransition => conflict(e.to_string()),
             // Only the watchdog's fenced writes see this; no route does.
-            StoreError::LeaseLost(m) => ApiError {
-                status: StatusCode::CONFLICT,
-                code: "conflict",
-                message: m,
-            },
-            StoreError::Overloaded(m) => {
-                tracing::warn!(reason = %m, "store overloaded");
+            ErrorKind::LeaseLost => conflict(e.to_string()),
+            ErrorKind::Invalid => ApiError::bad_request(e.to_string()),
+            ErrorKind::Overloaded => {
+                tracing::warn!(reason = %e, "store overloaded");
                 ApiError {
                     status: StatusCode::TOO_MANY_REQUESTS,
                     code: "overloaded",
                     message: "the store is busy; retry later".into(),
                 }
             }
-            StoreError::Unavailable(m) => {
-                tracing::warn!(reason = %m, "store unavailable");
+            ErrorKind::Unavailable => {
+                tracing::warn!(reason = %e, "store unavailable");
                 ApiError {
                     status: StatusCode::SERVICE_UNAVAILABLE,
                     code: "unavailable",
                     message: "the store is unavailable; retry later".into(),
                 }
             }
-            StoreError::Internal(m) => ApiError::internal(m),
+            ErrorKind::Internal => ApiError::internal(e),
         }
     }
 }

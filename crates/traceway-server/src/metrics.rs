@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use traceway_core::{Event, EventType, NewTrace, Span, Timestamp, Trace, TraceId, TracePatch};
+use traceway_core::{EventType, NewTrace, Timestamp, Trace, TraceId, TracePatch};
 use traceway_store::{
-    AppendOutcome, AppendRequest, EventFilter, Lease, Orphaned, Page, PageRequest, Purged, Scope,
-    Store, StoreError, Subscription, TraceFilter,
+    AppendOutcome, AppendRequest, Decorates, EventCounts, Lease, LeasesLayer, LifecycleLayer,
+    LiveFeedLayer, Orphaned, Purged, Store, StoreError, TracesLayer,
 };
 
 /// Upper bounds (seconds) of the latency buckets: 100 µs to 10 s.
@@ -180,12 +180,9 @@ impl Metrics {
     }
 
     /// Counts events written by ingest.
-    pub fn record_events(&self, events: &[Event]) {
-        for e in events {
-            let t = e.body.event_type();
-            if let Some(i) = EventType::ALL.iter().position(|x| *x == t) {
-                self.events[i].add(1);
-            }
+    pub fn record_events(&self, stored: &EventCounts) {
+        for (i, (_, n)) in stored.iter().enumerate() {
+            self.events[i].add(u64::from(n));
         }
     }
 
@@ -339,7 +336,8 @@ impl Metrics {
 }
 
 /// The store as handlers and the watchdog see it: every call goes to the wrapped store;
-/// writes are timed and ingest is counted on the way back.
+/// writes are timed and ingest is counted on the way back. Reads, health and the live feed
+/// pass through the layers' defaults.
 pub struct MeteredStore {
     inner: Arc<dyn Store>,
     metrics: Arc<Metrics>,
@@ -365,13 +363,19 @@ impl MeteredStore {
     }
 }
 
+impl Decorates for MeteredStore {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
+    }
+}
+
 #[async_trait]
-impl Store for MeteredStore {
+impl TracesLayer for MeteredStore {
     async fn create_trace(
         &self,
         tenant: &str,
         new: NewTrace,
-    ) -> Result<(Trace, Vec<Event>), StoreError> {
+    ) -> Result<(Trace, EventCounts), StoreError> {
         let r = self
             .timed(WriteOp::Create, self.inner.create_trace(tenant, new))
             .await?;
@@ -386,7 +390,7 @@ impl Store for MeteredStore {
             self.metrics.traces_created.add(1);
         }
         self.metrics.duplicates.add(u64::from(out.duplicates));
-        self.metrics.record_events(&out.events);
+        self.metrics.record_events(&out.stored);
         Ok(out)
     }
 
@@ -395,38 +399,12 @@ impl Store for MeteredStore {
         tenant: &str,
         id: TraceId,
         patch: TracePatch,
-    ) -> Result<(Trace, Vec<Event>), StoreError> {
+    ) -> Result<(Trace, EventCounts), StoreError> {
         let r = self
             .timed(WriteOp::Update, self.inner.update_trace(tenant, id, patch))
             .await?;
         self.metrics.record_events(&r.1);
         Ok(r)
-    }
-
-    async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, StoreError> {
-        self.inner.get_trace(tenant, id).await
-    }
-
-    async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError> {
-        self.inner.get_spans(tenant, id).await
-    }
-
-    async fn list_traces(
-        &self,
-        tenant: &str,
-        filter: &TraceFilter,
-        page: &PageRequest,
-    ) -> Result<Page<Trace>, StoreError> {
-        self.inner.list_traces(tenant, filter, page).await
-    }
-
-    async fn read_events(
-        &self,
-        tenant: &str,
-        id: TraceId,
-        filter: &EventFilter,
-    ) -> Result<Option<Vec<Event>>, StoreError> {
-        self.inner.read_events(tenant, id, filter).await
     }
 
     async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError> {
@@ -446,15 +424,31 @@ impl Store for MeteredStore {
         )
         .await
     }
+}
 
-    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError> {
-        self.inner.count_ended_before(tenant, cutoff).await
+#[async_trait]
+impl LifecycleLayer for MeteredStore {
+    async fn sweep_orphans(
+        &self,
+        fence: &Lease,
+        orphan_after: Duration,
+        limit: u32,
+    ) -> Result<Vec<Orphaned>, StoreError> {
+        self.timed(
+            WriteOp::Sweep,
+            self.inner.sweep_orphans(fence, orphan_after, limit),
+        )
+        .await
     }
 
-    async fn active_traces(&self) -> Result<u64, StoreError> {
-        self.inner.active_traces().await
+    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, StoreError> {
+        self.timed(WriteOp::Purge, self.inner.purge_expired(fence, max_rows))
+            .await
     }
+}
 
+#[async_trait]
+impl LeasesLayer for MeteredStore {
     async fn try_acquire_lease(
         &self,
         name: &str,
@@ -477,41 +471,9 @@ impl Store for MeteredStore {
         self.timed(WriteOp::Lease, self.inner.release_lease(lease))
             .await
     }
-
-    async fn sweep_orphans(
-        &self,
-        fence: &Lease,
-        orphan_after: Duration,
-        limit: u32,
-    ) -> Result<Vec<Orphaned>, StoreError> {
-        self.timed(
-            WriteOp::Sweep,
-            self.inner.sweep_orphans(fence, orphan_after, limit),
-        )
-        .await
-    }
-
-    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, StoreError> {
-        self.timed(WriteOp::Purge, self.inner.purge_expired(fence, max_rows))
-            .await
-    }
-
-    async fn health(&self) -> Result<(), StoreError> {
-        self.inner.health().await
-    }
-
-    fn subscribe(&self, tenant: &str, scope: Scope) -> Subscription {
-        self.inner.subscribe(tenant, scope)
-    }
-
-    fn subscriber_count(&self) -> usize {
-        self.inner.subscriber_count()
-    }
-
-    async fn shutdown(&self) {
-        self.inner.shutdown().await
-    }
 }
+
+impl LiveFeedLayer for MeteredStore {}
 
 #[cfg(test)]
 mod tests {

@@ -9,15 +9,19 @@ use traceway_core::{
     TracePatch,
 };
 
-/// What a store operation can fail with.
+/// What a store operation can fail with. Every protocol maps it through [`StoreError::kind`]
+/// alone, so a new variant is mapped everywhere by giving it a kind.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StoreError {
     /// The trace does not exist for this tenant, or has expired.
     #[error("trace {0} not found")]
     NotFound(TraceId),
-    /// The trace id is taken, or a state change is not allowed.
-    #[error("{0}")]
-    Conflict(String),
+    /// A live trace already has this id.
+    #[error("trace {0} already exists")]
+    IdTaken(TraceId),
+    /// The state change is not allowed (a terminal trace, or a return to `RECEIVED`).
+    #[error(transparent)]
+    IllegalTransition(#[from] traceway_core::StateError),
     /// The request is not valid (a bad cursor, say).
     #[error("{0}")]
     Invalid(String),
@@ -35,6 +39,72 @@ pub enum StoreError {
     #[error("internal store error: {0}")]
     Internal(String),
 }
+
+/// What kind of failure a [`StoreError`] is: the one thing the REST and OTLP mappings (and
+/// the metrics' error label) look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// [`StoreError::NotFound`].
+    NotFound,
+    /// [`StoreError::IdTaken`].
+    IdTaken,
+    /// [`StoreError::IllegalTransition`].
+    IllegalTransition,
+    /// [`StoreError::Invalid`].
+    Invalid,
+    /// [`StoreError::Overloaded`]: retry later.
+    Overloaded,
+    /// [`StoreError::Unavailable`]: retry later.
+    Unavailable,
+    /// [`StoreError::LeaseLost`].
+    LeaseLost,
+    /// [`StoreError::Internal`].
+    Internal,
+}
+
+impl ErrorKind {
+    /// A stable lower-case name (`not_found`, `id_taken`, …), for labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::IdTaken => "id_taken",
+            ErrorKind::IllegalTransition => "illegal_transition",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::LeaseLost => "lease_lost",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    /// Whether the same request may succeed later (overload, unavailability).
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Overloaded | ErrorKind::Unavailable)
+    }
+}
+
+impl StoreError {
+    /// Its kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::NotFound(_) => ErrorKind::NotFound,
+            StoreError::IdTaken(_) => ErrorKind::IdTaken,
+            StoreError::IllegalTransition(_) => ErrorKind::IllegalTransition,
+            StoreError::Invalid(_) => ErrorKind::Invalid,
+            StoreError::Overloaded(_) => ErrorKind::Overloaded,
+            StoreError::Unavailable(_) => ErrorKind::Unavailable,
+            StoreError::LeaseLost(_) => ErrorKind::LeaseLost,
+            StoreError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// The most traces one listing page returns; a larger `limit` is refused by the API and
+/// clamped by the store ([`PageRequest::bounded_limit`]).
+pub const MAX_PAGE: u32 = 1000;
+
+/// The most events one read returns ([`EventFilter::bounded_limit`]).
+pub const MAX_EVENTS_PAGE: u32 = 10_000;
 
 /// How long things are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,8 +189,48 @@ pub struct AppendOutcome {
     pub created: bool,
     /// The trace's last `seq` after the append (also when nothing new was stored).
     pub last_seq: u64,
-    /// The events written, in `seq` order (for live subscribers).
-    pub events: Vec<Event>,
+    /// How many events of each type the append stored.
+    pub stored: EventCounts,
+}
+
+/// How many events of each type a write stored. The events themselves go to live
+/// subscribers through the hub, not back to the caller.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventCounts([u32; EventType::ALL.len()]);
+
+impl EventCounts {
+    /// The counts of `events`.
+    pub fn of(events: &[Event]) -> EventCounts {
+        let mut c = EventCounts::default();
+        for e in events {
+            c.add(e.body.event_type());
+        }
+        c
+    }
+
+    /// Counts one more event of type `t`.
+    pub fn add(&mut self, t: EventType) {
+        self.0[Self::index(t)] += 1;
+    }
+
+    fn index(t: EventType) -> usize {
+        EventType::ALL.iter().position(|x| *x == t).unwrap_or(0)
+    }
+
+    /// Events of type `t`.
+    pub fn get(&self, t: EventType) -> u32 {
+        self.0[Self::index(t)]
+    }
+
+    /// Events of every type.
+    pub fn total(&self) -> u32 {
+        self.0.iter().sum()
+    }
+
+    /// Each type with its count, in [`EventType::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (EventType, u32)> + '_ {
+        EventType::ALL.iter().copied().zip(self.0.iter().copied())
+    }
 }
 
 /// Filters for listing traces. Absent fields do not filter.
@@ -155,6 +265,13 @@ pub struct PageRequest {
     pub limit: u32,
 }
 
+impl PageRequest {
+    /// `limit` within 1 to [`MAX_PAGE`]: what every backend returns at most.
+    pub fn bounded_limit(&self) -> u32 {
+        self.limit.clamp(1, MAX_PAGE)
+    }
+}
+
 /// One page of results.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Page<T> {
@@ -179,6 +296,13 @@ pub struct EventFilter {
     pub limit: u32,
 }
 
+impl EventFilter {
+    /// `limit` within 1 to [`MAX_EVENTS_PAGE`]: what every backend returns at most.
+    pub fn bounded_limit(&self) -> u32 {
+        self.limit.clamp(1, MAX_EVENTS_PAGE)
+    }
+}
+
 /// The reason recorded (in `state_changed` and `trace_ended`) when the sweep ends an idle
 /// trace.
 pub const ORPHANED_REASON: &str = "orphaned";
@@ -187,7 +311,7 @@ pub const ORPHANED_REASON: &str = "orphaned";
 pub const WATCHDOG_LEASE: &str = "watchdog";
 
 /// A held lease. `token` is the fencing token: it grows every time the lease changes
-/// hands, and fenced writes ([`Store::sweep_orphans`], [`Store::purge_expired`]) are
+/// hands, and fenced writes ([`Lifecycle::sweep_orphans`], [`Lifecycle::purge_expired`]) are
 /// refused with [`StoreError::LeaseLost`] unless it is still the current one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -217,41 +341,51 @@ pub struct Orphaned {
 pub struct Purged {
     /// Trace rows deleted (with all their events).
     pub traces: u64,
-    /// Event rows deleted (of deleted traces, and of traces whose data expired). A row is
-    /// what the backend stores: one event on SQLite, one commit's events (a stream entry)
-    /// on Redis. The purge's budget counts the same rows.
+    /// Events deleted (of deleted traces, and of traces whose data expired), each counted
+    /// once on every backend. The purge's budget (`max_rows`) counts the backend's rows
+    /// instead: one event on SQLite, one commit's events (a stream entry) on Redis.
     pub events: u64,
     /// Whether more expired rows were left for another batch.
     pub more: bool,
 }
 
-/// The contract every backend fulfils. All reads and writes are scoped to a tenant; a
-/// trace of another tenant does not exist. Expired data is never returned.
+/// Traces: writes (create, append, patch, delete, cleanup) and reads. All of them are
+/// scoped to a tenant; a trace of another tenant does not exist. Expired data is never
+/// returned.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Creates a trace and writes its `trace_started` event. `Conflict` if the id exists.
+pub trait Traces: Send + Sync + 'static {
+    /// Creates a trace and writes its `trace_started` event. `IdTaken` if a live trace has the id.
     async fn create_trace(
         &self,
         tenant: &str,
         new: NewTrace,
-    ) -> Result<(Trace, Vec<Event>), StoreError>;
+    ) -> Result<(Trace, EventCounts), StoreError>;
 
     /// Appends a batch of events; a retried batch is not stored twice.
     async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError>;
 
-    /// Changes a trace's state, name or metadata. `Conflict` when leaving a terminal state.
+    /// Changes a trace's state, name or metadata. `IllegalTransition` when leaving a terminal
+    /// state.
     async fn update_trace(
         &self,
         tenant: &str,
         id: TraceId,
         patch: TracePatch,
-    ) -> Result<(Trace, Vec<Event>), StoreError>;
+    ) -> Result<(Trace, EventCounts), StoreError>;
 
     /// One trace.
     async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, StoreError>;
 
     /// A trace's spans, by start time. `None` when the trace does not exist.
     async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError>;
+
+    /// A trace with its spans (by start time), from one read of its row. `None` when the
+    /// trace does not exist.
+    async fn get_trace_with_spans(
+        &self,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<(Trace, Vec<Span>)>, StoreError>;
 
     /// Traces, newest first.
     async fn list_traces(
@@ -282,29 +416,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<u64, StoreError>;
 
     /// How many of the tenant's terminal traces ended before `cutoff` (what
-    /// [`Store::delete_ended_before`] would delete).
+    /// [`Traces::delete_ended_before`] would delete).
     async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError>;
+}
 
+/// The store's lifecycle work across tenants: the active count, the watchdog's fenced
+/// sweep and purge, health and shutdown.
+#[async_trait]
+pub trait Lifecycle: Send + Sync + 'static {
     /// Traces not yet terminal and not expired, all tenants (the active index).
     async fn active_traces(&self) -> Result<u64, StoreError>;
-
-    /// Takes the lease `name` for `ttl` if it is free or lapsed (a new fencing token), or
-    /// extends it if `holder` already holds it (same token). `None` while another holder
-    /// has it.
-    async fn try_acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError>;
-
-    /// Extends a held lease to `ttl` from now, if it is still current (same holder and
-    /// token, not lapsed); `None` when it was lost.
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError>;
-
-    /// Gives the lease up so another holder can take it at once; false if it was no
-    /// longer held.
-    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError>;
 
     /// Ends traces that are not terminal and have had no activity for `orphan_after`:
     /// each becomes `ERRORED` (reason [`ORPHANED_REASON`], `state_changed` and `trace_ended`
@@ -326,6 +447,35 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store can serve.
     async fn health(&self) -> Result<(), StoreError>;
 
+    /// Finishes pending writes and stops. Later calls fail with `Unavailable`.
+    async fn shutdown(&self);
+}
+
+/// Leases with fencing tokens, which elect the one watchdog of a store.
+#[async_trait]
+pub trait Leases: Send + Sync + 'static {
+    /// Takes the lease `name` for `ttl` if it is free or lapsed (a new fencing token), or
+    /// extends it if `holder` already holds it (same token). `None` while another holder
+    /// has it.
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Extends a held lease to `ttl` from now, if it is still current (same holder and
+    /// token, not lapsed); `None` when it was lost.
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError>;
+
+    /// Gives the lease up so another holder can take it at once; false if it was no
+    /// longer held.
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError>;
+}
+
+/// The live feed: subscriptions to events as they commit, over the process's
+/// [`crate::InProcessHub`].
+pub trait LiveFeed: Send + Sync + 'static {
     /// Subscribes to events as they commit (see [`crate::hub`]). To resume without a gap,
     /// subscribe first, then read stored events after your last `seq`, then take live
     /// events whose `seq` is above the last one read.
@@ -333,7 +483,316 @@ pub trait Store: Send + Sync + 'static {
 
     /// Live subscribers right now.
     fn subscriber_count(&self) -> usize;
+}
 
-    /// Finishes pending writes and stops. Later calls fail with `Unavailable`.
-    async fn shutdown(&self);
+/// The whole contract, as handlers see it (`Arc<dyn Store>`): every backend implements
+/// the four concerns, and is a `Store` by that alone.
+pub trait Store: Traces + Lifecycle + Leases + LiveFeed {}
+
+impl<T: Traces + Lifecycle + Leases + LiveFeed> Store for T {}
+
+/// A decorator of a whole store (metrics, fault injection in tests). It names the store it
+/// wraps, then implements the layer of each concern ([`TracesLayer`], [`LifecycleLayer`],
+/// [`LeasesLayer`], [`LiveFeedLayer`]), overriding only the methods it changes; an empty
+/// `impl` passes a concern through unchanged.
+pub trait Decorates: Send + Sync + 'static {
+    /// The wrapped store.
+    fn inner(&self) -> &dyn Store;
+}
+
+/// [`Traces`] for a decorator: every method goes to [`Decorates::inner`] unless the
+/// decorator overrides it.
+#[async_trait]
+pub trait TracesLayer: Decorates {
+    /// [`Traces::create_trace`].
+    async fn create_trace(
+        &self,
+        tenant: &str,
+        new: NewTrace,
+    ) -> Result<(Trace, EventCounts), StoreError> {
+        self.inner().create_trace(tenant, new).await
+    }
+
+    /// [`Traces::append`].
+    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        self.inner().append(req).await
+    }
+
+    /// [`Traces::update_trace`].
+    async fn update_trace(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        patch: TracePatch,
+    ) -> Result<(Trace, EventCounts), StoreError> {
+        self.inner().update_trace(tenant, id, patch).await
+    }
+
+    /// [`Traces::get_trace`].
+    async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, StoreError> {
+        self.inner().get_trace(tenant, id).await
+    }
+
+    /// [`Traces::get_spans`].
+    async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError> {
+        self.inner().get_spans(tenant, id).await
+    }
+
+    /// [`Traces::get_trace_with_spans`].
+    async fn get_trace_with_spans(
+        &self,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<(Trace, Vec<Span>)>, StoreError> {
+        self.inner().get_trace_with_spans(tenant, id).await
+    }
+
+    /// [`Traces::list_traces`].
+    async fn list_traces(
+        &self,
+        tenant: &str,
+        filter: &TraceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Trace>, StoreError> {
+        self.inner().list_traces(tenant, filter, page).await
+    }
+
+    /// [`Traces::read_events`].
+    async fn read_events(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        filter: &EventFilter,
+    ) -> Result<Option<Vec<Event>>, StoreError> {
+        self.inner().read_events(tenant, id, filter).await
+    }
+
+    /// [`Traces::delete_trace`].
+    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError> {
+        self.inner().delete_trace(tenant, id).await
+    }
+
+    /// [`Traces::delete_ended_before`].
+    async fn delete_ended_before(
+        &self,
+        tenant: &str,
+        cutoff: Timestamp,
+        limit: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        self.inner()
+            .delete_ended_before(tenant, cutoff, limit)
+            .await
+    }
+
+    /// [`Traces::count_ended_before`].
+    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError> {
+        self.inner().count_ended_before(tenant, cutoff).await
+    }
+}
+
+#[async_trait]
+impl<T: TracesLayer> Traces for T {
+    async fn create_trace(
+        &self,
+        tenant: &str,
+        new: NewTrace,
+    ) -> Result<(Trace, EventCounts), StoreError> {
+        TracesLayer::create_trace(self, tenant, new).await
+    }
+
+    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        TracesLayer::append(self, req).await
+    }
+
+    async fn update_trace(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        patch: TracePatch,
+    ) -> Result<(Trace, EventCounts), StoreError> {
+        TracesLayer::update_trace(self, tenant, id, patch).await
+    }
+
+    async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, StoreError> {
+        TracesLayer::get_trace(self, tenant, id).await
+    }
+
+    async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError> {
+        TracesLayer::get_spans(self, tenant, id).await
+    }
+
+    async fn get_trace_with_spans(
+        &self,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<(Trace, Vec<Span>)>, StoreError> {
+        TracesLayer::get_trace_with_spans(self, tenant, id).await
+    }
+
+    async fn list_traces(
+        &self,
+        tenant: &str,
+        filter: &TraceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Trace>, StoreError> {
+        TracesLayer::list_traces(self, tenant, filter, page).await
+    }
+
+    async fn read_events(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        filter: &EventFilter,
+    ) -> Result<Option<Vec<Event>>, StoreError> {
+        TracesLayer::read_events(self, tenant, id, filter).await
+    }
+
+    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError> {
+        TracesLayer::delete_trace(self, tenant, id).await
+    }
+
+    async fn delete_ended_before(
+        &self,
+        tenant: &str,
+        cutoff: Timestamp,
+        limit: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        TracesLayer::delete_ended_before(self, tenant, cutoff, limit).await
+    }
+
+    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError> {
+        TracesLayer::count_ended_before(self, tenant, cutoff).await
+    }
+}
+
+/// [`Lifecycle`] for a decorator: every method goes to [`Decorates::inner`] unless the
+/// decorator overrides it.
+#[async_trait]
+pub trait LifecycleLayer: Decorates {
+    /// [`Lifecycle::active_traces`].
+    async fn active_traces(&self) -> Result<u64, StoreError> {
+        self.inner().active_traces().await
+    }
+
+    /// [`Lifecycle::sweep_orphans`].
+    async fn sweep_orphans(
+        &self,
+        fence: &Lease,
+        orphan_after: Duration,
+        limit: u32,
+    ) -> Result<Vec<Orphaned>, StoreError> {
+        self.inner().sweep_orphans(fence, orphan_after, limit).await
+    }
+
+    /// [`Lifecycle::purge_expired`].
+    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, StoreError> {
+        self.inner().purge_expired(fence, max_rows).await
+    }
+
+    /// [`Lifecycle::health`].
+    async fn health(&self) -> Result<(), StoreError> {
+        self.inner().health().await
+    }
+
+    /// [`Lifecycle::shutdown`].
+    async fn shutdown(&self) {
+        self.inner().shutdown().await
+    }
+}
+
+#[async_trait]
+impl<T: LifecycleLayer> Lifecycle for T {
+    async fn active_traces(&self) -> Result<u64, StoreError> {
+        LifecycleLayer::active_traces(self).await
+    }
+
+    async fn sweep_orphans(
+        &self,
+        fence: &Lease,
+        orphan_after: Duration,
+        limit: u32,
+    ) -> Result<Vec<Orphaned>, StoreError> {
+        LifecycleLayer::sweep_orphans(self, fence, orphan_after, limit).await
+    }
+
+    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, StoreError> {
+        LifecycleLayer::purge_expired(self, fence, max_rows).await
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        LifecycleLayer::health(self).await
+    }
+
+    async fn shutdown(&self) {
+        LifecycleLayer::shutdown(self).await
+    }
+}
+
+/// [`Leases`] for a decorator: every method goes to [`Decorates::inner`] unless the
+/// decorator overrides it.
+#[async_trait]
+pub trait LeasesLayer: Decorates {
+    /// [`Leases::try_acquire_lease`].
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.inner().try_acquire_lease(name, holder, ttl).await
+    }
+
+    /// [`Leases::renew_lease`].
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        self.inner().renew_lease(lease, ttl).await
+    }
+
+    /// [`Leases::release_lease`].
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        self.inner().release_lease(lease).await
+    }
+}
+
+#[async_trait]
+impl<T: LeasesLayer> Leases for T {
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        LeasesLayer::try_acquire_lease(self, name, holder, ttl).await
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        LeasesLayer::renew_lease(self, lease, ttl).await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        LeasesLayer::release_lease(self, lease).await
+    }
+}
+
+/// [`LiveFeed`] for a decorator: every method goes to [`Decorates::inner`] unless the
+/// decorator overrides it.
+pub trait LiveFeedLayer: Decorates {
+    /// [`LiveFeed::subscribe`].
+    fn subscribe(&self, tenant: &str, scope: crate::Scope) -> crate::Subscription {
+        self.inner().subscribe(tenant, scope)
+    }
+
+    /// [`LiveFeed::subscriber_count`].
+    fn subscriber_count(&self) -> usize {
+        self.inner().subscriber_count()
+    }
+}
+
+impl<T: LiveFeedLayer> LiveFeed for T {
+    fn subscribe(&self, tenant: &str, scope: crate::Scope) -> crate::Subscription {
+        LiveFeedLayer::subscribe(self, tenant, scope)
+    }
+
+    fn subscriber_count(&self) -> usize {
+        LiveFeedLayer::subscriber_count(self)
+    }
 }

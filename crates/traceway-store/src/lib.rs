@@ -2,17 +2,30 @@
 //! conformance suite every backend must pass.
 //!
 //! Backends: [`sqlite::SqliteStore`] (embedded, the default) and [`redis::RedisStore`]
-//! (shared by many replicas, standalone or Cluster); both run
-//! the same [`conformance`] tests.
+//! (shared by many replicas, standalone or Cluster); both run the same conformance tests
+//! (the `conformance` module, behind the `testsuite` feature).
+//!
+//! The rules of a write live once, in the write model (`write`): a backend loads a trace,
+//! hands it to the model and persists the changes it returns.
+
+#![deny(missing_docs)]
 
 pub mod clock;
+#[cfg(feature = "testsuite")]
 pub mod conformance;
 mod contract;
 pub mod hub;
 pub mod redis;
 mod shared;
 pub mod sqlite;
+mod write;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use contract::*;
 pub use hub::{InProcessHub, Lagged, Scope, Subscription, TraceMeta};
+
+/// The contract's traits, for `use traceway_store::prelude::*` where a `dyn Store` is
+/// called (its methods belong to the four concerns).
+pub mod prelude {
+    pub use crate::{Leases, Lifecycle, LiveFeed, Store, Traces};
+}

@@ -1,23 +1,18 @@
 //! Pieces every backend uses the same way.
 
 use base64::Engine;
-use traceway_core::{NewTrace, Trace, TraceId};
+use traceway_core::{Timestamp, Trace, TraceId};
 
 use crate::StoreError;
 
-/// Refuses a trace that cannot be created, before anything is written.
-pub(crate) fn validate_new(new: &NewTrace) -> Result<(), StoreError> {
-    match &new.state {
-        Some(state) if state.is_terminal() => Err(StoreError::Invalid(format!(
-            "a trace cannot be created {state}; create it, then change its state"
-        ))),
-        _ => Ok(()),
-    }
-}
-
 /// The opaque listing cursor after `t`: its `(created_at, trace_id)` position.
 pub(crate) fn encode_cursor(t: &Trace) -> String {
-    let raw = format!("{}:{}", t.created_at.unix_nanos(), t.trace_id);
+    encode_position(t.created_at, t.trace_id)
+}
+
+/// The opaque listing cursor after the position `(created_at, trace_id)`.
+pub(crate) fn encode_position(created_at: Timestamp, id: TraceId) -> String {
+    let raw = format!("{}:{}", created_at.unix_nanos(), id);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 

@@ -7,6 +7,7 @@ mod redis_server;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use traceway_store::prelude::*;
 
 use traceway_store::conformance::Harness;
 use traceway_store::redis::{RedisConfig, RedisStore};
@@ -91,7 +92,7 @@ fn integer(reply: Option<String>) -> i64 {
 async fn every_trace_key_has_a_ttl_and_the_purge_empties_the_indexes() {
     use std::time::Duration;
     use traceway_core::{EventInput, NewTrace, SpanId, SpanInput, State, TracePatch};
-    use traceway_store::{AppendRequest, Store, WATCHDOG_LEASE};
+    use traceway_store::{AppendRequest, WATCHDOG_LEASE};
 
     let server = redis_server::RedisServer::start();
     let clock = ManualClock::new(traceway_store::conformance::start_time());
@@ -174,4 +175,81 @@ async fn every_trace_key_has_a_ttl_and_the_purge_empties_the_indexes() {
         keys.iter().all(|k| k.contains(":lease:")),
         "only the lease is left: {keys:?}"
     );
+}
+
+/// A listing whose filter no index answers (`has_error`) examines at most
+/// `list_scan_rows` rows per request: a page may come back short, with a cursor that goes
+/// on, and following the cursors finds every match once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_without_an_index_reads_a_bounded_number_of_rows_per_page() {
+    use std::time::Duration;
+    use traceway_core::{ErrorRecord, EventInput, NewTrace};
+    use traceway_store::{AppendRequest, PageRequest, TraceFilter};
+
+    let server = redis_server::RedisServer::start();
+    let clock = ManualClock::new(traceway_store::conformance::start_time());
+    let mut cfg = RedisConfig::new(server.url());
+    cfg.prefix = prefix();
+    cfg.list_scan_rows = 10;
+    let store = RedisStore::open(cfg, Arc::new(clock.clone()))
+        .await
+        .expect("open");
+    // The oldest trace and one in the middle have an error; 30 others do not.
+    let mut with_error = Vec::new();
+    for i in 0..32 {
+        clock.advance(Duration::from_millis(1));
+        let (t, _) = store
+            .create_trace("t", NewTrace::default())
+            .await
+            .expect("create");
+        if i == 0 || i == 16 {
+            store
+                .append(AppendRequest {
+                    tenant: "t".into(),
+                    trace_id: t.trace_id,
+                    create_if_missing: None,
+                    events: vec![EventInput::Error {
+                        id: None,
+                        time: None,
+                        record: ErrorRecord {
+                            message: "boom".into(),
+                            ..Default::default()
+                        },
+                    }],
+                    end: None,
+                })
+                .await
+                .expect("error");
+            with_error.push(t.trace_id);
+        }
+    }
+    with_error.reverse();
+    let filter = TraceFilter {
+        has_error: Some(true),
+        ..Default::default()
+    };
+    let (mut found, mut pages, mut cursor) = (Vec::new(), 0, None);
+    loop {
+        let page = store
+            .list_traces(
+                "t",
+                &filter,
+                &PageRequest {
+                    cursor: cursor.clone(),
+                    limit: 5,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("list");
+        pages += 1;
+        assert!(pages < 20, "the cursors go on");
+        found.extend(page.items.iter().map(|t| t.trace_id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(found, with_error, "every match, newest first, once");
+    assert!(pages >= 4, "32 rows at 10 per request: {pages} pages");
 }

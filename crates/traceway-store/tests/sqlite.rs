@@ -1,11 +1,12 @@
 //! The SQLite backend: the conformance suite, plus what only a file-backed store shows.
 
 use std::sync::Arc;
+use traceway_store::prelude::*;
 
 use traceway_core::{EventInput, NewTrace, SpanId, SpanInput, SpanKind, State, TracePatch};
 use traceway_store::conformance::{start_time, Harness};
 use traceway_store::sqlite::{SqliteConfig, SqliteStore};
-use traceway_store::{AppendRequest, EventFilter, ManualClock, Store};
+use traceway_store::{AppendRequest, EventFilter, ManualClock};
 
 async fn make_sqlite(clock: ManualClock) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -89,7 +90,7 @@ async fn data_survives_a_restart_and_seq_continues() {
         .await
         .expect("retry");
     assert_eq!(retry.duplicates, 1);
-    let (_, ev) = store
+    let (done, _) = store
         .update_trace(
             "t",
             t.trace_id,
@@ -100,7 +101,7 @@ async fn data_survives_a_restart_and_seq_continues() {
         )
         .await
         .expect("done");
-    assert_eq!(ev[0].seq, 4, "seq continues after a restart");
+    assert_eq!(done.last_seq, 5, "seq continues after a restart");
     let all = store
         .read_events(
             "t",
@@ -221,8 +222,21 @@ async fn traces_evicted_from_the_writer_cache_are_rebuilt_from_the_log() {
             .await
             .expect("end");
         assert_eq!(out.accepted, 2);
+        let events = store
+            .read_events(
+                "t",
+                *id,
+                &EventFilter {
+                    after_seq: out.last_seq - 1,
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("read")
+            .expect("exists");
         assert_eq!(
-            out.events[1].component_id.as_deref(),
+            events[0].component_id.as_deref(),
             Some("planner"),
             "component known after reload"
         );
@@ -451,7 +465,7 @@ async fn two_stores_on_one_file_share_one_lease() {
     assert_eq!(orphans.len(), 1);
     let late = a.append(step(2)).await.expect("a late step through a");
     assert_eq!(
-        late.events[0].seq, 6,
+        late.last_seq, 6,
         "seq follows b's state_changed and trace_ended"
     );
     let got = a

@@ -18,7 +18,7 @@ pub mod status;
 use axum::http::StatusCode;
 use traceway_core::otlp::{map_request_with, ExportTraceServiceRequest, MapOptions, MappedTrace};
 use traceway_core::Level;
-use traceway_store::{AppendRequest, StoreError};
+use traceway_store::{AppendRequest, ErrorKind, StoreError};
 
 use self::status::Detail;
 use crate::error::RETRY_AFTER_SECS;
@@ -151,26 +151,27 @@ impl Failure {
 /// sent.
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Failure {
-        match e {
-            StoreError::Overloaded(m) => {
-                tracing::warn!(reason = %m, "otlp export refused: store overloaded");
+        match e.kind() {
+            ErrorKind::Overloaded => {
+                tracing::warn!(reason = %e, "otlp export refused: store overloaded");
                 Failure {
                     kind: FailureKind::Overloaded,
                     message: "the store is busy; retry later".into(),
                 }
             }
-            StoreError::Unavailable(m) => {
-                tracing::warn!(reason = %m, "otlp export refused: store unavailable");
+            ErrorKind::Unavailable => {
+                tracing::warn!(reason = %e, "otlp export refused: store unavailable");
                 Failure {
                     kind: FailureKind::Unavailable,
                     message: "the store is unavailable; retry later".into(),
                 }
             }
-            StoreError::Invalid(m) => Failure::bad_data(m),
-            StoreError::NotFound(_)
-            | StoreError::Conflict(_)
-            | StoreError::LeaseLost(_)
-            | StoreError::Internal(_) => {
+            ErrorKind::Invalid => Failure::bad_data(e.to_string()),
+            ErrorKind::NotFound
+            | ErrorKind::IdTaken
+            | ErrorKind::IllegalTransition
+            | ErrorKind::LeaseLost
+            | ErrorKind::Internal => {
                 tracing::error!(error = %e, "otlp export failed");
                 Failure {
                     kind: FailureKind::Internal,

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use traceway_core::{EventType, TraceId};
 use traceway_server::watchdog::Watchdog;
 use traceway_server::{Config, Lifecycle};
-use traceway_store::{Lease, Scope, StoreError, WATCHDOG_LEASE};
+use traceway_store::{Scope, StoreError, WATCHDOG_LEASE};
 
 use crate::{test_app, test_app_with, TestApp};
 
@@ -346,98 +346,18 @@ struct Flaky {
     fail: std::sync::atomic::AtomicU32,
 }
 
+impl traceway_store::Decorates for Flaky {
+    fn inner(&self) -> &dyn traceway_store::Store {
+        &*self.inner
+    }
+}
+
 #[async_trait::async_trait]
-impl traceway_store::Store for Flaky {
-    async fn create_trace(
-        &self,
-        tenant: &str,
-        new: traceway_core::NewTrace,
-    ) -> Result<(traceway_core::Trace, Vec<traceway_core::Event>), StoreError> {
-        self.inner.create_trace(tenant, new).await
-    }
-    async fn append(
-        &self,
-        req: traceway_store::AppendRequest,
-    ) -> Result<traceway_store::AppendOutcome, StoreError> {
-        self.inner.append(req).await
-    }
-    async fn update_trace(
-        &self,
-        tenant: &str,
-        id: TraceId,
-        patch: traceway_core::TracePatch,
-    ) -> Result<(traceway_core::Trace, Vec<traceway_core::Event>), StoreError> {
-        self.inner.update_trace(tenant, id, patch).await
-    }
-    async fn get_trace(
-        &self,
-        tenant: &str,
-        id: TraceId,
-    ) -> Result<Option<traceway_core::Trace>, StoreError> {
-        self.inner.get_trace(tenant, id).await
-    }
-    async fn get_spans(
-        &self,
-        tenant: &str,
-        id: TraceId,
-    ) -> Result<Option<Vec<traceway_core::Span>>, StoreError> {
-        self.inner.get_spans(tenant, id).await
-    }
-    async fn list_traces(
-        &self,
-        tenant: &str,
-        filter: &traceway_store::TraceFilter,
-        page: &traceway_store::PageRequest,
-    ) -> Result<traceway_store::Page<traceway_core::Trace>, StoreError> {
-        self.inner.list_traces(tenant, filter, page).await
-    }
-    async fn read_events(
-        &self,
-        tenant: &str,
-        id: TraceId,
-        filter: &traceway_store::EventFilter,
-    ) -> Result<Option<Vec<traceway_core::Event>>, StoreError> {
-        self.inner.read_events(tenant, id, filter).await
-    }
-    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError> {
-        self.inner.delete_trace(tenant, id).await
-    }
-    async fn delete_ended_before(
-        &self,
-        tenant: &str,
-        cutoff: traceway_core::Timestamp,
-        limit: Option<u64>,
-    ) -> Result<u64, StoreError> {
-        self.inner.delete_ended_before(tenant, cutoff, limit).await
-    }
-    async fn count_ended_before(
-        &self,
-        tenant: &str,
-        cutoff: traceway_core::Timestamp,
-    ) -> Result<u64, StoreError> {
-        self.inner.count_ended_before(tenant, cutoff).await
-    }
-    async fn active_traces(&self) -> Result<u64, StoreError> {
-        self.inner.active_traces().await
-    }
-    async fn try_acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
-        self.inner.try_acquire_lease(name, holder, ttl).await
-    }
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
-        self.inner.renew_lease(lease, ttl).await
-    }
-    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
-        self.inner.release_lease(lease).await
-    }
+impl traceway_store::LifecycleLayer for Flaky {
     async fn sweep_orphans(
         &self,
-        fence: &Lease,
-        orphan_after: Duration,
+        fence: &traceway_store::Lease,
+        orphan_after: std::time::Duration,
         limit: u32,
     ) -> Result<Vec<traceway_store::Orphaned>, StoreError> {
         use std::sync::atomic::Ordering;
@@ -450,26 +370,11 @@ impl traceway_store::Store for Flaky {
         }
         self.inner.sweep_orphans(fence, orphan_after, limit).await
     }
-    async fn purge_expired(
-        &self,
-        fence: &Lease,
-        max_rows: u32,
-    ) -> Result<traceway_store::Purged, StoreError> {
-        self.inner.purge_expired(fence, max_rows).await
-    }
-    async fn health(&self) -> Result<(), StoreError> {
-        self.inner.health().await
-    }
-    fn subscribe(&self, tenant: &str, scope: Scope) -> traceway_store::Subscription {
-        self.inner.subscribe(tenant, scope)
-    }
-    fn subscriber_count(&self) -> usize {
-        self.inner.subscriber_count()
-    }
-    async fn shutdown(&self) {
-        self.inner.shutdown().await
-    }
 }
+
+impl traceway_store::TracesLayer for Flaky {}
+impl traceway_store::LeasesLayer for Flaky {}
+impl traceway_store::LiveFeedLayer for Flaky {}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watchdog_survives_store_errors() {

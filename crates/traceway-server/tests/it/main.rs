@@ -4,6 +4,7 @@
 mod e2e;
 mod http;
 mod lifecycle;
+mod metered;
 mod openapi;
 mod otlp;
 mod otlp_sdk;

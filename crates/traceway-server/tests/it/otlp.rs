@@ -16,14 +16,12 @@ use prost::Message as _;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 use traceway_core::otlp::{decode_export_request, Encoding};
-use traceway_core::{Event, Level, NewTrace, Span, Timestamp, Trace, TraceId, TracePatch};
+use traceway_core::Level;
 use traceway_server::otlp::status::{
     BadRequest, RetryInfo, RpcStatus, BAD_REQUEST_TYPE, RETRY_INFO_TYPE,
 };
 use traceway_server::Config;
-use traceway_store::{
-    AppendOutcome, AppendRequest, EventFilter, Page, PageRequest, Store, StoreError, TraceFilter,
-};
+use traceway_store::{AppendOutcome, AppendRequest, Store, StoreError};
 
 use crate::{test_app, test_app_with, test_app_wrapping, TestApp};
 
@@ -746,115 +744,22 @@ struct Refusing {
     error: StoreError,
 }
 
-#[async_trait::async_trait]
-impl Store for Refusing {
-    async fn create_trace(
-        &self,
-        tenant: &str,
-        new: NewTrace,
-    ) -> Result<(Trace, Vec<Event>), StoreError> {
-        self.inner.create_trace(tenant, new).await
+impl traceway_store::Decorates for Refusing {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
     }
+}
+
+#[async_trait::async_trait]
+impl traceway_store::TracesLayer for Refusing {
     async fn append(&self, _: AppendRequest) -> Result<AppendOutcome, StoreError> {
         Err(self.error.clone())
     }
-    async fn update_trace(
-        &self,
-        tenant: &str,
-        id: TraceId,
-        patch: TracePatch,
-    ) -> Result<(Trace, Vec<Event>), StoreError> {
-        self.inner.update_trace(tenant, id, patch).await
-    }
-    async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, StoreError> {
-        self.inner.get_trace(tenant, id).await
-    }
-    async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError> {
-        self.inner.get_spans(tenant, id).await
-    }
-    async fn list_traces(
-        &self,
-        tenant: &str,
-        filter: &TraceFilter,
-        page: &PageRequest,
-    ) -> Result<Page<Trace>, StoreError> {
-        self.inner.list_traces(tenant, filter, page).await
-    }
-    async fn read_events(
-        &self,
-        tenant: &str,
-        id: TraceId,
-        filter: &EventFilter,
-    ) -> Result<Option<Vec<Event>>, StoreError> {
-        self.inner.read_events(tenant, id, filter).await
-    }
-    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError> {
-        self.inner.delete_trace(tenant, id).await
-    }
-    fn subscribe(
-        &self,
-        tenant: &str,
-        scope: traceway_store::Scope,
-    ) -> traceway_store::Subscription {
-        self.inner.subscribe(tenant, scope)
-    }
-    fn subscriber_count(&self) -> usize {
-        self.inner.subscriber_count()
-    }
-    async fn delete_ended_before(
-        &self,
-        tenant: &str,
-        cutoff: Timestamp,
-        limit: Option<u64>,
-    ) -> Result<u64, StoreError> {
-        self.inner.delete_ended_before(tenant, cutoff, limit).await
-    }
-    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError> {
-        self.inner.count_ended_before(tenant, cutoff).await
-    }
-    async fn active_traces(&self) -> Result<u64, StoreError> {
-        self.inner.active_traces().await
-    }
-    async fn try_acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: std::time::Duration,
-    ) -> Result<Option<traceway_store::Lease>, StoreError> {
-        self.inner.try_acquire_lease(name, holder, ttl).await
-    }
-    async fn renew_lease(
-        &self,
-        lease: &traceway_store::Lease,
-        ttl: std::time::Duration,
-    ) -> Result<Option<traceway_store::Lease>, StoreError> {
-        self.inner.renew_lease(lease, ttl).await
-    }
-    async fn release_lease(&self, lease: &traceway_store::Lease) -> Result<bool, StoreError> {
-        self.inner.release_lease(lease).await
-    }
-    async fn sweep_orphans(
-        &self,
-        fence: &traceway_store::Lease,
-        orphan_after: std::time::Duration,
-        limit: u32,
-    ) -> Result<Vec<traceway_store::Orphaned>, StoreError> {
-        self.inner.sweep_orphans(fence, orphan_after, limit).await
-    }
-    async fn purge_expired(
-        &self,
-        fence: &traceway_store::Lease,
-        max_rows: u32,
-    ) -> Result<traceway_store::Purged, StoreError> {
-        self.inner.purge_expired(fence, max_rows).await
-    }
-    async fn health(&self) -> Result<(), StoreError> {
-        self.inner.health().await
-    }
-    async fn shutdown(&self) {
-        self.inner.shutdown().await
-    }
 }
+
+impl traceway_store::LifecycleLayer for Refusing {}
+impl traceway_store::LeasesLayer for Refusing {}
+impl traceway_store::LiveFeedLayer for Refusing {}
 
 fn refusing(error: StoreError) -> TestApp {
     test_app_wrapping(Config::default(), move |inner| {

@@ -24,15 +24,16 @@ use ::redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use traceway_core::{
-    ingest, strip_event_body, strip_span, Event, EventBody, EventInput, NewTrace, Rollups, Span,
-    SpanChange, SpanId, State, StateChange, Timestamp, Trace, TraceEnded, TraceId, TracePatch,
-    TraceStarted,
+    Event, EventBody, EventInput, NewTrace, Rollups, Span, SpanId, State, Timestamp, Trace,
+    TraceId, TracePatch,
 };
 
-use crate::shared::{decode_cursor, encode_cursor, validate_new};
+use crate::shared::{decode_cursor, encode_cursor, encode_position};
+use crate::write::{Loaded, Model, Orphan, SpanState, Stored, Written};
 use crate::{
-    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventFilter, Lease, Orphaned, Page,
-    PageRequest, Purged, Retention, Store, StoreError, TraceFilter, TraceMeta, ORPHANED_REASON,
+    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventCounts, EventFilter, Lease, Leases,
+    Lifecycle, LiveFeed, Orphaned, Page, PageRequest, Purged, Retention, StoreError, TraceFilter,
+    TraceMeta, Traces,
 };
 
 /// Settings of the Redis backend.
@@ -50,6 +51,10 @@ pub struct RedisConfig {
     pub subscriber_buffer: usize,
     /// How long one Redis command may take before the operation fails `Unavailable`.
     pub timeout: Duration,
+    /// Index rows one listing examines at most. A filter no index answers (`has_error`,
+    /// `min_duration_ms`, or a second field) is checked on each row; when this many rows
+    /// did not fill the page, the listing returns what it found with a cursor to go on.
+    pub list_scan_rows: usize,
 }
 
 impl RedisConfig {
@@ -62,6 +67,7 @@ impl RedisConfig {
             capture: CaptureConfig::default(),
             subscriber_buffer: 1024,
             timeout: Duration::from_secs(2),
+            list_scan_rows: 5000,
         }
     }
 }
@@ -151,13 +157,70 @@ fn json_err(e: serde_json::Error) -> StoreError {
 /// What a write needs to know of a span, in the trace's span hash: whether it ended, its
 /// component, and while it runs its stored form (which the end is merged into). An ended
 /// span's form is only in the event log, so it is not stored twice.
-#[derive(Serialize, Deserialize, Clone)]
+#[derive(Deserialize)]
 struct StoredSpan {
     ended: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     component: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    span: Option<Span>,
+    #[serde(default)]
+    span: Option<Box<Span>>,
+}
+
+impl StoredSpan {
+    /// The write model's form; `None` for a running span without its body (never written).
+    fn into_state(self) -> Option<SpanState> {
+        match (self.ended, self.span) {
+            (true, _) => Some(SpanState::Ended {
+                component: self.component,
+            }),
+            (false, Some(span)) => Some(SpanState::Running(span)),
+            (false, None) => None,
+        }
+    }
+}
+
+/// [`StoredSpan`] as a commit writes it, borrowing the write model's span state.
+#[derive(Serialize)]
+struct StoredSpanRef<'a> {
+    ended: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    component: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    span: Option<&'a Span>,
+}
+
+impl<'a> StoredSpanRef<'a> {
+    fn of(s: &'a SpanState) -> StoredSpanRef<'a> {
+        match s {
+            SpanState::Ended { component } => StoredSpanRef {
+                ended: true,
+                component: component.as_deref(),
+                span: None,
+            },
+            SpanState::Running(span) => StoredSpanRef {
+                ended: false,
+                component: span.component_id.as_deref(),
+                span: Some(span),
+            },
+        }
+    }
+}
+
+/// The write model's port on Redis: the span states and client ids a batch mentions, read
+/// with the trace in one round trip.
+struct Port {
+    spans: HashMap<u64, SpanState>,
+    seen: HashSet<String>,
+}
+
+impl Stored for Port {
+    fn span(&self, id: u64) -> Option<&SpanState> {
+        self.spans.get(&id)
+    }
+
+    fn client_id_seen(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.seen.contains(id))
+    }
 }
 
 /// What crosses the live channel, and what one event-stream entry holds: a one-line JSON
@@ -236,6 +299,7 @@ pub struct RedisStore {
     clock: Arc<dyn Clock>,
     retention: Retention,
     capture: CaptureConfig,
+    list_scan_rows: usize,
     hub: crate::InProcessHub,
     closed: Arc<AtomicBool>,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -268,10 +332,9 @@ type Echoes = Arc<EchoBoard>;
 const ECHO_WAIT: Duration = Duration::from_secs(1);
 
 /// How a trace was found.
-struct Loaded {
+struct Row {
     trace: Trace,
     dexp: i64,
-    ver: String,
 }
 
 impl RedisStore {
@@ -343,6 +406,7 @@ impl RedisStore {
             clock,
             retention: cfg.retention,
             capture: cfg.capture,
+            list_scan_rows: cfg.list_scan_rows.max(1),
             hub,
             closed,
             listener: Mutex::new(Some(listener)),
@@ -424,7 +488,7 @@ impl RedisStore {
         format!("{:x}-{n:x}", self.seed)
     }
 
-    async fn load(&self, tenant: &str, id: TraceId) -> Result<Option<Loaded>, StoreError> {
+    async fn load(&self, tenant: &str, id: TraceId) -> Result<Option<Row>, StoreError> {
         let k = self.trace_keys(tenant, id);
         let mut conn = self.conn()?;
         let (doc, ver, dexp): (Option<String>, Option<String>, Option<i64>) = ::redis::cmd("HMGET")
@@ -435,14 +499,13 @@ impl RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
-        let (Some(doc), Some(ver)) = (doc, ver) else {
+        let (Some(doc), Some(_)) = (doc, ver) else {
             return Ok(None);
         };
         let trace: Trace = serde_json::from_str(&doc).map_err(json_err)?;
-        Ok(Some(Loaded {
+        Ok(Some(Row {
             trace,
             dexp: dexp.unwrap_or(0),
-            ver,
         }))
     }
 
@@ -453,7 +516,7 @@ impl RedisStore {
         id: TraceId,
         span_ids: &[u64],
         client_keys: &[String],
-    ) -> Result<Option<(Loaded, HashMap<u64, StoredSpan>, HashSet<String>)>, StoreError> {
+    ) -> Result<Option<(String, Loaded<Port>)>, StoreError> {
         // One round trip: the three reads share the trace's slot. Span id 0 and the empty
         // string are never stored, so they stand in for an empty list.
         let k = self.trace_keys(tenant, id);
@@ -478,15 +541,14 @@ impl RedisStore {
         let (Some(doc), Some(ver)) = (row.0, row.1) else {
             return Ok(None);
         };
-        let l = Loaded {
-            trace: serde_json::from_str(&doc).map_err(json_err)?,
-            dexp: row.2.unwrap_or(0),
-            ver,
-        };
+        let trace = serde_json::from_str(&doc).map_err(json_err)?;
         let mut spans = HashMap::new();
         for (sid, v) in span_ids.iter().zip(vals) {
             if let Some(v) = v {
-                spans.insert(*sid, serde_json::from_str(&v).map_err(json_err)?);
+                let stored: StoredSpan = serde_json::from_str(&v).map_err(json_err)?;
+                if let Some(state) = stored.into_state() {
+                    spans.insert(*sid, state);
+                }
             }
         }
         let mut seen = HashSet::new();
@@ -495,7 +557,12 @@ impl RedisStore {
                 seen.insert(key.clone());
             }
         }
-        Ok(Some((l, spans, seen)))
+        let loaded = Loaded {
+            trace,
+            data_expires_at: row.2.unwrap_or(0),
+            stored: Port { spans, seen },
+        };
+        Ok(Some((ver, loaded)))
     }
 
     /// Commits a draft; false when another writer got there first (read again and retry).
@@ -503,15 +570,21 @@ impl RedisStore {
     /// The `EVALSHA` command is built by hand rather than with `ScriptInvocation`, which
     /// copies every argument into a vector of its own and then again into the command:
     /// here the JSON is written straight into the command's buffer, once.
-    async fn commit(&self, d: &Draft) -> Result<bool, StoreError> {
+    async fn commit(
+        &self,
+        d: &Written<Port>,
+        ver: &str,
+        reset: bool,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
         use ::redis::RedisWrite as _;
         use std::io::Write as _;
         let k = self.trace_keys(&d.trace.tenant, d.trace.trace_id);
         let version = self.new_version();
         let per_event = self.event_bytes.load(Ordering::Relaxed);
         let mut cmd = Cmd::with_capacity(
-            16 + 2 * d.dirty_spans.len() + d.new_keys.len(),
-            2048 + d.events.len() * per_event + d.dirty_spans.len() * 64,
+            16 + 2 * d.spans.len() + d.client_ids.len(),
+            2048 + d.events.len() * per_event + d.spans.len() * 64,
         );
         cmd.arg("EVALSHA")
             .arg(self.commit.get_hash())
@@ -520,15 +593,15 @@ impl RedisStore {
             .arg(&k.spans)
             .arg(&k.keys)
             .arg(&k.events)
-            .arg(&d.ver)
+            .arg(ver)
             .arg(&version)
-            .arg(if d.reset { 1 } else { 0 });
+            .arg(if reset { 1 } else { 0 });
         serde_json::to_writer(cmd.writer_for_next_arg(), &d.trace).map_err(json_err)?;
-        cmd.arg(d.dexp)
-            .arg(ttl_ms(d.now, d.trace.expires_at.unix_nanos()))
-            .arg(ttl_ms(d.now, d.dexp))
-            .arg(d.dirty_spans.len())
-            .arg(d.new_keys.len());
+        cmd.arg(d.data_expires_at)
+            .arg(ttl_ms(now, d.trace.expires_at.unix_nanos()))
+            .arg(ttl_ms(now, d.data_expires_at))
+            .arg(d.spans.len())
+            .arg(d.client_ids.len());
         // The events go once: the same argument is the stream entry and the live message.
         match d.events.last() {
             Some(last) => cmd.arg(format!("{}-0", last.seq)),
@@ -562,14 +635,12 @@ impl RedisStore {
             self.event_bytes
                 .store(per_event + per_event / 4, Ordering::Relaxed);
         }
-        for sid in &d.dirty_spans {
-            let s = d.spans.get(sid).ok_or_else(|| {
-                StoreError::Internal("a changed span is missing from the draft".into())
-            })?;
+        for (sid, s) in &d.spans {
             cmd.arg(*sid);
-            serde_json::to_writer(cmd.writer_for_next_arg(), s).map_err(json_err)?;
+            serde_json::to_writer(cmd.writer_for_next_arg(), &StoredSpanRef::of(s))
+                .map_err(json_err)?;
         }
-        for key in &d.new_keys {
+        for (_, key) in &d.client_ids {
             cmd.arg(key);
         }
         let echo = (!d.events.is_empty() && self.echoes.up.load(Ordering::Relaxed)).then(|| {
@@ -738,7 +809,16 @@ impl RedisStore {
             .map_err(redis_err)
     }
 
-    /// Reads, computes and commits until no other writer interferes.
+    fn model(&self, now: Timestamp) -> Model {
+        Model {
+            now,
+            retention: self.retention,
+            capture: self.capture,
+        }
+    }
+
+    /// Reads, computes and commits until no other writer interferes. `step` runs the
+    /// write model on what was read; `Ok(None)` writes nothing.
     async fn write_trace<T>(
         &self,
         tenant: &str,
@@ -746,23 +826,29 @@ impl RedisStore {
         span_ids: &[u64],
         client_keys: &[String],
         mut step: impl FnMut(
-            Option<(Loaded, HashMap<u64, StoredSpan>, HashSet<String>)>,
-            Timestamp,
-        ) -> Result<Option<(Draft, T)>, StoreError>,
+            Option<Loaded<Port>>,
+            Model,
+        ) -> Result<Option<(Written<Port>, T)>, StoreError>,
     ) -> Result<Option<(Trace, Vec<Event>, T)>, StoreError> {
         const ATTEMPTS: u32 = 200;
         for attempt in 0..ATTEMPTS {
-            let loaded = self.load_for(tenant, id, span_ids, client_keys).await?;
+            let (ver, loaded) = match self.load_for(tenant, id, span_ids, client_keys).await? {
+                Some((ver, l)) => (Some(ver), Some(l)),
+                None => (None, None),
+            };
             let now = self.clock.now();
-            let before = loaded.as_ref().map(|(l, _, _)| l.trace.clone());
-            let Some((draft, extra)) = step(loaded, now)? else {
+            let before = loaded.as_ref().map(|l| l.trace.clone());
+            let Some((written, extra)) = step(loaded, self.model(now))? else {
                 return Ok(None);
             };
-            if self.commit(&draft).await? {
-                let before = before.filter(|_| !draft.reset);
-                self.index(&draft.trace, draft.dexp, before.as_ref())
+            // A new trace over a stale one's keys replaces them.
+            let reset = written.created && ver.is_some();
+            let ver = ver.unwrap_or_default();
+            if self.commit(&written, &ver, reset, now).await? {
+                let before = before.filter(|_| !reset);
+                self.index(&written.trace, written.data_expires_at, before.as_ref())
                     .await?;
-                return Ok(Some((draft.trace, draft.events, extra)));
+                return Ok(Some((written.trace, written.events, extra)));
             }
             if attempt > 3 {
                 tokio::time::sleep(Duration::from_micros(50 * u64::from(attempt.min(40)))).await;
@@ -952,294 +1038,6 @@ async fn listen(
     }
 }
 
-/// A trace being written: the state read, plus what the command changes.
-struct Draft {
-    trace: Trace,
-    dexp: i64,
-    ver: String,
-    reset: bool,
-    spans: HashMap<u64, StoredSpan>,
-    dirty_spans: Vec<u64>,
-    seen_keys: HashSet<String>,
-    new_keys: Vec<String>,
-    events: Vec<Event>,
-    now: Timestamp,
-    retention: Retention,
-    capture: CaptureConfig,
-}
-
-impl Draft {
-    fn existing(
-        l: Loaded,
-        spans: HashMap<u64, StoredSpan>,
-        seen_keys: HashSet<String>,
-        now: Timestamp,
-        store: &RedisStore,
-    ) -> Draft {
-        Draft {
-            trace: l.trace,
-            dexp: l.dexp,
-            ver: l.ver,
-            reset: false,
-            spans,
-            dirty_spans: Vec::new(),
-            seen_keys,
-            new_keys: Vec::new(),
-            events: Vec::new(),
-            now,
-            retention: store.retention,
-            capture: store.capture,
-        }
-    }
-
-    /// A new trace (over a stale one's keys when `stale` is its version).
-    fn create(
-        tenant: &str,
-        id: TraceId,
-        new: NewTrace,
-        stale: Option<String>,
-        now: Timestamp,
-        store: &RedisStore,
-    ) -> Result<Draft, StoreError> {
-        validate_new(&new)?;
-        let state = new.state.unwrap_or(State::Received);
-        let level = new.level.unwrap_or(store.capture.default_level);
-        let failsafe = now.saturating_add(store.retention.failsafe_ttl);
-        let trace = Trace {
-            trace_id: id,
-            tenant: tenant.to_string(),
-            name: new.name,
-            agent_id: new.agent_id,
-            session_id: new.session_id,
-            user_id: new.user_id,
-            state,
-            level,
-            created_at: now,
-            last_activity_at: now,
-            ended_at: None,
-            expires_at: failsafe,
-            last_seq: 0,
-            metadata: new.metadata,
-            rollups: Rollups::default(),
-        };
-        let started = TraceStarted {
-            name: trace.name.clone(),
-            agent_id: trace.agent_id.clone(),
-            session_id: trace.session_id.clone(),
-            user_id: trace.user_id.clone(),
-            state: trace.state.clone(),
-            level,
-            metadata: trace.metadata.clone(),
-        };
-        let mut d = Draft {
-            trace,
-            dexp: failsafe.unix_nanos(),
-            reset: stale.is_some(),
-            ver: stale.unwrap_or_default(),
-            spans: HashMap::new(),
-            dirty_spans: Vec::new(),
-            seen_keys: HashSet::new(),
-            new_keys: Vec::new(),
-            events: Vec::new(),
-            now,
-            retention: store.retention,
-            capture: store.capture,
-        };
-        d.write_event(now, None, None, EventBody::TraceStarted(started))?;
-        Ok(d)
-    }
-
-    fn fill_hints(&mut self, hints: &NewTrace) {
-        let t = &mut self.trace;
-        for (field, hint) in [
-            (&mut t.name, &hints.name),
-            (&mut t.agent_id, &hints.agent_id),
-            (&mut t.session_id, &hints.session_id),
-            (&mut t.user_id, &hints.user_id),
-        ] {
-            if field.is_none() {
-                field.clone_from(hint);
-            }
-        }
-        for (k, v) in &hints.metadata {
-            t.metadata.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-    }
-
-    /// Applies one input; false when it was a duplicate.
-    fn apply(&mut self, input: EventInput) -> Result<bool, StoreError> {
-        match input {
-            EventInput::SpanStarted { span } => {
-                if self.spans.contains_key(&span.span_id.as_u64()) {
-                    return Ok(false);
-                }
-                let change = ingest::start_span(None, span, self.now);
-                self.record_span(change, false)
-            }
-            EventInput::SpanEnded { span } => {
-                let change = match self.spans.get(&span.span_id.as_u64()) {
-                    Some(s) if s.ended => return Ok(false),
-                    Some(s) => ingest::end_span(s.span.as_ref(), span, self.now),
-                    None => ingest::end_span(None, span, self.now),
-                };
-                self.record_span(change, true)
-            }
-            EventInput::Log { id, time, record } => {
-                if self.seen(id.as_deref()) {
-                    return Ok(false);
-                }
-                let component = self.component_of(record.span_id);
-                let span_id = record.span_id;
-                self.keyed(id);
-                self.write_event(
-                    time.unwrap_or(self.now),
-                    span_id,
-                    component,
-                    EventBody::Log(record),
-                )?;
-                Ok(true)
-            }
-            EventInput::Error { id, time, record } => {
-                if self.seen(id.as_deref()) {
-                    return Ok(false);
-                }
-                if record.span_id.is_none() {
-                    self.trace.rollups.error_count += 1;
-                }
-                let component = self.component_of(record.span_id);
-                let span_id = record.span_id;
-                self.keyed(id);
-                self.write_event(
-                    time.unwrap_or(self.now),
-                    span_id,
-                    component,
-                    EventBody::Error(record),
-                )?;
-                Ok(true)
-            }
-        }
-    }
-
-    fn seen(&self, key: Option<&str>) -> bool {
-        key.is_some_and(|k| self.seen_keys.contains(k))
-    }
-
-    fn keyed(&mut self, key: Option<String>) {
-        if let Some(k) = key {
-            self.seen_keys.insert(k.clone());
-            self.new_keys.push(k);
-        }
-    }
-
-    fn record_span(&mut self, change: SpanChange, ended: bool) -> Result<bool, StoreError> {
-        let (previous, mut span) = match change {
-            SpanChange::Duplicate => return Ok(false),
-            SpanChange::New(span) => (None, span),
-            SpanChange::Ended { previous, span } => (Some(previous), span),
-        };
-        if self.trace.state == State::Received {
-            self.change_state(State::Running, Some("first step".into()))?;
-        }
-        strip_span(&mut span, self.trace.level, self.capture.max_content_bytes);
-        self.trace.rollups.apply_span(previous.as_ref(), &span);
-        let time = match span.end_time {
-            Some(end) if ended => end,
-            _ => span.start_time,
-        };
-        let sid = span.span_id.as_u64();
-        let component = span.component_id.clone();
-        self.spans.insert(
-            sid,
-            StoredSpan {
-                ended,
-                component: component.clone(),
-                span: (!ended).then(|| span.clone()),
-            },
-        );
-        if !self.dirty_spans.contains(&sid) {
-            self.dirty_spans.push(sid);
-        }
-        let span_id = Some(span.span_id);
-        let body = if ended {
-            EventBody::SpanEnded(span)
-        } else {
-            EventBody::SpanStarted(span)
-        };
-        self.push_event(time, span_id, component, body);
-        Ok(true)
-    }
-
-    fn component_of(&self, span_id: Option<SpanId>) -> Option<String> {
-        self.spans.get(&span_id?.as_u64())?.component.clone()
-    }
-
-    fn change_state(&mut self, to: State, reason: Option<String>) -> Result<(), StoreError> {
-        let from = self.trace.state.clone();
-        let changed = from
-            .check_transition(&to)
-            .map_err(|e| StoreError::Conflict(e.to_string()))?;
-        if !changed {
-            return Ok(());
-        }
-        self.trace.state = to.clone();
-        let now = self.now;
-        let change = StateChange {
-            from,
-            to: to.clone(),
-            reason: reason.clone(),
-        };
-        self.write_event(now, None, None, EventBody::StateChanged(change))?;
-        if to.is_terminal() {
-            let r = self.retention;
-            self.trace.ended_at = Some(now);
-            self.trace.expires_at = now.saturating_add(r.terminal_trace_ttl);
-            self.dexp = now.saturating_add(r.terminal_data_ttl).unix_nanos();
-            let ended = TraceEnded {
-                state: to,
-                reason,
-                rollups: self.trace.rollups.clone(),
-            };
-            self.write_event(now, None, None, EventBody::TraceEnded(ended))?;
-        }
-        Ok(())
-    }
-
-    fn write_event(
-        &mut self,
-        time: Timestamp,
-        span_id: Option<SpanId>,
-        component: Option<String>,
-        mut body: EventBody,
-    ) -> Result<(), StoreError> {
-        strip_event_body(&mut body, self.trace.level, self.capture.max_content_bytes);
-        self.push_event(time, span_id, component, body);
-        Ok(())
-    }
-
-    fn push_event(
-        &mut self,
-        time: Timestamp,
-        _span_id: Option<SpanId>,
-        component: Option<String>,
-        body: EventBody,
-    ) {
-        self.trace.last_seq += 1;
-        self.events.push(Event {
-            trace_id: self.trace.trace_id,
-            seq: self.trace.last_seq,
-            time,
-            component_id: component,
-            body,
-        });
-    }
-
-    /// Marks the write as activity.
-    fn touch(mut self) -> Draft {
-        self.trace.last_activity_at = self.now;
-        self
-    }
-}
-
 fn matches(t: &Trace, f: &TraceFilter) -> bool {
     let eq = |a: &Option<String>, b: &Option<String>| b.is_none() || a == b;
     eq(&t.agent_id, &f.agent_id)
@@ -1278,29 +1076,21 @@ fn needs(events: &[EventInput]) -> (Vec<u64>, Vec<String>) {
 }
 
 #[async_trait]
-impl Store for RedisStore {
+impl Traces for RedisStore {
     async fn create_trace(
         &self,
         tenant: &str,
         new: NewTrace,
-    ) -> Result<(Trace, Vec<Event>), StoreError> {
-        validate_new(&new)?;
+    ) -> Result<(Trace, EventCounts), StoreError> {
         let id = new.trace_id.unwrap_or_else(TraceId::new_v7);
         let r = self
-            .write_trace(tenant, id, &[], &[], |loaded, now| {
-                let stale = match loaded {
-                    Some((l, _, _)) if l.trace.expires_at > now => {
-                        return Err(StoreError::Conflict(format!("trace {id} already exists")))
-                    }
-                    Some((l, _, _)) => Some(l.ver),
-                    None => None,
-                };
-                let d = Draft::create(tenant, id, new.clone(), stale, now, self)?;
-                Ok(Some((d, ())))
+            .write_trace(tenant, id, &[], &[], |loaded, model| {
+                let w = model.create(tenant, id, new.clone(), loaded)?;
+                Ok(Some((w, ())))
             })
             .await?;
         let (t, e, ()) = r.ok_or_else(|| StoreError::Internal("create wrote nothing".into()))?;
-        Ok((t, e))
+        Ok((t, EventCounts::of(&e)))
     }
 
     async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
@@ -1313,49 +1103,28 @@ impl Store for RedisStore {
             end,
         } = req;
         let r = self
-            .write_trace(&tenant, trace_id, &span_ids, &keys, |loaded, now| {
-                let (mut d, created) = match loaded {
-                    Some((l, spans, seen)) if l.trace.expires_at > now => {
-                        let mut d = Draft::existing(l, spans, seen, now, self);
-                        if let Some(h) = &create_if_missing {
-                            d.fill_hints(h);
-                        }
-                        (d, false)
-                    }
-                    stale => {
-                        let Some(new) = create_if_missing.clone() else {
-                            return Err(StoreError::NotFound(trace_id));
-                        };
-                        let stale = stale.map(|(l, _, _)| l.ver);
-                        (
-                            Draft::create(&tenant, trace_id, new, stale, now, self)?,
-                            true,
-                        )
-                    }
+            .write_trace(&tenant, trace_id, &span_ids, &keys, |loaded, model| {
+                let w = model.append(
+                    &tenant,
+                    trace_id,
+                    loaded,
+                    create_if_missing.clone(),
+                    events.iter().cloned(),
+                    end.clone(),
+                )?;
+                let outcome = AppendOutcome {
+                    accepted: w.accepted,
+                    duplicates: w.duplicates,
+                    created: w.created,
+                    last_seq: w.trace.last_seq,
+                    stored: EventCounts::default(),
                 };
-                let mut outcome = AppendOutcome {
-                    created,
-                    ..Default::default()
-                };
-                for input in events.iter().cloned() {
-                    if d.apply(input)? {
-                        outcome.accepted += 1;
-                    } else {
-                        outcome.duplicates += 1;
-                    }
-                }
-                if let Some(end) = &end {
-                    if !d.trace.state.is_terminal() {
-                        d.change_state(end.state.clone(), end.reason.clone())?;
-                    }
-                }
-                outcome.last_seq = d.trace.last_seq;
-                Ok(Some((d.touch(), outcome)))
+                Ok(Some((w, outcome)))
             })
             .await?;
         let (_, events, mut outcome) =
             r.ok_or_else(|| StoreError::Internal("append wrote nothing".into()))?;
-        outcome.events = events;
+        outcome.stored = EventCounts::of(&events);
         Ok(outcome)
     }
 
@@ -1364,33 +1133,15 @@ impl Store for RedisStore {
         tenant: &str,
         id: TraceId,
         patch: TracePatch,
-    ) -> Result<(Trace, Vec<Event>), StoreError> {
+    ) -> Result<(Trace, EventCounts), StoreError> {
         let r = self
-            .write_trace(tenant, id, &[], &[], |loaded, now| {
-                let mut d = match loaded {
-                    Some((l, spans, seen)) if l.trace.expires_at > now => {
-                        Draft::existing(l, spans, seen, now, self)
-                    }
-                    _ => return Err(StoreError::NotFound(id)),
-                };
-                if let Some(to) = &patch.state {
-                    d.trace
-                        .state
-                        .check_transition(to)
-                        .map_err(|e| StoreError::Conflict(e.to_string()))?;
-                }
-                if let Some(name) = &patch.name {
-                    d.trace.name = Some(name.clone());
-                }
-                d.trace.metadata.extend(patch.metadata.clone());
-                if let Some(to) = &patch.state {
-                    d.change_state(to.clone(), patch.reason.clone())?;
-                }
-                Ok(Some((d.touch(), ())))
+            .write_trace(tenant, id, &[], &[], |loaded, model| {
+                let w = model.patch(id, loaded, patch.clone())?;
+                Ok(Some((w, ())))
             })
             .await?;
         let (t, e, ()) = r.ok_or_else(|| StoreError::Internal("update wrote nothing".into()))?;
-        Ok((t, e))
+        Ok((t, EventCounts::of(&e)))
     }
 
     async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, StoreError> {
@@ -1403,6 +1154,14 @@ impl Store for RedisStore {
     }
 
     async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError> {
+        Ok(self.get_trace_with_spans(tenant, id).await?.map(|(_, s)| s))
+    }
+
+    async fn get_trace_with_spans(
+        &self,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<(Trace, Vec<Span>)>, StoreError> {
         let now = self.clock.now();
         let Some(l) = self.load(tenant, id).await? else {
             return Ok(None);
@@ -1411,7 +1170,7 @@ impl Store for RedisStore {
             return Ok(None);
         }
         if l.dexp <= now.unix_nanos() {
-            return Ok(Some(Vec::new()));
+            return Ok(Some((l.trace, Vec::new())));
         }
         // A span's current form is its latest span event, as in SQLite.
         let key = self.trace_keys(tenant, id).events;
@@ -1431,7 +1190,7 @@ impl Store for RedisStore {
         }
         let mut spans: Vec<Span> = latest.into_values().collect();
         spans.sort_by_key(|s| (s.start_time, s.span_id));
-        Ok(Some(spans))
+        Ok(Some((l.trace, spans)))
     }
 
     async fn list_traces(
@@ -1441,7 +1200,7 @@ impl Store for RedisStore {
         page: &PageRequest,
     ) -> Result<Page<Trace>, StoreError> {
         let after = page.cursor.as_deref().map(decode_cursor).transpose()?;
-        let limit = page.limit.clamp(1, 1000) as usize;
+        let limit = page.bounded_limit() as usize;
         let now = self.clock.now();
         // The most selective index the filter allows; every other filter is checked on the
         // trace itself.
@@ -1478,20 +1237,26 @@ impl Store for RedisStore {
         // reads each row once.
         let chunk = (limit * 2).clamp(64, 1000).max(limit + 2);
         let mut offset = 0usize;
+        // Bounded: after `list_scan_rows` rows the page ends at the last row examined.
+        let mut examined = 0usize;
+        let mut last_examined: Option<(Timestamp, TraceId)> = None;
+        let mut cut_short = false;
         loop {
             let mut conn = self.conn()?;
+            let take = chunk.min(self.list_scan_rows.saturating_sub(examined).max(1));
             let ids: Vec<String> = ::redis::cmd("ZREVRANGEBYSCORE")
                 .arg(&key)
                 .arg(&max)
                 .arg(&min)
                 .arg("LIMIT")
                 .arg(offset)
-                .arg(chunk)
+                .arg(take)
                 .query_async(&mut conn)
                 .await
                 .map_err(redis_err)?;
             let n = ids.len();
             offset += n;
+            examined += n;
             let parsed: Vec<TraceId> = ids.iter().filter_map(|s| s.parse().ok()).collect();
             let docs = self.load_many(tenant, &parsed).await?;
             let mut gone = Vec::new();
@@ -1500,13 +1265,17 @@ impl Store for RedisStore {
                 match doc {
                     None => gone.push(id.to_string()),
                     Some(t) => {
-                        if t.expires_at <= now || !matches(&t, filter) {
-                            continue;
-                        }
                         if let Some((ct, cid)) = after {
                             if (t.created_at.unix_nanos(), t.trace_id) >= (ct, cid) {
                                 continue;
                             }
+                        }
+                        let at = (t.created_at, t.trace_id);
+                        if last_examined.is_none_or(|l| at < l) {
+                            last_examined = Some(at);
+                        }
+                        if t.expires_at <= now || !matches(&t, filter) {
+                            continue;
                         }
                         found.push(t);
                     }
@@ -1522,13 +1291,21 @@ impl Store for RedisStore {
                 }
                 items.push(t);
             }
-            if items.len() > limit || n < chunk {
+            if items.len() > limit || n < take {
+                break;
+            }
+            // Only a row that still exists can carry the cursor on; rows whose trace is
+            // gone were just removed from the index, so they are not examined twice.
+            if examined >= self.list_scan_rows && last_examined.is_some() {
+                cut_short = true;
                 break;
             }
         }
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
             items.last().map(encode_cursor)
+        } else if cut_short {
+            last_examined.map(|(t, id)| encode_position(t, id))
         } else {
             None
         };
@@ -1552,7 +1329,7 @@ impl Store for RedisStore {
             return Ok(Some(Vec::new()));
         }
         let key = self.trace_keys(tenant, id).events;
-        let limit = filter.limit.clamp(1, 10_000) as usize;
+        let limit = filter.bounded_limit() as usize;
         let mut skip = filter.offset;
         let mut from = filter.after_seq + 1;
         let mut out = Vec::new();
@@ -1662,7 +1439,10 @@ impl Store for RedisStore {
             .count() as u64;
         Ok(below + edge)
     }
+}
 
+#[async_trait]
+impl Lifecycle for RedisStore {
     async fn active_traces(&self) -> Result<u64, StoreError> {
         let now = self.clock.now();
         let mut conn = self.conn()?;
@@ -1673,50 +1453,6 @@ impl Store for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(redis_err)
-    }
-
-    async fn try_acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
-        let now = self.clock.now();
-        let expires_at = now.saturating_add(ttl);
-        let (key, token_key) = self.lease_keys(name);
-        let mut conn = self.conn()?;
-        let token: Option<u64> = self
-            .lease_acquire
-            .key(key)
-            .key(token_key)
-            .arg(holder)
-            .arg(micros(now))
-            .arg(micros(expires_at))
-            .arg((ttl.as_millis() as i64).max(1))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(redis_err)?;
-        Ok(token.map(|token| Lease {
-            name: name.to_string(),
-            holder: holder.to_string(),
-            token,
-            expires_at,
-        }))
-    }
-
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
-        let expires_at = self.clock.now().saturating_add(ttl);
-        Ok(self
-            .lease_cas_call("renew", lease, ttl)
-            .await?
-            .then(|| Lease {
-                expires_at,
-                ..lease.clone()
-            }))
-    }
-
-    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
-        self.lease_cas_call("release", lease, Duration::ZERO).await
     }
 
     async fn sweep_orphans(
@@ -1750,24 +1486,17 @@ impl Store for RedisStore {
             self.fence(fence).await?;
             let mut idle = Duration::ZERO;
             let r = self
-                .write_trace(&tenant, id, &[], &[], |loaded, now| {
-                    let Some((l, spans, seen)) = loaded else {
+                .write_trace(&tenant, id, &[], &[], |loaded, model| {
+                    let Some(l) = loaded else {
                         return Ok(None);
                     };
-                    let t = &l.trace;
-                    if t.state.is_terminal()
-                        || t.last_activity_at >= idle_before
-                        || t.expires_at <= now
-                    {
-                        return Ok(None);
+                    match model.orphan(l, idle_before)? {
+                        Orphan::Ended(w, i) => {
+                            idle = i;
+                            Ok(Some((w, ())))
+                        }
+                        Orphan::NotIdle(_) => Ok(None),
                     }
-                    idle = now.since(t.last_activity_at);
-                    let mut d = Draft::existing(l, spans, seen, now, self);
-                    d.change_state(State::Errored, Some(ORPHANED_REASON.into()))?;
-                    let keep = now.saturating_add(self.retention.orphan_ttl);
-                    d.trace.expires_at = keep;
-                    d.dexp = keep.unix_nanos();
-                    Ok(Some((d.touch(), ())))
                 })
                 .await?;
             match r {
@@ -1831,9 +1560,9 @@ impl Store for RedisStore {
                     continue;
                 }
                 Some(l) => {
-                    let (n, complete) = self.purge_data_of(&tenant, id, budget).await?;
-                    out.events += n;
-                    budget -= n as i64;
+                    let (rows, events, complete) = self.purge_data_of(&tenant, id, budget).await?;
+                    out.events += events;
+                    budget -= rows as i64;
                     if !complete || budget <= 0 {
                         out.more = true;
                         return Ok(out);
@@ -1872,9 +1601,9 @@ impl Store for RedisStore {
                 }
                 _ => {}
             }
-            let (n, complete) = self.purge_data_of(&tenant, id, budget).await?;
-            out.events += n;
-            budget -= n as i64;
+            let (rows, events, complete) = self.purge_data_of(&tenant, id, budget).await?;
+            out.events += events;
+            budget -= rows as i64;
             if !complete {
                 out.more = true;
                 break;
@@ -1906,14 +1635,6 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    fn subscribe(&self, tenant: &str, scope: crate::Scope) -> crate::Subscription {
-        self.hub.subscribe(tenant, scope)
-    }
-
-    fn subscriber_count(&self) -> usize {
-        self.hub.subscriber_count()
-    }
-
     async fn shutdown(&self) {
         self.closed.store(true, Ordering::Relaxed);
         let handle = self
@@ -1927,16 +1648,75 @@ impl Store for RedisStore {
     }
 }
 
+#[async_trait]
+impl Leases for RedisStore {
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let now = self.clock.now();
+        let expires_at = now.saturating_add(ttl);
+        let (key, token_key) = self.lease_keys(name);
+        let mut conn = self.conn()?;
+        let token: Option<u64> = self
+            .lease_acquire
+            .key(key)
+            .key(token_key)
+            .arg(holder)
+            .arg(micros(now))
+            .arg(micros(expires_at))
+            .arg((ttl.as_millis() as i64).max(1))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(token.map(|token| Lease {
+            name: name.to_string(),
+            holder: holder.to_string(),
+            token,
+            expires_at,
+        }))
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        let expires_at = self.clock.now().saturating_add(ttl);
+        Ok(self
+            .lease_cas_call("renew", lease, ttl)
+            .await?
+            .then(|| Lease {
+                expires_at,
+                ..lease.clone()
+            }))
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        self.lease_cas_call("release", lease, Duration::ZERO).await
+    }
+}
+
+impl LiveFeed for RedisStore {
+    fn subscribe(&self, tenant: &str, scope: crate::Scope) -> crate::Subscription {
+        self.hub.subscribe(tenant, scope)
+    }
+
+    fn subscriber_count(&self) -> usize {
+        self.hub.subscriber_count()
+    }
+}
+
 impl RedisStore {
+    /// Deletes up to `budget` stream entries of a trace's data; returns the entries and
+    /// the events they held, and whether none are left.
     async fn purge_data_of(
         &self,
         tenant: &str,
         id: TraceId,
         budget: i64,
-    ) -> Result<(u64, bool), StoreError> {
+    ) -> Result<(u64, u64, bool), StoreError> {
         let k = self.trace_keys(tenant, id);
         let mut conn = self.conn()?;
-        let (n, complete): (u64, i64) = self
+        let (rows, complete, events): (u64, i64, u64) = self
             .purge_data
             .key(&k.spans)
             .key(&k.keys)
@@ -1945,7 +1725,7 @@ impl RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
-        Ok((n, complete == 1))
+        Ok((rows, events, complete == 1))
     }
 }
 

@@ -46,22 +46,43 @@ return 1
 
 /// Deletes up to ARGV[1] entries of a trace's event stream (oldest first; an entry is one
 /// commit's events); when none are left, deletes its spans and keys too. KEYS: spans,
-/// keys, events. Returns {deleted entries, complete (0/1)}.
+/// keys, events. Returns {deleted entries, complete (0/1), deleted events}.
+///
+/// An entry's id is its last event's seq; its first event's seq leads its JSON (events
+/// serialise `trace_id`, then `seq`), so an entry holds `last - first + 1` events without
+/// parsing it. An entry whose first seq cannot be read counts as one event (the
+/// one-event entries written before batches).
 pub(super) const PURGE_DATA: &str = r#"
 local n = tonumber(ARGV[1])
 local deleted = 0
+local events = 0
 if n > 0 then
-  local ids = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', n)
-  for _, e in ipairs(ids) do
+  local entries = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', n)
+  for _, e in ipairs(entries) do
+    local last = tonumber(string.match(e[1], '^(%d+)'))
+    local d = e[2][2] or ''
+    local at = string.find(d, '\n', 1, true)
+    local first
+    if at then
+      first = string.match(d, '^%[{"trace_id":"%x+","seq":(%d+)', at + 1)
+    else
+      first = string.match(d, '^{"trace_id":"%x+","seq":(%d+)')
+    end
+    first = tonumber(first)
+    if first and last and last >= first then
+      events = events + (last - first + 1)
+    else
+      events = events + 1
+    end
     redis.call('XDEL', KEYS[3], e[1])
     deleted = deleted + 1
   end
 end
 if redis.call('XLEN', KEYS[3]) == 0 then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-  return {deleted, 1}
+  return {deleted, 1, events}
 end
-return {deleted, 0}
+return {deleted, 0, events}
 "#;
 
 /// Takes or extends a lease. The holder record is `SET NX PX`-like (it lapses at its

@@ -12,29 +12,12 @@
 use std::collections::HashMap;
 
 use rusqlite::{params, OptionalExtension, Transaction};
-use traceway_core::{Span, TraceId};
+use traceway_core::TraceId;
 
 use super::row::{read_trace_row, TraceRow, TRACE_COLUMNS};
 use super::schema::internal;
+use crate::write::SpanState;
 use crate::StoreError;
-
-/// What the writer needs to know of one span.
-#[derive(Clone)]
-pub(crate) enum SpanState {
-    /// Ended: further starts and ends are duplicates.
-    Ended { component: Option<String> },
-    /// Started and not ended: its stored form, which an end completes.
-    Running(Box<Span>),
-}
-
-impl SpanState {
-    pub fn component(&self) -> Option<&str> {
-        match self {
-            SpanState::Ended { component } => component.as_deref(),
-            SpanState::Running(s) => s.component_id.as_deref(),
-        }
-    }
-}
 
 /// A trace as the writer holds it between commands.
 pub(crate) struct CachedTrace {
@@ -44,12 +27,21 @@ pub(crate) struct CachedTrace {
 }
 
 impl CachedTrace {
+    #[cfg(test)]
     pub fn new(row: TraceRow) -> CachedTrace {
+        CachedTrace::from_parts(row, HashMap::new())
+    }
+
+    pub fn from_parts(row: TraceRow, spans: HashMap<u64, SpanState>) -> CachedTrace {
         CachedTrace {
             row,
-            spans: HashMap::new(),
+            spans,
             last_used: 0,
         }
+    }
+
+    pub fn into_parts(self) -> (TraceRow, HashMap<u64, SpanState>) {
+        (self.row, self.spans)
     }
 }
 

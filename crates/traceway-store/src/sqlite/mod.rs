@@ -21,8 +21,9 @@ use self::schema::internal;
 use self::writer::{Msg, Op, OpResult, WriterCtx};
 use crate::shared::{decode_cursor, encode_cursor};
 use crate::{
-    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventFilter, Lease, Orphaned, Page,
-    PageRequest, Purged, Retention, Store, StoreError, TraceFilter,
+    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventCounts, EventFilter, Lease, Leases,
+    Lifecycle, LiveFeed, Orphaned, Page, PageRequest, Purged, Retention, StoreError, TraceFilter,
+    Traces,
 };
 
 /// Settings of the SQLite backend.
@@ -309,12 +310,12 @@ impl Query {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Traces for SqliteStore {
     async fn create_trace(
         &self,
         tenant: &str,
         new: NewTrace,
-    ) -> Result<(Trace, Vec<Event>), StoreError> {
+    ) -> Result<(Trace, EventCounts), StoreError> {
         match self
             .write(Op::Create {
                 tenant: tenant.to_string(),
@@ -322,14 +323,14 @@ impl Store for SqliteStore {
             })
             .await?
         {
-            OpResult::Trace(t, e) => Ok((t, e)),
+            OpResult::Trace(t, e) => Ok((t, EventCounts::of(&e))),
             _ => Err(StoreError::Internal("unexpected writer reply".into())),
         }
     }
 
     async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
         match self.write(Op::Append(req)).await? {
-            OpResult::Append(o, _) => Ok(o),
+            OpResult::Append(o, _, _) => Ok(o),
             _ => Err(StoreError::Internal("unexpected writer reply".into())),
         }
     }
@@ -339,7 +340,7 @@ impl Store for SqliteStore {
         tenant: &str,
         id: TraceId,
         patch: TracePatch,
-    ) -> Result<(Trace, Vec<Event>), StoreError> {
+    ) -> Result<(Trace, EventCounts), StoreError> {
         match self
             .write(Op::Update {
                 tenant: tenant.to_string(),
@@ -348,7 +349,7 @@ impl Store for SqliteStore {
             })
             .await?
         {
-            OpResult::Trace(t, e) => Ok((t, e)),
+            OpResult::Trace(t, e) => Ok((t, EventCounts::of(&e))),
             _ => Err(StoreError::Internal("unexpected writer reply".into())),
         }
     }
@@ -369,13 +370,37 @@ impl Store for SqliteStore {
     }
 
     async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError> {
+        Ok(self.get_trace_with_spans(tenant, id).await?.map(|(_, s)| s))
+    }
+
+    async fn get_trace_with_spans(
+        &self,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<(Trace, Vec<Span>)>, StoreError> {
         let tenant = tenant.to_string();
         self.read(move |c, now| {
-            let Some((rowid, data_expires)) = live_trace_ref(c, &tenant, id, now)? else {
+            let row = c
+                .prepare_cached(&format!(
+                    "SELECT id, data_expires_at, {TRACE_COLUMNS} FROM traces \
+                     WHERE tenant = ?1 AND trace_id = ?2 AND expires_at > ?3"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(params![tenant, &id.to_bytes()[..], now.unix_nanos()], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            read_trace_row(r, 2)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(internal)?;
+            let Some((rowid, data_expires, trace)) = row else {
                 return Ok(None);
             };
             if data_expires <= now.unix_nanos() {
-                return Ok(Some(Vec::new()));
+                return Ok(Some((trace, Vec::new())));
             }
             // A span's current form is its latest span event.
             let mut stmt = c
@@ -400,7 +425,7 @@ impl Store for SqliteStore {
                 .map(|b| span_of_event_body(b))
                 .collect::<Result<Vec<Span>, _>>()?;
             spans.sort_by_key(|s| (s.start_time, s.span_id));
-            Ok(Some(spans))
+            Ok(Some((trace, spans)))
         })
         .await
     }
@@ -413,7 +438,7 @@ impl Store for SqliteStore {
     ) -> Result<Page<Trace>, StoreError> {
         use rusqlite::types::Value;
         let after = page.cursor.as_deref().map(decode_cursor).transpose()?;
-        let limit = page.limit.clamp(1, 1000);
+        let limit = page.bounded_limit();
         let mut q = Query {
             sql: format!(
                 "SELECT {TRACE_COLUMNS} FROM traces WHERE tenant = ?1 AND expires_at > ?2"
@@ -509,7 +534,7 @@ impl Store for SqliteStore {
         }
         sql.push_str(&format!(
             " ORDER BY seq LIMIT {} OFFSET {}",
-            filter.limit.clamp(1, 10_000),
+            filter.bounded_limit(),
             filter.offset
         ));
         self.read(move |c, now| {
@@ -598,7 +623,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Lifecycle for SqliteStore {
     async fn active_traces(&self) -> Result<u64, StoreError> {
         self.read(|c, now| {
             // Covered by the active index (last_activity_at, expires_at) WHERE ended_at IS NULL.
@@ -610,44 +638,6 @@ impl Store for SqliteStore {
             .map_err(internal)
         })
         .await
-    }
-
-    async fn try_acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
-        let op = Op::AcquireLease {
-            name: name.to_string(),
-            holder: holder.to_string(),
-            ttl,
-        };
-        match self.write(op).await? {
-            OpResult::Lease(l) => Ok(l),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
-        }
-    }
-
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
-        let op = Op::RenewLease {
-            lease: lease.clone(),
-            ttl,
-        };
-        match self.write(op).await? {
-            OpResult::Lease(l) => Ok(l),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
-        }
-    }
-
-    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
-        let op = Op::ReleaseLease {
-            lease: lease.clone(),
-        };
-        match self.write(op).await? {
-            OpResult::Deleted(released) => Ok(released),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
-        }
     }
 
     async fn sweep_orphans(
@@ -686,14 +676,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    fn subscribe(&self, tenant: &str, scope: crate::Scope) -> crate::Subscription {
-        self.hub.subscribe(tenant, scope)
-    }
-
-    fn subscriber_count(&self) -> usize {
-        self.hub.subscriber_count()
-    }
-
     async fn shutdown(&self) {
         self.checkpointer
             .stop
@@ -715,5 +697,56 @@ impl Store for SqliteStore {
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
+    }
+}
+
+#[async_trait]
+impl Leases for SqliteStore {
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let op = Op::AcquireLease {
+            name: name.to_string(),
+            holder: holder.to_string(),
+            ttl,
+        };
+        match self.write(op).await? {
+            OpResult::Lease(l) => Ok(l),
+            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+        }
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        let op = Op::RenewLease {
+            lease: lease.clone(),
+            ttl,
+        };
+        match self.write(op).await? {
+            OpResult::Lease(l) => Ok(l),
+            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+        }
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let op = Op::ReleaseLease {
+            lease: lease.clone(),
+        };
+        match self.write(op).await? {
+            OpResult::Deleted(released) => Ok(released),
+            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+        }
+    }
+}
+
+impl LiveFeed for SqliteStore {
+    fn subscribe(&self, tenant: &str, scope: crate::Scope) -> crate::Subscription {
+        self.hub.subscribe(tenant, scope)
+    }
+
+    fn subscriber_count(&self) -> usize {
+        self.hub.subscriber_count()
     }
 }

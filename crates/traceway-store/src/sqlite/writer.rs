@@ -4,25 +4,22 @@
 //! in a [`TraceCache`], so a command needs no lookups, and writes a command's events with
 //! one multi-row INSERT.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::types::ToSql;
 use rusqlite::{params, OptionalExtension, Transaction};
 use tokio::sync::{mpsc, oneshot};
-use traceway_core::{
-    ingest, strip_event_body, strip_span, Event, EventBody, EventInput, EventType, NewTrace,
-    Rollups, SpanChange, SpanId, State, StateChange, Timestamp, Trace, TraceEnded, TraceId,
-    TracePatch, TraceStarted,
-};
+use traceway_core::{Event, EventBody, NewTrace, State, Timestamp, Trace, TraceId, TracePatch};
 
-use super::cache::{CachedTrace, SpanState, TraceCache};
+use super::cache::{CachedTrace, TraceCache};
 use super::row::TraceRow;
 use super::schema::internal;
-use crate::shared::validate_new;
+use crate::write::{Loaded, Model, Orphan, SpanState, Stored, Written};
 use crate::{
-    AppendOutcome, AppendRequest, CaptureConfig, Clock, Lease, Orphaned, Purged, Retention,
-    StoreError, ORPHANED_REASON,
+    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventCounts, Lease, Orphaned, Purged,
+    Retention, StoreError,
 };
 
 pub(crate) enum Op {
@@ -79,8 +76,9 @@ pub(crate) struct OrphanedTrace {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum OpResult {
     Trace(Trace, Vec<Event>),
-    /// The outcome, and the trace as it is after the append (for the hub).
-    Append(AppendOutcome, Box<Trace>),
+    /// The outcome, and the trace as it is after the append with the events it wrote
+    /// (for the hub).
+    Append(AppendOutcome, Box<Trace>, Vec<Event>),
     Deleted(bool),
     Count(u64),
     Lease(Option<Lease>),
@@ -105,6 +103,16 @@ pub(crate) struct WriterCtx {
     pub wal_limit_frames: u64,
     pub cache_capacity: usize,
     pub hub: crate::InProcessHub,
+}
+
+impl WriterCtx {
+    fn model(&self, now: Timestamp) -> Model {
+        Model {
+            now,
+            retention: self.retention,
+            capture: self.capture,
+        }
+    }
 }
 
 /// Longest a group waits for more commands before it commits.
@@ -267,7 +275,7 @@ impl Acker {
         for (_, r) in results {
             match r {
                 Ok(OpResult::Trace(t, e)) => publish(t, e),
-                Ok(OpResult::Append(o, t)) => publish(t, &o.events),
+                Ok(OpResult::Append(_, t, events)) => publish(t, events),
                 Ok(OpResult::Orphaned(list)) => {
                     for o in list {
                         publish(&o.trace, &o.events);
@@ -354,45 +362,53 @@ fn execute(
 ) -> Result<OpResult, StoreError> {
     match op {
         Op::Create { tenant, new } => {
-            validate_new(&new)?;
             let id = new.trace_id.unwrap_or_else(TraceId::new_v7);
-            if let Some(t) = cache.take(tx, &tenant, id)? {
-                if t.row.is_live(now) {
-                    cache.put(t);
-                    return Err(StoreError::Conflict(format!("trace {id} already exists")));
+            let (prior, loaded) = load(tx, cache, &tenant, id)?;
+            match ctx.model(now).create(&tenant, id, new, loaded) {
+                Ok(w) => persist(tx, cache, prior, w).map(|p| OpResult::Trace(p.trace, p.events)),
+                Err(r) => {
+                    put_back(cache, prior, r.loaded);
+                    Err(r.error)
                 }
-                delete_trace_data(tx, t.row.rowid)?;
             }
-            let mut w = TraceWriter::create(&tenant, id, new, now, ctx)?;
-            w.save(tx)?;
-            Ok(OpResult::Trace(w.trace.row.trace.clone(), w.finish(cache)))
         }
         Op::Append(req) => {
-            append(tx, cache, req, now, ctx).map(|(o, t)| OpResult::Append(o, Box::new(t)))
-        }
-        Op::Update { tenant, id, patch } => {
-            let t = match cache.take(tx, &tenant, id)? {
-                Some(t) if t.row.is_live(now) => t,
-                _ => return Err(StoreError::NotFound(id)),
-            };
-            // The only refusal comes first, before anything changes.
-            if let Some(to) = &patch.state {
-                if let Err(e) = t.row.trace.state.check_transition(to) {
-                    cache.put(t);
-                    return Err(StoreError::Conflict(e.to_string()));
+            let AppendRequest {
+                tenant,
+                trace_id,
+                create_if_missing,
+                events,
+                end,
+            } = req;
+            let (prior, loaded) = load(tx, cache, &tenant, trace_id)?;
+            let model = ctx.model(now);
+            match model.append(&tenant, trace_id, loaded, create_if_missing, events, end) {
+                Ok(w) => {
+                    let p = persist(tx, cache, prior, w)?;
+                    let outcome = AppendOutcome {
+                        accepted: p.accepted,
+                        duplicates: p.duplicates,
+                        created: p.created,
+                        last_seq: p.trace.last_seq,
+                        stored: EventCounts::of(&p.events),
+                    };
+                    Ok(OpResult::Append(outcome, Box::new(p.trace), p.events))
+                }
+                Err(r) => {
+                    put_back(cache, prior, r.loaded);
+                    Err(r.error)
                 }
             }
-            let mut w = TraceWriter::new(t, now, ctx);
-            if let Some(name) = patch.name {
-                w.trace.row.trace.name = Some(name);
+        }
+        Op::Update { tenant, id, patch } => {
+            let (prior, loaded) = load(tx, cache, &tenant, id)?;
+            match ctx.model(now).patch(id, loaded, patch) {
+                Ok(w) => persist(tx, cache, prior, w).map(|p| OpResult::Trace(p.trace, p.events)),
+                Err(r) => {
+                    put_back(cache, prior, r.loaded);
+                    Err(r.error)
+                }
             }
-            w.metadata_changed |= !patch.metadata.is_empty();
-            w.trace.row.trace.metadata.extend(patch.metadata);
-            if let Some(to) = patch.state {
-                w.change_state(to, patch.reason)?;
-            }
-            w.save(tx)?;
-            Ok(OpResult::Trace(w.trace.row.trace.clone(), w.finish(cache)))
         }
         Op::Delete { tenant, id } => match cache.take(tx, &tenant, id)? {
             Some(t) => {
@@ -573,25 +589,19 @@ fn sweep_orphans(
     for (tenant, id) in candidates {
         let id = TraceId::from_bytes(id)
             .ok_or_else(|| StoreError::Internal("zero trace id in the active index".into()))?;
-        let Some(t) = cache.take(tx, &tenant, id)? else {
+        let (prior, Some(loaded)) = load(tx, cache, &tenant, id)? else {
             continue;
         };
-        let row = &t.row.trace;
-        // The cache is authoritative; it agrees with the row just read, but check anyway
-        // rather than end a trace that is not idle.
-        if row.state.is_terminal() || row.last_activity_at >= idle_before || !t.row.is_live(now) {
-            cache.put(t);
-            continue;
-        }
-        let idle = now.since(row.last_activity_at);
-        let mut w = TraceWriter::new(t, now, ctx);
-        w.change_state(State::Errored, Some(ORPHANED_REASON.into()))?;
-        let keep = now.saturating_add(ctx.retention.orphan_ttl);
-        w.trace.row.trace.expires_at = keep;
-        w.trace.row.data_expires_at = keep.unix_nanos();
-        w.save(tx)?;
-        let trace = w.trace.row.trace.clone();
-        let events = w.finish(cache);
+        let (trace, events, idle) = match ctx.model(now).orphan(loaded, idle_before)? {
+            Orphan::NotIdle(loaded) => {
+                put_back(cache, prior, Some(loaded));
+                continue;
+            }
+            Orphan::Ended(w, idle) => {
+                let p = persist(tx, cache, prior, w)?;
+                (p.trace, p.events, idle)
+            }
+        };
         out.push(OrphanedTrace {
             orphan: Orphaned {
                 tenant,
@@ -717,63 +727,6 @@ fn delete_events(tx: &Transaction<'_>, rowid: i64, limit: i64) -> Result<(u64, b
     Ok((n as u64, n < limit))
 }
 
-fn append(
-    tx: &Transaction<'_>,
-    cache: &mut TraceCache,
-    req: AppendRequest,
-    now: Timestamp,
-    ctx: &WriterCtx,
-) -> Result<(AppendOutcome, Trace), StoreError> {
-    let AppendRequest {
-        tenant,
-        trace_id,
-        create_if_missing,
-        events,
-        end,
-    } = req;
-    let (mut w, created) = match cache.take(tx, &tenant, trace_id)? {
-        Some(t) if t.row.is_live(now) => {
-            let mut w = TraceWriter::new(t, now, ctx);
-            if let Some(hints) = &create_if_missing {
-                w.fill_hints(hints);
-            }
-            (w, false)
-        }
-        stale => {
-            let Some(new) = create_if_missing else {
-                return Err(StoreError::NotFound(trace_id));
-            };
-            validate_new(&new)?;
-            if let Some(t) = stale {
-                delete_trace_data(tx, t.row.rowid)?;
-            }
-            (TraceWriter::create(&tenant, trace_id, new, now, ctx)?, true)
-        }
-    };
-    let mut outcome = AppendOutcome {
-        created,
-        ..Default::default()
-    };
-    for input in events {
-        if w.apply(tx, input)? {
-            outcome.accepted += 1;
-        } else {
-            outcome.duplicates += 1;
-        }
-    }
-    if let Some(end) = end {
-        // The first end decides; a trace that already ended keeps its state.
-        if !w.trace.row.trace.state.is_terminal() {
-            w.change_state(end.state, end.reason)?;
-        }
-    }
-    w.save(tx)?;
-    let trace = w.trace.row.trace.clone();
-    outcome.last_seq = trace.last_seq;
-    outcome.events = w.finish(cache);
-    Ok((outcome, trace))
-}
-
 fn delete_trace_data(tx: &Transaction<'_>, rowid: i64) -> Result<(), StoreError> {
     for sql in [
         "DELETE FROM events WHERE trace_ref = ?1",
@@ -786,473 +739,303 @@ fn delete_trace_data(tx: &Transaction<'_>, rowid: i64) -> Result<(), StoreError>
     Ok(())
 }
 
-/// An event row waiting for the command's one INSERT.
-struct EventRow {
-    seq: i64,
-    time: i64,
-    ty: &'static str,
-    span_id: Option<i64>,
-    component: Option<String>,
-    key: Option<String>,
-    body: String,
-}
-
 /// Rows per INSERT statement (8 columns each, well under SQLite's parameter limit).
 const ROWS_PER_INSERT: usize = 16;
 
-/// One trace being written within a command: its cached state, the events it gained and
-/// the rows not yet inserted.
-struct TraceWriter<'c> {
-    trace: CachedTrace,
-    /// The indexed columns as the database holds them, so `save` rewrites only the indexes
-    /// whose columns changed: most appends touch only the activity index.
-    stored: IndexedColumns,
-    /// Not in the database yet: `save` inserts it.
-    fresh: bool,
-    /// The metadata changed and must be written.
-    metadata_changed: bool,
-    events: Vec<Event>,
-    rows: Vec<EventRow>,
-    now: Timestamp,
-    ctx: &'c WriterCtx,
+/// The write model's port on SQLite: span states from the cache entry, client ids from the
+/// `events` table (the unique `dedup_key` index).
+pub(crate) struct Port<'a, 'c> {
+    spans: HashMap<u64, SpanState>,
+    tx: &'a Transaction<'c>,
+    rowid: i64,
 }
 
-impl<'c> TraceWriter<'c> {
-    fn new(trace: CachedTrace, now: Timestamp, ctx: &'c WriterCtx) -> TraceWriter<'c> {
-        TraceWriter {
-            stored: IndexedColumns::of(&trace.row),
-            fresh: false,
-            metadata_changed: false,
-            trace,
-            events: Vec::new(),
-            rows: Vec::new(),
-            now,
-            ctx,
-        }
+impl Stored for Port<'_, '_> {
+    fn span(&self, id: u64) -> Option<&SpanState> {
+        self.spans.get(&id)
     }
 
-    fn create(
-        tenant: &str,
-        id: TraceId,
-        new: NewTrace,
-        now: Timestamp,
-        ctx: &'c WriterCtx,
-    ) -> Result<TraceWriter<'c>, StoreError> {
-        let state = new.state.unwrap_or(State::Received);
-        let level = new.level.unwrap_or(ctx.capture.default_level);
-        let failsafe = now.saturating_add(ctx.retention.failsafe_ttl);
-        let trace = Trace {
-            trace_id: id,
-            tenant: tenant.to_string(),
-            name: new.name,
-            agent_id: new.agent_id,
-            session_id: new.session_id,
-            user_id: new.user_id,
-            state,
-            level,
-            created_at: now,
-            last_activity_at: now,
-            ended_at: None,
-            expires_at: failsafe,
-            last_seq: 0,
-            metadata: new.metadata,
-            rollups: Rollups::default(),
-        };
-        let started = TraceStarted {
-            name: trace.name.clone(),
-            agent_id: trace.agent_id.clone(),
-            session_id: trace.session_id.clone(),
-            user_id: trace.user_id.clone(),
-            state: trace.state.clone(),
-            level,
-            metadata: trace.metadata.clone(),
-        };
-        // The row is inserted by `save`, with what the command made of it, so a new trace
-        // costs one INSERT and no UPDATE; its rowid is known from then on.
-        let row = TraceRow {
-            rowid: 0,
-            data_expires_at: failsafe.unix_nanos(),
-            trace,
-        };
-        let mut w = TraceWriter::new(CachedTrace::new(row), now, ctx);
-        w.fresh = true;
-        w.write_event(now, None, None, EventBody::TraceStarted(started))?;
-        Ok(w)
-    }
-
-    /// Fills what the trace does not know yet from a later batch's hints.
-    fn fill_hints(&mut self, hints: &NewTrace) {
-        let t = &mut self.trace.row.trace;
-        for (field, hint) in [
-            (&mut t.name, &hints.name),
-            (&mut t.agent_id, &hints.agent_id),
-            (&mut t.session_id, &hints.session_id),
-            (&mut t.user_id, &hints.user_id),
-        ] {
-            if field.is_none() {
-                field.clone_from(hint);
-            }
-        }
-        for (k, v) in &hints.metadata {
-            if !t.metadata.contains_key(k) {
-                t.metadata.insert(k.clone(), v.clone());
-                self.metadata_changed = true;
-            }
-        }
-    }
-
-    /// Applies one input; false when it was a duplicate.
-    fn apply(&mut self, tx: &Transaction<'_>, input: EventInput) -> Result<bool, StoreError> {
-        match input {
-            EventInput::SpanStarted { span } => {
-                if self.trace.spans.contains_key(&span.span_id.as_u64()) {
-                    return Ok(false);
-                }
-                let change = ingest::start_span(None, span, self.now);
-                self.record_span(change, false)
-            }
-            EventInput::SpanEnded { span } => {
-                let change = match self.trace.spans.get(&span.span_id.as_u64()) {
-                    Some(SpanState::Ended { .. }) => return Ok(false),
-                    Some(SpanState::Running(started)) => {
-                        ingest::end_span(Some(started), span, self.now)
-                    }
-                    None => ingest::end_span(None, span, self.now),
-                };
-                self.record_span(change, true)
-            }
-            EventInput::Log { id, time, record } => {
-                self.client_event(tx, id, time, EventBody::Log(record))
-            }
-            EventInput::Error { id, time, record } => {
-                self.client_event(tx, id, time, EventBody::Error(record))
-            }
-        }
-    }
-
-    /// A log or error from a client: skipped when its id was stored before; an error not
-    /// tied to a span counts in the rollups (a span's errors count through its status).
-    fn client_event(
-        &mut self,
-        tx: &Transaction<'_>,
-        id: Option<String>,
-        time: Option<Timestamp>,
-        body: EventBody,
-    ) -> Result<bool, StoreError> {
-        if self.seen_key(tx, id.as_deref())? {
-            return Ok(false);
-        }
-        let span_id = body.span_id();
-        if matches!(body, EventBody::Error(_)) && span_id.is_none() {
-            self.trace.row.trace.rollups.error_count += 1;
-        }
-        let component = self.component_of(span_id);
-        self.write_keyed_event(time.unwrap_or(self.now), span_id, component, id, body)?;
-        Ok(true)
-    }
-
-    fn record_span(&mut self, change: SpanChange, ended: bool) -> Result<bool, StoreError> {
-        let (previous, mut span) = match change {
-            SpanChange::Duplicate => return Ok(false),
-            SpanChange::New(span) => (None, span),
-            SpanChange::Ended { previous, span } => (Some(previous), span),
-        };
-        if self.trace.row.trace.state == State::Received {
-            self.change_state(State::Running, Some("first step".into()))?;
-        }
-        let (level, max) = (
-            self.trace.row.trace.level,
-            self.ctx.capture.max_content_bytes,
-        );
-        strip_span(&mut span, level, max);
-        self.trace
-            .row
-            .trace
-            .rollups
-            .apply_span(previous.as_ref(), &span);
-        let (time, ty) = match span.end_time {
-            Some(end) if ended => (end, EventType::SpanEnded),
-            _ => (span.start_time, EventType::SpanStarted),
-        };
-        // The event body's JSON, written once into one buffer.
-        let mut body_json = Vec::with_capacity(512);
-        body_json.extend_from_slice(b"{\"type\":\"");
-        body_json.extend_from_slice(ty.as_str().as_bytes());
-        body_json.extend_from_slice(b"\",\"payload\":");
-        serde_json::to_writer(&mut body_json, &span)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        body_json.push(b'}');
-        let body_json =
-            String::from_utf8(body_json).map_err(|e| StoreError::Internal(e.to_string()))?;
-        let component = span.component_id.clone();
-        let state = if ended {
-            SpanState::Ended {
-                component: component.clone(),
-            }
-        } else {
-            SpanState::Running(Box::new(span.clone()))
-        };
-        self.trace.spans.insert(span.span_id.as_u64(), state);
-        let span_id = Some(span.span_id);
-        let body = if ended {
-            EventBody::SpanEnded(span)
-        } else {
-            EventBody::SpanStarted(span)
-        };
-        self.push_event(time, span_id, component, None, body, body_json);
-        Ok(true)
-    }
-
-    fn component_of(&self, span_id: Option<SpanId>) -> Option<String> {
-        let id = span_id?;
-        self.trace
-            .spans
-            .get(&id.as_u64())?
-            .component()
-            .map(str::to_string)
-    }
-
-    /// Whether a client event id was already stored in this trace (or earlier in this batch).
-    fn seen_key(&self, tx: &Transaction<'_>, key: Option<&str>) -> Result<bool, StoreError> {
-        let Some(key) = key else { return Ok(false) };
-        if self.rows.iter().any(|r| r.key.as_deref() == Some(key)) {
-            return Ok(true);
-        }
-        if self.fresh {
-            return Ok(false);
-        }
-        tx.prepare_cached("SELECT 1 FROM events WHERE trace_ref = ?1 AND dedup_key = ?2")
-            .and_then(|mut s| s.exists(params![self.trace.row.rowid, key]))
+    fn client_id_seen(&self, id: &str) -> Result<bool, StoreError> {
+        self.tx
+            .prepare_cached("SELECT 1 FROM events WHERE trace_ref = ?1 AND dedup_key = ?2")
+            .and_then(|mut s| s.exists(params![self.rowid, id]))
             .map_err(internal)
     }
+}
 
-    /// Changes the state; callers that must refuse check the transition before changing
-    /// anything else.
-    fn change_state(&mut self, to: State, reason: Option<String>) -> Result<(), StoreError> {
-        let from = self.trace.row.trace.state.clone();
-        let changed = from
-            .check_transition(&to)
-            .map_err(|e| StoreError::Conflict(e.to_string()))?;
-        if !changed {
-            return Ok(());
-        }
-        self.trace.row.trace.state = to.clone();
-        let now = self.now;
-        let change = StateChange {
-            from,
-            to: to.clone(),
-            reason: reason.clone(),
+/// What the database holds of a trace before a command, so `save` rewrites only what the
+/// command changed.
+struct Prior {
+    rowid: i64,
+    indexed: IndexedColumns,
+    last_activity_at: Timestamp,
+}
+
+/// Takes a trace out of the cache (or the database) for the write model.
+fn load<'a, 'c>(
+    tx: &'a Transaction<'c>,
+    cache: &mut TraceCache,
+    tenant: &str,
+    id: TraceId,
+) -> Result<(Option<Prior>, Option<Loaded<Port<'a, 'c>>>), StoreError> {
+    let Some(t) = cache.take(tx, tenant, id)? else {
+        return Ok((None, None));
+    };
+    let (row, spans) = t.into_parts();
+    let prior = Prior {
+        rowid: row.rowid,
+        indexed: IndexedColumns::of(&row.trace, row.data_expires_at),
+        last_activity_at: row.trace.last_activity_at,
+    };
+    let loaded = Loaded {
+        trace: row.trace,
+        data_expires_at: row.data_expires_at,
+        stored: Port {
+            spans,
+            tx,
+            rowid: row.rowid,
+        },
+    };
+    Ok((Some(prior), Some(loaded)))
+}
+
+/// Puts a refused command's trace back into the cache, unchanged.
+fn put_back(cache: &mut TraceCache, prior: Option<Prior>, loaded: Option<Loaded<Port<'_, '_>>>) {
+    if let (Some(p), Some(l)) = (prior, loaded) {
+        let row = TraceRow {
+            rowid: p.rowid,
+            data_expires_at: l.data_expires_at,
+            trace: l.trace,
         };
-        self.write_event(now, None, None, EventBody::StateChanged(change))?;
-        if to.is_terminal() {
-            let r = self.ctx.retention;
-            let row = &mut self.trace.row;
-            row.trace.ended_at = Some(now);
-            row.trace.expires_at = now.saturating_add(r.terminal_trace_ttl);
-            row.data_expires_at = now.saturating_add(r.terminal_data_ttl).unix_nanos();
-            let ended = TraceEnded {
-                state: to,
-                reason,
-                rollups: row.trace.rollups.clone(),
-            };
-            self.write_event(now, None, None, EventBody::TraceEnded(ended))?;
+        cache.put(CachedTrace::from_parts(row, l.stored.spans));
+    }
+}
+
+/// Persists what the write model changed: the trace row (inserted when new, over a stale
+/// trace's data; otherwise an UPDATE of the columns that changed), then the events, with
+/// one multi-row INSERT per few rows. The trace goes back into the cache; returns it with
+/// its events.
+fn persist(
+    tx: &Transaction<'_>,
+    cache: &mut TraceCache,
+    prior: Option<Prior>,
+    w: Written<Port<'_, '_>>,
+) -> Result<Persisted, StoreError> {
+    let Written {
+        trace: t,
+        data_expires_at,
+        stored,
+        created,
+        metadata_changed,
+        events,
+        spans,
+        client_ids,
+        accepted,
+        duplicates,
+    } = w;
+    let rowid = match prior {
+        Some(p) if !created => {
+            update_row(tx, &p, &t, data_expires_at, metadata_changed)?;
+            p.rowid
         }
-        Ok(())
-    }
+        stale => {
+            if let Some(p) = stale {
+                delete_trace_data(tx, p.rowid)?;
+            }
+            insert_row(tx, &t, data_expires_at)?
+        }
+    };
+    insert_events(tx, rowid, &events, &client_ids)?;
+    let mut all_spans = stored.map(|s| s.spans).unwrap_or_default();
+    all_spans.extend(spans);
+    let out = Persisted {
+        trace: t.clone(),
+        events,
+        created,
+        accepted,
+        duplicates,
+    };
+    let row = TraceRow {
+        rowid,
+        data_expires_at,
+        trace: t,
+    };
+    cache.put(CachedTrace::from_parts(row, all_spans));
+    Ok(out)
+}
 
-    fn write_event(
-        &mut self,
-        time: Timestamp,
-        span_id: Option<SpanId>,
-        component: Option<String>,
-        body: EventBody,
-    ) -> Result<(), StoreError> {
-        self.write_keyed_event(time, span_id, component, None, body)
-    }
+/// What a command persisted.
+struct Persisted {
+    trace: Trace,
+    events: Vec<Event>,
+    created: bool,
+    accepted: u32,
+    duplicates: u32,
+}
 
-    fn write_keyed_event(
-        &mut self,
-        time: Timestamp,
-        span_id: Option<SpanId>,
-        component: Option<String>,
-        key: Option<String>,
-        mut body: EventBody,
-    ) -> Result<(), StoreError> {
-        strip_event_body(
-            &mut body,
-            self.trace.row.trace.level,
-            self.ctx.capture.max_content_bytes,
+fn insert_row(tx: &Transaction<'_>, t: &Trace, data_expires_at: i64) -> Result<i64, StoreError> {
+    let metadata = to_json(&t.metadata)?;
+    let rollups = to_json(&t.rollups)?;
+    tx.prepare_cached(
+        "INSERT INTO traces (tenant, trace_id, name, agent_id, session_id, user_id, state, \
+         level, created_at, last_activity_at, ended_at, expires_at, data_expires_at, \
+         last_seq, error_count, duration_ms, metadata, rollups) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            t.tenant,
+            &t.trace_id.to_bytes()[..],
+            t.name,
+            t.agent_id,
+            t.session_id,
+            t.user_id,
+            t.state.as_str(),
+            t.level as i64,
+            t.created_at.unix_nanos(),
+            t.last_activity_at.unix_nanos(),
+            t.ended_at.map(Timestamp::unix_nanos),
+            t.expires_at.unix_nanos(),
+            data_expires_at,
+            t.last_seq as i64,
+            t.rollups.error_count as i64,
+            t.rollups.duration_ms,
+            metadata,
+            rollups
+        ])
+    })
+    .map_err(internal)?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// The UPDATE names only the columns that changed: SQLite rewrites the entries of every
+/// index on a column named in `SET`, changed or not, and the traces table has ten indexes;
+/// most appends move only the activity index.
+fn update_row(
+    tx: &Transaction<'_>,
+    old: &Prior,
+    t: &Trace,
+    data_expires_at: i64,
+    metadata_changed: bool,
+) -> Result<(), StoreError> {
+    use rusqlite::types::Value;
+    let indexed = IndexedColumns::of(t, data_expires_at);
+    let mut sql = String::from(
+        "UPDATE traces SET last_seq = ?2, error_count = ?3, duration_ms = ?4, rollups = ?5",
+    );
+    let mut args = vec![
+        Value::Integer(old.rowid),
+        Value::Integer(t.last_seq as i64),
+        Value::Integer(t.rollups.error_count as i64),
+        t.rollups.duration_ms.map_or(Value::Null, Value::Real),
+        Value::Text(to_json(&t.rollups)?),
+    ];
+    let mut set = |col: &str, v: Value| {
+        args.push(v);
+        sql.push_str(&format!(", {col} = ?{}", args.len()));
+    };
+    let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
+    let was = &old.indexed;
+    if t.last_activity_at != old.last_activity_at {
+        set(
+            "last_activity_at",
+            Value::Integer(t.last_activity_at.unix_nanos()),
         );
-        let json = serde_json::to_string(&body).map_err(|e| StoreError::Internal(e.to_string()))?;
-        self.push_event(time, span_id, component, key, body, json);
-        Ok(())
     }
-
-    fn push_event(
-        &mut self,
-        time: Timestamp,
-        span_id: Option<SpanId>,
-        component: Option<String>,
-        key: Option<String>,
-        body: EventBody,
-        body_json: String,
-    ) {
-        let t = &mut self.trace.row.trace;
-        t.last_seq += 1;
-        self.rows.push(EventRow {
-            seq: t.last_seq as i64,
-            time: time.unix_nanos(),
-            ty: body.event_type().as_str(),
-            span_id: span_id.map(|s| s.as_u64() as i64),
-            component: component.clone(),
-            key,
-            body: body_json,
-        });
-        self.events.push(Event {
-            trace_id: t.trace_id,
-            seq: t.last_seq,
-            time,
-            component_id: component,
-            body,
-        });
+    if indexed.name != was.name {
+        set("name", text(&t.name));
     }
-
-    /// Inserts the pending event rows, a few statements for the whole command.
-    fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        let rowid = self.trace.row.rowid;
-        for chunk in self.rows.chunks(ROWS_PER_INSERT) {
-            let sql = insert_sql(chunk.len());
-            let mut stmt = tx.prepare_cached(&sql).map_err(internal)?;
-            let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 8);
-            for r in chunk {
-                args.extend([
-                    &rowid as &dyn ToSql,
-                    &r.seq,
-                    &r.time,
-                    &r.ty,
-                    &r.span_id,
-                    &r.component,
-                    &r.key,
-                    &r.body,
-                ]);
-            }
-            stmt.execute(args.as_slice()).map_err(internal)?;
-        }
-        self.rows.clear();
-        Ok(())
+    if indexed.agent_id != was.agent_id {
+        set("agent_id", text(&t.agent_id));
     }
+    if indexed.session_id != was.session_id {
+        set("session_id", text(&t.session_id));
+    }
+    if indexed.user_id != was.user_id {
+        set("user_id", text(&t.user_id));
+    }
+    if indexed.state != was.state {
+        set("state", Value::Text(t.state.as_str().into()));
+    }
+    if indexed.ended_at != was.ended_at {
+        let v = t
+            .ended_at
+            .map_or(Value::Null, |e| Value::Integer(e.unix_nanos()));
+        set("ended_at", v);
+    }
+    if indexed.expires_at != was.expires_at {
+        set("expires_at", Value::Integer(t.expires_at.unix_nanos()));
+    }
+    if indexed.data_expires_at != was.data_expires_at {
+        set("data_expires_at", Value::Integer(data_expires_at));
+    }
+    if metadata_changed {
+        set("metadata", Value::Text(to_json(&t.metadata)?));
+    }
+    sql.push_str(" WHERE id = ?1");
+    tx.prepare_cached(&sql)
+        .and_then(|mut s| s.execute(rusqlite::params_from_iter(args)))
+        .map_err(internal)?;
+    Ok(())
+}
 
-    /// Writes the trace row and its events. The UPDATE names only the columns that changed:
-    /// SQLite rewrites the entries of every index on a column named in `SET`, changed or
-    /// not, and the traces table has ten indexes; most appends move only the activity index.
-    fn save(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        use rusqlite::types::Value;
-        let now = self.now;
-        let activity_moved = self.trace.row.trace.last_activity_at != now;
-        self.trace.row.trace.last_activity_at = now;
-        let indexed = IndexedColumns::of(&self.trace.row);
-        let row = &self.trace.row;
-        let t = &row.trace;
-        let rollups = to_json(&t.rollups)?;
-        let (last_seq, errors) = (t.last_seq as i64, t.rollups.error_count as i64);
-        if self.fresh {
-            let metadata = to_json(&t.metadata)?;
-            tx.prepare_cached(
-                "INSERT INTO traces (tenant, trace_id, name, agent_id, session_id, user_id, state, \
-                 level, created_at, last_activity_at, ended_at, expires_at, data_expires_at, \
-                 last_seq, error_count, duration_ms, metadata, rollups) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    t.tenant,
-                    &t.trace_id.to_bytes()[..],
-                    t.name,
-                    t.agent_id,
-                    t.session_id,
-                    t.user_id,
-                    t.state.as_str(),
-                    t.level as i64,
-                    t.created_at.unix_nanos(),
-                    now.unix_nanos(),
-                    t.ended_at.map(Timestamp::unix_nanos),
-                    t.expires_at.unix_nanos(),
-                    row.data_expires_at,
-                    last_seq,
-                    errors,
-                    t.rollups.duration_ms,
-                    metadata,
-                    rollups
-                ])
-            })
-            .map_err(internal)?;
-            self.trace.row.rowid = tx.last_insert_rowid();
-            self.fresh = false;
-        } else {
-            let mut sql = String::from(
-                "UPDATE traces SET last_seq = ?2, error_count = ?3, duration_ms = ?4, rollups = ?5",
-            );
-            let mut args = vec![
-                Value::Integer(row.rowid),
-                Value::Integer(last_seq),
-                Value::Integer(errors),
-                t.rollups.duration_ms.map_or(Value::Null, Value::Real),
-                Value::Text(rollups),
-            ];
-            let mut set = |col: &str, v: Value| {
-                args.push(v);
-                sql.push_str(&format!(", {col} = ?{}", args.len()));
+/// An event's body as stored: its JSON, written once into one buffer.
+fn body_json(body: &EventBody) -> Result<String, StoreError> {
+    let capacity = match body {
+        EventBody::SpanStarted(_) | EventBody::SpanEnded(_) => 512,
+        _ => 128,
+    };
+    let mut buf = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut buf, body).map_err(|e| StoreError::Internal(e.to_string()))?;
+    String::from_utf8(buf).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// Inserts a command's events, a few statements for the whole command; each event's client
+/// id (if any) goes into its row's `dedup_key`.
+fn insert_events(
+    tx: &Transaction<'_>,
+    rowid: i64,
+    events: &[Event],
+    client_ids: &[(u64, String)],
+) -> Result<(), StoreError> {
+    let mut ids = client_ids.iter().peekable();
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let mut cols = Vec::with_capacity(chunk.len());
+        for e in chunk {
+            let key = match ids.peek() {
+                Some((seq, k)) if *seq == e.seq => {
+                    ids.next();
+                    Some(k.as_str())
+                }
+                _ => None,
             };
-            let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
-            let old = &self.stored;
-            if activity_moved {
-                set("last_activity_at", Value::Integer(now.unix_nanos()));
-            }
-            if indexed.name != old.name {
-                set("name", text(&t.name));
-            }
-            if indexed.agent_id != old.agent_id {
-                set("agent_id", text(&t.agent_id));
-            }
-            if indexed.session_id != old.session_id {
-                set("session_id", text(&t.session_id));
-            }
-            if indexed.user_id != old.user_id {
-                set("user_id", text(&t.user_id));
-            }
-            if indexed.state != old.state {
-                set("state", Value::Text(t.state.as_str().into()));
-            }
-            if indexed.ended_at != old.ended_at {
-                let v = t
-                    .ended_at
-                    .map_or(Value::Null, |e| Value::Integer(e.unix_nanos()));
-                set("ended_at", v);
-            }
-            if indexed.expires_at != old.expires_at {
-                set("expires_at", Value::Integer(t.expires_at.unix_nanos()));
-            }
-            if indexed.data_expires_at != old.data_expires_at {
-                set("data_expires_at", Value::Integer(row.data_expires_at));
-            }
-            if self.metadata_changed {
-                set("metadata", Value::Text(to_json(&t.metadata)?));
-            }
-            sql.push_str(" WHERE id = ?1");
-            tx.prepare_cached(&sql)
-                .and_then(|mut s| s.execute(rusqlite::params_from_iter(args)))
-                .map_err(internal)?;
+            cols.push((
+                e.seq as i64,
+                e.time.unix_nanos(),
+                e.body.event_type().as_str(),
+                e.body.span_id().map(|s| s.as_u64() as i64),
+                key,
+                body_json(&e.body)?,
+            ));
         }
-        self.stored = indexed;
-        self.metadata_changed = false;
-        self.flush(tx)
+        let sql = insert_sql(chunk.len());
+        let mut stmt = tx.prepare_cached(&sql).map_err(internal)?;
+        let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 8);
+        for (e, c) in chunk.iter().zip(&cols) {
+            args.extend([
+                &rowid as &dyn ToSql,
+                &c.0,
+                &c.1,
+                &c.2,
+                &c.3,
+                &e.component_id,
+                &c.4,
+                &c.5,
+            ]);
+        }
+        stmt.execute(args.as_slice()).map_err(internal)?;
     }
-
-    /// Hands the trace back to the cache; returns the events written.
-    fn finish(self, cache: &mut TraceCache) -> Vec<Event> {
-        cache.put(self.trace);
-        self.events
-    }
+    Ok(())
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
@@ -1274,8 +1057,7 @@ struct IndexedColumns {
 }
 
 impl IndexedColumns {
-    fn of(row: &TraceRow) -> IndexedColumns {
-        let t = &row.trace;
+    fn of(t: &Trace, data_expires_at: i64) -> IndexedColumns {
         IndexedColumns {
             name: t.name.clone(),
             agent_id: t.agent_id.clone(),
@@ -1284,7 +1066,7 @@ impl IndexedColumns {
             state: t.state.clone(),
             ended_at: t.ended_at,
             expires_at: t.expires_at,
-            data_expires_at: row.data_expires_at,
+            data_expires_at,
         }
     }
 }
