@@ -15,6 +15,7 @@ pub mod otlp;
 pub mod time;
 pub mod trace_context;
 pub mod tree;
+pub mod workflow;
 
 pub use id::{IdError, SpanId, TraceId};
 pub use ingest::{EventInput, NewTrace, SpanChange, SpanInput, TracePatch};

@@ -69,7 +69,11 @@ macro_rules! conformance_suite {
             terminal_traces_are_untouched_by_the_sweep,
             failsafe_expiry_needs_no_watchdog,
             purge_deletes_expired_data_in_bounded_batches,
-            lease_is_exclusive_renewable_and_fenced
+            lease_is_exclusive_renewable_and_fenced,
+            workflow_context_round_trip_per_tenant,
+            workflow_context_ttl_is_refreshed_by_each_put,
+            workflow_stats_count_and_page_by_cursor,
+            workflow_context_input_is_validated
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -85,6 +89,9 @@ macro_rules! conformance_suite {
 }
 
 const T: &str = "tenant-a";
+
+mod workflows;
+pub use workflows::*;
 
 fn sid(n: u64) -> SpanId {
     SpanId::from_u64(n).expect("non-zero")
@@ -2133,8 +2140,10 @@ mod tests {
     #[test]
     fn every_conformance_test_is_registered_once() {
         let src = include_str!("conformance.rs");
-        let defined: Vec<&str> = src
-            .lines()
+        let areas = [src, include_str!("conformance/workflows.rs")];
+        let defined: Vec<&str> = areas
+            .iter()
+            .flat_map(|a| a.lines())
             .filter_map(|l| l.strip_prefix("pub async fn "))
             .filter(|l| l.contains("(h: &Harness)"))
             .filter_map(|l| l.split('(').next())

@@ -11,6 +11,7 @@
 //! the trace itself.
 
 mod scripts;
+mod workflows;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};

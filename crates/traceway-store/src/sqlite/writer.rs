@@ -23,6 +23,8 @@ use crate::{
 };
 
 pub(crate) enum Op {
+    /// A workflow-context write (`sqlite/workflows.rs`).
+    Workflow(super::workflows::WorkflowOp),
     Create {
         tenant: String,
         new: NewTrace,
@@ -361,6 +363,7 @@ fn execute(
     ctx: &WriterCtx,
 ) -> Result<OpResult, StoreError> {
     match op {
+        Op::Workflow(op) => super::workflows::execute(tx, op, now),
         Op::Create { tenant, new } => {
             let id = new.trace_id.unwrap_or_else(TraceId::new_v7);
             let (prior, loaded) = load(tx, cache, &tenant, id)?;
