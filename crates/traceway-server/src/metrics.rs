@@ -475,6 +475,8 @@ impl LeasesLayer for MeteredStore {
 
 impl LiveFeedLayer for MeteredStore {}
 
+impl traceway_store::WorkflowContextsLayer for MeteredStore {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -375,6 +375,7 @@ impl traceway_store::LifecycleLayer for Flaky {
 impl traceway_store::TracesLayer for Flaky {}
 impl traceway_store::LeasesLayer for Flaky {}
 impl traceway_store::LiveFeedLayer for Flaky {}
+impl traceway_store::WorkflowContextsLayer for Flaky {}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watchdog_survives_store_errors() {

@@ -760,6 +760,7 @@ impl traceway_store::TracesLayer for Refusing {
 impl traceway_store::LifecycleLayer for Refusing {}
 impl traceway_store::LeasesLayer for Refusing {}
 impl traceway_store::LiveFeedLayer for Refusing {}
+impl traceway_store::WorkflowContextsLayer for Refusing {}
 
 fn refusing(error: StoreError) -> TestApp {
     test_app_wrapping(Config::default(), move |inner| {
