@@ -18,7 +18,8 @@ use ::redis::Script;
 use async_trait::async_trait;
 use traceway_core::Timestamp;
 
-use super::{redis_err, RedisStore};
+use super::connection::redis_err;
+use super::RedisStore;
 use crate::workflows::{checked, checked_instance, decode_instance_cursor, encode_instance_cursor};
 use crate::{
     NewWorkflowContext, PageRequest, StoreError, WorkflowContext, WorkflowContexts, WorkflowStats,
