@@ -25,6 +25,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use contract::*;
 pub use hub::{InProcessHub, Lagged, Scope, Subscription, TraceMeta};
 pub use workflows::*;
+pub use write::{ORPHANED_AT_KEY, RESUMED_REASON};
 
 /// The contract's traits, for `use traceway_store::prelude::*` where a `dyn Store` is
 /// called (its methods belong to the five concerns).

@@ -165,6 +165,18 @@ pub trait ContextStore: Send + Sync {
     /// How many contexts are stored, and the first page of their instance ids.
     fn stats(&self) -> impl Future<Output = Result<ContextStats, WorkflowError>> + Send;
 
+    /// Asks the server to reopen `trace` if its watchdog orphaned it while the workflow
+    /// was down (ADR 022): it goes back to `RUNNING` with a `state_changed` event whose
+    /// reason is `resumed`. A trace that is running, or ended otherwise, is left as it is.
+    /// Only a server-backed store has a server to ask.
+    fn reopen(
+        &self,
+        trace: crate::TraceId,
+    ) -> impl Future<Output = Result<(), WorkflowError>> + Send {
+        let _ = trace;
+        async { Ok(()) }
+    }
+
     /// Starts the resumed workflow's step, `{agent}.ToolCallingWorkflow`, with
     /// `workflow.instance_id` and `workflow.resumed=true`:
     ///
@@ -188,6 +200,7 @@ pub trait ContextStore: Send + Sync {
                 .attribute(RESUMED_ATTR, true);
             match stored.as_ref().and_then(StoredContext::span_context) {
                 Some(parent) => {
+                    self.reopen(parent.trace_id()).await?;
                     let span = builder
                         .parent(&parent)
                         .link(parent.trace_id(), Some(parent.span_id()))
@@ -424,6 +437,20 @@ impl ContextStore for ServerContextStore {
         match r.status().as_u16() {
             200..=299 => Ok(true),
             404 => Ok(false),
+            _ => Err(fail(r).await),
+        }
+    }
+
+    async fn reopen(&self, trace: crate::TraceId) -> Result<(), WorkflowError> {
+        let r = self
+            .request(reqwest::Method::PATCH, &format!("/api/v1/traces/{trace}"))
+            .json(&serde_json::json!({"state": "RUNNING", "reason": "resumed"}))
+            .send()
+            .await?;
+        // 409: it ended otherwise (not orphaned), and stays ended; 404: it is gone (the
+        // resumed steps then create it again).
+        match r.status().as_u16() {
+            200..=299 | 404 | 409 => Ok(()),
             _ => Err(fail(r).await),
         }
     }

@@ -89,7 +89,8 @@ macro_rules! conformance_suite {
             workflow_context_round_trip_per_tenant,
             workflow_context_ttl_is_refreshed_by_each_put,
             workflow_stats_count_and_page_by_cursor,
-            workflow_context_input_is_validated
+            workflow_context_input_is_validated,
+            an_orphaned_trace_reopens_when_its_workflow_resumes
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {

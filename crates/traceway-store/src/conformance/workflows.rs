@@ -193,3 +193,102 @@ pub async fn workflow_context_input_is_validated(h: &Harness) {
         0
     );
 }
+
+/// ADR 022: a trace the sweep orphaned reopens to `RUNNING` when its resumed workflow asks
+/// (reason `resumed`), is active again (a later sweep sees it), and can end normally; a
+/// trace that ended any other way stays ended.
+pub async fn an_orphaned_trace_reopens_when_its_workflow_resumes(h: &Harness) {
+    use super::{append, new_trace, started, sweep, ORPHAN_AFTER};
+    use crate::{ORPHANED_AT_KEY, RESUMED_REASON};
+    use traceway_core::{EventBody, SpanKind, State, TracePatch};
+
+    let s = &h.store;
+    let id = new_trace(h, T, "wf").await;
+    append(h, T, id, vec![started(1, None, SpanKind::Agent, "wf")])
+        .await
+        .expect("append");
+    let done = new_trace(h, T, "done").await;
+    let resume = |reason: &str| TracePatch {
+        state: Some(State::Running),
+        reason: Some(reason.into()),
+        ..Default::default()
+    };
+    s.update_trace(
+        T,
+        done,
+        TracePatch {
+            state: Some(State::Errored),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("end");
+    h.clock.advance(ORPHAN_AFTER + Duration::from_secs(60));
+    let swept = sweep(h).await;
+    assert!(swept.iter().any(|o| o.trace_id == id), "{swept:?}");
+    let t = s.get_trace(T, id).await.expect("get").expect("trace");
+    assert_eq!(t.state, State::Errored);
+    assert!(t.metadata.contains_key(ORPHANED_AT_KEY));
+
+    // Only the reason `resumed` reopens, and only an orphaned trace.
+    let e = s
+        .update_trace(T, id, resume("because"))
+        .await
+        .expect_err("other reason");
+    assert_eq!(e.kind(), ErrorKind::IllegalTransition);
+    let e = s
+        .update_trace(T, done, resume(RESUMED_REASON))
+        .await
+        .expect_err("not orphaned");
+    assert_eq!(e.kind(), ErrorKind::IllegalTransition);
+
+    let (t, _) = s
+        .update_trace(T, id, resume(RESUMED_REASON))
+        .await
+        .expect("reopen");
+    assert_eq!(t.state, State::Running);
+    assert_eq!(t.ended_at, None);
+    assert!(!t.metadata.contains_key(ORPHANED_AT_KEY));
+    let events = s
+        .read_events(T, id, &super::all_events())
+        .await
+        .expect("events")
+        .expect("trace");
+    let last = events.last().expect("event");
+    match &last.body {
+        EventBody::StateChanged(c) => {
+            assert_eq!(
+                (c.from.clone(), c.to.clone()),
+                (State::Errored, State::Running)
+            );
+            assert_eq!(c.reason.as_deref(), Some(RESUMED_REASON));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Reopened once: a second request is a no-op (RUNNING to RUNNING), and the trace ends
+    // as any other does.
+    s.update_trace(T, id, resume(RESUMED_REASON))
+        .await
+        .expect("again");
+    // Active again: idle for long, the sweep orphans it again, and it may reopen again.
+    h.clock.advance(ORPHAN_AFTER + Duration::from_secs(60));
+    assert!(
+        sweep(h).await.iter().any(|o| o.trace_id == id),
+        "swept again"
+    );
+    s.update_trace(T, id, resume(RESUMED_REASON))
+        .await
+        .expect("reopen again");
+    let (t, _) = s
+        .update_trace(
+            T,
+            id,
+            TracePatch {
+                state: Some(State::Completed),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("complete");
+    assert_eq!(t.state, State::Completed);
+}
