@@ -10,6 +10,7 @@ mod otlp;
 mod otlp_sdk;
 mod redis;
 mod stream;
+mod workflow_python;
 mod workflows;
 
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! ingest. Each test starts its own `redis-server` on a free loopback port.
 
 #[path = "../../../traceway-store/tests/support/redis_server.rs"]
-mod redis_server;
+pub(crate) mod redis_server;
 
 use std::time::Duration;
 
