@@ -1,5 +1,5 @@
 """One process of a durable workflow with the real OpenTelemetry Python SDK, for the
-restart tests: ``start`` records a workflow and two steps, stores the context, prints
+restart tests: ``start`` (or ``start-open``, which leaves the workflow's span open) records a workflow and two steps, stores the context, prints
 ``READY <trace_id> <span_id>`` and waits to be killed; ``resume`` resumes it with
 ``create_resumed_workflow_context``, records two steps and prints
 ``RESUMED <trace_id> <span_id> <continued>``.
@@ -30,7 +30,7 @@ def main() -> None:
     provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
         endpoint=f"{endpoint}/v1/traces", headers={"x-traceway-tenant": tenant})))
     tracer = provider.get_tracer("workflow_process")
-    if mode == "start":
+    if mode in ("start", "start-open"):
         run = tracer.start_span(f"{agent}.ToolCallingWorkflow",
                                 attributes={"workflow.instance_id": instance,
                                             "openinference.span.kind": "AGENT"})
@@ -45,7 +45,9 @@ def main() -> None:
         # The OpenTelemetry SDK exports a span only once it ends: the first run's span
         # ends here (as a workflow task's does), so the stored parent is on the server
         # when the process dies.
-        run.end()
+        # (`start-open` leaves it open: the trace then goes idle and the watchdog orphans it.)
+        if mode == "start":
+            run.end()
         provider.force_flush()
         sc = run.get_span_context()
         print(f"READY {sc.trace_id:032x} {sc.span_id:016x}", flush=True)

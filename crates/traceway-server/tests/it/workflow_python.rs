@@ -152,3 +152,70 @@ async fn python_fallback_starts_a_new_trace_that_says_so() {
         "{root}"
     );
 }
+
+/// ADR 022 end to end: the workflow's process dies, the watchdog orphans its trace, and the
+/// resumed workflow reopens it: one trace whose log reads orphaned, then resumed, with the
+/// resumed steps in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_orphaned_by_the_watchdog_reopens_when_the_workflow_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(
+        dir.path(),
+        &["--orphan-after", "1s", "--sweep-interval", "100ms"],
+    );
+    let python = otel_python();
+    let mut a = spawn(&python, "start-open", &server.url, "wf-orphan");
+    let ready = line_of(&mut a, "READY ");
+    let trace_id = ready[1].clone();
+    a.kill().expect("SIGKILL A");
+    a.wait().expect("reap A");
+    let c = client();
+    let url = format!("{}/api/v1/traces/{trace_id}", server.url);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = get(&c, url.clone()).await;
+        if v["trace"]["state"] == "ERRORED" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not orphaned: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut b = spawn(&python, "resume", &server.url, "wf-orphan");
+    let resumed = line_of(&mut b, "RESUMED ");
+    assert!(b.wait().expect("B exits").success());
+    assert_eq!(resumed[1], trace_id, "same trace");
+    let got = trace_with(&url, 5).await;
+    let names: Vec<String> = spans(&got)
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    for n in [
+        "plan",
+        "fetch_order",
+        "planner.ToolCallingWorkflow",
+        "refund",
+        "notify_customer",
+    ] {
+        assert!(names.iter().any(|x| x == n), "{n} in {names:?}");
+    }
+    let (_, ev) = get(&c, format!("{url}/events?type=state_changed")).await;
+    let changes: Vec<(String, String, String)> = ev["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            let p = &e["payload"];
+            let s = |k: &str| p[k].as_str().unwrap_or("").to_string();
+            (s("from"), s("to"), s("reason"))
+        })
+        .collect();
+    let orphaned = changes
+        .iter()
+        .position(|c| c.1 == "ERRORED" && c.2 == "orphaned")
+        .unwrap_or_else(|| panic!("orphaned in {ev}"));
+    let reopened = changes
+        .iter()
+        .position(|c| c.0 == "ERRORED" && c.1 == "RUNNING" && c.2 == "resumed")
+        .unwrap_or_else(|| panic!("reopened in {ev}"));
+    assert!(orphaned < reopened, "{changes:?}");
+}
