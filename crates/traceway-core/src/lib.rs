@@ -16,6 +16,7 @@ pub mod pricing;
 pub mod time;
 pub mod trace_context;
 pub mod tree;
+pub mod workflow;
 
 pub use id::{IdError, SpanId, TraceId};
 pub use ingest::{

@@ -63,6 +63,12 @@ pub struct ServeArgs {
     #[serde(default, deserialize_with = "opt_duration")]
     pub failsafe_ttl: Option<Duration>,
 
+    /// A workflow instance's stored trace context expires this long after its last PUT
+    /// [default: the failsafe TTL].
+    #[arg(long, env = "TRACEWAY_WORKFLOW_CONTEXT_TTL", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub workflow_context_ttl: Option<Duration>,
+
     /// A finished trace's row and summary are kept this long [default: 7d].
     #[arg(long, env = "TRACEWAY_TRACE_RETENTION", value_parser = humantime::parse_duration)]
     #[serde(default, deserialize_with = "opt_duration")]
@@ -169,6 +175,8 @@ pub struct Config {
     pub capture: CaptureConfig,
     /// How long data is kept.
     pub retention: Retention,
+    /// How long a workflow context is kept after its last PUT.
+    pub workflow_context_ttl: Duration,
     /// Keep-alive interval of live streams.
     pub sse_keepalive: Duration,
     /// Time a trace's stream stays open after it ended.
@@ -340,6 +348,12 @@ impl Config {
                     .or(file.orphan_retention)
                     .unwrap_or(defaults.orphan_ttl),
             },
+            workflow_context_ttl: args
+                .workflow_context_ttl
+                .or(file.workflow_context_ttl)
+                .or(args.failsafe_ttl)
+                .or(file.failsafe_ttl)
+                .unwrap_or(defaults.failsafe_ttl),
             sse_keepalive: args
                 .sse_keepalive
                 .or(file.sse_keepalive)
@@ -470,6 +484,24 @@ mod tests {
         let cli = Cli::try_parse_from(["t", "--config", file.to_str().unwrap()]).unwrap();
         let err = Config::resolve(cli.serve).unwrap_err().to_string();
         assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn workflow_context_ttl_defaults_to_the_failsafe_ttl() {
+        let cfg = Config::resolve(Cli::try_parse_from(["t"]).unwrap().serve).unwrap();
+        assert_eq!(cfg.workflow_context_ttl, Duration::from_secs(24 * 3600));
+        let cli = Cli::try_parse_from(["t", "--failsafe-ttl", "2h"]).unwrap();
+        assert_eq!(
+            Config::resolve(cli.serve).unwrap().workflow_context_ttl,
+            Duration::from_secs(7200)
+        );
+        let cli =
+            Cli::try_parse_from(["t", "--failsafe-ttl", "2h", "--workflow-context-ttl", "5m"])
+                .unwrap();
+        assert_eq!(
+            Config::resolve(cli.serve).unwrap().workflow_context_ttl,
+            Duration::from_secs(300)
+        );
     }
 
     #[test]

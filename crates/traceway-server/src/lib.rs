@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod stream;
 pub mod watchdog;
+pub mod workflows;
 
 use std::sync::Arc;
 
@@ -103,6 +104,13 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/analysis", get(analysis::cross_analysis))
         .route("/api/v1/stream", get(stream::tenant_stream))
+        .route("/api/v1/workflows", get(workflows::stats))
+        .route(
+            "/api/v1/workflows/{instance}/context",
+            get(workflows::get_context)
+                .put(workflows::put_context)
+                .delete(workflows::delete_context),
+        )
         .route("/api/v1/openapi.json", get(api::openapi))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))

@@ -18,14 +18,17 @@ pub mod hub;
 pub mod redis;
 mod shared;
 pub mod sqlite;
+mod workflows;
 mod write;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use contract::*;
 pub use hub::{InProcessHub, Lagged, Scope, Subscription, TraceMeta};
+pub use workflows::*;
+pub use write::{ORPHANED_AT_KEY, RESUMED_REASON};
 
 /// The contract's traits, for `use traceway_store::prelude::*` where a `dyn Store` is
-/// called (its methods belong to the four concerns).
+/// called (its methods belong to the five concerns).
 pub mod prelude {
-    pub use crate::{Leases, Lifecycle, LiveFeed, Store, Traces};
+    pub use crate::{Leases, Lifecycle, LiveFeed, Store, Traces, WorkflowContexts};
 }

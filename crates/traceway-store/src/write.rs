@@ -226,7 +226,11 @@ impl Model {
         let Some(l) = loaded else {
             unreachable!("a live trace was loaded")
         };
-        if let Some(to) = &patch.state {
+        let reopen = patch
+            .state
+            .as_ref()
+            .is_some_and(|to| reopens(&l.trace, to, patch.reason.as_deref()));
+        if let Some(to) = patch.state.as_ref().filter(|_| !reopen) {
             if let Err(e) = l.trace.state.check_transition(to) {
                 return Err(Refused::new(e.into(), Some(l)));
             }
@@ -237,7 +241,9 @@ impl Model {
         }
         d.out.metadata_changed |= !patch.metadata.is_empty();
         d.out.trace.metadata.extend(patch.metadata);
-        if let Some(to) = patch.state {
+        if reopen {
+            d.reopen(patch.reason);
+        } else if let Some(to) = patch.state {
             if let Err(e) = d.change_state(to, patch.reason) {
                 return Err(Refused::new(e, None));
             }
@@ -260,6 +266,12 @@ impl Model {
         let idle = self.now.since(t.last_activity_at);
         let mut d = self.existing(loaded);
         d.change_state(State::Errored, Some(ORPHANED_REASON.into()))?;
+        // Marks the trace as ended by the sweep, which alone may reopen (ADR 022).
+        d.out
+            .trace
+            .metadata
+            .insert(ORPHANED_AT_KEY.into(), self.now.to_rfc3339());
+        d.out.metadata_changed = true;
         let keep = self.now.saturating_add(self.retention.orphan_ttl);
         d.out.trace.expires_at = keep;
         d.out.data_expires_at = keep.unix_nanos();
@@ -486,6 +498,29 @@ impl<S: Stored> Draft<S> {
             .map(str::to_string)
     }
 
+    /// Reopens a trace the sweep orphaned (ADR 022): back to `RUNNING`, with a
+    /// `state_changed` event that gives the reason, the failsafe expiry again (it is
+    /// active, so the sweep sees it), and the orphan mark removed, so only another sweep
+    /// can make it reopen again.
+    fn reopen(&mut self, reason: Option<String>) {
+        let now = self.model.now;
+        let t = &mut self.out.trace;
+        let from = std::mem::replace(&mut t.state, State::Running);
+        t.ended_at = None;
+        t.last_activity_at = now;
+        let failsafe = now.saturating_add(self.model.retention.failsafe_ttl);
+        t.expires_at = failsafe;
+        t.metadata.remove(ORPHANED_AT_KEY);
+        self.out.metadata_changed = true;
+        self.out.data_expires_at = failsafe.unix_nanos();
+        let change = StateChange {
+            from,
+            to: State::Running,
+            reason,
+        };
+        self.write_event(now, None, EventBody::StateChanged(change));
+    }
+
     /// Changes the state; callers that must refuse check the transition before changing
     /// anything else.
     fn change_state(&mut self, to: State, reason: Option<String>) -> Result<(), StoreError> {
@@ -539,6 +574,21 @@ impl<S: Stored> Draft<S> {
             body,
         });
     }
+}
+
+/// The metadata key the orphan sweep sets (with the time) on the traces it ends.
+pub const ORPHANED_AT_KEY: &str = "traceway.orphaned_at";
+
+/// The reason a resumed workflow gives to reopen its orphaned trace.
+pub const RESUMED_REASON: &str = "resumed";
+
+/// Whether a patch reopens the trace: a trace the sweep orphaned (and only such a trace)
+/// goes back to `RUNNING` when a resumed workflow asks, with reason [`RESUMED_REASON`].
+fn reopens(t: &Trace, to: &State, reason: Option<&str>) -> bool {
+    *to == State::Running
+        && t.state == State::Errored
+        && reason == Some(RESUMED_REASON)
+        && t.metadata.contains_key(ORPHANED_AT_KEY)
 }
 
 #[cfg(test)]

@@ -376,6 +376,7 @@ mod tests {
             tool: None,
             retrieval: None,
             attributes: Vec::new(),
+            links: Vec::new(),
         })
     }
 

@@ -80,6 +80,7 @@ pub mod otel;
 pub mod propagation;
 mod span;
 mod tracer;
+pub mod workflow;
 
 pub use context::{current, spawn, SpanContext};
 pub use layer::{BoxError, TraceBody, TraceLayer, TraceService, TRACE_ID_HEADER};

@@ -146,6 +146,7 @@ impl SpanProcessor for StartReporter {
                     )
                 })
                 .collect(),
+            links: Vec::new(),
         });
     }
 

@@ -110,6 +110,8 @@ pub(crate) struct SpanData {
     pub tool: Option<Box<ToolDetails>>,
     pub retrieval: Option<Box<RetrievalDetails>>,
     pub attributes: Vec<(Cow<'static, str>, AttrValue)>,
+    /// Links to other spans (a resumed workflow's stored parent).
+    pub links: Vec<traceway_core::Link>,
 }
 
 impl SpanData {
@@ -136,7 +138,7 @@ impl SpanData {
             tool: self.tool.as_deref().cloned(),
             retrieval: self.retrieval.as_deref().cloned(),
             attributes,
-            links: Vec::new(),
+            links: self.links.clone(),
         }
     }
 
@@ -159,7 +161,7 @@ impl SpanData {
             tool: i.tool,
             retrieval: i.retrieval,
             attributes: i.attributes,
-            links: Vec::new(),
+            links: i.links,
         }
     }
 }
@@ -201,6 +203,7 @@ impl SpanBuilder {
                 tool: None,
                 retrieval: None,
                 attributes: Vec::new(),
+                links: Vec::new(),
             }),
             parent: Parent::Current,
         }
@@ -221,6 +224,24 @@ impl SpanBuilder {
     /// Starts a new trace even inside a current span.
     pub fn new_trace(mut self) -> Self {
         self.parent = Parent::NewTrace;
+        self
+    }
+
+    /// A link to a span of this or another trace (OpenTelemetry span links).
+    pub fn link(mut self, trace_id: TraceId, span_id: Option<SpanId>) -> Self {
+        self.data.links.push(traceway_core::Link {
+            trace_id,
+            span_id,
+            attributes: Default::default(),
+        });
+        self
+    }
+
+    /// Makes the step end its trace when it ends, as a trace's first step in a process
+    /// does, even though it has a parent (a resumed workflow: the process that started
+    /// the trace is gone).
+    pub(crate) fn ends_trace(mut self) -> Self {
+        self.data.trace_root = true;
         self
     }
 

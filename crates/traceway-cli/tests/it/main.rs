@@ -8,3 +8,4 @@ mod prom;
 mod redis;
 #[path = "../../../traceway-server/tests/support/sse.rs"]
 mod sse;
+mod workflow_python;

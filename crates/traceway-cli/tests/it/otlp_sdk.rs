@@ -18,7 +18,7 @@ fn repo_root() -> PathBuf {
 /// The venv's python: `TRACEWAY_OTEL_PYTHON` (set by `scripts/test`), else whatever
 /// `scripts/otel-venv` prints after installing (so `cargo nextest run` alone works too).
 /// Never skips: no python is a failure.
-fn otel_python() -> PathBuf {
+pub(crate) fn otel_python() -> PathBuf {
     if let Some(p) = std::env::var_os("TRACEWAY_OTEL_PYTHON").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }

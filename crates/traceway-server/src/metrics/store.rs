@@ -154,3 +154,4 @@ impl LeasesLayer for MeteredStore {
 }
 
 impl LiveFeedLayer for MeteredStore {}
+impl traceway_store::WorkflowContextsLayer for MeteredStore {}

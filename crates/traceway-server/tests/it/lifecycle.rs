@@ -390,6 +390,7 @@ impl traceway_store::LifecycleLayer for Flaky {
 impl traceway_store::TracesLayer for Flaky {}
 impl traceway_store::LeasesLayer for Flaky {}
 impl traceway_store::LiveFeedLayer for Flaky {}
+impl traceway_store::WorkflowContextsLayer for Flaky {}
 
 on_both! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ mod redis_server;
 #[path = "../support/sse.rs"]
 mod sse;
 mod stream;
+mod workflows;
 
 use std::sync::Arc;
 

@@ -785,6 +785,7 @@ impl traceway_store::TracesLayer for Refusing {
 impl traceway_store::LifecycleLayer for Refusing {}
 impl traceway_store::LeasesLayer for Refusing {}
 impl traceway_store::LiveFeedLayer for Refusing {}
+impl traceway_store::WorkflowContextsLayer for Refusing {}
 
 async fn refusing(backend: Backend, error: StoreError) -> TestApp {
     backend

@@ -30,12 +30,14 @@ mod lifecycle;
 mod live;
 mod reads;
 mod traces;
+mod workflows;
 
 pub use self::leases::*;
 pub use self::lifecycle::*;
 pub use self::live::*;
 pub use self::reads::*;
 pub use self::traces::*;
+pub use self::workflows::*;
 
 /// A store under test, with the clock it reads and whatever keeps its resources alive.
 pub struct Harness {
@@ -84,7 +86,12 @@ macro_rules! conformance_suite {
             terminal_traces_are_untouched_by_the_sweep,
             failsafe_expiry_needs_no_watchdog,
             purge_deletes_expired_data_in_bounded_batches,
-            lease_is_exclusive_renewable_and_fenced
+            lease_is_exclusive_renewable_and_fenced,
+            workflow_context_round_trip_per_tenant,
+            workflow_context_ttl_is_refreshed_by_each_put,
+            workflow_stats_count_and_page_by_cursor,
+            workflow_context_input_is_validated,
+            an_orphaned_trace_reopens_when_its_workflow_resumes
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -285,6 +292,7 @@ mod tests {
             include_str!("live.rs"),
             include_str!("lifecycle.rs"),
             include_str!("leases.rs"),
+            include_str!("workflows.rs"),
         ]
         .concat();
         let defined: Vec<&str> = src

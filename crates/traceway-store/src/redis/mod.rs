@@ -26,6 +26,7 @@ mod lifecycle;
 mod live;
 mod reads;
 mod scripts;
+mod workflows;
 
 use self::codec::*;
 use self::commit::*;

@@ -4,6 +4,7 @@
 mod cache;
 mod row;
 mod schema;
+mod workflows;
 mod writer;
 
 use std::path::PathBuf;

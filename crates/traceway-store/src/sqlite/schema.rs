@@ -94,6 +94,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX traces_by_state   ON traces (tenant, state, created_at, trace_id);
     CREATE INDEX traces_by_ended   ON traces (tenant, ended_at) WHERE ended_at IS NOT NULL;
     "#,
+    // v3: durable workflow contexts (ADR 023), one row per tenant and instance. The
+    // listing reads the primary key in order; the count and the purge read the expiry.
+    r#"
+    CREATE TABLE workflow_contexts (
+        tenant      TEXT    NOT NULL,
+        instance_id TEXT    NOT NULL,
+        body        TEXT    NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        PRIMARY KEY (tenant, instance_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX workflow_contexts_by_tenant_expiry ON workflow_contexts (tenant, expires_at);
+    CREATE INDEX workflow_contexts_by_expiry ON workflow_contexts (expires_at);
+    "#,
 ];
 
 /// Brings the database to the newest schema.

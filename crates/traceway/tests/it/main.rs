@@ -10,6 +10,7 @@ mod exporter;
 mod faults;
 mod layer;
 mod otel;
+mod workflow;
 
 use serde_json::Value;
 

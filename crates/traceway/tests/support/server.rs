@@ -69,6 +69,11 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// The same with more `serve` flags (`--store redis://…`).
+    pub fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut child = Command::new(traceway_bin())
             .args([
@@ -81,6 +86,7 @@ impl Server {
                 "300ms",
                 "--no-watchdog",
             ])
+            .args(extra)
             .arg("--data-dir")
             .arg(dir.path())
             .env("TRACEWAY_LOG", "warn")

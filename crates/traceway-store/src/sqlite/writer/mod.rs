@@ -39,6 +39,8 @@ use self::replies::*;
 pub(crate) use self::run::run;
 
 pub(crate) enum Op {
+    /// A workflow-context write (`sqlite/workflows.rs`).
+    Workflow(super::workflows::WorkflowOp),
     Create {
         tenant: String,
         new: NewTrace,

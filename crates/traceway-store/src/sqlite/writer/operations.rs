@@ -10,6 +10,7 @@ pub(super) fn execute(
     ctx: &WriterCtx,
 ) -> Result<OpResult, StoreError> {
     match op {
+        Op::Workflow(op) => super::super::workflows::execute(tx, op, now),
         Op::Create { tenant, new } => {
             let id = new.trace_id.unwrap_or_else(TraceId::new_v7);
             let (prior, loaded) = load(tx, cache, &tenant, id)?;
