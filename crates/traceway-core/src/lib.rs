@@ -3,6 +3,7 @@
 //! testable without a runtime.
 #![deny(missing_docs)]
 
+pub mod apikey;
 pub mod format;
 pub mod id;
 pub mod ingest;
@@ -12,6 +13,7 @@ pub mod otlp;
 pub mod time;
 pub mod tree;
 
+pub use apikey::{ApiKeyError, Credentials, KeyScope, KeyScopes};
 pub use id::{IdError, SpanId, TraceId};
 pub use ingest::{EventInput, NewTrace, SpanChange, SpanInput, TracePatch};
 pub use level::{strip_event_body, strip_span, DEFAULT_MAX_CONTENT_BYTES};
