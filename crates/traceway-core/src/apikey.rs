@@ -205,7 +205,7 @@ impl Credentials {
     pub fn from_authorization(value: &[u8]) -> Result<Credentials, ApiKeyError> {
         let value = std::str::from_utf8(value).map_err(|_| ApiKeyError::Scheme)?;
         let value = value.trim_matches(|c: char| c.is_ascii_whitespace());
-        let (scheme, rest) = match value.find(|c: char| c == ' ' || c == '\t') {
+        let (scheme, rest) = match value.find([' ', '\t']) {
             Some(i) => (&value[..i], &value[i..]),
             None => match value.find("%20") {
                 Some(i) => (&value[..i], &value[i + 3..]),
@@ -313,10 +313,7 @@ mod tests {
             ("Bearer twk_00.tws_00".into(), ApiKeyError::Malformed),
             (format!("Bearer {}", k.secret), ApiKeyError::Malformed),
             ("Basic !!!".into(), ApiKeyError::Malformed),
-            (
-                format!("Basic {}", b64(&k.key_id)),
-                ApiKeyError::Malformed,
-            ),
+            (format!("Basic {}", b64(&k.key_id)), ApiKeyError::Malformed),
         ];
         for (c, want) in cases {
             assert_eq!(

@@ -18,6 +18,9 @@ use traceway_core::{
     SpanInput, SpanKind, SpanStatus, State, StatusCode, Timestamp, TraceId, TracePatch,
 };
 
+mod keys;
+pub use keys::*;
+
 use crate::{
     AppendRequest, EventFilter, Lease, ManualClock, Orphaned, PageRequest, Store, StoreError,
     TraceFilter, ORPHANED_REASON, WATCHDOG_LEASE,
@@ -69,7 +72,11 @@ macro_rules! conformance_suite {
             terminal_traces_are_untouched_by_the_sweep,
             failsafe_expiry_needs_no_watchdog,
             purge_deletes_expired_data_in_bounded_batches,
-            lease_is_exclusive_renewable_and_fenced
+            lease_is_exclusive_renewable_and_fenced,
+            key_is_found_by_id_with_its_tenant_and_hash,
+            keys_are_listed_per_tenant_oldest_first,
+            revocation_is_per_tenant_and_kept,
+            last_use_moves_forward_only
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -2133,8 +2140,10 @@ mod tests {
     #[test]
     fn every_conformance_test_is_registered_once() {
         let src = include_str!("conformance.rs");
-        let defined: Vec<&str> = src
-            .lines()
+        let areas = [src, include_str!("conformance/keys.rs")];
+        let defined: Vec<&str> = areas
+            .iter()
+            .flat_map(|a| a.lines())
             .filter_map(|l| l.strip_prefix("pub async fn "))
             .filter(|l| l.contains("(h: &Harness)"))
             .filter_map(|l| l.split('(').next())

@@ -486,10 +486,10 @@ pub trait LiveFeed: Send + Sync + 'static {
 }
 
 /// The whole contract, as handlers see it (`Arc<dyn Store>`): every backend implements
-/// the four concerns, and is a `Store` by that alone.
-pub trait Store: Traces + Lifecycle + Leases + LiveFeed {}
+/// the concerns, and is a `Store` by that alone.
+pub trait Store: Traces + Lifecycle + Leases + LiveFeed + crate::ApiKeys {}
 
-impl<T: Traces + Lifecycle + Leases + LiveFeed> Store for T {}
+impl<T: Traces + Lifecycle + Leases + LiveFeed + crate::ApiKeys> Store for T {}
 
 /// A decorator of a whole store (metrics, fault injection in tests). It names the store it
 /// wraps, then implements the layer of each concern ([`TracesLayer`], [`LifecycleLayer`],

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod conformance;
 mod contract;
 pub mod hub;
+mod keys;
 pub mod redis;
 mod shared;
 pub mod sqlite;
@@ -23,9 +24,10 @@ mod write;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use contract::*;
 pub use hub::{InProcessHub, Lagged, Scope, Subscription, TraceMeta};
+pub use keys::{ApiKey, ApiKeys, ApiKeysLayer, StoredKey, MAX_KEYS_PER_TENANT};
 
 /// The contract's traits, for `use traceway_store::prelude::*` where a `dyn Store` is
 /// called (its methods belong to the four concerns).
 pub mod prelude {
-    pub use crate::{Leases, Lifecycle, LiveFeed, Store, Traces};
+    pub use crate::{ApiKeys, Leases, Lifecycle, LiveFeed, Store, Traces};
 }

@@ -10,6 +10,7 @@
 //! separate, idempotent commands after the commit; reads check every index entry against
 //! the trace itself.
 
+mod keys;
 mod scripts;
 
 use std::collections::{HashMap, HashSet};

@@ -94,6 +94,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX traces_by_state   ON traces (tenant, state, created_at, trace_id);
     CREATE INDEX traces_by_ended   ON traces (tenant, ended_at) WHERE ended_at IS NOT NULL;
     "#,
+    // v3: API keys (ADR 024), found by their public id; only the secret's hash is kept.
+    super::keys::MIGRATION,
 ];
 
 /// Brings the database to the newest schema.

@@ -63,6 +63,8 @@ pub(crate) enum Op {
         fence: Lease,
         max_rows: u32,
     },
+    /// An API-key write (`sqlite/keys.rs`).
+    Keys(super::keys::KeyOp),
 }
 
 /// A trace the sweep ended, with what the hub publishes for it.
@@ -84,6 +86,7 @@ pub(crate) enum OpResult {
     Lease(Option<Lease>),
     Orphaned(Vec<OrphanedTrace>),
     Purged(Purged),
+    Keys(super::keys::KeyReply),
 }
 
 // Queue slots are bounded (capacity × ~270 bytes); a shutdown message is rare.
@@ -441,6 +444,7 @@ fn execute(
             }
             Ok(OpResult::Count(rowids.len() as u64))
         }
+        Op::Keys(op) => super::keys::execute(tx, op, now).map(OpResult::Keys),
         Op::AcquireLease { name, holder, ttl } => {
             acquire_lease(tx, name, holder, ttl, now).map(OpResult::Lease)
         }
