@@ -2,10 +2,12 @@
 //! and the `serve` loop. The binary (`src/main.rs`) adds the CLI client.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod keys;
 pub mod metrics;
 pub mod otlp;
 pub mod stream;
@@ -39,6 +41,8 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// What `/metrics` shows.
     pub metrics: Arc<Metrics>,
+    /// API-key verification (and its cache).
+    pub auth: Arc<auth::Auth>,
 }
 
 impl AppState {
@@ -51,7 +55,9 @@ impl AppState {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> AppState {
         let metrics = Arc::new(Metrics::new());
+        let auth = Arc::new(auth::Auth::new(config.auth.bootstrap.as_ref()));
         AppState {
+            auth,
             store: Arc::new(metrics::MeteredStore::new(store, metrics.clone())),
             config: Arc::new(config),
             clock,
@@ -94,6 +100,8 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/traces/{id}/stream", get(stream::trace_stream))
         .route("/api/v1/stream", get(stream::tenant_stream))
+        .route("/api/v1/keys", post(keys::create).get(keys::list))
+        .route("/api/v1/keys/{key_id}", axum::routing::delete(keys::revoke))
         .route("/api/v1/openapi.json", get(api::openapi))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
@@ -101,6 +109,10 @@ pub fn app(state: AppState) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::middleware,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(error::ApiError::internal(
                 "handler panicked",
@@ -168,6 +180,13 @@ pub async fn serve(
     };
     tracing::info!(http = %addrs.http, grpc = %addrs.grpc, data_dir = %config.data_dir.display(), "traceway listening");
     on_listen(addrs);
+    let auth = &config.auth;
+    tracing::info!(http = auth.http, grpc = auth.grpc, "api keys required");
+    if (auth.http || auth.grpc) && auth.bootstrap.is_none() {
+        tracing::warn!(
+            "api keys are required but no --admin-key is set: only keys already stored work"
+        );
+    }
 
     // One shutdown signal, seen by both servers and by live streams (which end first, so
     // the graceful shutdown does not wait on them); a server that fails stops the other.

@@ -447,6 +447,8 @@ impl LifecycleLayer for MeteredStore {
     }
 }
 
+impl traceway_store::ApiKeysLayer for MeteredStore {}
+
 #[async_trait]
 impl LeasesLayer for MeteredStore {
     async fn try_acquire_lease(

@@ -64,6 +64,10 @@ pub enum FailureKind {
     Unavailable,
     /// Anything else (HTTP 500, gRPC `INTERNAL`); details are logged only.
     Internal,
+    /// No valid API key (HTTP 401, gRPC `UNAUTHENTICATED`); see `auth.rs`.
+    Unauthenticated,
+    /// A valid key without the scope (HTTP 403, gRPC `PERMISSION_DENIED`).
+    Forbidden,
 }
 
 impl Failure {
@@ -100,6 +104,8 @@ impl Failure {
             FailureKind::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             FailureKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             FailureKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            FailureKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            FailureKind::Forbidden => StatusCode::FORBIDDEN,
         }
     }
 
@@ -112,6 +118,8 @@ impl Failure {
             FailureKind::TooLarge | FailureKind::Overloaded => tonic::Code::ResourceExhausted,
             FailureKind::Unavailable => tonic::Code::Unavailable,
             FailureKind::Internal => tonic::Code::Internal,
+            FailureKind::Unauthenticated => tonic::Code::Unauthenticated,
+            FailureKind::Forbidden => tonic::Code::PermissionDenied,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The server's one integration-test binary: router tests (no socket), end-to-end tests
 //! of the real `traceway` binary, and the OpenAPI document's checks.
 
+mod auth;
 mod e2e;
 mod http;
 mod lifecycle;

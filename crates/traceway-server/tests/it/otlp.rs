@@ -759,6 +759,7 @@ impl traceway_store::TracesLayer for Refusing {
 
 impl traceway_store::LifecycleLayer for Refusing {}
 impl traceway_store::LeasesLayer for Refusing {}
+impl traceway_store::ApiKeysLayer for Refusing {}
 impl traceway_store::LiveFeedLayer for Refusing {}
 
 fn refusing(error: StoreError) -> TestApp {
