@@ -24,8 +24,9 @@ pub struct ServeArgs {
     #[arg(long, env = "TRACEWAY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// The store: `sqlite` (embedded, in --data-dir), `redis://host:port/db` (standalone
-    /// Redis) or `redis+cluster://host1:port1,host2:port2` (Redis Cluster seed nodes)
+    /// The store: `sqlite` (embedded, in --data-dir), `redis://host:port/db` or
+    /// `redis+unix:///path?db=N` (standalone Redis) or
+    /// `redis+cluster://host1:port1,host2:port2` (Redis Cluster seed nodes)
     /// [default: sqlite].
     #[arg(long, env = "TRACEWAY_STORE")]
     pub store: Option<String>,
@@ -305,6 +306,7 @@ impl Config {
             Some(url)
                 if url.starts_with("redis://")
                     || url.starts_with("rediss://")
+                    || url.starts_with("redis+unix://")
                     || url.starts_with("redis+cluster://") =>
             {
                 let prefix = args

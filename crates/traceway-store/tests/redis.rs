@@ -1,6 +1,6 @@
 //! The Redis backend: the conformance suite on a standalone `redis-server` each test starts
-//! on a free loopback port, and on a 3-master Redis Cluster started once for this binary
-//! (each test in its own key prefix).
+//! on a unix socket in its own directory, and on a 3-master Redis Cluster (loopback TCP)
+//! started once for this binary (each test in its own key prefix).
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
@@ -144,14 +144,14 @@ async fn every_trace_key_has_a_ttl_and_the_purge_empties_the_indexes() {
         .expect("acquire")
         .expect("free");
 
-    let keys = bulk_strings(&redis_server::command(server.port, "KEYS *").expect("keys"));
+    let keys = bulk_strings(&server.command("KEYS *").expect("keys"));
     let trace_keys: Vec<&String> = keys.iter().filter(|k| k.contains(":t:{")).collect();
     assert_eq!(trace_keys.len(), 4, "row, spans, ids, events: {keys:?}");
     for k in keys
         .iter()
         .filter(|k| !k.contains(":i:{") && !k.contains(":g:"))
     {
-        let ttl = integer(redis_server::command(server.port, &format!("PTTL {k}")));
+        let ttl = integer(server.command(&format!("PTTL {k}")));
         if k.ends_with(":token") {
             assert_eq!(
                 ttl, -1,
@@ -170,7 +170,7 @@ async fn every_trace_key_has_a_ttl_and_the_purge_empties_the_indexes() {
         .expect("acquire")
         .unwrap_or(lease);
     while store.purge_expired(&lease, 100).await.expect("purge").more {}
-    let keys = bulk_strings(&redis_server::command(server.port, "KEYS *").expect("keys"));
+    let keys = bulk_strings(&server.command("KEYS *").expect("keys"));
     assert!(
         keys.iter().all(|k| k.contains(":lease:")),
         "only the lease is left: {keys:?}"

@@ -1,11 +1,16 @@
-//! Real `redis-server` processes on free loopback ports, for tests. Each is killed when its
-//! guard drops; the ones shared by a whole test binary (the Cluster) are watched by a small
-//! shell loop that kills them when the test process exits.
+//! Real `redis-server` processes for tests. A standalone server listens only on a unix
+//! socket in its own temporary directory, so no two tests can race for a port. Cluster
+//! nodes need TCP (the cluster bus listens on port + 10000, and nodes announce `ip:port`
+//! to clients in `MOVED` and `CLUSTER SLOTS`): they take free loopback ports, retrying on
+//! a port taken in between. Each server is killed when its guard drops; the ones shared by
+//! a whole test binary (the Cluster) are watched by a small shell loop that kills them when
+//! the test process exits.
 
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,16 +46,31 @@ fn ready(port: u16, within: Duration) -> bool {
     false
 }
 
-fn wait_ready(port: u16) {
-    assert!(
-        ready(port, Duration::from_secs(20)),
-        "redis-server on port {port} did not start"
-    );
+/// Sends one inline command over a unix socket and returns the raw reply.
+pub fn unix_command(socket: &Path, cmd: &str) -> Option<String> {
+    let mut s = UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("{cmd}\r\n").as_bytes()).ok()?;
+    let mut buf = [0u8; 65536];
+    let n = s.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
-/// One `redis-server`, killed on drop.
+/// Waits until the server on `socket` answers `PING`.
+fn wait_ready_unix(socket: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if unix_command(socket, "PING").is_some_and(|r| r.starts_with("+PONG")) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("redis-server on {} did not start", socket.display());
+}
+
+/// One `redis-server` on a unix socket in its own directory, killed on drop.
 pub struct RedisServer {
-    pub port: u16,
+    pub socket: PathBuf,
     pub dir: PathBuf,
     child: Option<Child>,
     args: Vec<String>,
@@ -67,24 +87,12 @@ impl RedisServer {
     pub fn start_with(extra: &[&str]) -> RedisServer {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
+        let socket = dir.join("redis.sock");
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        // A free port can be taken by another test between our probe and the server's
-        // bind: then the server exits, and we try another port.
-        let (port, child) = (0..5)
-            .find_map(|_| {
-                let port = free_port();
-                let mut child = spawn(port, &dir, &args);
-                if ready(port, Duration::from_secs(10)) {
-                    Some((port, child))
-                } else {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    None
-                }
-            })
-            .expect("redis-server did not start on any of 5 ports");
+        let child = spawn(&socket, &dir, &args);
+        wait_ready_unix(&socket);
         RedisServer {
-            port,
+            socket,
             dir,
             child: Some(child),
             args,
@@ -93,10 +101,15 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        format!("redis+unix://{}?db=0", self.socket.display())
     }
 
-    /// Kills the server (SIGKILL when `hard`, otherwise SHUTDOWN NOSAVE-less stop).
+    /// Sends one inline command to this server.
+    pub fn command(&self, cmd: &str) -> Option<String> {
+        unix_command(&self.socket, cmd)
+    }
+
+    /// Kills the server (SIGKILL).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -104,20 +117,22 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port and directory.
+    /// Starts it again on the same socket and directory.
     pub fn restart(&mut self) {
         self.stop();
-        self.child = Some(spawn(self.port, &self.dir, &self.args));
-        wait_ready(self.port);
+        self.child = Some(spawn(&self.socket, &self.dir, &self.args));
+        wait_ready_unix(&self.socket);
     }
 }
 
-fn spawn(port: u16, dir: &Path, args: &[String]) -> Child {
+fn spawn(socket: &Path, dir: &Path, args: &[String]) -> Child {
     Command::new("redis-server")
         .arg("--port")
-        .arg(port.to_string())
-        .arg("--bind")
-        .arg("127.0.0.1")
+        .arg("0")
+        .arg("--unixsocket")
+        .arg(socket)
+        .arg("--unixsocketperm")
+        .arg("700")
         .arg("--dir")
         .arg(dir)
         .args(args)

@@ -1,0 +1,139 @@
+//! The tenant, active and expiry indexes, updated after a commit by idempotent commands.
+
+use super::*;
+
+impl RedisStore {
+    /// Brings the indexes in line with a trace as committed (idempotent; a retry repairs
+    /// what a failure between the commit and here left out).
+    pub(super) async fn index(
+        &self,
+        t: &Trace,
+        dexp: i64,
+        before: Option<&Trace>,
+    ) -> Result<(), StoreError> {
+        let tenant = &t.tenant;
+        let id = t.trace_id.to_string();
+        let created = micros(t.created_at);
+        let member = Self::member(tenant, t.trace_id);
+        let mut p: Vec<Cmd> = Vec::new();
+        p.push(Cmd::zadd(self.tenant_index(tenant, "all"), &id, created));
+        for (tag, v) in [("a", &t.agent_id), ("u", &t.user_id), ("s", &t.session_id)] {
+            if let Some(v) = v {
+                p.push(Cmd::zadd(
+                    self.tenant_index(tenant, &format!("{tag}:{v}")),
+                    &id,
+                    created,
+                ));
+            }
+        }
+        if let Some(b) = before {
+            if b.state != t.state {
+                p.push(Cmd::zrem(
+                    self.tenant_index(tenant, &format!("st:{}", b.state.as_str())),
+                    &id,
+                ));
+            }
+        }
+        p.push(Cmd::zadd(
+            self.tenant_index(tenant, &format!("st:{}", t.state.as_str())),
+            &id,
+            created,
+        ));
+        if t.state.is_terminal() {
+            p.push(Cmd::zrem(self.global("active"), &member));
+            p.push(Cmd::zrem(self.global("active_exp"), &member));
+            if let Some(end) = t.ended_at {
+                p.push(Cmd::zadd(
+                    self.tenant_index(tenant, "ended"),
+                    &id,
+                    micros(end),
+                ));
+            }
+        } else {
+            let mut gt = ::redis::cmd("ZADD");
+            gt.arg(self.global("active"))
+                .arg("GT")
+                .arg(micros(t.last_activity_at))
+                .arg(&member);
+            p.push(gt);
+            p.push(Cmd::zadd(
+                self.global("active_exp"),
+                &member,
+                micros(t.expires_at),
+            ));
+        }
+        p.push(Cmd::zadd(self.global("exp"), &member, micros(t.expires_at)));
+        if dexp > 0 {
+            p.push(Cmd::zadd(
+                self.global("dexp"),
+                &member,
+                dexp.div_euclid(1000),
+            ));
+        }
+        self.exec::<Value>(p).await.map(drop)
+    }
+
+    /// Removes a trace from every index (it was deleted or purged).
+    pub(super) async fn unindex(&self, t: &Trace) -> Result<(), StoreError> {
+        let tenant = &t.tenant;
+        let id = t.trace_id.to_string();
+        let member = Self::member(tenant, t.trace_id);
+        let mut p: Vec<Cmd> = vec![Cmd::zrem(self.tenant_index(tenant, "all"), &id)];
+        for (tag, v) in [("a", &t.agent_id), ("u", &t.user_id), ("s", &t.session_id)] {
+            if let Some(v) = v {
+                p.push(Cmd::zrem(
+                    self.tenant_index(tenant, &format!("{tag}:{v}")),
+                    &id,
+                ));
+            }
+        }
+        p.push(Cmd::zrem(
+            self.tenant_index(tenant, &format!("st:{}", t.state.as_str())),
+            &id,
+        ));
+        p.push(Cmd::zrem(self.tenant_index(tenant, "ended"), &id));
+        for g in ["active", "active_exp", "exp", "dexp"] {
+            p.push(Cmd::zrem(self.global(g), &member));
+        }
+        self.exec::<Value>(p).await.map(drop)
+    }
+
+    pub(super) async fn delete_keys(&self, tenant: &str, id: TraceId) -> Result<(), StoreError> {
+        let k = self.trace_keys(tenant, id);
+        let mut conn = self.conn()?;
+        ::redis::cmd("DEL")
+            .arg(&k.row)
+            .arg(&k.spans)
+            .arg(&k.keys)
+            .arg(&k.events)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(redis_err)
+    }
+
+    pub(super) async fn zrem(&self, key: String, members: Vec<String>) -> Result<(), StoreError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        ::redis::cmd("ZREM")
+            .arg(key)
+            .arg(members)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(redis_err)
+    }
+
+    pub(super) async fn delete_one(
+        &self,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<Trace>, StoreError> {
+        let Some(l) = self.load(tenant, id).await? else {
+            return Ok(None);
+        };
+        self.delete_keys(tenant, id).await?;
+        self.unindex(&l.trace).await?;
+        Ok(Some(l.trace))
+    }
+}

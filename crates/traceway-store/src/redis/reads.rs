@@ -1,0 +1,455 @@
+//! Reads, and the `Traces` contract (its writes go through `commit`).
+
+use super::*;
+
+impl RedisStore {
+    pub(super) async fn load(&self, tenant: &str, id: TraceId) -> Result<Option<Row>, StoreError> {
+        let k = self.trace_keys(tenant, id);
+        let mut conn = self.conn()?;
+        let (doc, ver, dexp): (Option<String>, Option<String>, Option<i64>) = ::redis::cmd("HMGET")
+            .arg(&k.row)
+            .arg("doc")
+            .arg("ver")
+            .arg("dexp")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        let (Some(doc), Some(_)) = (doc, ver) else {
+            return Ok(None);
+        };
+        let trace: Trace = serde_json::from_str(&doc).map_err(json_err)?;
+        Ok(Some(Row {
+            trace,
+            dexp: dexp.unwrap_or(0),
+        }))
+    }
+
+    /// Loads the traces behind index members (missing ones are `None`).
+    pub(super) async fn load_many(
+        &self,
+        tenant: &str,
+        ids: &[TraceId],
+    ) -> Result<Vec<Option<Trace>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmds = ids
+            .iter()
+            .map(|id| Cmd::hget(self.trace_keys(tenant, *id).row, "doc"))
+            .collect();
+        let docs: Vec<Option<String>> = self.exec(cmds).await?;
+        docs.into_iter()
+            .map(|d| {
+                d.map(|d| serde_json::from_str::<Trace>(&d).map_err(json_err))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    /// One page of a trace's event stream from `from` on, in seq order; `more` when the
+    /// page was full. An entry is one commit's events and its id is the last one's seq, so
+    /// the first entry read may begin before `from`.
+    pub(super) async fn event_page(
+        &self,
+        key: &str,
+        from: u64,
+    ) -> Result<(Vec<Event>, bool), StoreError> {
+        const PAGE: usize = 100;
+        let mut conn = self.conn()?;
+        let entries: Vec<(String, HashMap<String, Vec<u8>>)> = ::redis::cmd("XRANGE")
+            .arg(key)
+            .arg(format!("{from}-0"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(PAGE)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        let more = entries.len() == PAGE;
+        let mut events = Vec::new();
+        for (_, fields) in entries {
+            let Some(d) = fields.get("d") else { continue };
+            events.extend(entry_events(d)?.into_iter().filter(|e| e.seq >= from));
+        }
+        Ok((events, more))
+    }
+}
+
+pub(super) fn matches(t: &Trace, f: &TraceFilter) -> bool {
+    let eq = |a: &Option<String>, b: &Option<String>| b.is_none() || a == b;
+    eq(&t.agent_id, &f.agent_id)
+        && eq(&t.user_id, &f.user_id)
+        && eq(&t.session_id, &f.session_id)
+        && f.state.as_ref().is_none_or(|s| *s == t.state)
+        && f.created_after.is_none_or(|a| t.created_at >= a)
+        && f.created_before.is_none_or(|b| t.created_at < b)
+        && f.has_error.is_none_or(|e| (t.rollups.error_count > 0) == e)
+        && f.min_duration_ms
+            .is_none_or(|d| t.rollups.duration_ms.is_some_and(|x| x >= d))
+}
+
+#[async_trait]
+impl Traces for RedisStore {
+    async fn create_trace(
+        &self,
+        tenant: &str,
+        new: NewTrace,
+    ) -> Result<(Trace, EventCounts), StoreError> {
+        let id = new.trace_id.unwrap_or_else(TraceId::new_v7);
+        let r = self
+            .write_trace(tenant, id, &[], &[], |loaded, model| {
+                let w = model.create(tenant, id, new.clone(), loaded)?;
+                Ok(Some((w, ())))
+            })
+            .await?;
+        let (t, e, ()) = r.ok_or_else(|| StoreError::Internal("create wrote nothing".into()))?;
+        Ok((t, EventCounts::of(&e)))
+    }
+
+    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let (span_ids, keys) = needs(&req.events);
+        let AppendRequest {
+            tenant,
+            trace_id,
+            create_if_missing,
+            events,
+            end,
+        } = req;
+        let r = self
+            .write_trace(&tenant, trace_id, &span_ids, &keys, |loaded, model| {
+                let w = model.append(
+                    &tenant,
+                    trace_id,
+                    loaded,
+                    create_if_missing.clone(),
+                    events.iter().cloned(),
+                    end.clone(),
+                )?;
+                let outcome = AppendOutcome {
+                    accepted: w.accepted,
+                    duplicates: w.duplicates,
+                    created: w.created,
+                    last_seq: w.trace.last_seq,
+                    stored: EventCounts::default(),
+                };
+                Ok(Some((w, outcome)))
+            })
+            .await?;
+        let (_, events, mut outcome) =
+            r.ok_or_else(|| StoreError::Internal("append wrote nothing".into()))?;
+        outcome.stored = EventCounts::of(&events);
+        Ok(outcome)
+    }
+
+    async fn update_trace(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        patch: TracePatch,
+    ) -> Result<(Trace, EventCounts), StoreError> {
+        let r = self
+            .write_trace(tenant, id, &[], &[], |loaded, model| {
+                let w = model.patch(id, loaded, patch.clone())?;
+                Ok(Some((w, ())))
+            })
+            .await?;
+        let (t, e, ()) = r.ok_or_else(|| StoreError::Internal("update wrote nothing".into()))?;
+        Ok((t, EventCounts::of(&e)))
+    }
+
+    async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, StoreError> {
+        let now = self.clock.now();
+        Ok(self
+            .load(tenant, id)
+            .await?
+            .map(|l| l.trace)
+            .filter(|t| t.expires_at > now))
+    }
+
+    async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError> {
+        Ok(self.get_trace_with_spans(tenant, id).await?.map(|(_, s)| s))
+    }
+
+    async fn get_trace_with_spans(
+        &self,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<(Trace, Vec<Span>)>, StoreError> {
+        let now = self.clock.now();
+        let Some(l) = self.load(tenant, id).await? else {
+            return Ok(None);
+        };
+        if l.trace.expires_at <= now {
+            return Ok(None);
+        }
+        if l.dexp <= now.unix_nanos() {
+            return Ok(Some((l.trace, Vec::new())));
+        }
+        // A span's current form is its latest span event, as in SQLite.
+        let key = self.trace_keys(tenant, id).events;
+        let mut latest: HashMap<SpanId, Span> = HashMap::new();
+        let mut from = 1u64;
+        loop {
+            let (events, more) = self.event_page(&key, from).await?;
+            for e in events {
+                from = e.seq + 1;
+                if let EventBody::SpanStarted(s) | EventBody::SpanEnded(s) = e.body {
+                    latest.insert(s.span_id, s);
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        let mut spans: Vec<Span> = latest.into_values().collect();
+        spans.sort_by_key(|s| (s.start_time, s.span_id));
+        Ok(Some((l.trace, spans)))
+    }
+
+    async fn list_traces(
+        &self,
+        tenant: &str,
+        filter: &TraceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Trace>, StoreError> {
+        let after = page.cursor.as_deref().map(decode_cursor).transpose()?;
+        let limit = page.bounded_limit() as usize;
+        let now = self.clock.now();
+        // The most selective index the filter allows; every other filter is checked on the
+        // trace itself.
+        let which = if let Some(a) = &filter.agent_id {
+            format!("a:{a}")
+        } else if let Some(s) = &filter.session_id {
+            format!("s:{s}")
+        } else if let Some(u) = &filter.user_id {
+            format!("u:{u}")
+        } else if let Some(s) = &filter.state {
+            format!("st:{}", s.as_str())
+        } else {
+            "all".to_string()
+        };
+        let key = self.tenant_index(tenant, &which);
+        let mut max = match filter.created_before {
+            Some(b) => micros(b).to_string(),
+            None => "+inf".to_string(),
+        };
+        if let Some((t, _)) = after {
+            let c = t.div_euclid(1000);
+            if filter.created_before.is_none_or(|b| micros(b) > c) {
+                max = c.to_string();
+            }
+        }
+        let min = filter
+            .created_after
+            .map(|a| micros(a).to_string())
+            .unwrap_or_else(|| "-inf".to_string());
+        let mut skip = if after.is_none() { page.offset } else { 0 };
+        let mut items: Vec<Trace> = Vec::new();
+        // A chunk holds a full page, the row past it (which says there is a next page) and
+        // the cursor's own row (the score bound is inclusive), so an unfiltered listing
+        // reads each row once.
+        let chunk = (limit * 2).clamp(64, 1000).max(limit + 2);
+        let mut offset = 0usize;
+        // Bounded: after `list_scan_rows` rows the page ends at the last row examined.
+        let mut examined = 0usize;
+        let mut last_examined: Option<(Timestamp, TraceId)> = None;
+        let mut cut_short = false;
+        loop {
+            let mut conn = self.conn()?;
+            let take = chunk.min(self.list_scan_rows.saturating_sub(examined).max(1));
+            let ids: Vec<String> = ::redis::cmd("ZREVRANGEBYSCORE")
+                .arg(&key)
+                .arg(&max)
+                .arg(&min)
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(take)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            let n = ids.len();
+            offset += n;
+            examined += n;
+            let parsed: Vec<TraceId> = ids.iter().filter_map(|s| s.parse().ok()).collect();
+            let docs = self.load_many(tenant, &parsed).await?;
+            let mut gone = Vec::new();
+            let mut found: Vec<Trace> = Vec::new();
+            for (id, doc) in parsed.iter().zip(docs) {
+                match doc {
+                    None => gone.push(id.to_string()),
+                    Some(t) => {
+                        if let Some((ct, cid)) = after {
+                            if (t.created_at.unix_nanos(), t.trace_id) >= (ct, cid) {
+                                continue;
+                            }
+                        }
+                        let at = (t.created_at, t.trace_id);
+                        if last_examined.is_none_or(|l| at < l) {
+                            last_examined = Some(at);
+                        }
+                        if t.expires_at <= now || !matches(&t, filter) {
+                            continue;
+                        }
+                        found.push(t);
+                    }
+                }
+            }
+            // Index entries of traces that are gone (their keys expired): cleaned lazily.
+            self.zrem(key.clone(), gone).await?;
+            found.sort_by_key(|t| std::cmp::Reverse((t.created_at, t.trace_id)));
+            for t in found {
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                items.push(t);
+            }
+            if items.len() > limit || n < take {
+                break;
+            }
+            // Only a row that still exists can carry the cursor on; rows whose trace is
+            // gone were just removed from the index, so they are not examined twice.
+            if examined >= self.list_scan_rows && last_examined.is_some() {
+                cut_short = true;
+                break;
+            }
+        }
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(encode_cursor)
+        } else if cut_short {
+            last_examined.map(|(t, id)| encode_position(t, id))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn read_events(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        filter: &EventFilter,
+    ) -> Result<Option<Vec<Event>>, StoreError> {
+        let now = self.clock.now();
+        let Some(l) = self.load(tenant, id).await? else {
+            return Ok(None);
+        };
+        if l.trace.expires_at <= now {
+            return Ok(None);
+        }
+        if l.dexp <= now.unix_nanos() {
+            return Ok(Some(Vec::new()));
+        }
+        let key = self.trace_keys(tenant, id).events;
+        let limit = filter.bounded_limit() as usize;
+        let mut skip = filter.offset;
+        let mut from = filter.after_seq + 1;
+        let mut out = Vec::new();
+        loop {
+            let (events, more) = self.event_page(&key, from).await?;
+            for e in events {
+                from = e.seq + 1;
+                if !filter.types.is_empty() && !filter.types.contains(&e.body.event_type()) {
+                    continue;
+                }
+                if filter.component_id.is_some() && e.component_id != filter.component_id {
+                    continue;
+                }
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                out.push(e);
+                if out.len() >= limit {
+                    return Ok(Some(out));
+                }
+            }
+            if !more {
+                return Ok(Some(out));
+            }
+        }
+    }
+
+    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        Ok(self
+            .delete_one(tenant, id)
+            .await?
+            .is_some_and(|t| t.expires_at > now))
+    }
+
+    async fn delete_ended_before(
+        &self,
+        tenant: &str,
+        cutoff: Timestamp,
+        limit: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let key = self.tenant_index(tenant, "ended");
+        let limit = limit.unwrap_or(u64::MAX);
+        let mut total = 0;
+        let mut offset = 0u64;
+        while total < limit {
+            let mut conn = self.conn()?;
+            let n = (limit - total).min(200);
+            let ids: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
+                .arg(&key)
+                .arg("-inf")
+                .arg(micros(cutoff))
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(n)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            if ids.is_empty() {
+                break;
+            }
+            let parsed: Vec<TraceId> = ids.iter().filter_map(|s| s.parse().ok()).collect();
+            let docs = self.load_many(tenant, &parsed).await?;
+            let mut gone = Vec::new();
+            for (id, doc) in parsed.iter().zip(docs) {
+                match doc {
+                    Some(t) if t.ended_at.is_some_and(|e| e < cutoff) => {
+                        self.delete_keys(tenant, *id).await?;
+                        self.unindex(&t).await?;
+                        total += 1;
+                    }
+                    Some(_) => offset += 1,
+                    None => gone.push(id.to_string()),
+                }
+            }
+            self.zrem(key.clone(), gone).await?;
+        }
+        Ok(total)
+    }
+
+    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError> {
+        let key = self.tenant_index(tenant, "ended");
+        let c = micros(cutoff);
+        let mut conn = self.conn()?;
+        let below: u64 = ::redis::cmd("ZCOUNT")
+            .arg(&key)
+            .arg("-inf")
+            .arg(format!("({c}"))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        // Entries in the cutoff's own microsecond are checked exactly.
+        let edge: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
+            .arg(&key)
+            .arg(c)
+            .arg(c)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        let parsed: Vec<TraceId> = edge.iter().filter_map(|s| s.parse().ok()).collect();
+        let docs = self.load_many(tenant, &parsed).await?;
+        let edge = docs
+            .iter()
+            .flatten()
+            .filter(|t| t.ended_at.is_some_and(|e| e < cutoff))
+            .count() as u64;
+        Ok(below + edge)
+    }
+}
