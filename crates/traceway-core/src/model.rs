@@ -146,8 +146,11 @@ pub struct LlmDetails {
 impl LlmDetails {
     /// Total tokens: the reported total, else input + output.
     pub fn tokens_total(&self) -> u64 {
-        self.total_tokens
-            .unwrap_or_else(|| self.input_tokens.unwrap_or(0) + self.output_tokens.unwrap_or(0))
+        self.total_tokens.unwrap_or_else(|| {
+            self.input_tokens
+                .unwrap_or(0)
+                .saturating_add(self.output_tokens.unwrap_or(0))
+        })
     }
 }
 
@@ -453,6 +456,10 @@ impl FromStr for Level {
     }
 }
 
+fn null_as_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(0.0))
+}
+
 /// Totals over a trace's spans, kept up to date as events arrive.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -467,7 +474,9 @@ pub struct Rollups {
     pub output_tokens: u64,
     /// Total tokens over all LLM spans.
     pub total_tokens: u64,
-    /// Cost in US dollars over all LLM spans that report one.
+    /// Cost in US dollars over all LLM spans that report one. A stored `null` (what an
+    /// older build wrote for a sum that overflowed) reads as 0, so the row stays readable.
+    #[serde(deserialize_with = "null_as_zero")]
     pub cost_usd: f64,
     /// The earliest span start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -485,11 +494,11 @@ impl Rollups {
     /// now ending), so its contribution is replaced, not added twice.
     pub fn apply_span(&mut self, previous: Option<&Span>, span: &Span) {
         if previous.is_none() {
-            self.span_count += 1;
+            self.span_count = self.span_count.saturating_add(1);
         }
         let was_error = previous.is_some_and(|p| p.status.code == StatusCode::Error);
         if span.status.code == StatusCode::Error && !was_error {
-            self.error_count += 1;
+            self.error_count = self.error_count.saturating_add(1);
         }
         let (old_in, old_out, old_total, old_cost) =
             previous
@@ -503,12 +512,27 @@ impl Rollups {
                     )
                 });
         if let Some(l) = &span.llm {
-            self.input_tokens =
-                (self.input_tokens + l.input_tokens.unwrap_or(0)).saturating_sub(old_in);
-            self.output_tokens =
-                (self.output_tokens + l.output_tokens.unwrap_or(0)).saturating_sub(old_out);
-            self.total_tokens = (self.total_tokens + l.tokens_total()).saturating_sub(old_total);
-            self.cost_usd += l.cost_usd.unwrap_or(0.0) - old_cost;
+            // Saturating: a sum that would wrap stays at u64::MAX (issue 15, failure 3.2).
+            self.input_tokens = self
+                .input_tokens
+                .saturating_add(l.input_tokens.unwrap_or(0))
+                .saturating_sub(old_in);
+            self.output_tokens = self
+                .output_tokens
+                .saturating_add(l.output_tokens.unwrap_or(0))
+                .saturating_sub(old_out);
+            self.total_tokens = self
+                .total_tokens
+                .saturating_add(l.tokens_total())
+                .saturating_sub(old_total);
+            // A sum that is not finite would be stored as `null` and break every read of
+            // the trace (failure 3.1): it stays at the largest finite value instead.
+            let cost = self.cost_usd + l.cost_usd.unwrap_or(0.0) - old_cost;
+            self.cost_usd = if cost.is_finite() {
+                cost.max(0.0)
+            } else {
+                f64::MAX
+            };
         }
         self.first_span_start = Some(match self.first_span_start {
             Some(t) => t.min(span.start_time),
