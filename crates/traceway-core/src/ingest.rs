@@ -327,16 +327,17 @@ pub const MAX_SPAN_COST_USD: f64 = 1_000_000_000.0;
 /// model calls `start_span` and `end_span` for every span).
 pub fn sanitize(mut input: SpanInput) -> SpanInput {
     if let Some(l) = input.llm.as_mut() {
-        for t in [
+        for v in [
             &mut l.input_tokens,
             &mut l.output_tokens,
             &mut l.total_tokens,
             &mut l.cached_tokens,
             &mut l.reasoning_tokens,
-        ] {
-            if let Some(v) = t {
-                *v = (*v).min(MAX_SPAN_TOKENS);
-            }
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *v = (*v).min(MAX_SPAN_TOKENS);
         }
         l.cost_usd = l
             .cost_usd
