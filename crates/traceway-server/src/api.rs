@@ -153,7 +153,7 @@ pub async fn list_traces(
     };
     let req = PageRequest {
         cursor: p.cursor,
-        offset: (page - 1) * limit as u64,
+        offset: crate::bounds::page_offset(page, limit)?,
         limit,
     };
     let result = app.store.list_traces(&tenant.0, &filter, &req).await?;
@@ -243,8 +243,8 @@ pub async fn list_events(
     let filter = EventFilter {
         types,
         component_id: p.component_id,
-        after_seq: p.after_seq.unwrap_or(0),
-        offset: p.offset.unwrap_or(0),
+        after_seq: crate::bounds::after_seq(p.after_seq.unwrap_or(0))?,
+        offset: crate::bounds::offset(p.offset.unwrap_or(0))?,
         limit,
     };
     let not_found = || ApiError::not_found(format!("trace {id} not found"));

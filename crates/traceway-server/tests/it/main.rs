@@ -3,6 +3,7 @@
 
 mod auth;
 mod e2e;
+mod hardening;
 mod http;
 mod lifecycle;
 mod metered;
