@@ -58,6 +58,20 @@ pub async fn append_events(
     TraceIdPath(id): TraceIdPath,
     JsonBody(body): JsonBody<AppendBody>,
 ) -> Result<Json<AppendResponse>, ApiError> {
+    let spans = body
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                traceway_core::EventInput::SpanStarted { .. }
+                    | traceway_core::EventInput::SpanEnded { .. }
+            )
+        })
+        .count();
+    if let Err(wait) = app.ingest_quota.take(&tenant.0, spans as u64) {
+        return Err(crate::quotas::api_refusal(&tenant.0, wait));
+    }
     let out = app
         .store
         .append(AppendRequest {

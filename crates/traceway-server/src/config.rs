@@ -133,6 +133,16 @@ pub struct ServeArgs {
     #[arg(long, env = "TRACEWAY_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
 
+    /// Spans per second each tenant may ingest on this replica (a token bucket); past it,
+    /// 429 with Retry-After (gRPC RESOURCE_EXHAUSTED with RetryInfo). 0: no quota
+    /// [default: 0].
+    #[arg(long, env = "TRACEWAY_QUOTA_SPANS_PER_SEC")]
+    pub quota_spans_per_sec: Option<u32>,
+
+    /// The bucket's size: spans a quiet tenant may send at once [default: 2 × the rate].
+    #[arg(long, env = "TRACEWAY_QUOTA_SPANS_BURST")]
+    pub quota_spans_burst: Option<u32>,
+
     /// The tenant the admin key administers [default: default].
     #[arg(long, env = "TRACEWAY_ADMIN_KEY_TENANT")]
     pub admin_key_tenant: Option<String>,
@@ -210,6 +220,10 @@ pub struct Config {
     pub log: String,
     /// API keys.
     pub auth: AuthConfig,
+    /// Spans per second per tenant (0: none).
+    pub quota_spans_per_sec: u32,
+    /// Its burst.
+    pub quota_spans_burst: u32,
 }
 
 /// The watchdog's settings: it alone (the holder of the store's lease) sweeps orphans and
@@ -362,7 +376,17 @@ impl Config {
             grpc: required(grpc_listen),
             bootstrap,
         };
+        let quota_spans_per_sec = args
+            .quota_spans_per_sec
+            .or(file.quota_spans_per_sec)
+            .unwrap_or(0);
+        let quota_spans_burst = args
+            .quota_spans_burst
+            .or(file.quota_spans_burst)
+            .unwrap_or(quota_spans_per_sec.saturating_mul(2));
         Ok(Config {
+            quota_spans_per_sec,
+            quota_spans_burst,
             auth,
             store,
             data_dir: args

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod keys;
 pub mod metrics;
 pub mod otlp;
+pub mod quotas;
 pub mod stream;
 pub mod watchdog;
 
@@ -44,6 +45,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// API-key verification (and its cache).
     pub auth: Arc<auth::Auth>,
+    /// The per-tenant ingest quota (ADR 025).
+    pub ingest_quota: Arc<quotas::IngestQuota>,
 }
 
 impl AppState {
@@ -57,8 +60,13 @@ impl AppState {
     ) -> AppState {
         let metrics = Arc::new(Metrics::new());
         let auth = Arc::new(auth::Auth::new(config.auth.bootstrap.as_ref()));
+        let ingest_quota = Arc::new(quotas::IngestQuota::new(
+            config.quota_spans_per_sec,
+            config.quota_spans_burst,
+        ));
         AppState {
             auth,
+            ingest_quota,
             store: Arc::new(metrics::MeteredStore::new(store, metrics.clone())),
             config: Arc::new(config),
             clock,

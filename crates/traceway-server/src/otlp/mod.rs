@@ -209,6 +209,15 @@ pub async fn ingest(
     tenant: &str,
     request: &ExportTraceServiceRequest,
 ) -> Result<Ingested, Failure> {
+    let spans: usize = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    if let Err(wait) = app.ingest_quota.take(tenant, spans as u64) {
+        return Err(crate::quotas::otlp_refusal(tenant, wait));
+    }
     let batch = map_request_with(request, &map_options(&app.config));
     let mut out = Ingested {
         rejected_spans: batch.rejected_spans,

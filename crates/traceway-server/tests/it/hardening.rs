@@ -93,3 +93,66 @@ async fn paging_overflow_answers_400_on_listings_event_reads_and_streams() {
         "a page within the bound still works"
     );
 }
+
+/// Deliver 2: one tenant flooding past its spans-per-second quota gets 429 with
+/// Retry-After (OTLP too), while another tenant's writes still go through.
+#[tokio::test]
+async fn a_flooding_tenant_is_refused_with_retry_after_and_another_tenant_still_writes() {
+    let app = crate::test_app_with(traceway_server::Config {
+        quota_spans_per_sec: 10,
+        quota_spans_burst: 10,
+        ..traceway_server::Config::default()
+    });
+    let events = |base: u64| json!({"events": (0..5).map(|i| llm_end(&format!("{:016x}", base + i), json!({}))).collect::<Vec<_>>()});
+    let mut refused = None;
+    for round in 0..20u64 {
+        let (_, t) = app
+            .call_as("flood", Method::POST, "/api/v1/traces", Some(json!({})))
+            .await;
+        let id = t["trace_id"].as_str().unwrap().to_string();
+        let (status, body) = app
+            .call_as(
+                "flood",
+                Method::POST,
+                &format!("/api/v1/traces/{id}/events"),
+                Some(events(round * 10 + 1)),
+            )
+            .await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(body);
+            break;
+        }
+        assert!(status.is_success(), "{status} {body}");
+    }
+    let body = refused.expect("the flood is refused within 20 batches of 5 spans at 10/s");
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+
+    // The other tenant's bucket is untouched.
+    let (_, t) = app
+        .call_as("quiet", Method::POST, "/api/v1/traces", Some(json!({})))
+        .await;
+    let id = t["trace_id"].as_str().unwrap().to_string();
+    let (status, body) = app
+        .call_as(
+            "quiet",
+            Method::POST,
+            &format!("/api/v1/traces/{id}/events"),
+            Some(events(1)),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+
+    // The refusal carries Retry-After.
+    let req = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri(format!("/api/v1/traces/{id}/events"))
+        .header("x-traceway-tenant", "flood")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(events(900).to_string()))
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(app.router.clone(), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().contains_key("retry-after"));
+}
