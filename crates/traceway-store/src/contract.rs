@@ -103,6 +103,10 @@ impl StoreError {
 /// clamped by the store ([`PageRequest::bounded_limit`]).
 pub const MAX_PAGE: u32 = 1000;
 
+/// The most spans one trace may hold (ADR 025): an append that would pass it is refused
+/// with `Invalid` before anything is written.
+pub const MAX_SPANS_PER_TRACE: u64 = 100_000;
+
 /// The most events one read returns ([`EventFilter::bounded_limit`]).
 pub const MAX_EVENTS_PAGE: u32 = 10_000;
 
