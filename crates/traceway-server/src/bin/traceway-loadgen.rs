@@ -69,6 +69,10 @@ struct Args {
     /// Tenant to write as [default: a fresh `loadgen-<time>` tenant, so counts are exact].
     #[arg(long)]
     tenant: Option<String>,
+    /// API key sent as `Authorization: Bearer` on every request and gRPC call (a server
+    /// with auth on); `--tenant` must then be the key's tenant.
+    #[arg(long, env = "TRACEWAY_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// PID of the server, to report its resident memory (peak and at the end).
     #[arg(long)]
     server_pid: Option<u32>,
@@ -142,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
     let accepted_after = start.elapsed();
 
     let client = reqwest::Client::builder()
+        .default_headers(auth_headers(&args)?)
         .timeout(Duration::from_secs(30))
         .build()?;
     let (traces_seen, spans_seen) = wait_queryable(
@@ -592,7 +597,20 @@ enum Sender {
     Grpc {
         grpc: tonic::client::Grpc<tonic::transport::Channel>,
         tenant: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+        authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     },
+}
+
+/// `Authorization: Bearer <key>` when `--api-key` is given.
+fn auth_headers(args: &Args) -> anyhow::Result<reqwest::header::HeaderMap> {
+    let mut h = reqwest::header::HeaderMap::new();
+    if let Some(k) = &args.api_key {
+        h.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {k}").parse()?,
+        );
+    }
+    Ok(h)
 }
 
 /// What one attempt got.
@@ -608,6 +626,7 @@ impl Sender {
         Ok(match args.protocol {
             Protocol::Http => Sender::Http {
                 client: reqwest::Client::builder()
+                    .default_headers(auth_headers(args)?)
                     .timeout(Duration::from_secs(60))
                     .pool_max_idle_per_host(1)
                     .tcp_nodelay(true)
@@ -627,6 +646,10 @@ impl Sender {
                         .max_decoding_message_size(64 << 20)
                         .max_encoding_message_size(usize::MAX),
                     tenant: tenant.parse()?,
+                    authorization: match &args.api_key {
+                        Some(k) => Some(format!("Bearer {k}").parse()?),
+                        None => None,
+                    },
                 }
             }
         })
@@ -699,11 +722,18 @@ impl Sender {
                     other => bail!("OTLP/HTTP answered {other}"),
                 }
             }
-            Sender::Grpc { grpc, tenant } => {
+            Sender::Grpc {
+                grpc,
+                tenant,
+                authorization,
+            } => {
                 grpc.ready().await.context("gRPC channel")?;
                 let mut req = tonic::Request::new(body);
                 req.metadata_mut()
                     .insert("x-traceway-tenant", tenant.clone());
+                if let Some(a) = authorization {
+                    req.metadata_mut().insert("authorization", a.clone());
+                }
                 let path = tonic::codegen::http::uri::PathAndQuery::from_static(
                     "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
                 );
