@@ -175,6 +175,12 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_listen: impl FnOnce(Listening),
 ) -> anyhow::Result<()> {
+    // Each connection is a descriptor; the common soft default of 1,024 let 1,100 idle
+    // sockets starve /healthz (issue 15, failure 3.6). The hard limit is what we may use.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(nofile = n, "descriptor limit raised to the hard limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the descriptor limit"),
+    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(&config, clock.clone()).await?;
     let listener = TcpListener::bind(config.listen)

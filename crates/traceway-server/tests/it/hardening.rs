@@ -156,3 +156,28 @@ async fn a_flooding_tenant_is_refused_with_retry_after_and_another_tenant_still_
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(resp.headers().contains_key("retry-after"));
 }
+
+/// 3.6: with the 1,024-descriptor soft default, 1,100 silent sockets starved `/healthz`.
+/// The server raises its soft limit to the hard one at start.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_raises_its_soft_descriptor_limit_to_the_hard_one() {
+    // nextest runs each test in its own process: lowering this one's soft limit (which
+    // the server inherits) touches no other test.
+    let (_, hard) = rlimit::Resource::NOFILE.get().expect("getrlimit");
+    rlimit::Resource::NOFILE
+        .set(256.min(hard), hard)
+        .expect("lower the soft limit");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = crate::e2e::Server::start(dir.path());
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("the line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    // "Max open files  <soft>  <hard>  files"
+    let (soft, hard) = (fields[3], fields[4]);
+    assert_eq!(soft, hard, "{line}");
+    server.stop();
+}
