@@ -251,6 +251,7 @@ fn new_span(input: SpanInput, now: Timestamp, ended: bool) -> Span {
 
 /// Applies `span_started`. A span already known (started or ended) makes it a duplicate.
 pub fn start_span(existing: Option<&Span>, input: SpanInput, now: Timestamp) -> SpanChange {
+    let input = sanitize(input);
     match existing {
         Some(_) => SpanChange::Duplicate,
         None => SpanChange::New(new_span(input, now, false)),
@@ -260,6 +261,7 @@ pub fn start_span(existing: Option<&Span>, input: SpanInput, now: Timestamp) -> 
 /// Applies `span_ended`: ends a running span with what the input adds, or records a whole
 /// span not seen before. A span that has already ended makes it a duplicate.
 pub fn end_span(existing: Option<&Span>, input: SpanInput, now: Timestamp) -> SpanChange {
+    let input = sanitize(input);
     let Some(prev) = existing else {
         return SpanChange::New(new_span(input, now, true));
     };
@@ -310,6 +312,44 @@ pub fn end_span(existing: Option<&Span>, input: SpanInput, now: Timestamp) -> Sp
         previous: prev.clone(),
         span,
     }
+}
+
+/// The most tokens one span may report; more is taken as this (no model reads a trillion
+/// tokens in one call; a larger value is an exporter's bug or an attack on the rollups).
+pub const MAX_SPAN_TOKENS: u64 = 1_000_000_000_000;
+/// The largest cost one span may report, in US dollars; more is taken as this.
+pub const MAX_SPAN_COST_USD: f64 = 1_000_000_000.0;
+
+/// Clamps what could poison a trace's rollups or its stored JSON (issue 15, failures 3.1
+/// and 3.2): token counts above [`MAX_SPAN_TOKENS`] are clamped to it; a cost that is not
+/// finite or is negative is dropped, one above [`MAX_SPAN_COST_USD`] clamped; a retrieval
+/// score that is not finite is dropped. Native JSON and OTLP both pass here (the write
+/// model calls `start_span` and `end_span` for every span).
+pub fn sanitize(mut input: SpanInput) -> SpanInput {
+    if let Some(l) = input.llm.as_mut() {
+        for v in [
+            &mut l.input_tokens,
+            &mut l.output_tokens,
+            &mut l.total_tokens,
+            &mut l.cached_tokens,
+            &mut l.reasoning_tokens,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *v = (*v).min(MAX_SPAN_TOKENS);
+        }
+        l.cost_usd = l
+            .cost_usd
+            .filter(|c| c.is_finite() && *c >= 0.0)
+            .map(|c| c.min(MAX_SPAN_COST_USD));
+    }
+    if let Some(r) = input.retrieval.as_mut() {
+        for d in &mut r.documents {
+            d.score = d.score.filter(|s| s.is_finite());
+        }
+    }
+    input
 }
 
 /// The end of an LLM call usually adds tokens and output to what its start said (model,
@@ -512,6 +552,130 @@ mod tests {
 
     fn sid(n: u64) -> SpanId {
         SpanId::from_u64(n).unwrap()
+    }
+
+    fn llm_span(n: u64, llm: LlmDetails) -> Span {
+        let input = SpanInput {
+            kind: Some(crate::SpanKind::Llm),
+            llm: Some(llm),
+            ..SpanInput::new(sid(n))
+        };
+        match end_span(None, input, Timestamp::from_unix_millis(1_000)) {
+            SpanChange::New(s) => s,
+            other => panic!("not new: {other:?}"),
+        }
+    }
+
+    fn rollups_of(spans: &[Span]) -> crate::Rollups {
+        let mut r = crate::Rollups::default();
+        for s in spans {
+            r.apply_span(None, s);
+        }
+        r
+    }
+
+    /// Issue 15, failure 3.1: two LLM spans with `cost_usd: 1e308` made the cost rollup
+    /// +inf, stored as `null`, and every later read of the trace failed.
+    #[test]
+    fn poison_trace_two_spans_costing_1e308_keep_a_finite_rollup_that_reads_back() {
+        let poison = LlmDetails {
+            cost_usd: Some(1e308),
+            ..Default::default()
+        };
+        let spans = [llm_span(1, poison.clone()), llm_span(2, poison)];
+        assert_eq!(
+            spans[0].llm.as_ref().unwrap().cost_usd,
+            Some(MAX_SPAN_COST_USD)
+        );
+        let r = rollups_of(&spans);
+        assert!(r.cost_usd.is_finite());
+        assert_eq!(r.cost_usd, 2.0 * MAX_SPAN_COST_USD);
+        let json = serde_json::to_string(&r).unwrap();
+        let back: crate::Rollups = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+
+        // Even unclamped values (spans stored by an older build) cannot make the sum
+        // non-finite.
+        let mut raw = crate::Rollups::default();
+        for n in 1..=2 {
+            let mut s = llm_span(n, LlmDetails::default());
+            s.llm.as_mut().unwrap().cost_usd = Some(1e308);
+            raw.apply_span(None, &s);
+        }
+        assert!(raw.cost_usd.is_finite(), "{}", raw.cost_usd);
+    }
+
+    /// The row an older build wrote for the poisoned trace (`"cost_usd": null`) reads.
+    #[test]
+    fn a_stored_rollup_with_a_null_cost_reads_as_zero() {
+        let r: crate::Rollups =
+            serde_json::from_str(r#"{"span_count": 2, "cost_usd": null}"#).unwrap();
+        assert_eq!((r.span_count, r.cost_usd), (2, 0.0));
+    }
+
+    /// Issue 15, failure 3.2: two spans of `input_tokens: 2^64-1` gave `total_tokens` 8.
+    #[test]
+    fn token_sums_of_two_spans_at_u64_max_do_not_wrap() {
+        let huge = LlmDetails {
+            input_tokens: Some(u64::MAX),
+            output_tokens: Some(u64::MAX),
+            ..Default::default()
+        };
+        let spans = [llm_span(1, huge.clone()), llm_span(2, huge)];
+        assert_eq!(
+            spans[0].llm.as_ref().unwrap().input_tokens,
+            Some(MAX_SPAN_TOKENS)
+        );
+        let r = rollups_of(&spans);
+        assert_eq!(r.input_tokens, 2 * MAX_SPAN_TOKENS);
+        assert_eq!(r.total_tokens, 4 * MAX_SPAN_TOKENS);
+
+        // Unclamped (as stored by an older build): the sum saturates.
+        let mut raw = crate::Rollups::default();
+        for n in 1..=2 {
+            let mut s = llm_span(n, LlmDetails::default());
+            let l = s.llm.as_mut().unwrap();
+            l.input_tokens = Some(u64::MAX);
+            l.output_tokens = Some(u64::MAX);
+            raw.apply_span(None, &s);
+        }
+        assert_eq!(raw.input_tokens, u64::MAX);
+        assert_eq!(raw.total_tokens, u64::MAX);
+    }
+
+    #[test]
+    fn non_finite_or_negative_numbers_are_dropped_at_ingest() {
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0] {
+            let s = llm_span(
+                1,
+                LlmDetails {
+                    cost_usd: Some(bad),
+                    ..Default::default()
+                },
+            );
+            assert_eq!(s.llm.unwrap().cost_usd, None, "{bad}");
+        }
+        let input = SpanInput {
+            retrieval: Some(crate::RetrievalDetails {
+                documents: vec![
+                    crate::Document {
+                        score: Some(f64::NAN),
+                        ..Default::default()
+                    },
+                    crate::Document {
+                        score: Some(0.5),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }),
+            ..SpanInput::new(sid(3))
+        };
+        let SpanChange::New(s) = start_span(None, input, Timestamp::from_unix_millis(1)) else {
+            panic!("new")
+        };
+        let docs = s.retrieval.unwrap().documents;
+        assert_eq!((docs[0].score, docs[1].score), (None, Some(0.5)));
     }
 
     #[test]

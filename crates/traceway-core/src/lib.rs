@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod analysis;
+pub mod apikey;
 pub mod format;
 pub mod id;
 mod index;
@@ -18,6 +19,7 @@ pub mod trace_context;
 pub mod tree;
 pub mod workflow;
 
+pub use apikey::{ApiKeyError, Credentials, KeyScope, KeyScopes};
 pub use id::{IdError, SpanId, TraceId};
 pub use ingest::{
     fill_messages, EventInput, FillMode, MessageFill, NewTrace, SpanChange, SpanInput, TracePatch,

@@ -190,8 +190,11 @@ pub struct LlmDetails {
 impl LlmDetails {
     /// Total tokens: the reported total, else input + output.
     pub fn tokens_total(&self) -> u64 {
-        self.total_tokens
-            .unwrap_or_else(|| self.input_tokens.unwrap_or(0) + self.output_tokens.unwrap_or(0))
+        self.total_tokens.unwrap_or_else(|| {
+            self.input_tokens
+                .unwrap_or(0)
+                .saturating_add(self.output_tokens.unwrap_or(0))
+        })
     }
 }
 
@@ -511,6 +514,10 @@ impl FromStr for Level {
     }
 }
 
+fn null_as_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(0.0))
+}
+
 /// Totals over a trace's spans, kept up to date as events arrive.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -528,7 +535,9 @@ pub struct Rollups {
     pub total_tokens: u64,
     /// Tokens embedded by embedding spans (their total, else their input tokens).
     pub embedding_tokens: u64,
-    /// Cost in US dollars over all LLM spans that report one.
+    /// Cost in US dollars over all LLM spans that report one. A stored `null` (what an
+    /// older build wrote for a sum that overflowed) reads as 0, so the row stays readable.
+    #[serde(deserialize_with = "null_as_zero")]
     pub cost_usd: f64,
     /// The earliest span start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -596,7 +605,7 @@ impl ModelUsage {
         f(&mut self.cache_write_tokens, other.cache_write_tokens);
         f(&mut self.reasoning_tokens, other.reasoning_tokens);
         f(&mut self.total_tokens, other.total_tokens);
-        self.cost_usd += f64::from(sign) * other.cost_usd;
+        self.cost_usd = finite_cost(self.cost_usd + f64::from(sign) * other.cost_usd);
     }
 }
 
@@ -609,21 +618,22 @@ impl Rollups {
     /// now ending), so its contribution is replaced, not added twice.
     pub fn apply_span(&mut self, previous: Option<&Span>, span: &Span) {
         if previous.is_none() {
-            self.span_count += 1;
+            self.span_count = self.span_count.saturating_add(1);
         }
         let was_error = previous.is_some_and(|p| p.status.code == StatusCode::Error);
         if span.status.code == StatusCode::Error && !was_error {
-            self.error_count += 1;
+            self.error_count = self.error_count.saturating_add(1);
         }
         let old = previous.map(TokenShare::of).unwrap_or_default();
         let new = TokenShare::of(span);
-        self.input_tokens = (self.input_tokens + new.input).saturating_sub(old.input);
-        self.output_tokens = (self.output_tokens + new.output).saturating_sub(old.output);
-        self.total_tokens = (self.total_tokens + new.total).saturating_sub(old.total);
-        self.embedding_tokens =
-            (self.embedding_tokens + new.embedding).saturating_sub(old.embedding);
+        // Saturating: a sum that would wrap stays at u64::MAX (issue 15, failure 3.2).
+        let moved = |total: u64, add: u64, sub: u64| total.saturating_add(add).saturating_sub(sub);
+        self.input_tokens = moved(self.input_tokens, new.input, old.input);
+        self.output_tokens = moved(self.output_tokens, new.output, old.output);
+        self.total_tokens = moved(self.total_tokens, new.total, old.total);
+        self.embedding_tokens = moved(self.embedding_tokens, new.embedding, old.embedding);
         if span.llm.is_some() {
-            self.cost_usd += new.cost - old.cost;
+            self.cost_usd = finite_cost(self.cost_usd + new.cost - old.cost);
         }
         if let Some(l) = previous.and_then(|p| p.llm.as_ref()) {
             let key = model_key(l);
@@ -650,6 +660,17 @@ impl Rollups {
         if let (Some(s), Some(e)) = (self.first_span_start, self.last_span_end) {
             self.duration_ms = Some(e.since(s).as_secs_f64() * 1000.0);
         }
+    }
+}
+
+/// A cost sum as stored: never negative, and never infinite or NaN, which JSON would store
+/// as `null` and break every read of the trace (issue 15, failure 3.1); it stays at the
+/// largest finite value instead.
+fn finite_cost(cost: f64) -> f64 {
+    if cost.is_finite() {
+        cost.max(0.0)
+    } else {
+        f64::MAX
     }
 }
 

@@ -58,6 +58,20 @@ pub async fn append_events(
     TraceIdPath(id): TraceIdPath,
     JsonBody(body): JsonBody<AppendBody>,
 ) -> Result<Json<AppendResponse>, ApiError> {
+    let spans = body
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                traceway_core::EventInput::SpanStarted { .. }
+                    | traceway_core::EventInput::SpanEnded { .. }
+            )
+        })
+        .count();
+    if let Err(wait) = app.ingest_quota.take(&tenant.0, spans as u64) {
+        return Err(crate::quotas::api_refusal(&tenant.0, wait));
+    }
     let out = app
         .store
         .append(AppendRequest {
@@ -153,7 +167,7 @@ pub async fn list_traces(
     };
     let req = PageRequest {
         cursor: p.cursor,
-        offset: (page - 1) * limit as u64,
+        offset: crate::bounds::page_offset(page, limit)?,
         limit,
     };
     let result = app.store.list_traces(&tenant.0, &filter, &req).await?;
@@ -283,8 +297,8 @@ pub async fn list_events(
     let filter = EventFilter {
         types,
         component_id: p.component_id,
-        after_seq: p.after_seq.unwrap_or(0),
-        offset: p.offset.unwrap_or(0),
+        after_seq: crate::bounds::after_seq(p.after_seq.unwrap_or(0))?,
+        offset: crate::bounds::offset(p.offset.unwrap_or(0))?,
         limit,
     };
     let not_found = || ApiError::not_found(format!("trace {id} not found"));

@@ -136,6 +136,54 @@ pub struct ServeArgs {
     /// Log filter, as RUST_LOG [default: info].
     #[arg(long, env = "TRACEWAY_LOG")]
     pub log: Option<String>,
+
+    /// API keys: `on` (required), `off` (never checked; any client picks its tenant with
+    /// X-Traceway-Tenant) or `auto`: required on a listener that is not loopback
+    /// [default: auto].
+    #[arg(long, env = "TRACEWAY_AUTH")]
+    pub auth: Option<AuthMode>,
+
+    /// A first admin key (`twk_….tws_…`, as `traceway keys generate` prints), accepted in
+    /// memory, never stored; use it to create the stored keys.
+    #[arg(long, env = "TRACEWAY_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+
+    /// Spans per second each tenant may ingest on this replica (a token bucket); past it,
+    /// 429 with Retry-After (gRPC RESOURCE_EXHAUSTED with RetryInfo). 0: no quota
+    /// [default: 0].
+    #[arg(long, env = "TRACEWAY_QUOTA_SPANS_PER_SEC")]
+    pub quota_spans_per_sec: Option<u32>,
+
+    /// The bucket's size: spans a quiet tenant may send at once [default: 2 × the rate].
+    #[arg(long, env = "TRACEWAY_QUOTA_SPANS_BURST")]
+    pub quota_spans_burst: Option<u32>,
+
+    /// The tenant the admin key administers [default: default].
+    #[arg(long, env = "TRACEWAY_ADMIN_KEY_TENANT")]
+    pub admin_key_tenant: Option<String>,
+}
+
+/// `--auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Keys are required on every listener.
+    On,
+    /// Keys are never checked.
+    Off,
+    /// Keys are required on a listener whose address is not loopback.
+    Auto,
+}
+
+/// Where API keys are required (ADR 024), and the bootstrap admin key.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// On the HTTP listener (REST, SSE, OTLP/HTTP, `/metrics`, `/readyz`).
+    pub http: bool,
+    /// On the OTLP/gRPC listener.
+    pub grpc: bool,
+    /// The admin key from the configuration.
+    pub bootstrap: Option<crate::auth::BootstrapKey>,
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -187,6 +235,12 @@ pub struct Config {
     pub lifecycle: Lifecycle,
     /// Log filter.
     pub log: String,
+    /// API keys.
+    pub auth: AuthConfig,
+    /// Spans per second per tenant (0: none).
+    pub quota_spans_per_sec: u32,
+    /// Its burst.
+    pub quota_spans_burst: u32,
 }
 
 /// The watchdog's settings: it alone (the holder of the store's lease) sweeps orphans and
@@ -305,20 +359,61 @@ impl Config {
                  redis+cluster://host1:port1,host2:port2"
             ),
         };
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4318)));
+        let grpc_listen = args
+            .grpc_listen
+            .or(file.grpc_listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4317)));
+        let mode = args.auth.or(file.auth).unwrap_or(AuthMode::Auto);
+        let required = |addr: SocketAddr| match mode {
+            AuthMode::On => true,
+            AuthMode::Off => false,
+            AuthMode::Auto => !addr.ip().is_loopback(),
+        };
+        let bootstrap = match args.admin_key.or(file.admin_key) {
+            None => None,
+            Some(k) => {
+                let credentials = traceway_core::Credentials::parse_token(&k)
+                    .map_err(|e| anyhow::anyhow!("admin_key: {e}"))?;
+                let tenant = args
+                    .admin_key_tenant
+                    .or(file.admin_key_tenant)
+                    .unwrap_or_else(|| "default".to_string());
+                crate::extract::Tenant::parse(Some(tenant.as_bytes()))
+                    .map_err(|e| anyhow::anyhow!("admin_key_tenant: {e}"))?;
+                Some(crate::auth::BootstrapKey {
+                    credentials,
+                    tenant,
+                })
+            }
+        };
+        let auth = AuthConfig {
+            http: required(listen),
+            grpc: required(grpc_listen),
+            bootstrap,
+        };
+        let quota_spans_per_sec = args
+            .quota_spans_per_sec
+            .or(file.quota_spans_per_sec)
+            .unwrap_or(0);
+        let quota_spans_burst = args
+            .quota_spans_burst
+            .or(file.quota_spans_burst)
+            .unwrap_or(quota_spans_per_sec.saturating_mul(2));
         Ok(Config {
+            quota_spans_per_sec,
+            quota_spans_burst,
+            auth,
             store,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("traceway-data")),
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4318))),
-            grpc_listen: args
-                .grpc_listen
-                .or(file.grpc_listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4317))),
+            listen,
+            grpc_listen,
             max_body_bytes,
             capture: CaptureConfig {
                 default_level: args
@@ -381,6 +476,43 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         serve: ServeArgs,
+    }
+
+    #[test]
+    fn auth_is_open_on_loopback_and_required_elsewhere_unless_off() {
+        let resolve = |flags: &[&str]| {
+            let mut argv = vec!["t"];
+            argv.extend_from_slice(flags);
+            Config::resolve(Cli::try_parse_from(argv).unwrap().serve)
+        };
+        let local = resolve(&[]).unwrap().auth;
+        assert!(!local.http && !local.grpc, "loopback defaults are open");
+        let public = resolve(&["--listen", "0.0.0.0:4318"]).unwrap().auth;
+        assert!(public.http, "a public HTTP listener requires keys");
+        assert!(!public.grpc, "the loopback gRPC listener stays open");
+        let on = resolve(&["--auth", "on"]).unwrap().auth;
+        assert!(on.http && on.grpc);
+        let off = resolve(&[
+            "--auth",
+            "off",
+            "--listen",
+            "[::]:4318",
+            "--grpc-listen",
+            "0.0.0.0:4317",
+        ])
+        .unwrap()
+        .auth;
+        assert!(!off.http && !off.grpc);
+        let key = traceway_core::Credentials::generate();
+        let with_key = resolve(&["--admin-key", &key.token(), "--admin-key-tenant", "acme"])
+            .unwrap()
+            .auth;
+        let b = with_key.bootstrap.expect("bootstrap");
+        assert_eq!((b.credentials, b.tenant.as_str()), (key, "acme"));
+        let bad = resolve(&["--admin-key", "hunter2"])
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("admin_key"), "{bad}");
     }
 
     #[test]

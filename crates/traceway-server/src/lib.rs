@@ -4,11 +4,15 @@
 
 pub mod analysis;
 pub mod api;
+pub mod auth;
+pub mod bounds;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod keys;
 pub mod metrics;
 pub mod otlp;
+pub mod quotas;
 pub mod stream;
 pub mod watchdog;
 pub mod workflows;
@@ -41,6 +45,10 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// What `/metrics` shows.
     pub metrics: Arc<Metrics>,
+    /// API-key verification (and its cache).
+    pub auth: Arc<auth::Auth>,
+    /// The per-tenant ingest quota (ADR 025).
+    pub ingest_quota: Arc<quotas::IngestQuota>,
 }
 
 impl AppState {
@@ -53,7 +61,14 @@ impl AppState {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> AppState {
         let metrics = Arc::new(Metrics::new());
+        let auth = Arc::new(auth::Auth::new(config.auth.bootstrap.as_ref()));
+        let ingest_quota = Arc::new(quotas::IngestQuota::new(
+            config.quota_spans_per_sec,
+            config.quota_spans_burst,
+        ));
         AppState {
+            auth,
+            ingest_quota,
             store: Arc::new(metrics::MeteredStore::new(store, metrics.clone())),
             config: Arc::new(config),
             clock,
@@ -111,6 +126,8 @@ pub fn app(state: AppState) -> Router {
                 .put(workflows::put_context)
                 .delete(workflows::delete_context),
         )
+        .route("/api/v1/keys", post(keys::create).get(keys::list))
+        .route("/api/v1/keys/{key_id}", axum::routing::delete(keys::revoke))
         .route("/api/v1/openapi.json", get(api::openapi))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
@@ -118,6 +135,10 @@ pub fn app(state: AppState) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::middleware,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(error::ApiError::internal(
                 "handler panicked",
@@ -171,6 +192,12 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_listen: impl FnOnce(Listening),
 ) -> anyhow::Result<()> {
+    // Each connection is a descriptor; the common soft default of 1,024 let 1,100 idle
+    // sockets starve /healthz (issue 15, failure 3.6). The hard limit is what we may use.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(nofile = n, "descriptor limit raised to the hard limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the descriptor limit"),
+    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(&config, clock.clone()).await?;
     let listener = TcpListener::bind(config.listen)
@@ -185,6 +212,13 @@ pub async fn serve(
     };
     tracing::info!(http = %addrs.http, grpc = %addrs.grpc, data_dir = %config.data_dir.display(), "traceway listening");
     on_listen(addrs);
+    let auth = &config.auth;
+    tracing::info!(http = auth.http, grpc = auth.grpc, "api keys required");
+    if (auth.http || auth.grpc) && auth.bootstrap.is_none() {
+        tracing::warn!(
+            "api keys are required but no --admin-key is set: only keys already stored work"
+        );
+    }
 
     // One shutdown signal, seen by both servers and by live streams (which end first, so
     // the graceful shutdown does not wait on them); a server that fails stops the other.

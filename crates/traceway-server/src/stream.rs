@@ -111,7 +111,7 @@ pub async fn trace_stream(
     headers: HeaderMap,
     QueryArgs(p): QueryArgs<TraceStreamParams>,
 ) -> Result<Response, ApiError> {
-    let after = last_event_id(&headers)?.or(p.after_seq).unwrap_or(0);
+    let after = crate::bounds::after_seq(last_event_id(&headers)?.or(p.after_seq).unwrap_or(0))?;
     // Subscribe before anything is read, so nothing committed from here on is missed.
     let sub = app.store.subscribe(&tenant.0, Scope::Trace(id));
     let trace = app

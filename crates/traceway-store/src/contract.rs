@@ -103,6 +103,10 @@ impl StoreError {
 /// clamped by the store ([`PageRequest::bounded_limit`]).
 pub const MAX_PAGE: u32 = 1000;
 
+/// The most spans one trace may hold (ADR 025): an append that would pass it is refused
+/// with `Invalid` before anything is written.
+pub const MAX_SPANS_PER_TRACE: u64 = 100_000;
+
 /// The most events one read returns ([`EventFilter::bounded_limit`]).
 pub const MAX_EVENTS_PAGE: u32 = 10_000;
 
@@ -486,10 +490,16 @@ pub trait LiveFeed: Send + Sync + 'static {
 }
 
 /// The whole contract, as handlers see it (`Arc<dyn Store>`): every backend implements
-/// the five concerns, and is a `Store` by that alone.
-pub trait Store: Traces + Lifecycle + Leases + LiveFeed + crate::WorkflowContexts {}
+/// the concerns, and is a `Store` by that alone.
+pub trait Store:
+    Traces + Lifecycle + Leases + LiveFeed + crate::WorkflowContexts + crate::ApiKeys
+{
+}
 
-impl<T: Traces + Lifecycle + Leases + LiveFeed + crate::WorkflowContexts> Store for T {}
+impl<T: Traces + Lifecycle + Leases + LiveFeed + crate::WorkflowContexts + crate::ApiKeys> Store
+    for T
+{
+}
 
 /// A decorator of a whole store (metrics, fault injection in tests). It names the store it
 /// wraps, then implements the layer of each concern ([`TracesLayer`], [`LifecycleLayer`],

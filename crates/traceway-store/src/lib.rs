@@ -15,6 +15,7 @@ pub mod clock;
 pub mod conformance;
 mod contract;
 pub mod hub;
+mod keys;
 pub mod redis;
 mod shared;
 pub mod sqlite;
@@ -24,11 +25,12 @@ mod write;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use contract::*;
 pub use hub::{InProcessHub, Lagged, Scope, Subscription, TraceMeta};
+pub use keys::{ApiKey, ApiKeys, ApiKeysLayer, StoredKey, MAX_KEYS_PER_TENANT};
 pub use workflows::*;
 pub use write::{ORPHANED_AT_KEY, RESUMED_REASON};
 
 /// The contract's traits, for `use traceway_store::prelude::*` where a `dyn Store` is
 /// called (its methods belong to the five concerns).
 pub mod prelude {
-    pub use crate::{Leases, Lifecycle, LiveFeed, Store, Traces, WorkflowContexts};
+    pub use crate::{ApiKeys, Leases, Lifecycle, LiveFeed, Store, Traces, WorkflowContexts};
 }

@@ -170,10 +170,30 @@ impl Model {
         inputs: impl IntoIterator<Item = EventInput>,
         end: Option<TraceEnd>,
     ) -> Result<Written<S>, Refused<S>> {
+        let inputs: Vec<EventInput> = inputs.into_iter().collect();
         let mut d = if self.live(&loaded) {
             let Some(l) = loaded else {
                 unreachable!("a live trace was loaded")
             };
+            // The spans-per-trace quota (ADR 025), refused before anything is written. Span
+            // inputs are counted whether or not they turn out to be retries.
+            let adding = inputs
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        EventInput::SpanStarted { .. } | EventInput::SpanEnded { .. }
+                    )
+                })
+                .count() as u64;
+            let has = l.trace.rollups.span_count;
+            if adding > 0 && has.saturating_add(adding) > crate::MAX_SPANS_PER_TRACE {
+                let e = StoreError::Invalid(format!(
+                    "trace {id} has {has} spans; {adding} more would pass the limit of {} spans per trace",
+                    crate::MAX_SPANS_PER_TRACE
+                ));
+                return Err(Refused::new(e, Some(l)));
+            }
             let mut d = self.existing(l);
             if let Some(hints) = &create_if_missing {
                 d.fill_hints(hints);
@@ -718,6 +738,50 @@ mod tests {
         assert_eq!(w.trace.last_activity_at, Timestamp::from_unix_millis(2_000));
         assert!(matches!(w.spans.get(&1), Some(SpanState::Ended { .. })));
         assert_eq!(w.trace.rollups.span_count, 1);
+    }
+
+    /// Issue 15, Deliver 2: spans per trace are bounded, refused before any write.
+    #[test]
+    fn a_trace_at_the_span_limit_refuses_more_spans_before_writing() {
+        let m = model(1_000);
+        let mut w = m
+            .create::<Mem>("t", id(), NewTrace::default(), None)
+            .map_err(|r| r.error)
+            .expect("create");
+        w.trace.rollups.span_count = crate::MAX_SPANS_PER_TRACE - 1;
+        let before = w.trace.clone();
+        let two = vec![
+            EventInput::SpanStarted {
+                span: span(1, 1_000, None).into(),
+            },
+            EventInput::SpanStarted {
+                span: span(2, 1_000, None).into(),
+            },
+        ];
+        let r = m
+            .append("t", id(), Some(loaded(w)), None, two, None)
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(r.error, StoreError::Invalid(ref m) if m.contains("100000")),
+            "{:?}",
+            r.error
+        );
+        let back = r.loaded.expect("the trace comes back");
+        assert_eq!(back.trace, before, "nothing changed");
+        let one = vec![EventInput::SpanStarted {
+            span: span(1, 1_000, None).into(),
+        }];
+        let w = m
+            .append("t", id(), Some(back), None, one, None)
+            .map_err(|r| r.error)
+            .expect("the last span fits");
+        assert_eq!(w.trace.rollups.span_count, crate::MAX_SPANS_PER_TRACE);
+        let logs = m
+            .append("t", id(), Some(loaded(w)), None, vec![log("still")], None)
+            .map_err(|r| r.error)
+            .expect("a full trace still takes logs");
+        assert_eq!(logs.accepted, 1);
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start(data_dir: &Path) -> Server {
         Server::start_with(data_dir, &[])
     }

@@ -2,6 +2,7 @@
 //! commands against it, and real OpenTelemetry SDKs exporting to it.
 
 mod e2e;
+mod hardening;
 mod otlp_sdk;
 #[path = "../../../traceway-server/tests/support/prom.rs"]
 mod prom;

@@ -155,3 +155,4 @@ impl LeasesLayer for MeteredStore {
 
 impl LiveFeedLayer for MeteredStore {}
 impl traceway_store::WorkflowContextsLayer for MeteredStore {}
+impl traceway_store::ApiKeysLayer for MeteredStore {}

@@ -49,10 +49,9 @@ impl TraceService for OtlpTraceService {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let tenant = Tenant::parse(request.metadata().get(TENANT_HEADER).map(|v| v.as_bytes()))
-            .map_err(|m| to_status(Failure::bad_data(m)))?;
+        let tenant = crate::auth::grpc_tenant(&self.app, request.metadata()).await?;
         let request = request.into_inner();
-        let done = ingest(&self.app, &tenant.0, &request)
+        let done = ingest(&self.app, &tenant, &request)
             .await
             .map_err(to_status)?;
         let partial_success = (done.rejected_spans > 0).then(|| ExportTracePartialSuccess {

@@ -233,6 +233,12 @@ fn logs_success(encoding: Encoding, done: &Ingested) -> Response {
     ([(CONTENT_TYPE, content_type(encoding))], body).into_response()
 }
 
+/// A refusal before the handler (auth, quotas) as a `google.rpc.Status` in the encoding
+/// the request names (protobuf when it names none OTLP knows).
+pub(crate) fn refuse(headers: &HeaderMap, f: Failure) -> Response {
+    failure(request_encoding(headers).unwrap_or(Encoding::Protobuf), f)
+}
+
 /// A failure as a `google.rpc.Status` in the request's encoding.
 fn failure(encoding: Encoding, f: Failure) -> Response {
     let code = f.grpc_code() as i32;

@@ -70,6 +70,10 @@ pub enum FailureKind {
     Unavailable,
     /// Anything else (HTTP 500, gRPC `INTERNAL`); details are logged only.
     Internal,
+    /// No valid API key (HTTP 401, gRPC `UNAUTHENTICATED`); see `auth.rs`.
+    Unauthenticated,
+    /// A valid key without the scope (HTTP 403, gRPC `PERMISSION_DENIED`).
+    Forbidden,
 }
 
 impl Failure {
@@ -106,6 +110,8 @@ impl Failure {
             FailureKind::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             FailureKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             FailureKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            FailureKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            FailureKind::Forbidden => StatusCode::FORBIDDEN,
         }
     }
 
@@ -118,6 +124,8 @@ impl Failure {
             FailureKind::TooLarge | FailureKind::Overloaded => tonic::Code::ResourceExhausted,
             FailureKind::Unavailable => tonic::Code::Unavailable,
             FailureKind::Internal => tonic::Code::Internal,
+            FailureKind::Unauthenticated => tonic::Code::Unauthenticated,
+            FailureKind::Forbidden => tonic::Code::PermissionDenied,
         }
     }
 
@@ -207,6 +215,15 @@ pub async fn ingest(
     tenant: &str,
     request: &ExportTraceServiceRequest,
 ) -> Result<Ingested, Failure> {
+    let spans: usize = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    if let Err(wait) = app.ingest_quota.take(tenant, spans as u64) {
+        return Err(crate::quotas::otlp_refusal(tenant, wait));
+    }
     let batch = map_request_with(request, &map_options(&app.config));
     let mut out = Ingested {
         rejected_spans: batch.rejected_spans,

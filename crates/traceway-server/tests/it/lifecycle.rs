@@ -389,6 +389,7 @@ impl traceway_store::LifecycleLayer for Flaky {
 
 impl traceway_store::TracesLayer for Flaky {}
 impl traceway_store::LeasesLayer for Flaky {}
+impl traceway_store::ApiKeysLayer for Flaky {}
 impl traceway_store::LiveFeedLayer for Flaky {}
 impl traceway_store::WorkflowContextsLayer for Flaky {}
 

@@ -5,6 +5,8 @@
 #[macro_use]
 mod backends;
 mod analysis;
+mod auth;
+mod hardening;
 mod http;
 mod lifecycle;
 mod metered;

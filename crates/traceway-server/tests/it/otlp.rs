@@ -784,6 +784,7 @@ impl traceway_store::TracesLayer for Refusing {
 
 impl traceway_store::LifecycleLayer for Refusing {}
 impl traceway_store::LeasesLayer for Refusing {}
+impl traceway_store::ApiKeysLayer for Refusing {}
 impl traceway_store::LiveFeedLayer for Refusing {}
 impl traceway_store::WorkflowContextsLayer for Refusing {}
 

@@ -25,6 +25,7 @@ use crate::{
     TraceFilter, ORPHANED_REASON, WATCHDOG_LEASE,
 };
 
+mod keys;
 mod leases;
 mod lifecycle;
 mod live;
@@ -32,6 +33,7 @@ mod reads;
 mod traces;
 mod workflows;
 
+pub use self::keys::*;
 pub use self::leases::*;
 pub use self::lifecycle::*;
 pub use self::live::*;
@@ -91,7 +93,11 @@ macro_rules! conformance_suite {
             workflow_context_ttl_is_refreshed_by_each_put,
             workflow_stats_count_and_page_by_cursor,
             workflow_context_input_is_validated,
-            an_orphaned_trace_reopens_when_its_workflow_resumes
+            an_orphaned_trace_reopens_when_its_workflow_resumes,
+            key_is_found_by_id_with_its_tenant_and_hash,
+            keys_are_listed_per_tenant_oldest_first,
+            revocation_is_per_tenant_and_kept,
+            last_use_moves_forward_only
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -293,6 +299,7 @@ mod tests {
             include_str!("lifecycle.rs"),
             include_str!("leases.rs"),
             include_str!("workflows.rs"),
+            include_str!("keys.rs"),
         ]
         .concat();
         let defined: Vec<&str> = src

@@ -13,8 +13,10 @@
 //! Modules: `config` (settings, URLs), `connection` (standalone or Cluster, errors),
 //! `keys` (the keyspace), `codec` (what is stored and sent), `commit` (load, model,
 //! `EVALSHA`), `indexes`, `live` (the channel listener), `reads` (and the `Traces`
-//! contract), `lifecycle` (sweep, purge), `lease`, `scripts` (the Lua).
+//! contract), `lifecycle` (sweep, purge), `lease`, `scripts` (the Lua), `api_keys` (the
+//! `ApiKeys` contract).
 
+mod api_keys;
 mod codec;
 mod commit;
 mod config;

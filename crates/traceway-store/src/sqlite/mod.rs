@@ -2,6 +2,7 @@
 //! a small pool of read-only connections for queries.
 
 mod cache;
+mod keys;
 mod row;
 mod schema;
 mod workflows;

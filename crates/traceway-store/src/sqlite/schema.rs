@@ -107,6 +107,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX workflow_contexts_by_tenant_expiry ON workflow_contexts (tenant, expires_at);
     CREATE INDEX workflow_contexts_by_expiry ON workflow_contexts (expires_at);
     "#,
+    // v4: API keys (ADR 024), found by their public id; only the secret's hash is kept.
+    super::keys::MIGRATION,
 ];
 
 /// Brings the database to the newest schema.

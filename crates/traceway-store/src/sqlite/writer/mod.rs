@@ -81,6 +81,8 @@ pub(crate) enum Op {
         fence: Lease,
         max_rows: u32,
     },
+    /// An API-key write (`sqlite/keys.rs`).
+    Keys(super::keys::KeyOp),
 }
 
 /// A trace the sweep ended, with what the hub publishes for it.
@@ -102,6 +104,7 @@ pub(crate) enum OpResult {
     Lease(Option<Lease>),
     Orphaned(Vec<OrphanedTrace>),
     Purged(Purged),
+    Keys(super::keys::KeyReply),
 }
 
 // Queue slots are bounded (capacity × ~270 bytes); a shutdown message is rare.

@@ -91,6 +91,7 @@ pub(super) fn execute(
             }
             Ok(OpResult::Count(rowids.len() as u64))
         }
+        Op::Keys(op) => crate::sqlite::keys::execute(tx, op, now).map(OpResult::Keys),
         Op::AcquireLease { name, holder, ttl } => {
             acquire_lease(tx, name, holder, ttl, now).map(OpResult::Lease)
         }

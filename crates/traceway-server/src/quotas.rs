@@ -1,0 +1,126 @@
+//! Per-tenant ingest quota (ADR 025): a token bucket of spans per second for each tenant,
+//! kept in this process. With N replicas behind a balancer a tenant gets up to N times the
+//! rate; the quota bounds what one tenant can make one replica do, so that its flood does
+//! not take another tenant's share of the writer.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The most tenants whose buckets are kept; past it, buckets that are full again (their
+/// tenant has been quiet) are dropped, then all.
+const MAX_TENANTS: usize = 100_000;
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// The buckets. A rate of 0 means no quota.
+pub struct IngestQuota {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl IngestQuota {
+    /// `rate` spans per second per tenant, with bursts of up to `burst` spans.
+    pub fn new(rate: u32, burst: u32) -> IngestQuota {
+        IngestQuota {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(rate)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes `spans` tokens from `tenant`'s bucket, or says how long until they would be
+    /// there. A batch larger than the burst is let through when the bucket is full (and
+    /// empties it), so that no batch is refused for ever.
+    pub fn take(&self, tenant: &str, spans: u64) -> Result<(), Duration> {
+        if self.rate <= 0.0 || spans == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let want = (spans as f64).min(self.burst);
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= MAX_TENANTS && !buckets.contains_key(tenant) {
+            let (rate, burst) = (self.rate, self.burst);
+            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
+            if buckets.len() >= MAX_TENANTS {
+                buckets.clear();
+            }
+        }
+        let b = buckets.entry(tenant.to_string()).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * self.rate).min(self.burst);
+        b.at = now;
+        if b.tokens >= want {
+            b.tokens -= want;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((want - b.tokens) / self.rate))
+        }
+    }
+}
+
+fn message(tenant: &str, wait: Duration) -> String {
+    tracing::debug!(
+        tenant,
+        wait_ms = wait.as_millis() as u64,
+        "ingest quota exceeded"
+    );
+    format!(
+        "tenant {tenant} is over its ingest quota of spans per second; retry in {} ms",
+        wait.as_millis().max(1)
+    )
+}
+
+/// A REST write past the quota: 429 `quota_exceeded` with `Retry-After`.
+pub fn api_refusal(tenant: &str, wait: Duration) -> crate::error::ApiError {
+    crate::error::ApiError {
+        status: axum::http::StatusCode::TOO_MANY_REQUESTS,
+        code: "quota_exceeded",
+        message: message(tenant, wait),
+    }
+}
+
+/// An OTLP export past the quota: 429 / `RESOURCE_EXHAUSTED` with `RetryInfo`.
+pub fn otlp_refusal(tenant: &str, wait: Duration) -> crate::otlp::Failure {
+    crate::otlp::Failure {
+        kind: crate::otlp::FailureKind::Overloaded,
+        message: message(tenant, wait),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_past_its_rate_waits_and_another_does_not() {
+        let q = IngestQuota::new(100, 100);
+        assert!(q.take("flood", 100).is_ok(), "a full burst passes");
+        let wait = q.take("flood", 50).expect_err("over the quota");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        assert!(
+            q.take("quiet", 100).is_ok(),
+            "another tenant has its own bucket"
+        );
+        assert!(
+            IngestQuota::new(0, 0).take("any", u64::MAX).is_ok(),
+            "0 is no quota"
+        );
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_burst_passes_on_a_full_bucket() {
+        let q = IngestQuota::new(10, 10);
+        assert!(q.take("t", 1000).is_ok());
+        assert!(q.take("t", 1).is_err());
+    }
+}
