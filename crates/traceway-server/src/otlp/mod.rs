@@ -225,7 +225,7 @@ pub async fn ingest(
         return Err(crate::quotas::otlp_refusal(tenant, wait));
     }
     let batch = map_request_with(request, &map_options(&app.config));
-    let mut out = Ingested {
+    let out = Ingested {
         rejected_spans: batch.rejected_spans,
         rejection_message: batch.rejection_message,
         ..Ingested::default()
@@ -237,25 +237,7 @@ pub async fn ingest(
         .traces
         .into_iter()
         .map(|t| store_trace(app, tenant, t));
-    let mut failure: Option<Failure> = None;
-    for result in futures::future::join_all(writes).await {
-        match result {
-            Ok((accepted, duplicates)) => {
-                out.accepted += u64::from(accepted);
-                out.duplicates += u64::from(duplicates);
-            }
-            Err(e) => {
-                let f = Failure::from(e);
-                if failure.as_ref().is_none_or(|g| f.severity() > g.severity()) {
-                    failure = Some(f);
-                }
-            }
-        }
-    }
-    match failure {
-        Some(f) => Err(f),
-        None => Ok(out),
-    }
+    gather(out, writes).await
 }
 
 /// What the server answers to every metrics export: they are accepted and dropped
@@ -277,7 +259,7 @@ pub async fn ingest_logs(
     request: &ExportLogsServiceRequest,
 ) -> Result<Ingested, Failure> {
     let batch = map_logs_request(request);
-    let mut out = Ingested {
+    let out = Ingested {
         rejected_spans: batch.rejected_log_records,
         rejection_message: batch.rejection_message,
         ..Ingested::default()
@@ -286,6 +268,15 @@ pub async fn ingest_logs(
         tracing::debug!(tenant, rejected = out.rejected_spans, %message, "otlp log records rejected");
     }
     let writes = batch.traces.into_iter().map(|t| store_logs(app, tenant, t));
+    gather(out, writes).await
+}
+
+/// Awaits one write per trace (concurrently, so they share one group commit), adds up what
+/// they stored, and answers the most severe failure if any failed.
+async fn gather<W>(mut out: Ingested, writes: impl Iterator<Item = W>) -> Result<Ingested, Failure>
+where
+    W: std::future::Future<Output = Result<(u32, u32), StoreError>>,
+{
     let mut failure: Option<Failure> = None;
     for result in futures::future::join_all(writes).await {
         match result {
