@@ -2,7 +2,7 @@
 
 use clap::Args;
 use serde_json::Value;
-use traceway_core::Trace;
+use traceway_core::{StateChange, Trace};
 
 use crate::client::{Client, ClientArgs};
 use crate::progress::Progress;
@@ -64,8 +64,27 @@ pub async fn show(args: ClientArgs, id: &str) -> anyhow::Result<String> {
     }
     let v: Value = serde_json::from_str(&body)?;
     let trace: Trace = serde_json::from_value(v["trace"].clone())?;
-    Ok(render_trace(&trace, &v["spans"]))
+    // The state changes tell a reopened trace's story (orphaned, then resumed: ADR 022).
+    let (_, events) = c
+        .send(c.http.get(c.url(&format!(
+            "/api/v1/traces/{id}/events?type=state_changed&limit={HISTORY_LIMIT}"
+        ))))
+        .await?;
+    let events: Value = serde_json::from_str(&events)?;
+    let history: Vec<StateChange> = events["events"]
+        .as_array()
+        .map(|es| {
+            es.iter()
+                .filter_map(|e| serde_json::from_value(e["payload"].clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(render_trace(&trace, &history, &v["spans"]))
 }
+
+/// How many state changes `show` reads for its history line (a trace has a handful; one
+/// reopened more often than this shows its first ones).
+const HISTORY_LIMIT: usize = 50;
 
 /// `traceway rm ID`.
 pub async fn rm(args: ClientArgs, id: &str) -> anyhow::Result<String> {

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use serde_json::Value;
-use traceway_core::{SpanNode, StatusCode, Trace};
+use traceway_core::{SpanNode, StateChange, StatusCode, Trace};
 
 pub(crate) fn fmt_ms(ms: Option<f64>) -> String {
     ms.map_or_else(|| "-".into(), traceway_core::format::human_duration)
@@ -60,11 +60,22 @@ pub fn trace_table(traces: &[Trace]) -> String {
     out
 }
 
-/// What `traceway show` prints: a header, then one line per span indented by depth.
-pub fn render_trace(t: &Trace, spans: &Value) -> String {
+/// What `traceway show` prints: a header (with the trace's state changes, oldest first),
+/// then one line per span indented by depth.
+pub fn render_trace(t: &Trace, history: &[StateChange], spans: &Value) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "trace     {}", t.trace_id);
     let _ = writeln!(out, "state     {}", t.state);
+    if let Some(first) = history.first() {
+        let mut line = first.from.to_string();
+        for c in history {
+            let _ = write!(line, " → {}", c.to);
+            if let Some(r) = &c.reason {
+                let _ = write!(line, " ({r})");
+            }
+        }
+        let _ = writeln!(out, "history   {line}");
+    }
     for (k, v) in [
         ("name", &t.name),
         ("agent", &t.agent_id),

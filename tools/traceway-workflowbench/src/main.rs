@@ -4,8 +4,8 @@
 //! machine:
 //!
 //! ```text
-//! cargo run --release -p traceway-server -- serve --data-dir /tmp/tw-bench &
-//! cargo run --release -p traceway-server --bin traceway-workflowbench -- \
+//! cargo run --release -p traceway-cli -- serve --data-dir /tmp/tw-bench &
+//! cargo run --release -p traceway-workflowbench -- \
 //!     --target http://127.0.0.1:4318 --contexts 100000 --concurrency 64
 //! ```
 

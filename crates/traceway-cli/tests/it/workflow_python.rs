@@ -218,4 +218,33 @@ async fn a_trace_orphaned_by_the_watchdog_reopens_when_the_workflow_resumes() {
         .position(|c| c.0 == "ERRORED" && c.1 == "RUNNING" && c.2 == "resumed")
         .unwrap_or_else(|| panic!("reopened in {ev}"));
     assert!(orphaned < reopened, "{changes:?}");
+
+    // `traceway show` tells the same story: one trace, its history orphaned then resumed,
+    // and the steps of both processes in its tree.
+    let out = Command::new(env!("CARGO_BIN_EXE_traceway"))
+        .args(["show", &trace_id, "--server", &server.url])
+        .output()
+        .expect("run traceway show");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let history = shown
+        .lines()
+        .find(|l| l.starts_with("history"))
+        .unwrap_or_else(|| panic!("no history line:\n{shown}"));
+    let at = |needle: &str| {
+        history
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in {history:?}"))
+    };
+    assert!(
+        at("ERRORED (orphaned)") < at("RUNNING (resumed)"),
+        "{history}"
+    );
+    for step in ["fetch_order", "refund"] {
+        assert!(shown.contains(step), "show lacks {step}:\n{shown}");
+    }
 }
