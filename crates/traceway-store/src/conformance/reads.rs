@@ -438,6 +438,108 @@ pub async fn event_filters(h: &Harness) {
     );
 }
 
+/// Reads by `after_seq`, `offset` and `limit` return exactly the slice of the whole log
+/// they name, whatever the commits' boundaries: `after_seq` in the middle of a commit of
+/// many events, at its last event, `limit` 1, and past the end (issue 15, failure 3.8).
+pub async fn event_reads_by_after_seq_and_limit_are_exact_at_commit_boundaries(h: &Harness) {
+    let id = new_trace(h, T, "boundaries").await;
+    let log = |n: u64| EventInput::Log {
+        id: None,
+        time: None,
+        record: LogRecord {
+            message: format!("m{n}"),
+            ..Default::default()
+        },
+    };
+    // Three commits of 5, 1 and 4 logs after trace_started: seqs 1, 2..=6, 7, 8..=11
+    // (the first log's commit also moves the trace to RUNNING: one more event).
+    for batch in [0..5u64, 5..6, 6..10] {
+        append(h, T, id, batch.map(log).collect())
+            .await
+            .expect("append");
+    }
+    let all = seqs(h, T, id).await;
+    let last = *all.last().expect("events");
+    assert_eq!(all, (1..=last).collect::<Vec<_>>());
+    for after in 0..=last + 2 {
+        for limit in [1u32, 2, 3, 7, 100] {
+            for offset in [0u64, 1, 4] {
+                let got: Vec<u64> = h
+                    .store
+                    .read_events(
+                        T,
+                        id,
+                        &EventFilter {
+                            after_seq: after,
+                            offset,
+                            limit,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .expect("read")
+                    .expect("exists")
+                    .iter()
+                    .map(|e| e.seq)
+                    .collect();
+                let want: Vec<u64> = all
+                    .iter()
+                    .copied()
+                    .filter(|s| *s > after)
+                    .skip(offset as usize)
+                    .take(limit as usize)
+                    .collect();
+                assert_eq!(got, want, "after_seq {after} offset {offset} limit {limit}");
+            }
+        }
+    }
+    // With a filter, the same slice of the filtered log.
+    let logs: Vec<u64> = h
+        .store
+        .read_events(
+            T,
+            id,
+            &EventFilter {
+                types: vec![EventType::Log],
+                after_seq: 4,
+                offset: 1,
+                limit: 3,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("read")
+        .expect("exists")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    let all_logs: Vec<u64> = h
+        .store
+        .read_events(
+            T,
+            id,
+            &EventFilter {
+                types: vec![EventType::Log],
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("read")
+        .expect("exists")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    let want: Vec<u64> = all_logs
+        .iter()
+        .copied()
+        .filter(|s| *s > 4)
+        .skip(1)
+        .take(3)
+        .collect();
+    assert_eq!(logs, want);
+}
+
 /// Delete removes one trace; delete-ended-before removes only terminal traces that ended
 /// before the cutoff, and says how many.
 pub async fn delete_and_delete_ended_before(h: &Harness) {
