@@ -229,6 +229,66 @@ impl Traces for RedisStore {
         Ok(Some((l.trace, spans)))
     }
 
+    async fn get_span_page(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        page: &crate::SpanPageRequest,
+    ) -> Result<Option<(Trace, crate::SpanPage)>, StoreError> {
+        let now = self.clock.now();
+        let Some(l) = self.load(tenant, id).await? else {
+            return Ok(None);
+        };
+        if l.trace.expires_at <= now {
+            return Ok(None);
+        }
+        if l.dexp <= now.unix_nanos() {
+            return Ok(Some((l.trace, crate::SpanPage::default())));
+        }
+        let key = self.trace_keys(tenant, id).events;
+        let limit = page.bounded_limit() as usize;
+        let mut from = page.after_seq.saturating_add(1);
+        let mut events: Vec<(u64, Span)> = Vec::new();
+        // As `read_events`: from the entry holding `from`, a growing number at a time.
+        let mut count = 1usize;
+        loop {
+            let (entries, full) = self.entries(&key, from, count).await?;
+            for (last, d) in entries {
+                let raw = entry_raw_events(&d)?;
+                let first = (last + 1).saturating_sub(raw.len() as u64);
+                for (i, r) in raw.iter().enumerate() {
+                    let seq = first + i as u64;
+                    if seq < from {
+                        continue;
+                    }
+                    from = seq + 1;
+                    // Only span events are parsed whole.
+                    let text = r.get();
+                    if !text.contains("\"span_started\"") && !text.contains("\"span_ended\"") {
+                        continue;
+                    }
+                    let e: Event = serde_json::from_str(text).map_err(json_err)?;
+                    if let EventBody::SpanStarted(s) | EventBody::SpanEnded(s) = e.body {
+                        events.push((e.seq, s));
+                        if events.len() >= limit {
+                            return Ok(Some((
+                                l.trace,
+                                crate::contract::span_page_of(events, true),
+                            )));
+                        }
+                    }
+                }
+            }
+            if !full {
+                return Ok(Some((
+                    l.trace,
+                    crate::contract::span_page_of(events, false),
+                )));
+            }
+            count = (count * 2).min(100);
+        }
+    }
+
     async fn list_traces(
         &self,
         tenant: &str,
