@@ -241,7 +241,9 @@ pub struct TenantStreamParams {
 
 /// `GET /api/v1/stream`: the tenant's events as they commit (trace started, state
 /// changed, errors, trace ended; every event with `all=true`), filtered by agent or state.
-/// Live only: event ids are `trace_id:seq`; resume a trace with its own stream.
+/// Live only: event ids are `trace_id:seq`; resume a trace with its own stream. A client
+/// that falls behind gets a last `lagged` event that names, per trace, the seq to resume
+/// after. Holds one slot of the tenant's live-stream quota while open (429 past it).
 pub async fn tenant_stream(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,

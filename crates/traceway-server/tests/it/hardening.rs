@@ -320,3 +320,56 @@ async fn a_page_of_spans_over_the_size_cap_is_cut_and_says_so(backend: Backend) 
     assert!(sizes.len() >= 2);
 }
 }
+
+fn count_nodes(nodes: &serde_json::Value) -> usize {
+    nodes.as_array().map_or(0, |a| {
+        a.iter().map(|n| 1 + count_nodes(&n["children"])).sum()
+    })
+}
+
+on_both! {
+/// 3.9: spans in a parent cycle were counted in the rollups but missing from the tree.
+/// They are shown now, the cycle broken at its earliest span, which is a root flagged
+/// `in_parent_cycle`.
+#[tokio::test]
+async fn spans_in_a_parent_cycle_are_in_the_tree_as_a_flagged_root(backend: Backend) {
+    let app = backend.app().await;
+    let (_, t) = app
+        .call(Method::POST, "/api/v1/traces", Some(json!({"name": "cycle"})))
+        .await;
+    let id = t["trace_id"].as_str().expect("id").to_string();
+    let span = |id: &str, parent: &str, start: &str| {
+        json!({"type": "span_ended", "span": {
+            "span_id": id, "parent_span_id": parent, "name": id,
+            "start_time": start, "end_time": "2026-01-01T00:00:10Z",
+        }})
+    };
+    let (status, b) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/traces/{id}/events"),
+            Some(json!({"events": [
+                json!({"type": "span_ended", "span": {"span_id": "00000000000000a0", "name": "root",
+                    "start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-01T00:00:10Z"}}),
+                span("00000000000000b1", "00000000000000b2", "2026-01-01T00:00:01Z"),
+                span("00000000000000b2", "00000000000000b1", "2026-01-01T00:00:02Z"),
+                span("00000000000000b3", "00000000000000b2", "2026-01-01T00:00:03Z"),
+            ]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    let (status, v) = app
+        .call(Method::GET, &format!("/api/v1/traces/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["trace"]["rollups"]["span_count"], 4);
+    assert_eq!(count_nodes(&v["spans"]), 4, "every counted span is in the tree: {v}");
+    let roots = v["spans"].as_array().expect("roots");
+    assert_eq!(roots.len(), 2);
+    assert_eq!(roots[0]["span_id"], "00000000000000a0");
+    assert!(roots[0].get("in_parent_cycle").is_none());
+    assert_eq!(roots[1]["span_id"], "00000000000000b1");
+    assert_eq!(roots[1]["in_parent_cycle"], true);
+    assert_eq!(roots[1]["children"][0]["span_id"], "00000000000000b2");
+}
+}
