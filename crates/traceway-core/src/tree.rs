@@ -18,6 +18,10 @@ pub struct SpanNode {
     /// Its children, by start time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<SpanNode>,
+    /// Set on a span shown as a root because its parents lead back to itself (a parent
+    /// cycle, which is bad input): the cycle is broken there so that no span is lost.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub in_parent_cycle: bool,
 }
 
 /// Spans nested deeper than this are shown at this depth.
@@ -25,7 +29,9 @@ pub const MAX_DEPTH: usize = 256;
 
 /// Builds the forest of spans: roots are spans without a parent and spans whose parent is
 /// not (yet) in the trace, so a step whose parent has not arrived is still shown. Siblings
-/// are ordered by start time, then id.
+/// are ordered by start time, then id. Spans in a parent cycle, which no root reaches, are
+/// shown too: each cycle is broken at its earliest span, which becomes a root marked
+/// [`SpanNode::in_parent_cycle`], after the other roots.
 pub fn span_tree(mut spans: Vec<Span>) -> Vec<SpanNode> {
     spans.sort_by_key(|s| (s.start_time, s.span_id));
     let present: std::collections::HashSet<SpanId> = spans.iter().map(|s| s.span_id).collect();
@@ -48,6 +54,7 @@ pub fn span_tree(mut spans: Vec<Span>) -> Vec<SpanNode> {
             depth,
             children: Vec::new(),
             span,
+            in_parent_cycle: false,
         };
         let mut kids = children.remove(&node.span.span_id).unwrap_or_default();
         if depth >= MAX_DEPTH {
@@ -64,6 +71,7 @@ pub fn span_tree(mut spans: Vec<Span>) -> Vec<SpanNode> {
                     depth: depth + 1,
                     children: Vec::new(),
                     span: k,
+                    in_parent_cycle: false,
                 })
                 .collect();
             return node;
@@ -74,10 +82,60 @@ pub fn span_tree(mut spans: Vec<Span>) -> Vec<SpanNode> {
             .collect();
         node
     }
-    roots
+    let mut forest: Vec<SpanNode> = roots
         .into_iter()
         .map(|r| build(r, 0, &mut children))
-        .collect()
+        .collect();
+    // What is left hangs off parent cycles. Follow the parents of the earliest span left
+    // until one repeats: that one is on a cycle. Its earliest member becomes a root, which
+    // takes the rest of the cycle (and what hangs off it) with it; repeat.
+    while !children.is_empty() {
+        let parent_of: HashMap<SpanId, SpanId> = children
+            .iter()
+            .flat_map(|(p, kids)| kids.iter().map(move |k| (k.span_id, *p)))
+            .collect();
+        let start = children
+            .values()
+            .flatten()
+            .min_by_key(|s| (s.start_time, s.span_id))
+            .map(|s| s.span_id);
+        let Some(mut at) = start else { break };
+        let mut path = Vec::new();
+        while !path.contains(&at) {
+            path.push(at);
+            match parent_of.get(&at) {
+                Some(p) => at = *p,
+                None => break,
+            }
+        }
+        let cycle = &path[path.iter().position(|x| *x == at).unwrap_or(0)..];
+        let key = |id: &SpanId| {
+            let p = parent_of.get(id).copied();
+            p.and_then(|p| children.get(&p))
+                .and_then(|kids| kids.iter().find(|k| k.span_id == *id))
+                .map(|s| (s.start_time, s.span_id))
+        };
+        let Some(root) = cycle.iter().min_by_key(|id| key(id)).copied() else {
+            break;
+        };
+        let Some(parent) = parent_of.get(&root).copied() else {
+            break;
+        };
+        let Some(kids) = children.get_mut(&parent) else {
+            break;
+        };
+        let Some(i) = kids.iter().position(|k| k.span_id == root) else {
+            break;
+        };
+        let span = kids.remove(i);
+        if kids.is_empty() {
+            children.remove(&parent);
+        }
+        let mut node = build(span, 0, &mut children);
+        node.in_parent_cycle = true;
+        forest.push(node);
+    }
+    forest
 }
 
 #[cfg(test)]
@@ -127,14 +185,45 @@ mod tests {
         );
     }
 
+    /// 3.9: spans in a parent cycle were counted but missing from the tree.
     #[test]
-    fn a_parent_cycle_does_not_loop() {
+    fn spans_in_a_parent_cycle_are_shown_as_a_flagged_root_without_looping() {
         let tree = span_tree(vec![
             span(1, Some(2), 1),
             span(2, Some(1), 2),
             span(3, None, 3),
+            span(4, Some(2), 4),
+            // A second cycle of three, and a self-parent (a root as it is).
+            span(5, Some(7), 7),
+            span(6, Some(5), 6),
+            span(7, Some(6), 5),
+            span(8, Some(8), 8),
         ]);
-        assert_eq!(shape(&tree), vec![("s3".into(), 0)]);
+        assert_eq!(
+            shape(&tree),
+            vec![
+                ("s3".into(), 0),
+                ("s8".into(), 0),
+                ("s1".into(), 0),
+                ("s2".into(), 1),
+                ("s4".into(), 2),
+                ("s7".into(), 0),
+                ("s5".into(), 1),
+                ("s6".into(), 2),
+            ]
+        );
+        let flagged: Vec<&str> = tree
+            .iter()
+            .filter(|n| n.in_parent_cycle)
+            .map(|n| n.span.name.as_str())
+            .collect();
+        assert_eq!(flagged, ["s1", "s7"]);
+        let v = serde_json::to_value(&tree[0]).unwrap();
+        assert!(v.get("in_parent_cycle").is_none(), "absent unless set");
+        assert_eq!(
+            serde_json::to_value(&tree[2]).unwrap()["in_parent_cycle"],
+            true
+        );
     }
 
     #[test]

@@ -10,7 +10,10 @@ use traceway_core::{
     span_tree, strip_event_body, strip_span, Event, EventInput, EventType, Level, NewTrace, State,
     Timestamp, Trace, TracePatch,
 };
-use traceway_store::{AppendRequest, EventFilter, PageRequest, TraceFilter};
+use traceway_store::{
+    AppendRequest, EventFilter, PageRequest, SpanPageRequest, TraceFilter, DEFAULT_SPAN_PAGE,
+    MAX_SPAN_PAGE,
+};
 
 use crate::error::ApiError;
 use crate::extract::{JsonBody, QueryArgs, Tenant, TraceIdPath};
@@ -187,6 +190,62 @@ pub struct GetParams {
     wait: Option<String>,
     /// `compact`, `detailed` or `streaming` instead of the span tree.
     format: Option<String>,
+    /// Spans per page (1 to `MAX_SPAN_PAGE`; default `DEFAULT_SPAN_PAGE`): asks for the
+    /// paged answer.
+    span_limit: Option<u32>,
+    /// The `span_page.next_cursor` of the page before: asks for the paged answer.
+    span_cursor: Option<String>,
+}
+
+/// The most bytes of spans one answer of `GET /api/v1/traces/{id}` carries (issue 15,
+/// failure 3.7): a page is cut before the span that would pass it (and says so), and a
+/// trace whose whole tree would pass it is answered page by page.
+pub const MAX_TRACE_RESPONSE_BYTES: usize = 8 << 20;
+
+/// A span page cursor: the seq of the last span event of the page before.
+fn span_cursor(c: &str) -> Result<u64, ApiError> {
+    c.parse::<u64>()
+        .ok()
+        .filter(|s| *s <= crate::bounds::MAX_SEQ)
+        .ok_or_else(|| ApiError::bad_request("span_cursor is not a cursor this server gave"))
+}
+
+/// The paged answer: one page of spans in the order their current forms were written,
+/// cut at [`MAX_TRACE_RESPONSE_BYTES`]. A span that was running when its page was read
+/// comes again, ended, on a later page; the later form is the current one.
+fn span_page_answer(
+    trace: &traceway_core::Trace,
+    level: Level,
+    spans: Vec<(u64, traceway_core::Span)>,
+    mut next: Option<u64>,
+    limit: u32,
+) -> serde_json::Value {
+    let mut out = Vec::with_capacity(spans.len());
+    let mut bytes = 0usize;
+    let mut cut = false;
+    for (seq, span) in spans {
+        let v = serde_json::to_value(&span).unwrap_or_default();
+        let size = serde_json::to_vec(&v).map_or(0, |b| b.len());
+        if bytes + size > MAX_TRACE_RESPONSE_BYTES && !out.is_empty() {
+            // The rest comes on the next page, from after the last span sent.
+            cut = true;
+            next = out.last().map(|(seq, _)| *seq);
+            break;
+        }
+        bytes += size;
+        out.push((seq, v));
+    }
+    let spans: Vec<serde_json::Value> = out.into_iter().map(|(_, v)| v).collect();
+    json!({
+        "trace": trace,
+        "level": level,
+        "spans": spans,
+        "span_page": {
+            "limit": limit,
+            "next_cursor": next.map(|s| s.to_string()),
+            "cut_by_size": cut,
+        },
+    })
 }
 
 /// `GET /api/v1/traces/{id}`: the trace and its span tree, or one of the formats.
@@ -201,23 +260,125 @@ pub async fn get_trace(
         let wait = crate::stream::parse_wait(wait)?;
         crate::stream::wait_until_terminal(&app, &tenant.0, id, wait).await?;
     }
+    let max = app.config.capture.max_content_bytes;
+    if p.format.is_none() {
+        // Bounded whatever the trace's size (issue 15, failure 3.7): one read of at most
+        // MAX_SPAN_PAGE spans. A trace that fits (and whose tree is under the size cap) is
+        // answered as before; a larger one, or a request that names a page, page by page.
+        let paged = p.span_limit.is_some() || p.span_cursor.is_some();
+        let limit = p.span_limit.unwrap_or(DEFAULT_SPAN_PAGE);
+        if limit == 0 || limit > MAX_SPAN_PAGE {
+            return Err(ApiError::bad_request(format!(
+                "span_limit must be 1 to {MAX_SPAN_PAGE}"
+            )));
+        }
+        let after_seq = p
+            .span_cursor
+            .as_deref()
+            .map(span_cursor)
+            .transpose()?
+            .unwrap_or(0);
+        let req = SpanPageRequest {
+            after_seq,
+            limit: if paged { limit } else { MAX_SPAN_PAGE },
+        };
+        let (trace, mut page) = app
+            .store
+            .get_span_page(&tenant.0, id, &req)
+            .await?
+            .ok_or_else(not_found)?;
+        // A read may lower the level, never raise it above what was captured.
+        let level = p.level.map_or(trace.level, |l| l.min(trace.level));
+        if level < trace.level {
+            page.spans
+                .iter_mut()
+                .for_each(|(_, s)| strip_span(s, level, max));
+        }
+        if !paged && page.next_after.is_none() {
+            let spans: Vec<traceway_core::Span> = page.spans.into_iter().map(|(_, s)| s).collect();
+            let size: usize = spans
+                .iter()
+                .map(|s| serde_json::to_vec(s).map_or(0, |b| b.len()))
+                .sum();
+            if size <= MAX_TRACE_RESPONSE_BYTES {
+                return Ok(Json(
+                    json!({"trace": trace, "level": level, "spans": span_tree(spans)}),
+                ));
+            }
+            // Too large for one answer: the first page of the paged form instead.
+            let again = SpanPageRequest {
+                after_seq: 0,
+                limit: DEFAULT_SPAN_PAGE,
+            };
+            let (trace, mut page) = app
+                .store
+                .get_span_page(&tenant.0, id, &again)
+                .await?
+                .ok_or_else(not_found)?;
+            if level < trace.level {
+                page.spans
+                    .iter_mut()
+                    .for_each(|(_, s)| strip_span(s, level, max));
+            }
+            return Ok(Json(span_page_answer(
+                &trace,
+                level,
+                page.spans,
+                page.next_after,
+                DEFAULT_SPAN_PAGE,
+            )));
+        }
+        if !paged {
+            // More than MAX_SPAN_PAGE spans: the first page of the default size, cut from
+            // what was read (a span moved past the cut by a later event comes later).
+            let mut spans = page.spans;
+            let mut next = page.next_after;
+            if spans.len() > DEFAULT_SPAN_PAGE as usize {
+                spans.truncate(DEFAULT_SPAN_PAGE as usize);
+                next = spans.last().map(|(seq, _)| *seq);
+            }
+            return Ok(Json(span_page_answer(
+                &trace,
+                level,
+                spans,
+                next,
+                DEFAULT_SPAN_PAGE,
+            )));
+        }
+        return Ok(Json(span_page_answer(
+            &trace,
+            level,
+            page.spans,
+            page.next_after,
+            limit,
+        )));
+    }
+    // The formats read the whole trace: refused past MAX_SPAN_PAGE spans.
+    let row = app
+        .store
+        .get_trace(&tenant.0, id)
+        .await?
+        .ok_or_else(not_found)?;
+    if row.rollups.span_count > u64::from(MAX_SPAN_PAGE) {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "trace_too_large",
+            message: format!(
+                "trace {id} has {} spans; formats are given for traces of up to {MAX_SPAN_PAGE} spans: read its spans page by page with span_limit and span_cursor",
+                row.rollups.span_count
+            ),
+        });
+    }
     let (trace, mut spans) = app
         .store
         .get_trace_with_spans(&tenant.0, id)
         .await?
         .ok_or_else(not_found)?;
-    // A read may lower the level, never raise it above what was captured.
     let level = p.level.map_or(trace.level, |l| l.min(trace.level));
     if level < trace.level {
-        let max = app.config.capture.max_content_bytes;
         spans.iter_mut().for_each(|s| strip_span(s, level, max));
     }
     let mut v = match p.format.as_deref() {
-        None => {
-            return Ok(Json(
-                json!({"trace": trace, "level": level, "spans": span_tree(spans)}),
-            ))
-        }
         Some("compact") => traceway_core::format::compact(&trace, &spans),
         Some("detailed") => traceway_core::format::detailed(&trace, &spans),
         Some("streaming") => {
@@ -233,7 +394,6 @@ pub async fn get_trace(
                 .ok_or_else(not_found)?;
             let truncated = events.len() > max_events as usize;
             events.truncate(max_events as usize);
-            let max = app.config.capture.max_content_bytes;
             let lines: Vec<String> = events
                 .iter_mut()
                 .map(|e| {
@@ -245,10 +405,11 @@ pub async fn get_trace(
                 .collect();
             json!({"format": "streaming", "trace_id": trace.trace_id, "lines": lines, "truncated": truncated})
         }
-        Some(other) => {
+        other => {
+            let other = other.unwrap_or_default();
             return Err(ApiError::bad_request(format!(
                 "unknown format {other:?}: use compact, detailed or streaming"
-            )))
+            )));
         }
     };
     v["level"] = json!(level);

@@ -158,6 +158,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TRACEWAY_QUOTA_SPANS_BURST")]
     pub quota_spans_burst: Option<u32>,
 
+    /// Live streams (concurrent SSE connections) each tenant may hold open on this
+    /// replica; past it, 429 with Retry-After. 0: no quota [default: 10000].
+    #[arg(long, env = "TRACEWAY_QUOTA_LIVE_STREAMS")]
+    pub quota_live_streams: Option<u32>,
+
     /// The tenant the admin key administers [default: default].
     #[arg(long, env = "TRACEWAY_ADMIN_KEY_TENANT")]
     pub admin_key_tenant: Option<String>,
@@ -241,6 +246,8 @@ pub struct Config {
     pub quota_spans_per_sec: u32,
     /// Its burst.
     pub quota_spans_burst: u32,
+    /// Concurrent live streams per tenant (0: none).
+    pub quota_live_streams: u32,
 }
 
 /// The watchdog's settings: it alone (the holder of the store's lease) sweeps orphans and
@@ -273,6 +280,9 @@ impl Default for Lifecycle {
         }
     }
 }
+
+/// Live streams a tenant may hold open on one replica unless configured (ADR 025).
+pub const DEFAULT_QUOTA_LIVE_STREAMS: u32 = 10_000;
 
 impl Default for Config {
     fn default() -> Config {
@@ -403,9 +413,14 @@ impl Config {
             .quota_spans_burst
             .or(file.quota_spans_burst)
             .unwrap_or(quota_spans_per_sec.saturating_mul(2));
+        let quota_live_streams = args
+            .quota_live_streams
+            .or(file.quota_live_streams)
+            .unwrap_or(DEFAULT_QUOTA_LIVE_STREAMS);
         Ok(Config {
             quota_spans_per_sec,
             quota_spans_burst,
+            quota_live_streams,
             auth,
             store,
             data_dir: args

@@ -49,6 +49,8 @@ pub struct AppState {
     pub auth: Arc<auth::Auth>,
     /// The per-tenant ingest quota (ADR 025).
     pub ingest_quota: Arc<quotas::IngestQuota>,
+    /// The per-tenant quota of open live streams (ADR 025).
+    pub stream_quota: Arc<quotas::StreamQuota>,
 }
 
 impl AppState {
@@ -66,9 +68,11 @@ impl AppState {
             config.quota_spans_per_sec,
             config.quota_spans_burst,
         ));
+        let stream_quota = Arc::new(quotas::StreamQuota::new(config.quota_live_streams));
         AppState {
             auth,
             ingest_quota,
+            stream_quota,
             store: Arc::new(metrics::MeteredStore::new(store, metrics.clone())),
             config: Arc::new(config),
             clock,

@@ -1,7 +1,7 @@
-//! Per-tenant ingest quota (ADR 025): a token bucket of spans per second for each tenant,
-//! kept in this process. With N replicas behind a balancer a tenant gets up to N times the
-//! rate; the quota bounds what one tenant can make one replica do, so that its flood does
-//! not take another tenant's share of the writer.
+//! Per-tenant quotas kept in this process (ADR 025): a token bucket of spans per second
+//! for each tenant, and a count of its open live streams. With N replicas behind a
+//! balancer a tenant gets up to N times either; the quotas bound what one tenant can make
+//! one replica do, so that its flood does not take another tenant's share.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -65,6 +65,80 @@ impl IngestQuota {
     }
 }
 
+/// Open live streams (SSE connections) per tenant; 0 means no quota.
+pub struct StreamQuota {
+    max: u32,
+    open: std::sync::Arc<Mutex<HashMap<String, u32>>>,
+}
+
+/// One open stream of a tenant; dropping it (when the stream ends) gives the slot back.
+pub struct StreamPermit {
+    tenant: String,
+    open: Option<std::sync::Arc<Mutex<HashMap<String, u32>>>>,
+}
+
+impl StreamQuota {
+    /// At most `max` open streams per tenant.
+    pub fn new(max: u32) -> StreamQuota {
+        StreamQuota {
+            max,
+            open: Default::default(),
+        }
+    }
+
+    /// A slot for one more stream of `tenant`, or `None` when it holds `max` already.
+    pub fn acquire(&self, tenant: &str) -> Option<StreamPermit> {
+        if self.max == 0 {
+            return Some(StreamPermit {
+                tenant: String::new(),
+                open: None,
+            });
+        }
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(tenant.to_string()).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(StreamPermit {
+            tenant: tenant.to_string(),
+            open: Some(self.open.clone()),
+        })
+    }
+
+    /// Streams `tenant` holds open now.
+    pub fn open(&self, tenant: &str) -> u32 {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(tenant).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let Some(open) = self.open.take() else { return };
+        let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+/// A stream past the tenant's quota of live streams: 429 `quota_exceeded` with
+/// `Retry-After`.
+pub fn stream_refusal(tenant: &str, max: u32) -> crate::error::ApiError {
+    tracing::debug!(tenant, max, "live stream quota exceeded");
+    crate::error::ApiError {
+        status: axum::http::StatusCode::TOO_MANY_REQUESTS,
+        code: "quota_exceeded",
+        message: format!(
+            "tenant {tenant} holds its quota of {max} live streams on this server; close one or retry later"
+        ),
+    }
+}
+
 fn message(tenant: &str, wait: Duration) -> String {
     tracing::debug!(
         tenant,
@@ -115,6 +189,19 @@ mod tests {
             IngestQuota::new(0, 0).take("any", u64::MAX).is_ok(),
             "0 is no quota"
         );
+    }
+
+    #[test]
+    fn stream_slots_are_per_tenant_and_given_back_when_a_stream_ends() {
+        let q = StreamQuota::new(2);
+        let a = q.acquire("t").expect("one");
+        let _b = q.acquire("t").expect("two");
+        assert!(q.acquire("t").is_none(), "a third is over the quota");
+        assert!(q.acquire("other").is_some(), "another tenant has its own");
+        drop(a);
+        assert_eq!(q.open("t"), 1);
+        assert!(q.acquire("t").is_some(), "a slot came back");
+        assert!(StreamQuota::new(0).acquire("t").is_some(), "0 is no quota");
     }
 
     #[test]

@@ -112,6 +112,10 @@ pub async fn trace_stream(
     QueryArgs(p): QueryArgs<TraceStreamParams>,
 ) -> Result<Response, ApiError> {
     let after = crate::bounds::after_seq(last_event_id(&headers)?.or(p.after_seq).unwrap_or(0))?;
+    let permit = app
+        .stream_quota
+        .acquire(&tenant.0)
+        .ok_or_else(|| crate::quotas::stream_refusal(&tenant.0, app.config.quota_live_streams))?;
     // Subscribe before anything is read, so nothing committed from here on is missed.
     let sub = app.store.subscribe(&tenant.0, Scope::Trace(id));
     let trace = app
@@ -128,6 +132,7 @@ pub async fn trace_stream(
     let (grace, keepalive) = (app.config.stream_grace, app.config.sse_keepalive);
     let mut shutdown = app.shutdown.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         let _ = follow_trace(
             app.store,
             tenant.0,
@@ -236,12 +241,18 @@ pub struct TenantStreamParams {
 
 /// `GET /api/v1/stream`: the tenant's events as they commit (trace started, state
 /// changed, errors, trace ended; every event with `all=true`), filtered by agent or state.
-/// Live only: event ids are `trace_id:seq`; resume a trace with its own stream.
+/// Live only: event ids are `trace_id:seq`; resume a trace with its own stream. A client
+/// that falls behind gets a last `lagged` event that names, per trace, the seq to resume
+/// after. Holds one slot of the tenant's live-stream quota while open (429 past it).
 pub async fn tenant_stream(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,
     QueryArgs(p): QueryArgs<TenantStreamParams>,
-) -> Response {
+) -> Result<Response, ApiError> {
+    let permit = app
+        .stream_quota
+        .acquire(&tenant.0)
+        .ok_or_else(|| crate::quotas::stream_refusal(&tenant.0, app.config.quota_live_streams))?;
     let mut sub = app.store.subscribe(
         &tenant.0,
         Scope::Tenant {
@@ -258,10 +269,13 @@ pub async fn tenant_stream(
     let (tx, rx) = mpsc::channel(CONNECTION_BUFFER);
     let mut shutdown = app.shutdown.clone();
     tokio::spawn(async move {
+        let _permit = permit;
+        let mut sent = SentSeqs::default();
         loop {
             tokio::select! {
                 e = sub.events.recv() => match e {
                     Some(e) => {
+                        sent.note(e.trace_id, e.seq);
                         let id = format!("{}:{}", e.trace_id, e.seq);
                         let ev = render.sse((*e).clone(), Level::Debug, id);
                         if tx.send(ev).await.is_err() {
@@ -269,8 +283,9 @@ pub async fn tenant_stream(
                         }
                     }
                     None => {
-                        if sub.lagged().is_some() {
-                            let _ = tx.send(SseEvent::default().event("lagged").data("{}")).await;
+                        if let Some(lag) = sub.lagged() {
+                            let data = sent.lagged_event(lag);
+                            let _ = tx.send(SseEvent::default().event("lagged").data(data.to_string())).await;
                         }
                         return;
                     }
@@ -280,7 +295,59 @@ pub async fn tenant_stream(
             }
         }
     });
-    sse_response(rx, app.config.sse_keepalive)
+    Ok(sse_response(rx, app.config.sse_keepalive))
+}
+
+/// The last seq a tenant stream sent of each trace, for the resume point of its `lagged`
+/// event: the most recently active [`SentSeqs::MAX`] traces.
+#[derive(Default)]
+struct SentSeqs {
+    last: std::collections::HashMap<TraceId, (u64, u64)>,
+    tick: u64,
+    forgot: bool,
+}
+
+impl SentSeqs {
+    /// Traces remembered; past it, the one sent least recently is forgotten (and the
+    /// `lagged` event says so).
+    const MAX: usize = 1000;
+
+    fn note(&mut self, trace: TraceId, seq: u64) {
+        self.tick += 1;
+        self.last.insert(trace, (seq, self.tick));
+        if self.last.len() > Self::MAX {
+            if let Some(oldest) = self.last.iter().min_by_key(|(_, v)| v.1).map(|(k, _)| *k) {
+                self.last.remove(&oldest);
+            }
+            self.forgot = true;
+        }
+    }
+
+    /// The `lagged` event's data (issue 15, failure 3.9): where the hub could not deliver
+    /// (`trace_id`, `resume_after_seq`), and for every trace this stream sent events of,
+    /// the seq to resume after (`resume`). Every event of those traces after that seq
+    /// that the stream's filter lets through was missed, and none before it: reading each
+    /// one's `events?after_seq=` (or its own stream with `Last-Event-ID`) resumes exactly.
+    /// Traces whose first event came after the lag are not named: list the tenant's
+    /// traces for those.
+    fn lagged_event(&self, lag: traceway_store::Lagged) -> serde_json::Value {
+        let mut resume: Vec<(TraceId, u64)> =
+            self.last.iter().map(|(t, (seq, _))| (*t, *seq)).collect();
+        match resume.iter_mut().find(|(t, _)| *t == lag.trace_id) {
+            Some(r) => r.1 = lag.resume_after_seq,
+            None => resume.push((lag.trace_id, lag.resume_after_seq)),
+        }
+        resume.sort();
+        serde_json::json!({
+            "trace_id": lag.trace_id,
+            "resume_after_seq": lag.resume_after_seq,
+            "resume": resume
+                .iter()
+                .map(|(t, s)| serde_json::json!({"trace_id": t, "after_seq": s}))
+                .collect::<Vec<_>>(),
+            "resume_complete": !self.forgot,
+        })
+    }
 }
 
 /// Waits until the trace is terminal or `wait` passes (capped by `--max-wait`).

@@ -110,6 +110,63 @@ pub const MAX_SPANS_PER_TRACE: u64 = 100_000;
 /// The most events one read returns ([`EventFilter::bounded_limit`]).
 pub const MAX_EVENTS_PAGE: u32 = 10_000;
 
+/// The most spans one page of a trace's spans holds ([`SpanPageRequest::bounded_limit`]).
+pub const MAX_SPAN_PAGE: u32 = 10_000;
+
+/// The spans of a page when the caller names no size.
+pub const DEFAULT_SPAN_PAGE: u32 = 1_000;
+
+/// Which page of a trace's spans ([`Traces::get_span_page`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpanPageRequest {
+    /// Continue after the span event with this seq (0: from the start); a page's
+    /// [`SpanPage::next_after`].
+    pub after_seq: u64,
+    /// At most this many spans.
+    pub limit: u32,
+}
+
+/// Builds a [`SpanPage`] from span events read in seq order: a span seen twice keeps its
+/// later form, at the later place. `full` says the read stopped at its limit.
+pub(crate) fn span_page_of(events: Vec<(u64, Span)>, full: bool) -> SpanPage {
+    let next_after = if full {
+        events.last().map(|(seq, _)| *seq)
+    } else {
+        None
+    };
+    let mut at: std::collections::HashMap<traceway_core::SpanId, usize> =
+        std::collections::HashMap::with_capacity(events.len());
+    let mut slots: Vec<Option<(u64, Span)>> = Vec::with_capacity(events.len());
+    for (seq, span) in events {
+        if let Some(i) = at.insert(span.span_id, slots.len()) {
+            slots[i] = None;
+        }
+        slots.push(Some((seq, span)));
+    }
+    SpanPage {
+        spans: slots.into_iter().flatten().collect(),
+        next_after,
+    }
+}
+
+impl SpanPageRequest {
+    /// `limit` within 1 to [`MAX_SPAN_PAGE`].
+    pub fn bounded_limit(&self) -> u32 {
+        self.limit.clamp(1, MAX_SPAN_PAGE)
+    }
+}
+
+/// One page of a trace's spans, in the order of the span events that wrote their forms.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpanPage {
+    /// Each span with the seq of the event that holds this form of it. A span that was
+    /// running when its `span_started` was paged comes again, ended, on a later page: the
+    /// form with the higher seq is the current one (within one page a span comes once).
+    pub spans: Vec<(u64, Span)>,
+    /// Pass this as `after_seq` for the next page; `None` on the last page.
+    pub next_after: Option<u64>,
+}
+
 /// How long things are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
@@ -391,6 +448,16 @@ pub trait Traces: Send + Sync + 'static {
         id: TraceId,
     ) -> Result<Option<(Trace, Vec<Span>)>, StoreError>;
 
+    /// One page of a trace's spans with its row (issue 15, failure 3.7): what a read of
+    /// a large trace holds in memory is one page, whatever the trace's size. `None` when
+    /// the trace does not exist.
+    async fn get_span_page(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        page: &SpanPageRequest,
+    ) -> Result<Option<(Trace, SpanPage)>, StoreError>;
+
     /// Traces, newest first.
     async fn list_traces(
         &self,
@@ -557,6 +624,16 @@ pub trait TracesLayer: Decorates {
         self.inner().get_trace_with_spans(tenant, id).await
     }
 
+    /// [`Traces::get_span_page`].
+    async fn get_span_page(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        page: &SpanPageRequest,
+    ) -> Result<Option<(Trace, SpanPage)>, StoreError> {
+        self.inner().get_span_page(tenant, id, page).await
+    }
+
     /// [`Traces::list_traces`].
     async fn list_traces(
         &self,
@@ -637,6 +714,15 @@ impl<T: TracesLayer> Traces for T {
         id: TraceId,
     ) -> Result<Option<(Trace, Vec<Span>)>, StoreError> {
         TracesLayer::get_trace_with_spans(self, tenant, id).await
+    }
+
+    async fn get_span_page(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        page: &SpanPageRequest,
+    ) -> Result<Option<(Trace, SpanPage)>, StoreError> {
+        TracesLayer::get_span_page(self, tenant, id, page).await
     }
 
     async fn list_traces(

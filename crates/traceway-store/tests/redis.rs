@@ -253,3 +253,104 @@ async fn a_filter_without_an_index_reads_a_bounded_number_of_rows_per_page() {
     assert_eq!(found, with_error, "every match, newest first, once");
     assert!(pages >= 4, "32 rows at 10 per request: {pages} pages");
 }
+
+/// The `XRANGE` commands a store sent since the slow log was last reset (it logs every
+/// command once `slowlog-log-slower-than` is 0): each as its arguments after the key.
+fn xranges(server: &redis_server::RedisServer) -> Vec<Vec<String>> {
+    let log = bulk_strings(&server.command("SLOWLOG GET 128").expect("slowlog"));
+    let mut out = Vec::new();
+    let mut it = log.iter().peekable();
+    while let Some(s) = it.next() {
+        if s.eq_ignore_ascii_case("XRANGE") {
+            let args: Vec<String> = it.by_ref().skip(1).take(4).cloned().collect();
+            out.push(args);
+        }
+    }
+    out
+}
+
+/// An event read costs what it returns, not the trace (issue 15, failure 3.8): on a trace
+/// of 40 commits of 250 events, `after_seq` in the middle with `limit=1` asks Redis for one
+/// stream entry from that seq's id, and `limit=100` for at most a few.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_read_with_a_small_limit_reads_few_stream_entries() {
+    use traceway_core::{EventInput, LogRecord, NewTrace};
+    use traceway_store::{AppendRequest, EventFilter};
+
+    let server = redis_server::RedisServer::start();
+    let clock = ManualClock::new(traceway_store::conformance::start_time());
+    let store = open(&server.url(), &clock).await;
+    let (t, _) = store
+        .create_trace("t", NewTrace::default())
+        .await
+        .expect("create");
+    for c in 0..40 {
+        let events = (0..250)
+            .map(|i| EventInput::Log {
+                id: None,
+                time: None,
+                record: LogRecord {
+                    message: format!("commit {c} log {i}"),
+                    ..Default::default()
+                },
+            })
+            .collect();
+        store
+            .append(AppendRequest {
+                tenant: "t".into(),
+                trace_id: t.trace_id,
+                create_if_missing: None,
+                events,
+                end: None,
+            })
+            .await
+            .expect("append");
+    }
+    server
+        .command("CONFIG SET slowlog-log-slower-than 0")
+        .expect("config");
+    server
+        .command("CONFIG SET slowlog-max-len 128")
+        .expect("config");
+    let (store, server) = (&store, &server);
+    let read = |after_seq: u64, limit: u32| async move {
+        server.command("SLOWLOG RESET").expect("reset");
+        let events = store
+            .read_events(
+                "t",
+                t.trace_id,
+                &EventFilter {
+                    after_seq,
+                    limit,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("read")
+            .expect("exists");
+        (events, xranges(server))
+    };
+    let (events, cmds) = read(5_000, 1).await;
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![5_001]
+    );
+    assert_eq!(
+        cmds,
+        vec![vec![
+            "5001-0".to_string(),
+            "+".into(),
+            "COUNT".into(),
+            "1".into()
+        ]],
+        "one entry, from the seq's stream id"
+    );
+    let (events, cmds) = read(5_000, 100).await;
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (5_001..=5_100).collect::<Vec<_>>()
+    );
+    assert!(cmds.len() <= 2, "{cmds:?}");
+    let (events, _) = read(20_000, 10).await;
+    assert!(events.is_empty(), "past the end");
+}

@@ -984,3 +984,135 @@ async fn grpc_overload_is_resource_exhausted_and_shutdown_unavailable_with_retry
     }
 }
 }
+
+/// 3.4: a Redis restarting (refusing connections, then loading its dataset and answering
+/// `LOADING`) made ingest answer 500 and gRPC `INTERNAL`, which exporters do not retry.
+/// Every refusal is now 503 with `Retry-After` (REST and OTLP/HTTP) or `UNAVAILABLE` with
+/// `RetryInfo` (gRPC), and the same requests succeed once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarting_and_loading_its_dataset_answers_503_or_unavailable_never_500() {
+    use std::time::{Duration, Instant};
+    use traceway_store::redis::{RedisConfig, RedisStore};
+
+    // 40,000 filler keys loaded at 50 µs each: about 2 s of LOADING after the restart.
+    let mut server = crate::redis_server::RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--enable-debug-command",
+        "local",
+        "--key-load-delay",
+        "50",
+        "--loading-process-events-interval-bytes",
+        "1024",
+    ]);
+    let clock = traceway_store::ManualClock::new(traceway_store::conformance::start_time());
+    let store = RedisStore::open(RedisConfig::new(server.url()), Arc::new(clock.clone()))
+        .await
+        .expect("open");
+    let app = TestApp::assemble(
+        Arc::new(store),
+        Config::default(),
+        clock,
+        tempfile::tempdir().expect("tempdir"),
+        None,
+    );
+    let (status, t) = app
+        .call(Method::POST, "/api/v1/traces", Some(json!({"name": "r"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{t}");
+    let id = t["trace_id"].as_str().expect("id").to_string();
+    let mut client = grpc_client(&app).await;
+    assert!(server
+        .command("DEBUG POPULATE 40000 filler 10")
+        .is_some_and(|r| r.starts_with("+OK")));
+    let saved = server.command("SAVE");
+    assert!(
+        saved.as_deref().is_some_and(|r| r.starts_with("+OK")),
+        "{saved:?}"
+    );
+    server.restart_no_wait();
+
+    let retry_after = |h: &HeaderMap| h.get(header::RETRY_AFTER).is_some();
+    let (mut refused, mut loading_seen, mut n) = (0u32, false, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "Redis did not come back");
+        n += 1;
+        loading_seen |= server
+            .command("PING")
+            .is_some_and(|r| r.starts_with("-LOADING"));
+        let mut ok = true;
+        // REST: an append and a read.
+        for (method, uri, body) in [
+            (
+                Method::POST,
+                format!("/api/v1/traces/{id}/events"),
+                Some(json!({"events": [{"type": "log", "id": format!("l{n}"), "message": "m"}]})),
+            ),
+            (Method::GET, format!("/api/v1/traces/{id}"), None),
+        ] {
+            let mut req = Request::builder().method(method).uri(&uri);
+            if body.is_some() {
+                req = req.header(header::CONTENT_TYPE, JSON);
+            }
+            let body = body.map_or(Body::empty(), |b| Body::from(b.to_string()));
+            let resp = app
+                .router
+                .clone()
+                .oneshot(req.body(body).expect("request"))
+                .await
+                .expect("infallible");
+            match resp.status() {
+                s if s.is_success() => {}
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    assert!(
+                        retry_after(resp.headers()),
+                        "{uri}: 503 without Retry-After"
+                    );
+                    refused += 1;
+                    ok = false;
+                }
+                other => panic!("{uri} answered {other} while Redis restarted"),
+            }
+        }
+        // OTLP/HTTP.
+        let a = post(
+            &app,
+            Some(PROTOBUF),
+            None,
+            to_protobuf(&fixture("genai_agent.json")),
+        )
+        .await;
+        match a.status {
+            StatusCode::OK => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(retry_after(&a.headers), "OTLP 503 without Retry-After");
+                assert_eq!(a.status().code, tonic::Code::Unavailable as i32);
+                refused += 1;
+                ok = false;
+            }
+            other => panic!("OTLP/HTTP answered {other} while Redis restarted"),
+        }
+        // OTLP/gRPC.
+        match client
+            .export(request_of(&fixture("genai_agent.json")))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "gRPC: {e:?}");
+                let st = RpcStatus::decode(e.details()).expect("google.rpc.Status details");
+                assert_eq!(retry_delay(&st), Some(1), "RetryInfo");
+                refused += 1;
+                ok = false;
+            }
+        }
+        if ok && loading_seen {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused > 0, "the restart was seen by the requests");
+}

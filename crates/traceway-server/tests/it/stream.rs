@@ -442,3 +442,163 @@ async fn server_shutdown_ends_live_streams(backend: Backend) {
     assert!(rest.is_empty());
 }
 }
+
+on_both! {
+/// 3.9: the tenant stream's `lagged` event carried no resume point. It now names, for the
+/// trace it could not deliver (and every trace it sent), the seq to resume after, and
+/// reading from there gives exactly the events the stream missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_tenant_stream_says_where_to_resume_and_resuming_there_is_exact(backend: Backend) {
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use tower::ServiceExt;
+
+    let app = backend.app().await;
+    // The body is not read until the writes are done: the connection's buffer, then the
+    // hub's (1,024 events), fill up and the hub drops the subscriber.
+    let resp = app
+        .router
+        .clone()
+        .oneshot(Request::get("/api/v1/stream").body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    let (status, t) = app
+        .call(Method::POST, "/api/v1/traces", Some(json!({"name": "flood"})))
+        .await;
+    assert_eq!(status, 201, "{t}");
+    let id = t["trace_id"].as_str().expect("id").to_string();
+    for batch in 0..4 {
+        let errors: Vec<Value> = (0..500)
+            .map(|i| json!({"type": "error", "message": format!("e{batch}-{i}")}))
+            .collect();
+        let (status, b) = app
+            .call(
+                Method::POST,
+                &format!("/api/v1/traces/{id}/events"),
+                Some(json!({"events": errors})),
+            )
+            .await;
+        assert_eq!(status, 200, "{b}");
+    }
+    let bytes = tokio::time::timeout(
+        Duration::from_secs(60),
+        axum::body::to_bytes(resp.into_body(), 64 << 20),
+    )
+    .await
+    .expect("the lagged stream ends")
+    .expect("body");
+    let msgs = crate::sse::TestSseReader::default().push(&bytes);
+    let lagged = msgs
+        .iter()
+        .find(|m| m.event.as_deref() == Some("lagged"))
+        .expect("a lagged event");
+    let lag: Value = serde_json::from_str(&lagged.data).expect("json");
+    assert_eq!(lag["trace_id"], id.as_str(), "{lag}");
+    let after = lag["resume_after_seq"].as_u64().expect("resume_after_seq");
+    assert_eq!(lag["resume"], json!([{"trace_id": id, "after_seq": after}]));
+    assert_eq!(lag["resume_complete"], true);
+    let sent: Vec<u64> = msgs
+        .iter()
+        .filter(|m| m.event.as_deref() == Some("error"))
+        .map(|m| {
+            let (t, s) = m.id.as_deref().expect("id").split_once(':').expect("trace:seq");
+            assert_eq!(t, id);
+            s.parse().expect("seq")
+        })
+        .collect();
+    assert!(sent.len() < 2000, "the stream lagged");
+    assert!(sent.iter().all(|s| *s <= after), "nothing after the resume point was sent");
+    let (status, rest) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/traces/{id}/events?type=error&after_seq={after}&limit=10000"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{rest}");
+    let mut all: Vec<u64> = sent.clone();
+    all.extend(
+        rest["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["seq"].as_u64().expect("seq")),
+    );
+    let (_, every) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/traces/{id}/events?type=error&limit=10000"),
+            None,
+        )
+        .await;
+    let every: Vec<u64> = every["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(every.len(), 2000);
+    assert_eq!(all, every, "sent then resumed: every error once, in order");
+}
+}
+
+on_both! {
+/// Live streams per tenant (ADR 025): past the quota a stream is refused with 429 and
+/// `Retry-After`; another tenant is not affected, and a closed stream gives its slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_past_the_tenant_quota_are_refused_with_retry_after_until_one_closes(backend: Backend) {
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use tower::ServiceExt;
+
+    let app = backend
+        .app_with(Config {
+            quota_live_streams: 2,
+            ..Config::default()
+        })
+        .await;
+    let (_, t) = app
+        .call(axum::http::Method::POST, "/api/v1/traces", Some(json!({"name": "q"})))
+        .await;
+    let id = t["trace_id"].as_str().expect("id").to_string();
+    let open = |tenant: &'static str, path: String| {
+        let router = app.router.clone();
+        async move {
+            router
+                .oneshot(
+                    Request::get(path)
+                        .header("x-traceway-tenant", tenant)
+                        .body(Body::empty())
+                        .expect("request"),
+                )
+                .await
+                .expect("infallible")
+        }
+    };
+    let first = open("default", "/api/v1/stream".into()).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = open("default", format!("/api/v1/traces/{id}/stream")).await;
+    assert_eq!(second.status(), StatusCode::OK);
+    for path in ["/api/v1/stream".to_string(), format!("/api/v1/traces/{id}/stream")] {
+        let refused = open("default", path).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused.headers().contains_key(header::RETRY_AFTER));
+        let body = axum::body::to_bytes(refused.into_body(), 1 << 20).await.expect("body");
+        let v: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["error"]["code"], "quota_exceeded", "{v}");
+    }
+    assert_eq!(open("other", "/api/v1/stream".into()).await.status(), StatusCode::OK);
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = open("default", "/api/v1/stream".into()).await;
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(Instant::now() < deadline, "the closed stream's slot never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(second);
+}
+}

@@ -79,6 +79,8 @@ macro_rules! conformance_suite {
             level_is_applied_at_capture,
             cost_is_computed_at_ingest_when_a_span_reports_none,
             event_filters,
+            event_reads_by_after_seq_and_limit_are_exact_at_commit_boundaries,
+            span_pages_read_a_trace_back_completely,
             health_is_ok,
             live_events_follow_commits_in_order,
             resume_has_no_gap_and_no_duplicate_under_concurrent_writers,

@@ -438,6 +438,219 @@ pub async fn event_filters(h: &Harness) {
     );
 }
 
+/// Reads by `after_seq`, `offset` and `limit` return exactly the slice of the whole log
+/// they name, whatever the commits' boundaries: `after_seq` in the middle of a commit of
+/// many events, at its last event, `limit` 1, and past the end (issue 15, failure 3.8).
+pub async fn event_reads_by_after_seq_and_limit_are_exact_at_commit_boundaries(h: &Harness) {
+    let id = new_trace(h, T, "boundaries").await;
+    let log = |n: u64| EventInput::Log {
+        id: None,
+        time: None,
+        record: LogRecord {
+            message: format!("m{n}"),
+            ..Default::default()
+        },
+    };
+    // Three commits of 5, 1 and 4 logs after trace_started: seqs 1, 2..=6, 7, 8..=11
+    // (the first log's commit also moves the trace to RUNNING: one more event).
+    for batch in [0..5u64, 5..6, 6..10] {
+        append(h, T, id, batch.map(log).collect())
+            .await
+            .expect("append");
+    }
+    let all = seqs(h, T, id).await;
+    let last = *all.last().expect("events");
+    assert_eq!(all, (1..=last).collect::<Vec<_>>());
+    for after in 0..=last + 2 {
+        for limit in [1u32, 2, 3, 7, 100] {
+            for offset in [0u64, 1, 4] {
+                let got: Vec<u64> = h
+                    .store
+                    .read_events(
+                        T,
+                        id,
+                        &EventFilter {
+                            after_seq: after,
+                            offset,
+                            limit,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .expect("read")
+                    .expect("exists")
+                    .iter()
+                    .map(|e| e.seq)
+                    .collect();
+                let want: Vec<u64> = all
+                    .iter()
+                    .copied()
+                    .filter(|s| *s > after)
+                    .skip(offset as usize)
+                    .take(limit as usize)
+                    .collect();
+                assert_eq!(got, want, "after_seq {after} offset {offset} limit {limit}");
+            }
+        }
+    }
+    // With a filter, the same slice of the filtered log.
+    let logs: Vec<u64> = h
+        .store
+        .read_events(
+            T,
+            id,
+            &EventFilter {
+                types: vec![EventType::Log],
+                after_seq: 4,
+                offset: 1,
+                limit: 3,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("read")
+        .expect("exists")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    let all_logs: Vec<u64> = h
+        .store
+        .read_events(
+            T,
+            id,
+            &EventFilter {
+                types: vec![EventType::Log],
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("read")
+        .expect("exists")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    let want: Vec<u64> = all_logs
+        .iter()
+        .copied()
+        .filter(|s| *s > 4)
+        .skip(1)
+        .take(3)
+        .collect();
+    assert_eq!(logs, want);
+}
+
+/// A trace's spans read page by page (issue 15, failure 3.7) come back complete: every
+/// span, in its current form once the pages are merged (a later form wins), each page at
+/// most its limit and without a span twice, the last page without a cursor.
+pub async fn span_pages_read_a_trace_back_completely(h: &Harness) {
+    let id = new_trace(h, T, "pages").await;
+    // 1..=40 start, then 41..=90 end without a start, then 1..=20 end; logs in between.
+    append(
+        h,
+        T,
+        id,
+        (1..=40)
+            .map(|n| started(n, None, SpanKind::Tool, "t"))
+            .collect(),
+    )
+    .await
+    .expect("starts");
+    let mut batch: Vec<EventInput> = (41..=90).map(ended).collect();
+    batch.push(EventInput::Log {
+        id: None,
+        time: None,
+        record: LogRecord {
+            message: "between".into(),
+            ..Default::default()
+        },
+    });
+    append(h, T, id, batch).await.expect("ends");
+    append(h, T, id, (1..=20).map(ended).collect())
+        .await
+        .expect("ends of started spans");
+    let whole = h
+        .store
+        .get_spans(T, id)
+        .await
+        .expect("spans")
+        .expect("exists");
+    assert_eq!(whole.len(), 90);
+    for limit in [1u32, 7, 45, 1000] {
+        let mut merged: BTreeMap<SpanId, (u64, traceway_core::Span)> = BTreeMap::new();
+        let (mut after, mut pages) = (0u64, 0);
+        loop {
+            let (trace, page) = h
+                .store
+                .get_span_page(
+                    T,
+                    id,
+                    &crate::SpanPageRequest {
+                        after_seq: after,
+                        limit,
+                    },
+                )
+                .await
+                .expect("page")
+                .expect("exists");
+            assert_eq!(trace.trace_id, id);
+            pages += 1;
+            assert!(pages < 500, "the cursors go on");
+            assert!(page.spans.len() <= limit as usize);
+            let mut ids: Vec<SpanId> = page.spans.iter().map(|(_, s)| s.span_id).collect();
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), page.spans.len(), "a span once per page");
+            for (seq, span) in page.spans {
+                assert!(seq > after, "a page is after its cursor");
+                let newer = merged.get(&span.span_id).is_none_or(|(s, _)| seq > *s);
+                if newer {
+                    merged.insert(span.span_id, (seq, span));
+                }
+            }
+            match page.next_after {
+                Some(n) => {
+                    assert!(n > after);
+                    after = n;
+                }
+                None => break,
+            }
+        }
+        let mut got: Vec<traceway_core::Span> = merged.into_values().map(|(_, s)| s).collect();
+        got.sort_by_key(|s| (s.start_time, s.span_id));
+        assert_eq!(got, whole, "limit {limit}: every span in its current form");
+    }
+    // Past the end: an empty last page.
+    let (_, page) = h
+        .store
+        .get_span_page(
+            T,
+            id,
+            &crate::SpanPageRequest {
+                after_seq: 1_000_000,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("page")
+        .expect("exists");
+    assert_eq!(page, crate::SpanPage::default());
+    assert!(h
+        .store
+        .get_span_page(T, TraceId::new_v7(), &crate::SpanPageRequest::default())
+        .await
+        .expect("read")
+        .is_none());
+    assert!(
+        h.store
+            .get_span_page("tenant-b", id, &crate::SpanPageRequest::default())
+            .await
+            .expect("read")
+            .is_none(),
+        "another tenant's trace does not exist"
+    );
+}
+
 /// Delete removes one trace; delete-ended-before removes only terminal traces that ended
 /// before the cutoff, and says how many.
 pub async fn delete_and_delete_ended_before(h: &Harness) {

@@ -103,6 +103,15 @@ pub(super) fn entry_events(d: &[u8]) -> Result<Vec<Event>, StoreError> {
     }
 }
 
+/// The events of one stream entry as raw JSON, in seq order, parsed only as far as
+/// finding where each one starts and ends: a reader parses the ones it wants.
+pub(super) fn entry_raw_events(d: &[u8]) -> Result<Vec<&serde_json::value::RawValue>, StoreError> {
+    match d.iter().position(|b| *b == b'\n') {
+        Some(i) => serde_json::from_slice(&d[i + 1..]).map_err(json_err),
+        None => Ok(vec![serde_json::from_slice(d).map_err(json_err)?]),
+    }
+}
+
 pub(super) fn micros(t: Timestamp) -> i64 {
     t.unix_nanos().div_euclid(1000)
 }

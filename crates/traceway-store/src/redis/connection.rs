@@ -39,18 +39,70 @@ impl ConnectionLike for Conn {
 }
 
 pub(super) fn redis_err(e: RedisError) -> StoreError {
-    use ::redis::ErrorKind;
+    if is_transient(&e) {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Internal(format!("redis: {e}"))
+    }
+}
+
+/// Whether a Redis failure passes by itself: the server is restarting, loading its
+/// dataset (`LOADING`), refusing connections, unreachable, failing over, out of memory or
+/// unable to persist. Such a failure is `Unavailable` (503 with `Retry-After`, OTLP
+/// `UNAVAILABLE` with `RetryInfo`), never `Internal`: exporters retry the former and drop
+/// their batch on the latter (issue 15, failure 3.4).
+pub(super) fn is_transient(e: &RedisError) -> bool {
+    use ::redis::{ErrorKind, RetryMethod, ServerErrorKind};
+    // Codes redis-rs does not know, which a server sends while it cannot serve for now.
+    const TRANSIENT_CODES: &[&str] = &[
+        "LOADING",
+        "BUSY",
+        "OOM",
+        "MISCONF",
+        "NOREPLICAS",
+        "MASTERDOWN",
+        "CLUSTERDOWN",
+        "TRYAGAIN",
+        "READONLY",
+    ];
     if e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_cluster_error()
-        || matches!(e.kind(), ErrorKind::Server(_)) && e.to_string().contains("LOADING")
     {
-        StoreError::Unavailable(e.to_string())
-    } else {
-        StoreError::Internal(format!("redis: {e}"))
+        return true;
     }
+    if matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ReadOnly
+        ) | ErrorKind::ClusterConnectionNotFound
+            | ErrorKind::Parse
+    ) {
+        return true;
+    }
+    if e.code().is_some_and(|c| TRANSIENT_CODES.contains(&c)) {
+        return true;
+    }
+    // A script's error carries the server's reply in its text (`… LOADING …`).
+    let text = e.to_string();
+    if TRANSIENT_CODES
+        .iter()
+        .any(|c| text.contains(&format!("{c} ")) || text.contains(&format!("-{c}")))
+    {
+        return true;
+    }
+    matches!(
+        e.retry_method(),
+        RetryMethod::Reconnect
+            | RetryMethod::WaitAndRetry
+            | RetryMethod::ReconnectFromInitialConnections
+    )
 }
 
 pub(super) fn json_err(e: serde_json::Error) -> StoreError {
@@ -84,6 +136,64 @@ impl RedisStore {
                 });
                 futures::future::try_join_all(futs).await.map_err(redis_err)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_reply(raw: &[u8]) -> RedisError {
+        match ::redis::parse_redis_value(raw) {
+            Ok(Value::ServerError(e)) => e.into(),
+            Ok(other) => panic!("not an error: {other:?}"),
+            Err(e) => e,
+        }
+    }
+
+    /// What a restarting server answers maps to `Unavailable`; a real error stays
+    /// `Internal` (issue 15, failure 3.4).
+    #[test]
+    fn redis_restarting_loading_or_refusing_is_unavailable_and_a_wrong_command_is_internal() {
+        for raw in [
+            &b"-LOADING Redis is loading the dataset in memory\r\n"[..],
+            b"-BUSY Redis is busy running a script\r\n",
+            b"-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+            b"-MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk\r\n",
+            b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
+            b"-CLUSTERDOWN The cluster is down\r\n",
+            b"-MASTERDOWN Link with MASTER is down\r\n",
+            b"-READONLY You can't write against a read only replica.\r\n",
+        ] {
+            let e = server_reply(raw);
+            assert_eq!(
+                redis_err(e.clone()).kind(),
+                crate::ErrorKind::Unavailable,
+                "{e}"
+            );
+        }
+        for io in [
+            std::io::ErrorKind::ConnectionRefused,
+            std::io::ErrorKind::NotFound,
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::BrokenPipe,
+            std::io::ErrorKind::UnexpectedEof,
+            std::io::ErrorKind::TimedOut,
+        ] {
+            let e = RedisError::from(std::io::Error::from(io));
+            assert_eq!(redis_err(e).kind(), crate::ErrorKind::Unavailable, "{io:?}");
+        }
+        for raw in [
+            &b"-ERR unknown command 'FOO'\r\n"[..],
+            b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+        ] {
+            let e = server_reply(raw);
+            assert_eq!(
+                redis_err(e.clone()).kind(),
+                crate::ErrorKind::Internal,
+                "{e}"
+            );
         }
     }
 }

@@ -432,6 +432,61 @@ impl Traces for SqliteStore {
         .await
     }
 
+    async fn get_span_page(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        page: &crate::SpanPageRequest,
+    ) -> Result<Option<(Trace, crate::SpanPage)>, StoreError> {
+        let tenant = tenant.to_string();
+        let limit = page.bounded_limit();
+        let after = i64::try_from(page.after_seq).unwrap_or(i64::MAX);
+        self.read(move |c, now| {
+            let row = c
+                .prepare_cached(&format!(
+                    "SELECT id, data_expires_at, {TRACE_COLUMNS} FROM traces \
+                     WHERE tenant = ?1 AND trace_id = ?2 AND expires_at > ?3"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(params![tenant, &id.to_bytes()[..], now.unix_nanos()], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            read_trace_row(r, 2)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(internal)?;
+            let Some((rowid, data_expires, trace)) = row else {
+                return Ok(None);
+            };
+            if data_expires <= now.unix_nanos() {
+                return Ok(Some((trace, crate::SpanPage::default())));
+            }
+            // A seek on (trace_ref, seq): the page costs its own rows.
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT seq, body FROM events WHERE trace_ref = ?1 AND seq > ?2 \
+                     AND type IN ('span_started', 'span_ended') ORDER BY seq LIMIT ?3",
+                )
+                .map_err(internal)?;
+            let rows = stmt
+                .query_map(params![rowid, after, limit], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(internal)?;
+            let mut events = Vec::new();
+            for row in rows {
+                let (seq, body) = row.map_err(internal)?;
+                events.push((seq as u64, span_of_event_body(&body)?));
+            }
+            let full = events.len() == limit as usize;
+            Ok(Some((trace, crate::contract::span_page_of(events, full))))
+        })
+        .await
+    }
+
     async fn list_traces(
         &self,
         tenant: &str,

@@ -117,6 +117,13 @@ impl RedisServer {
         }
     }
 
+    /// Kills it and starts it again on the same socket and directory without waiting until
+    /// it serves (it may still be loading its dataset, answering `LOADING`).
+    pub fn restart_no_wait(&mut self) {
+        self.stop();
+        self.child = Some(spawn(&self.socket, &self.dir, &self.args));
+    }
+
     /// Starts it again on the same socket and directory.
     pub fn restart(&mut self) {
         self.stop();
