@@ -21,7 +21,11 @@ const JS: &str = "text/javascript; charset=utf-8";
 
 /// The embedded files: name under `/ui/`, media type, content.
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("style.css", "text/css; charset=utf-8", include_str!("../ui/style.css")),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../ui/style.css"),
+    ),
     ("app.js", JS, include_str!("../ui/app.js")),
     ("api.js", JS, include_str!("../ui/api.js")),
     ("sse.js", JS, include_str!("../ui/sse.js")),
@@ -67,7 +71,9 @@ pub async fn index() -> Response {
 pub async fn asset(Path(file): Path<String>) -> Response {
     match ASSETS.iter().find(|(name, _, _)| *name == file) {
         Some((_, ct, body)) => respond(ct, body),
-        None => ApiError::not_found(format!("no such file of the web page: {file}")).into_response(),
+        None => {
+            ApiError::not_found(format!("no such file of the web page: {file}")).into_response()
+        }
     }
 }
 

@@ -106,9 +106,7 @@ export class ListView {
       for (const t of r.traces || []) this.put(t, false);
       this.cursor = r.next_cursor || null;
       this.done = !this.cursor;
-      this.status.textContent = this.order.length
-        ? (this.done ? `${fmtInt(this.order.length)} traces` : `${fmtInt(this.order.length)} traces, scroll for more`)
-        : 'No traces yet. Export OTLP to /v1/traces or POST /api/v1/traces, and they appear here.';
+      this.count();
     } catch (e) {
       this.status.textContent = '';
       banner(describe(e));
@@ -163,11 +161,24 @@ export class ListView {
       }
     }
     this.fill(row);
+    this.count();
+  }
+
+  count() {
+    const n = this.order.length;
+    this.status.textContent = n
+      ? `${fmtInt(n)} trace${n === 1 ? '' : 's'}${this.done ? '' : ', scroll for more'}`
+      : 'No traces yet. Export OTLP to /v1/traces or POST /api/v1/traces, and they appear here.';
   }
 
   fill(row) {
     const t = row.data;
     const r = t.rollups || {};
+    // Cells are rebuilt only when what they show changed (a click on a row being replaced
+    // would be lost); the relative start time is refreshed with them.
+    const key = JSON.stringify([t.name, t.agent_id, t.state, r, fmtAgo(t.created_at)]);
+    if (key === row.key) return;
+    row.key = key;
     const running = !TERMINAL.has(t.state);
     const dur = r.duration_ms != null ? r.duration_ms : null;
     clear(row.tr).append(

@@ -125,16 +125,32 @@ export class Waterfall {
     const last = Math.min(this.rows.length, Math.ceil((v.scrollTop + v.clientHeight) / ROW) + OVERSCAN);
     const need = Math.max(0, last - first);
     while (this.pool.length < need) {
-      const row = h('div', { class: 'wf-row' });
+      const row = this.makeRow();
       this.pool.push(row);
-      this.layer.appendChild(row);
+      this.layer.appendChild(row.el);
     }
     for (let k = 0; k < this.pool.length; k++) {
       const row = this.pool[k];
-      if (k >= need) { row.hidden = true; continue; }
-      row.hidden = false;
+      if (k >= need) { row.el.hidden = true; continue; }
+      row.el.hidden = false;
       this.fill(row, first + k);
     }
+  }
+
+  /** A pooled row: its elements are made once and updated in place, so a click that
+   *  lands while running bars grow is never on an element that was replaced. */
+  makeRow() {
+    const toggle = h('span', { class: 'wf-toggle' });
+    const kind = h('span', { class: 'kind' });
+    const name = h('span', { class: 'wf-name' });
+    const err = h('span', { class: 'err-mark' }, '!');
+    const bar = h('div', { class: 'wf-bar' });
+    const crit = h('div', { class: 'wf-crits' });
+    const dur = h('span', { class: 'wf-dur' });
+    const el = h('div', { class: 'wf-row' },
+      h('div', { class: 'wf-label' }, toggle, kind, name, err),
+      h('div', { class: 'wf-lane' }, bar, crit, dur));
+    return { el, toggle, kind, name, err, bar, crit, dur, critKey: '' };
   }
 
   fill(row, i) {
@@ -142,47 +158,52 @@ export class Waterfall {
     const m = this.model;
     const depth = m.depth.get(s.span_id) || 0;
     const kids = m.childCount.get(s.span_id) || 0;
-    const err = s.status && s.status.code === 'error';
+    const isErr = !!(s.status && s.status.code === 'error');
     const running = s._e == null;
-    row.style.transform = `translateY(${i * ROW}px)`;
-    row.dataset.id = s.span_id;
-    row.className = `wf-row${s.span_id === this.selected ? ' selected' : ''}${err ? ' error' : ''}`;
-    clear(row);
-    const label = h('div', { class: 'wf-label' },
-      h('span', { class: `wf-toggle${kids ? '' : ' leaf'}`, title: kids ? `${kids} children` : null },
-        kids ? (m.collapsed.has(s.span_id) ? '▸' : '▾') : ''),
-      h('span', { class: `kind k-${s.kind || 'other'}` }, s.kind || 'other'),
-      h('span', { class: 'wf-name', title: s.name }, s.name),
-      err ? h('span', { class: 'err-mark', title: (s.status && s.status.message) || 'error' }, '!') : null);
-    label.firstChild.style.marginLeft = `${Math.min(depth, 40) * 12}px`;
+    const kind = s.kind || 'other';
+    const el = row.el;
+    el.style.transform = `translateY(${i * ROW}px)`;
+    el.dataset.id = s.span_id;
+    el.className = `wf-row${s.span_id === this.selected ? ' selected' : ''}${isErr ? ' error' : ''}`;
+    row.toggle.className = `wf-toggle${kids ? '' : ' leaf'}`;
+    row.toggle.textContent = kids ? (m.collapsed.has(s.span_id) ? '▸' : '▾') : '';
+    row.toggle.title = kids ? `${kids} children` : '';
+    row.toggle.style.marginLeft = `${Math.min(depth, 40) * 12}px`;
+    row.kind.className = `kind k-${kind}`;
+    row.kind.textContent = kind;
+    row.name.textContent = s.name;
+    row.name.title = s.name;
+    row.err.hidden = !isErr;
+    row.err.title = isErr ? (s.status.message || 'error') : '';
     const total = this.t1 - this.t0;
     const end = running ? Math.max(this.now, s._s) : s._e;
     const left = ((s._s - this.t0) / total) * 100;
     const width = Math.max(((end - s._s) / total) * 100, 0.15);
-    const bar = h('div', { class: `wf-bar k-${s.kind || 'other'}${running ? ' running' : ''}${err ? ' error' : ''}` });
-    bar.style.left = `${left}%`;
-    bar.style.width = `${width}%`;
-    const lane = h('div', { class: 'wf-lane' }, bar);
-    if (this.showCritical) {
-      const segs = this.critical.get(s.span_id);
-      if (segs) {
-        for (const [a, b] of segs) {
-          const c = h('div', { class: 'wf-crit', title: 'on the critical path' });
-          c.style.left = `${((a - this.t0) / total) * 100}%`;
-          c.style.width = `${Math.max(((b - a) / total) * 100, 0.15)}%`;
-          lane.appendChild(c);
-        }
+    row.bar.className = `wf-bar k-${kind}${running ? ' running' : ''}${isErr ? ' error' : ''}`;
+    row.bar.style.left = `${left}%`;
+    row.bar.style.width = `${width}%`;
+    const segs = this.showCritical ? this.critical.get(s.span_id) : null;
+    const critKey = segs ? `${s.span_id}:${this.t0}:${this.t1}:${segs.length}` : '';
+    if (critKey !== row.critKey) {
+      row.critKey = critKey;
+      clear(row.crit);
+      for (const [a, b] of segs || []) {
+        const c = h('div', { class: 'wf-crit', title: 'on the critical path' });
+        c.style.left = `${((a - this.t0) / total) * 100}%`;
+        c.style.width = `${Math.max(((b - a) / total) * 100, 0.15)}%`;
+        row.crit.appendChild(c);
       }
     }
-    const dur = h('span', { class: 'wf-dur' }, running ? `${fmtDuration(end - s._s)} …` : fmtDuration(end - s._s));
+    row.dur.textContent = running ? `${fmtDuration(end - s._s)} …` : fmtDuration(end - s._s);
     if (left + width > 88) {
       // No room after the bar: inside its right end.
-      dur.classList.add('inside');
-      dur.style.right = `${Math.max(0, 100 - left - width)}%`;
+      row.dur.className = 'wf-dur inside';
+      row.dur.style.left = '';
+      row.dur.style.right = `${Math.max(0, 100 - left - width)}%`;
     } else {
-      dur.style.left = `${left + width}%`;
+      row.dur.className = 'wf-dur';
+      row.dur.style.right = '';
+      row.dur.style.left = `${left + width}%`;
     }
-    lane.appendChild(dur);
-    row.append(label, lane);
   }
 }

@@ -22,7 +22,11 @@ async fn get(app: &TestApp, uri: &str) -> (StatusCode, header::HeaderMap, String
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
         .await
         .expect("body");
-    (status, headers, String::from_utf8_lossy(&bytes).into_owned())
+    (
+        status,
+        headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -31,7 +35,9 @@ async fn the_page_and_its_modules_are_served_from_the_binary_under_a_same_origin
     let (status, headers, body) = get(&app, "/").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
-    let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().expect("ascii");
+    let csp = headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .expect("ascii");
     assert!(csp.contains("default-src 'none'"), "{csp}");
     assert!(csp.contains("connect-src 'self'"), "{csp}");
     assert!(body.contains(r#"<script type="module" src="/ui/app.js">"#));
@@ -67,7 +73,12 @@ async fn the_page_and_its_modules_are_served_from_the_binary_under_a_same_origin
 #[tokio::test]
 async fn unknown_files_and_unknown_api_paths_answer_the_json_404() {
     let app = test_app();
-    for uri in ["/ui/nope.js", "/ui/../Cargo.toml", "/api/v1/nope", "/index.html"] {
+    for uri in [
+        "/ui/nope.js",
+        "/ui/../Cargo.toml",
+        "/api/v1/nope",
+        "/index.html",
+    ] {
         let (status, headers, body) = get(&app, uri).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
         assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{uri}");
@@ -91,8 +102,14 @@ async fn with_auth_on_the_page_loads_without_a_key_and_the_api_still_needs_one()
     });
     assert_eq!(get(&app, "/").await.0, StatusCode::OK);
     assert_eq!(get(&app, "/ui/app.js").await.0, StatusCode::OK);
-    assert_eq!(get(&app, "/api/v1/traces").await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(get(&app, "/api/v1/stream").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&app, "/api/v1/traces").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(&app, "/api/v1/stream").await.0,
+        StatusCode::UNAUTHORIZED
+    );
     // Paths outside the page's are not opened by it.
     assert_eq!(get(&app, "/uifoo").await.0, StatusCode::UNAUTHORIZED);
 }
