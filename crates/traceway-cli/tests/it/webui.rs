@@ -286,6 +286,18 @@ async fn an_ingested_otlp_trace_is_listed_and_opens_into_its_waterfall_and_step_
             assert_eq!(parsed, json!({"location": "Paris"}));
             assert!(args.as_str().expect("text").contains('\n'), "pretty-printed: {args}");
 
+            // Copy as JSON: what reaches the clipboard is the step (the browser's own
+            // clipboard is stood in for, so that nothing depends on its permissions).
+            c.execute("window.__copied = null; navigator.clipboard.writeText = async (t) => { window.__copied = t; }; return true", vec![])
+                .await
+                .expect("stand-in");
+            click(c, ".detail[data-span=\"c000000000000003\"] .copy-json").await;
+            let copied = wait_js(c, "the copied step", "return window.__copied").await;
+            let step: Value = serde_json::from_str(copied.as_str().expect("text")).expect("JSON");
+            assert_eq!(step["span_id"], "c000000000000003");
+            assert_eq!(step["tool"]["arguments"], json!({"location": "Paris"}));
+            assert!(step["events"].is_array() && step.get("_s").is_none(), "{step}");
+
             // A step's permalink opens the trace with that step selected.
             c.goto(&format!("{base}/#/")).await.expect("list");
             wait_js(c, "the list", &format!("return !!document.querySelector('{row}')")).await;
@@ -501,6 +513,64 @@ async fn with_auth_on_the_page_asks_for_a_key_then_lists_and_streams_with_it() {
             wait_js(c, "the log event in the step's events", "return document.querySelector('.detail[data-span=\"c000000000000003\"] .events')?.innerText.includes('late note')").await;
             let stored = c.execute("return localStorage.getItem('traceway.apiKey')", vec![]).await.expect("storage");
             assert_eq!(stored, json!(k), "the key is kept in this browser");
+        })
+        .await;
+    browser.close().await;
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_pages_through_the_cursor_as_it_scrolls_and_filters_by_agent() {
+    const TRACES: usize = 130;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let c0 = client();
+    for i in 0..TRACES {
+        let agent = if i % 2 == 0 { "even" } else { "odd" };
+        let (status, t) = post(
+            &c0,
+            format!("{}/api/v1/traces", server.url),
+            &json!({"name": format!("run-{i}"), "agent_id": agent}),
+        )
+        .await;
+        assert_eq!(status, 201, "{t}");
+    }
+    let browser = Browser::start().await;
+    let base = server.url.clone();
+    browser
+        .run(|c| async move {
+            c.goto(&format!("{base}/")).await.expect("open");
+            let first = wait_js(c, "the first page", "
+                const rows = document.querySelectorAll('tr.trace-row');
+                return rows.length > 0 && [rows.length, rows[0].cells[0].innerText];
+            ")
+            .await;
+            // Newest first; one page of 100 until the end of the table is scrolled to.
+            assert_eq!(first, json!([100, "run-129"]));
+            c.execute("window.scrollTo(0, document.body.scrollHeight); return true", vec![])
+                .await
+                .expect("scroll");
+            let all = wait_js(c, "the second page", &format!("
+                const rows = document.querySelectorAll('tr.trace-row');
+                return rows.length === {TRACES} && rows[rows.length - 1].cells[0].innerText;
+            "))
+            .await;
+            assert_eq!(all, "run-0");
+            let status = c.execute("return document.querySelector('.list-status').innerText", vec![]).await.expect("status");
+            assert_eq!(status, format!("{TRACES} traces"));
+
+            // The agent filter, typed in and applied, goes into the address and the query.
+            c.execute("document.querySelector('.filters [name=agent_id]').value = 'odd'; document.querySelector('.filters').requestSubmit(); return true", vec![])
+                .await
+                .expect("filter");
+            let agents = wait_js(c, "the filtered list", &format!("
+                const rows = [...document.querySelectorAll('tr.trace-row')];
+                return location.hash === '#/?agent_id=odd' && rows.length === {} && rows.map(r => r.cells[1].innerText);
+            ", TRACES / 2))
+            .await;
+            assert!(agents.as_array().expect("agents").iter().all(|a| a == "odd"), "{agents}");
+            c.goto(&format!("{base}/#/?agent_id=nobody")).await.expect("no match");
+            wait_js(c, "the empty list", "return document.querySelector('.list-status')?.innerText.startsWith('No traces')").await;
         })
         .await;
     browser.close().await;
