@@ -131,7 +131,7 @@ export class Waterfall {
     }
     for (let k = 0; k < this.pool.length; k++) {
       const row = this.pool[k];
-      if (k >= need) { row.el.hidden = true; continue; }
+      if (k >= need) { row.el.hidden = true; delete row.el.dataset.id; continue; }
       row.el.hidden = false;
       this.fill(row, first + k);
     }

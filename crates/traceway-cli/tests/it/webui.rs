@@ -102,14 +102,14 @@ impl Browser {
         }
     }
 
-    /// Runs `scenario`, then ends the session whether it passed or not (so no Chromium is
-    /// left behind), and fails as the scenario did.
-    async fn run<'a, F, Fut>(&'a self, scenario: F)
+    /// Runs `scenario`, then ends the session and chromedriver whether it passed or not
+    /// (so no Chromium is left behind), and fails as the scenario did.
+    async fn run<F, Fut>(mut self, scenario: F)
     where
-        F: FnOnce(&'a Client) -> Fut,
-        Fut: Future<Output = ()> + 'a,
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = ()>,
     {
-        let result = AssertUnwindSafe(scenario(&self.client))
+        let result = AssertUnwindSafe(scenario(self.client.clone()))
             .catch_unwind()
             .await;
         if result.is_err() {
@@ -125,15 +125,12 @@ impl Browser {
             }
             let _ = screenshot(&self.client, "failure").await;
         }
-        if let Err(p) = result {
-            std::panic::resume_unwind(p);
-        }
-    }
-
-    async fn close(mut self) {
         let _ = self.client.clone().close().await;
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        if let Err(p) = result {
+            std::panic::resume_unwind(p);
+        }
     }
 }
 
@@ -223,6 +220,7 @@ async fn an_ingested_otlp_trace_is_listed_and_opens_into_its_waterfall_and_step_
     let base = server.url.clone();
     browser
         .run(|c| async move {
+            let c = &c;
             c.goto(&format!("{base}/")).await.expect("open the page");
             let row = format!("tr.trace-row[data-id=\"{OTLP_TRACE}\"]");
             wait_js(c, "the trace in the list", &format!(
@@ -329,7 +327,6 @@ async fn an_ingested_otlp_trace_is_listed_and_opens_into_its_waterfall_and_step_
             screenshot(c, "walkthrough").await;
         })
         .await;
-    browser.close().await;
     server.stop();
 }
 
@@ -351,6 +348,7 @@ async fn traces_and_steps_appear_live_while_the_page_is_open() {
     let srv = &server;
     browser
         .run(|c| async move {
+            let c = &c;
             c.goto(&format!("{base}/")).await.expect("open");
             wait_js(c, "the first trace", &format!("return !!document.querySelector('tr.trace-row[data-id=\"{id}\"]')")).await;
             wait_js(c, "the tenant stream", "return document.getElementById('live').textContent === 'live'").await;
@@ -401,7 +399,6 @@ async fn traces_and_steps_appear_live_while_the_page_is_open() {
             assert_eq!(spans["trace"]["rollups"]["span_count"], 2);
         })
         .await;
-    browser.close().await;
     server.stop();
 }
 
@@ -453,6 +450,7 @@ async fn a_trace_of_10000_spans_opens_with_virtualised_rows() {
     let base = server.url.clone();
     browser
         .run(|c| async move {
+            let c = &c;
             let started = Instant::now();
             c.goto(&format!("{base}/#/trace/{id}")).await.expect("open");
             wait_js(c, "10,000 spans in the header", "return document.querySelector('.span-count')?.textContent.startsWith('10,000 spans')").await;
@@ -467,11 +465,11 @@ async fn a_trace_of_10000_spans_opens_with_virtualised_rows() {
             wait_js(c, "the last leaf after scrolling", &format!("return !!document.querySelector('.wf-row:not([hidden])[data-id=\"{last_leaf}\"]')")).await;
             // Collapsing the root leaves one row.
             c.execute("const v = document.querySelector('.wf-viewport'); v.scrollTop = 0; return true", vec![]).await.expect("scroll");
+            wait_js(c, "the root drawn again", "return !!document.querySelector('.wf-row:not([hidden])[data-id=\"0000000000000001\"]')").await;
             click(c, ".wf-row[data-id=\"0000000000000001\"] .wf-toggle").await;
             wait_js(c, "the collapsed root", "return document.querySelector('.wf-spacer').style.height === '24px'").await;
         })
         .await;
-    browser.close().await;
     server.stop();
 }
 
@@ -498,6 +496,7 @@ async fn with_auth_on_the_page_asks_for_a_key_then_lists_and_streams_with_it() {
     let k = key.clone();
     browser
         .run(|c| async move {
+            let c = &c;
             c.goto(&format!("{base}/")).await.expect("open");
             let banner = wait_js(c, "the request for a key", "const b = document.getElementById('banner'); return !b.hidden && b.textContent").await;
             assert!(banner.as_str().expect("text").contains("API key"), "{banner}");
@@ -515,7 +514,6 @@ async fn with_auth_on_the_page_asks_for_a_key_then_lists_and_streams_with_it() {
             assert_eq!(stored, json!(k), "the key is kept in this browser");
         })
         .await;
-    browser.close().await;
     server.stop();
 }
 
@@ -539,6 +537,7 @@ async fn the_list_pages_through_the_cursor_as_it_scrolls_and_filters_by_agent() 
     let base = server.url.clone();
     browser
         .run(|c| async move {
+            let c = &c;
             c.goto(&format!("{base}/")).await.expect("open");
             let first = wait_js(c, "the first page", "
                 const rows = document.querySelectorAll('tr.trace-row');
@@ -573,6 +572,5 @@ async fn the_list_pages_through_the_cursor_as_it_scrolls_and_filters_by_agent() 
             wait_js(c, "the empty list", "return document.querySelector('.list-status')?.innerText.startsWith('No traces')").await;
         })
         .await;
-    browser.close().await;
     server.stop();
 }
