@@ -256,6 +256,9 @@ fn spawn_touch(store: &Arc<dyn Store>, key_id: String, now: Timestamp) {
 pub fn required_scope(method: &Method, path: &str) -> Option<KeyScope> {
     match path {
         "/healthz" | "/api/v1/openapi.json" => None,
+        // The web page holds no data; the API calls it makes carry the user's key.
+        "/" => None,
+        p if p.starts_with("/ui/") => None,
         "/metrics" | "/readyz" => Some(KeyScope::Admin),
         "/v1/traces" => Some(KeyScope::Ingest),
         p if p == "/api/v1/keys" || p.starts_with("/api/v1/keys/") => Some(KeyScope::Admin),
@@ -378,6 +381,9 @@ mod tests {
             (Method::GET, "/api/v1/keys", Some(KeyScope::Admin)),
             (Method::DELETE, "/api/v1/keys/twk_1", Some(KeyScope::Admin)),
             (Method::GET, "/nowhere", Some(KeyScope::Read)),
+            (Method::GET, "/", None),
+            (Method::GET, "/ui/app.js", None),
+            (Method::GET, "/uix", Some(KeyScope::Read)),
         ];
         for (m, p, want) in cases {
             assert_eq!(required_scope(&m, p), want, "{m} {p}");

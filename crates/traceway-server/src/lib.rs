@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod quotas;
 pub mod stream;
+pub mod ui;
 pub mod watchdog;
 pub mod workflows;
 
@@ -136,6 +137,8 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -126,7 +126,7 @@ pub(crate) fn client() -> reqwest::Client {
         .expect("client")
 }
 
-fn example(name: &str) -> Value {
+pub(crate) fn example(name: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples/walkthrough")
         .join(name);

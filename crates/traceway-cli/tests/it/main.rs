@@ -9,4 +9,5 @@ mod prom;
 mod redis;
 #[path = "../../../traceway-server/tests/support/sse.rs"]
 mod sse;
+mod webui;
 mod workflow_python;

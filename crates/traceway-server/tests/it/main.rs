@@ -20,6 +20,7 @@ mod redis_server;
 #[path = "../support/sse.rs"]
 mod sse;
 mod stream;
+mod ui;
 mod workflows;
 
 use std::sync::Arc;

@@ -1,0 +1,576 @@
+//! The web page in a real browser: the real `traceway` binary, Debian's Chromium headless,
+//! driven over WebDriver (fantoccini) by its chromedriver on a loopback port of the
+//! test's choosing, with a fresh profile each time. `scripts/test` installs both.
+//!
+//! Screenshots go to `$CARGO_TARGET_TMPDIR/webui/` (the README's is one of them).
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures::FutureExt;
+use serde_json::{json, Value};
+use traceway_core::{Credentials, Timestamp};
+
+use crate::e2e::{client, example, get, post, Server};
+
+/// The trace of the OTLP fixture (an agent, an LLM call with messages, a tool call).
+const OTLP_TRACE: &str = "5b8efff798038103d269b633813fc60c";
+/// Generous: the machine may be busy; nothing here waits this long when things work.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn program(env: &str, default: &str) -> PathBuf {
+    std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A chromedriver process and a session in a headless Chromium.
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let chromium = program("TRACEWAY_CHROMIUM", "/usr/bin/chromium");
+        let chromedriver = program("TRACEWAY_CHROMEDRIVER", "/usr/bin/chromedriver");
+        assert!(
+            chromium.exists() && chromedriver.exists(),
+            "the web page's tests need Debian's chromium and chromium-driver ({} and {}); \
+             scripts/test installs them (apt-get install -y chromium chromium-driver)",
+            chromium.display(),
+            chromedriver.display()
+        );
+        let profile = tempfile::tempdir().expect("profile dir");
+        let port = free_port();
+        let driver = Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn chromedriver");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = client();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Ok(r) = http.get(format!("{url}/status")).send().await {
+                if let Ok(v) = r.json::<Value>().await {
+                    if v["value"]["ready"] == true {
+                        break;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1400,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            },
+        });
+        let caps = caps.as_object().expect("object").clone();
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&url)
+            .await
+            .expect("a WebDriver session in headless Chromium");
+        Browser {
+            client,
+            driver,
+            _profile: profile,
+        }
+    }
+
+    /// Runs `scenario`, then ends the session and chromedriver whether it passed or not
+    /// (so no Chromium is left behind), and fails as the scenario did.
+    async fn run<F, Fut>(mut self, scenario: F)
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let result = AssertUnwindSafe(scenario(self.client.clone()))
+            .catch_unwind()
+            .await;
+        if result.is_err() {
+            if let Ok(text) = self
+                .client
+                .execute("return document.body.innerText", vec![])
+                .await
+            {
+                eprintln!(
+                    "--- page text at the failure ---\n{}",
+                    text.as_str().unwrap_or("")
+                );
+            }
+            let _ = screenshot(&self.client, "failure").await;
+        }
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        if let Err(p) = result {
+            std::panic::resume_unwind(p);
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Polls `script` (its `return` value) until it is truthy; its value.
+async fn wait_js(c: &Client, what: &str, script: &str) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let v = c.execute(script, vec![]).await.expect("script runs");
+        let truthy = match &v {
+            Value::Null | Value::Bool(false) => false,
+            Value::String(s) => !s.is_empty(),
+            Value::Array(a) => !a.is_empty(),
+            _ => true,
+        };
+        if truthy {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+async fn screenshot(c: &Client, name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("webui");
+    std::fs::create_dir_all(&dir).expect("artefact dir");
+    let path = dir.join(format!("{name}.png"));
+    let png = c.screenshot().await.expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    std::fs::write(&path, png).expect("write screenshot");
+    eprintln!("screenshot: {}", path.display());
+    path
+}
+
+async fn ingest_otlp_fixture(server: &Server, bearer: Option<&str>) {
+    let path = format!(
+        "{}/../traceway-core/tests/fixtures/otlp/genai_agent.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut req = client()
+        .post(format!("{}/v1/traces", server.url))
+        .header("content-type", "application/json")
+        .body(std::fs::read(path).expect("fixture"));
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    let r = req.send().await.expect("export");
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+}
+
+fn at(ms_ago: i64) -> String {
+    Timestamp::from_unix_millis(Timestamp::now().unix_millis() - ms_ago).to_rfc3339()
+}
+
+async fn append(server: &Server, bearer: Option<&str>, trace: &str, events: Value) {
+    let mut req = client()
+        .post(format!("{}/api/v1/traces/{trace}/events", server.url))
+        .json(&json!({ "events": events }));
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    let r = req.send().await.expect("append");
+    assert_eq!(r.status(), reqwest::StatusCode::OK, "{:?}", r.text().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingested_otlp_trace_is_listed_and_opens_into_its_waterfall_and_step_details() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    ingest_otlp_fixture(&server, None).await;
+    let browser = Browser::start().await;
+    let base = server.url.clone();
+    browser
+        .run(|c| async move {
+            let c = &c;
+            c.goto(&format!("{base}/")).await.expect("open the page");
+            let row = format!("tr.trace-row[data-id=\"{OTLP_TRACE}\"]");
+            wait_js(c, "the trace in the list", &format!(
+                "const r = document.querySelector('{row}'); return r && r.innerText"
+            ))
+            .await;
+            let cells = c
+                .execute(&format!("return [...document.querySelector('{row}').cells].map(td => td.innerText)"), vec![])
+                .await
+                .expect("cells");
+            // name, agent, state, started, duration, spans, tokens, cost, errors
+            assert_eq!(cells[1], "TravelPlanner", "{cells}");
+            assert_eq!(cells[2], "COMPLETED", "{cells}");
+            assert_eq!(cells[5], "3", "{cells}");
+            assert_eq!(cells[8], "0", "{cells}");
+
+            click(c, &format!("{row} td.name a")).await;
+            let rows = wait_js(c, "the waterfall's three rows", "
+                const rows = [...document.querySelectorAll('.wf-row:not([hidden])')];
+                return rows.length === 3 && rows.map(r => [r.dataset.id, r.querySelector('.wf-name').textContent,
+                    parseFloat(r.querySelector('.wf-label').firstChild.style.marginLeft) || 0,
+                    r.querySelector('.wf-bar').className]);
+            ").await;
+            // Nested by parent: the agent first, its two steps under it; coloured by kind.
+            assert_eq!(rows[0][0], "c000000000000001", "{rows}");
+            assert_eq!(rows[0][2], 0.0, "{rows}");
+            assert!(rows[1][2].as_f64() > Some(0.0), "{rows}");
+            let bars: Vec<&str> = rows.as_array().expect("rows").iter().map(|r| r[3].as_str().expect("class")).collect();
+            assert!(bars.iter().any(|b| b.contains("k-llm")) && bars.iter().any(|b| b.contains("k-tool")), "{bars:?}");
+            assert!(c.current_url().await.expect("url").as_str().ends_with(&format!("#/trace/{OTLP_TRACE}")));
+
+            // The LLM call: its messages by role, model and tokens.
+            click(c, ".wf-row[data-id=\"c000000000000002\"] .wf-name").await;
+            let msgs = wait_js(c, "the LLM call's messages", "
+                const d = document.querySelector('.detail[data-span=\"c000000000000002\"]');
+                return d && d.querySelector('.msgs.input') && [
+                    [...d.querySelectorAll('.msgs.input .msg')].map(m => m.querySelector('.msg-role').innerText.toLowerCase()),
+                    d.querySelector('.msgs.input').innerText, d.querySelector('.msgs.output').innerText, d.innerText];
+            ").await;
+            let roles: Vec<&str> = msgs[0].as_array().expect("roles").iter().map(|r| r.as_str().unwrap_or("")).collect();
+            assert!(roles.iter().any(|r| r.starts_with("user")), "{roles:?}");
+            assert!(roles.iter().any(|r| r.starts_with("system")), "{roles:?}");
+            assert!(msgs[1].as_str().expect("input").contains("Weather in Paris?"), "{msgs}");
+            assert!(msgs[2].as_str().expect("output").contains("It is rainy in Paris"), "{msgs}");
+            assert!(msgs[3].as_str().expect("pane").contains("gpt-4.1"), "{msgs}");
+            assert!(
+                c.current_url().await.expect("url").as_str().ends_with(&format!("#/trace/{OTLP_TRACE}/span/c000000000000002")),
+                "the step's permalink is the address"
+            );
+            wait_js(c, "the analysis", "return document.querySelector('.analysis .critical h3')?.innerText").await;
+            wait_js(c, "the critical path on the waterfall", "return document.querySelectorAll('.wf-crit').length > 0").await;
+            screenshot(c, "trace-view").await;
+
+            // The tool call: its arguments as readable JSON.
+            click(c, ".wf-row[data-id=\"c000000000000003\"] .wf-name").await;
+            let args = wait_js(c, "the tool's arguments", "
+                const d = document.querySelector('.detail[data-span=\"c000000000000003\"]');
+                return d && d.querySelector('.tool-args') && d.querySelector('.tool-args').textContent;
+            ").await;
+            let parsed: Value = serde_json::from_str(args.as_str().expect("text")).expect("arguments shown as JSON");
+            assert_eq!(parsed, json!({"location": "Paris"}));
+            assert!(args.as_str().expect("text").contains('\n'), "pretty-printed: {args}");
+
+            // Copy as JSON: what reaches the clipboard is the step (the browser's own
+            // clipboard is stood in for, so that nothing depends on its permissions).
+            c.execute("window.__copied = null; navigator.clipboard.writeText = async (t) => { window.__copied = t; }; return true", vec![])
+                .await
+                .expect("stand-in");
+            click(c, ".detail[data-span=\"c000000000000003\"] .copy-json").await;
+            let copied = wait_js(c, "the copied step", "return window.__copied").await;
+            let step: Value = serde_json::from_str(copied.as_str().expect("text")).expect("JSON");
+            assert_eq!(step["span_id"], "c000000000000003");
+            assert_eq!(step["tool"]["arguments"], json!({"location": "Paris"}));
+            assert!(step["events"].is_array() && step.get("_s").is_none(), "{step}");
+
+            // A step's permalink opens the trace with that step selected.
+            c.goto(&format!("{base}/#/")).await.expect("list");
+            wait_js(c, "the list", &format!("return !!document.querySelector('{row}')")).await;
+            c.goto(&format!("{base}/#/trace/{OTLP_TRACE}/span/c000000000000003")).await.expect("permalink");
+            wait_js(c, "the permalinked step", "return !!document.querySelector('.detail[data-span=\"c000000000000003\"] .tool-args')").await;
+            wait_js(c, "its row selected", "return !!document.querySelector('.wf-row.selected[data-id=\"c000000000000003\"]')").await;
+
+            // Lookup by id from the header (the UUID form is accepted).
+            c.goto(&format!("{base}/#/")).await.expect("list");
+            let uuid = format!("{}-{}-{}-{}-{}", &OTLP_TRACE[..8], &OTLP_TRACE[8..12], &OTLP_TRACE[12..16], &OTLP_TRACE[16..20], &OTLP_TRACE[20..]);
+            c.execute("document.getElementById('lookup-id').value = arguments[0]; document.getElementById('lookup').requestSubmit(); return true", vec![json!(uuid)])
+                .await
+                .expect("lookup");
+            wait_js(c, "the trace opened by id", &format!("return !!document.querySelector('.trace-view[data-trace=\"{OTLP_TRACE}\"] .wf-row')")).await;
+
+            // The walkthrough's trace (five kinds of step), for the README's screenshot.
+            let (status, t) = post(&client(), format!("{base}/api/v1/traces"), &example("trace.json")).await;
+            assert_eq!(status, 201, "{t}");
+            let id = t["trace_id"].as_str().expect("id").to_string();
+            let (status, r) = post(&client(), format!("{base}/api/v1/traces/{id}/events"), &example("steps.json")).await;
+            assert_eq!(status, 200, "{r}");
+            let r = client().patch(format!("{base}/api/v1/traces/{id}")).json(&json!({"state": "COMPLETED"})).send().await.expect("patch");
+            assert!(r.status().is_success());
+            c.goto(&format!("{base}/#/trace/{id}/span/e5e5e5e5e5e5e5e5")).await.expect("walkthrough");
+            wait_js(c, "the walkthrough's LLM call", "return !!document.querySelector('.detail[data-span=\"e5e5e5e5e5e5e5e5\"] .msgs.output')").await;
+            wait_js(c, "its analysis", "return document.querySelectorAll('.wf-crit').length > 0 && !!document.querySelector('.analysis .bottlenecks td')").await;
+            let retr = c.execute("return [...document.querySelectorAll('.wf-row')].some(r => r.querySelector('.kind.k-retriever'))", vec![]).await.expect("kinds");
+            assert_eq!(retr, true);
+            screenshot(c, "walkthrough").await;
+        })
+        .await;
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_and_steps_appear_live_while_the_page_is_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let c0 = client();
+    let (status, t) = post(
+        &c0,
+        format!("{}/api/v1/traces", server.url),
+        &json!({"name": "live-run", "agent_id": "support"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{t}");
+    let id = t["trace_id"].as_str().expect("id").to_string();
+    let browser = Browser::start().await;
+    let base = server.url.clone();
+    let srv = &server;
+    browser
+        .run(|c| async move {
+            let c = &c;
+            c.goto(&format!("{base}/")).await.expect("open");
+            wait_js(c, "the first trace", &format!("return !!document.querySelector('tr.trace-row[data-id=\"{id}\"]')")).await;
+            wait_js(c, "the tenant stream", "return document.getElementById('live').textContent === 'live'").await;
+            // A trace created while the list is open shows up on top, without a reload.
+            let (_, t2) = post(&client(), format!("{base}/api/v1/traces"), &json!({"name": "second-run", "agent_id": "support"})).await;
+            let id2 = t2["trace_id"].as_str().expect("id").to_string();
+            let first = wait_js(c, "the new trace on top", &format!(
+                "const r = document.querySelector('tr.trace-row'); return r && r.dataset.id === '{id2}' && r.innerText"
+            )).await;
+            assert!(first.as_str().expect("text").contains("second-run"), "{first}");
+            // Its state change arrives too.
+            let r = client().patch(format!("{base}/api/v1/traces/{id2}")).json(&json!({"state": "COMPLETED"})).send().await.expect("patch");
+            assert!(r.status().is_success());
+            wait_js(c, "the state change in the list", &format!(
+                "return document.querySelector('tr.trace-row[data-id=\"{id2}\"] .state').textContent === 'COMPLETED'"
+            )).await;
+
+            click(c, &format!("tr.trace-row[data-id=\"{id}\"] td.name a")).await;
+            wait_js(c, "the trace view, following its stream", &format!(
+                "return !!document.querySelector('.trace-view[data-trace=\"{id}\"] .trace-id') && document.getElementById('live').textContent === 'live'"
+            )).await;
+            append(srv, None, &id, json!([{"type": "span_started", "span": {
+                "span_id": "a1a1a1a1a1a1a1a1", "kind": "agent", "name": "support-agent", "start_time": at(2000)}}])).await;
+            wait_js(c, "the running root, growing", "return !!document.querySelector('.wf-row[data-id=\"a1a1a1a1a1a1a1a1\"] .wf-bar.running')").await;
+            let w1 = c.execute("return parseFloat(document.querySelector('.wf-row[data-id=\"a1a1a1a1a1a1a1a1\"] .wf-dur').textContent)", vec![]).await.expect("dur");
+            append(srv, None, &id, json!([{"type": "span_started", "span": {
+                "span_id": "b2b2b2b2b2b2b2b2", "parent_span_id": "a1a1a1a1a1a1a1a1", "kind": "tool", "name": "get_order", "start_time": at(500),
+                "tool": {"name": "get_order", "arguments": {"order_id": "1234"}}}}])).await;
+            wait_js(c, "the child step", "return !!document.querySelector('.wf-row[data-id=\"b2b2b2b2b2b2b2b2\"] .wf-bar.running')").await;
+            // The running root's duration label grows while it runs.
+            wait_js(c, "the running bar growing", &format!(
+                "return parseFloat(document.querySelector('.wf-row[data-id=\"a1a1a1a1a1a1a1a1\"] .wf-dur').textContent) > {w1}"
+            )).await;
+            append(srv, None, &id, json!([{"type": "span_ended", "span": {
+                "span_id": "b2b2b2b2b2b2b2b2", "end_time": at(0), "status": {"code": "error", "message": "order service down"}}}])).await;
+            wait_js(c, "the child ended, marked as an error", "
+                const r = document.querySelector('.wf-row[data-id=\"b2b2b2b2b2b2b2b2\"]');
+                return r && !r.querySelector('.wf-bar.running') && r.querySelector('.wf-bar.error') && r.querySelector('.err-mark:not([hidden])');
+            ").await;
+            click(c, ".wf-row[data-id=\"b2b2b2b2b2b2b2b2\"] .wf-name").await;
+            let pane = wait_js(c, "the child's details", "return document.querySelector('.detail[data-span=\"b2b2b2b2b2b2b2b2\"]')?.innerText").await;
+            assert!(pane.as_str().expect("text").contains("order service down"), "{pane}");
+            assert!(pane.as_str().expect("text").contains("\"order_id\": \"1234\""), "{pane}");
+            let r = client().patch(format!("{base}/api/v1/traces/{id}")).json(&json!({"state": "ERRORED"})).send().await.expect("patch");
+            assert!(r.status().is_success());
+            wait_js(c, "the trace's end", "return document.querySelector('.trace-head .state').textContent === 'ERRORED'").await;
+            let spans = get(&client(), format!("{base}/api/v1/traces/{id}")).await.1;
+            assert_eq!(spans["trace"]["rollups"]["span_count"], 2);
+        })
+        .await;
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_of_10000_spans_opens_with_virtualised_rows() {
+    const SPANS: usize = 10_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let c0 = client();
+    let (status, t) = post(
+        &c0,
+        format!("{}/api/v1/traces", server.url),
+        &json!({"name": "big"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = t["trace_id"].as_str().expect("id").to_string();
+    // A root, 99 steps under it, 100 leaves under each: 10,000 spans, 3 levels.
+    let base_ms = Timestamp::now().unix_millis() - 60_000;
+    let ts = |ms: i64| Timestamp::from_unix_millis(base_ms + ms).to_rfc3339();
+    let mut spans = vec![
+        json!({"span_id": format!("{:016x}", 1), "kind": "agent", "name": "root",
+        "start_time": ts(0), "end_time": ts(50_000), "status": {"code": "ok"}}),
+    ];
+    for m in 0..99i64 {
+        let mid = 2 + m * 101;
+        spans.push(json!({"span_id": format!("{:016x}", mid), "parent_span_id": format!("{:016x}", 1), "kind": "chain",
+            "name": format!("step-{m}"), "start_time": ts(m * 500), "end_time": ts(m * 500 + 490), "status": {"code": "ok"}}));
+        for l in 0..100i64 {
+            let kind = if l % 3 == 0 { "llm" } else { "tool" };
+            spans.push(json!({"span_id": format!("{:016x}", mid + 1 + l), "parent_span_id": format!("{:016x}", mid), "kind": kind,
+                "name": format!("leaf-{m}-{l}"), "start_time": ts(m * 500 + l * 4), "end_time": ts(m * 500 + l * 4 + 3),
+                "status": {"code": if l == 99 { "error" } else { "ok" }}}));
+        }
+    }
+    assert_eq!(spans.len(), SPANS);
+    let last_leaf = spans.last().expect("last")["span_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    for chunk in spans.chunks(1000) {
+        let events: Vec<Value> = chunk
+            .iter()
+            .map(|s| json!({"type": "span_ended", "span": s}))
+            .collect();
+        append(&server, None, &id, Value::Array(events)).await;
+    }
+    let browser = Browser::start().await;
+    let base = server.url.clone();
+    browser
+        .run(|c| async move {
+            let c = &c;
+            let started = Instant::now();
+            c.goto(&format!("{base}/#/trace/{id}")).await.expect("open");
+            wait_js(c, "10,000 spans in the header", "return document.querySelector('.span-count')?.textContent.startsWith('10,000 spans')").await;
+            wait_js(c, "the first rows", "return document.querySelectorAll('.wf-row:not([hidden])').length > 0").await;
+            eprintln!("10,000-span trace shown after {:?} (page load included; not a benchmark)", started.elapsed());
+            let shown = c.execute("return document.querySelectorAll('.wf-row').length", vec![]).await.expect("count");
+            assert!(shown.as_u64().expect("n") < 200, "rows are virtualised: {shown} in the DOM");
+            let height = c.execute("return document.querySelector('.wf-spacer').style.height", vec![]).await.expect("height");
+            assert_eq!(height, format!("{}px", SPANS * 24), "the scroll area holds every row");
+            // Scrolled to the end, the last leaf is drawn.
+            c.execute("const v = document.querySelector('.wf-viewport'); v.scrollTop = v.scrollHeight; return true", vec![]).await.expect("scroll");
+            wait_js(c, "the last leaf after scrolling", &format!("return !!document.querySelector('.wf-row:not([hidden])[data-id=\"{last_leaf}\"]')")).await;
+            // Collapsing the root leaves one row.
+            c.execute("const v = document.querySelector('.wf-viewport'); v.scrollTop = 0; return true", vec![]).await.expect("scroll");
+            wait_js(c, "the root drawn again", "return !!document.querySelector('.wf-row:not([hidden])[data-id=\"0000000000000001\"]')").await;
+            click(c, ".wf-row[data-id=\"0000000000000001\"] .wf-toggle").await;
+            wait_js(c, "the collapsed root", "return document.querySelector('.wf-spacer').style.height === '24px'").await;
+        })
+        .await;
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_on_the_page_asks_for_a_key_then_lists_and_streams_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin = Credentials::generate();
+    let key = admin.token();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            "--auth",
+            "on",
+            "--admin-key",
+            &key,
+            "--admin-key-tenant",
+            "acme",
+        ],
+    );
+    ingest_otlp_fixture(&server, Some(&key)).await;
+    let browser = Browser::start().await;
+    let base = server.url.clone();
+    let srv = &server;
+    let k = key.clone();
+    browser
+        .run(|c| async move {
+            let c = &c;
+            c.goto(&format!("{base}/")).await.expect("open");
+            let banner = wait_js(c, "the request for a key", "const b = document.getElementById('banner'); return !b.hidden && b.textContent").await;
+            assert!(banner.as_str().expect("text").contains("API key"), "{banner}");
+            c.execute("const k = document.getElementById('apikey'); k.value = arguments[0]; k.dispatchEvent(new Event('change')); return true", vec![json!(k)])
+                .await
+                .expect("enter the key");
+            wait_js(c, "the key's tenant's trace", &format!("return !!document.querySelector('tr.trace-row[data-id=\"{OTLP_TRACE}\"]')")).await;
+            click(c, &format!("tr.trace-row[data-id=\"{OTLP_TRACE}\"] td.name a")).await;
+            wait_js(c, "the stream, opened with the key", "return document.querySelectorAll('.wf-row:not([hidden])').length === 3").await;
+            // A late span of the ended trace (within the stream's grace) arrives over SSE.
+            append(srv, Some(&k), OTLP_TRACE, json!([{"type": "log", "span_id": "c000000000000003", "message": "late note", "severity": "warn"}])).await;
+            click(c, ".wf-row[data-id=\"c000000000000003\"] .wf-name").await;
+            wait_js(c, "the log event in the step's events", "return document.querySelector('.detail[data-span=\"c000000000000003\"] .events')?.innerText.includes('late note')").await;
+            let stored = c.execute("return localStorage.getItem('traceway.apiKey')", vec![]).await.expect("storage");
+            assert_eq!(stored, json!(k), "the key is kept in this browser");
+        })
+        .await;
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_pages_through_the_cursor_as_it_scrolls_and_filters_by_agent() {
+    const TRACES: usize = 130;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let c0 = client();
+    for i in 0..TRACES {
+        let agent = if i % 2 == 0 { "even" } else { "odd" };
+        let (status, t) = post(
+            &c0,
+            format!("{}/api/v1/traces", server.url),
+            &json!({"name": format!("run-{i}"), "agent_id": agent}),
+        )
+        .await;
+        assert_eq!(status, 201, "{t}");
+    }
+    let browser = Browser::start().await;
+    let base = server.url.clone();
+    browser
+        .run(|c| async move {
+            let c = &c;
+            c.goto(&format!("{base}/")).await.expect("open");
+            let first = wait_js(c, "the first page", "
+                const rows = document.querySelectorAll('tr.trace-row');
+                return rows.length > 0 && [rows.length, rows[0].cells[0].innerText];
+            ")
+            .await;
+            // Newest first; one page of 100 until the end of the table is scrolled to.
+            assert_eq!(first, json!([100, "run-129"]));
+            c.execute("window.scrollTo(0, document.body.scrollHeight); return true", vec![])
+                .await
+                .expect("scroll");
+            let all = wait_js(c, "the second page", &format!("
+                const rows = document.querySelectorAll('tr.trace-row');
+                return rows.length === {TRACES} && rows[rows.length - 1].cells[0].innerText;
+            "))
+            .await;
+            assert_eq!(all, "run-0");
+            let status = c.execute("return document.querySelector('.list-status').innerText", vec![]).await.expect("status");
+            assert_eq!(status, format!("{TRACES} traces"));
+
+            // The agent filter, typed in and applied, goes into the address and the query.
+            c.execute("document.querySelector('.filters [name=agent_id]').value = 'odd'; document.querySelector('.filters').requestSubmit(); return true", vec![])
+                .await
+                .expect("filter");
+            let agents = wait_js(c, "the filtered list", &format!("
+                const rows = [...document.querySelectorAll('tr.trace-row')];
+                return location.hash === '#/?agent_id=odd' && rows.length === {} && rows.map(r => r.cells[1].innerText);
+            ", TRACES / 2))
+            .await;
+            assert!(agents.as_array().expect("agents").iter().all(|a| a == "odd"), "{agents}");
+            c.goto(&format!("{base}/#/?agent_id=nobody")).await.expect("no match");
+            wait_js(c, "the empty list", "return document.querySelector('.list-status')?.innerText.startsWith('No traces')").await;
+        })
+        .await;
+    server.stop();
+}
