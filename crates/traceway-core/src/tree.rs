@@ -8,6 +8,7 @@ use crate::model::Span;
 use crate::SpanId;
 
 /// A span with its children, as `GET /api/v1/traces/{id}` returns it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SpanNode {
     /// The span's fields.
@@ -17,6 +18,7 @@ pub struct SpanNode {
     pub depth: usize,
     /// Its children, by start time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(required = false, no_recursion))]
     pub children: Vec<SpanNode>,
 }
 
