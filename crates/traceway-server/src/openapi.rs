@@ -202,6 +202,7 @@ pub struct TenantHeader {
     /// required: the key's tenant is used.
     #[param(
         rename = "X-Traceway-Tenant",
+        nullable = false,
         min_length = 1,
         max_length = 128,
         pattern = "^[A-Za-z0-9._-]+$"

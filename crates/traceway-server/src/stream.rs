@@ -59,7 +59,11 @@ pub struct TraceStreamParams {
 #[into_params(parameter_in = Header)]
 pub struct LastEventId {
     /// The `seq` of the last event received: the stream resumes right after it.
-    #[param(rename = "Last-Event-ID", maximum = 9_223_372_036_854_775_807_u64)]
+    #[param(
+        rename = "Last-Event-ID",
+        nullable = false,
+        maximum = 9_223_372_036_854_775_807_u64
+    )]
     pub last_event_id: Option<u64>,
 }
 

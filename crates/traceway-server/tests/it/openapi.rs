@@ -27,6 +27,10 @@ async fn served_document(app: &TestApp) -> Value {
     let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20)
         .await
         .unwrap();
+    // A copy to look at or to feed other tools (schemathesis): set the variable to a path.
+    if let Ok(path) = std::env::var("TRACEWAY_OPENAPI_DUMP") {
+        std::fs::write(path, &bytes).expect("dump the document");
+    }
     serde_json::from_slice(&bytes).expect("the document is JSON")
 }
 
