@@ -20,6 +20,7 @@ use crate::time::Timestamp;
 /// A span as a client reports it. Only `span_id` is required; a `span_ended` for a span
 /// that was started carries only what changed. Unknown fields are refused, so a typo
 /// (`"lmm"`) is an error rather than lost data.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpanInput {
@@ -120,6 +121,7 @@ impl From<Span> for SpanInput {
 }
 
 /// One event in an append batch. In JSON, `"type"` selects the variant.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventInput {
@@ -160,6 +162,7 @@ pub enum EventInput {
 }
 
 /// The request to create a trace (`POST /api/v1/traces`). Every field is optional.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewTrace {
@@ -190,6 +193,7 @@ pub struct NewTrace {
 }
 
 /// A change to a trace (`PATCH /api/v1/traces/{id}`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TracePatch {
@@ -382,6 +386,7 @@ fn merge_llm(started: Option<LlmDetails>, ended: LlmDetails) -> LlmDetails {
 }
 
 /// How a [`MessageFill`] combines with the messages a span already has.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FillMode {
@@ -397,6 +402,7 @@ pub enum FillMode {
 /// records of the GenAI conventions), before or after it. The store keeps a fill for a span
 /// it has not seen and applies it when the span arrives; a fill for a span it has, running
 /// or ended, is applied at once (see [`fill_messages`]).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageFill {
     /// The LLM span.

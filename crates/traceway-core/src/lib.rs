@@ -11,6 +11,8 @@ mod index;
 pub mod ingest;
 pub mod level;
 pub mod model;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 #[cfg(feature = "otlp")]
 pub mod otlp;
 pub mod pricing;

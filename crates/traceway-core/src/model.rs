@@ -15,6 +15,7 @@ use crate::id::{SpanId, TraceId};
 use crate::time::Timestamp;
 
 /// What a span did. `chain` is a component of an agent (a step of a pipeline).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SpanKind {
@@ -86,6 +87,7 @@ impl SpanKind {
 }
 
 /// The outcome of a span, as in OpenTelemetry.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StatusCode {
@@ -99,6 +101,7 @@ pub enum StatusCode {
 }
 
 /// A span's status code and optional message.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct SpanStatus {
     /// The outcome.
@@ -110,6 +113,7 @@ pub struct SpanStatus {
 }
 
 /// One chat message of an LLM call.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Message {
     /// `system`, `user`, `assistant`, `tool`, …
@@ -130,6 +134,7 @@ pub struct Message {
 }
 
 /// One tool call requested in an assistant message.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ToolCall {
     /// The call's id, which the answering `tool` message names.
@@ -144,6 +149,7 @@ pub struct ToolCall {
 }
 
 /// What Traceway knows of an LLM call.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct LlmDetails {
     /// The provider (`openai`, `anthropic`, …).
@@ -199,6 +205,7 @@ impl LlmDetails {
 }
 
 /// Where an LLM span's cost came from.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CostSource {
@@ -209,6 +216,7 @@ pub enum CostSource {
 }
 
 /// What Traceway knows of a tool call.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ToolDetails {
     /// The tool's name.
@@ -227,6 +235,7 @@ pub struct ToolDetails {
 }
 
 /// One retrieved document (a chunk).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Document {
     /// The document or chunk id.
@@ -244,6 +253,7 @@ pub struct Document {
 }
 
 /// What Traceway knows of a retrieval.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct RetrievalDetails {
     /// The query (kept from level `detailed`).
@@ -255,6 +265,7 @@ pub struct RetrievalDetails {
 }
 
 /// A link from a span to a span of another (or the same) trace.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Link {
     /// The linked trace.
@@ -268,6 +279,7 @@ pub struct Link {
 }
 
 /// One step of a trace.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Span {
     /// The span's id, unique within its trace.
@@ -470,6 +482,7 @@ impl<'de> Deserialize<'de> for State {
 }
 
 /// How much detail a trace keeps: `minimal` < `standard` < `detailed` < `debug`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
@@ -519,6 +532,7 @@ fn null_as_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error>
 }
 
 /// Totals over a trace's spans, kept up to date as events arrive.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Rollups {
@@ -554,6 +568,7 @@ pub struct Rollups {
 }
 
 /// Calls, tokens and cost of one model within a trace's rollups.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ModelUsage {
@@ -709,6 +724,7 @@ impl TokenShare {
 }
 
 /// A trace: one execution of an agent, request or workflow.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trace {
     /// The trace id (a W3C trace-id).
@@ -751,6 +767,7 @@ pub struct Trace {
 }
 
 /// The type of an event, for filtering.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
@@ -807,6 +824,7 @@ impl FromStr for EventType {
 }
 
 /// The payload of `trace_started`: the trace as it was created.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceStarted {
     /// Name of the run.
@@ -831,6 +849,7 @@ pub struct TraceStarted {
 }
 
 /// Severity of a log event.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
@@ -846,6 +865,7 @@ pub enum Severity {
 }
 
 /// The payload of `log`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct LogRecord {
     /// The span it belongs to.
@@ -862,6 +882,7 @@ pub struct LogRecord {
 }
 
 /// The payload of `error`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ErrorRecord {
     /// The span it belongs to.
@@ -878,6 +899,7 @@ pub struct ErrorRecord {
 }
 
 /// The payload of `state_changed`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateChange {
     /// The state before.
@@ -890,6 +912,7 @@ pub struct StateChange {
 }
 
 /// The payload of `trace_ended`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceEnded {
     /// The terminal state.
@@ -902,6 +925,7 @@ pub struct TraceEnded {
 }
 
 /// What happened, by type. In JSON: `"type": "<type>", "payload": {…}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]
 pub enum EventBody {
@@ -948,6 +972,7 @@ impl EventBody {
 
 /// One entry of a trace's append-only log. `seq` runs 1, 2, 3 … per trace without gaps and
 /// is the SSE event id.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// The trace.

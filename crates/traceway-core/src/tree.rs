@@ -8,6 +8,7 @@ use crate::model::Span;
 use crate::SpanId;
 
 /// A span with its children, as `GET /api/v1/traces/{id}` returns it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SpanNode {
     /// The span's fields.
@@ -17,10 +18,12 @@ pub struct SpanNode {
     pub depth: usize,
     /// Its children, by start time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(required = false, no_recursion))]
     pub children: Vec<SpanNode>,
     /// Set on a span shown as a root because its parents lead back to itself (a parent
     /// cycle, which is bad input): the cycle is broken there so that no span is lost.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub in_parent_cycle: bool,
 }
 

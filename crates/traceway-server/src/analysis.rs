@@ -14,6 +14,10 @@ use traceway_store::{EventFilter, PageRequest, TraceFilter};
 
 use crate::error::ApiError;
 use crate::extract::{QueryArgs, Tenant, TraceIdPath};
+use crate::openapi::{
+    BadRequest, Forbidden, Internal, NotFound, Overloaded, TenantHeader, Unauthenticated,
+    Unavailable,
+};
 use crate::AppState;
 
 /// Events read for one trace's analysis (their distribution and error records); a trace
@@ -54,33 +58,87 @@ async fn load(
     Ok((trace, spans, events, truncated))
 }
 
+/// The answer of `GET /api/v1/traces/{id}/summary`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TraceSummary {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// Its rollups, as stored.
+    pub rollups: traceway_core::Rollups,
+    /// State, duration, counts per kind, timing per component and per kind and name, per
+    /// model, per tool, retrievals, errors, events per type.
+    pub summary: traceway_core::analysis::Summary,
+    /// The trace had more than 100,000 events; the figures of events cover the first ones.
+    pub events_truncated: bool,
+}
+
 /// `GET /api/v1/traces/{id}/summary`: the rollups and the figures of the trace.
+#[utoipa::path(
+    get,
+    path = "/api/v1/traces/{id}/summary",
+    tag = "analysis",
+    operation_id = "traceSummary",
+    summary = "Summarise a trace",
+    params(
+        ("id" = TraceId, Path, description = "The trace id: 32 hex digits or a hyphenated UUID, not all zeros."),
+        TenantHeader,
+    ),
+    responses(
+        (status = 200, description = "The summary.", body = TraceSummary),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+)]
 pub async fn trace_summary(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,
     TraceIdPath(id): TraceIdPath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TraceSummary>, ApiError> {
     let (trace, spans, events, truncated) = load(&app, &tenant.0, id).await?;
     let summary = summarize(&trace, &spans, &events, app.clock.now());
-    Ok(Json(json!({
-        "trace_id": trace.trace_id,
-        "rollups": trace.rollups,
-        "summary": summary,
-        "events_truncated": truncated,
-    })))
+    Ok(Json(TraceSummary {
+        trace_id: trace.trace_id,
+        rollups: trace.rollups,
+        summary,
+        events_truncated: truncated,
+    }))
 }
 
-/// Thresholds of `GET /api/v1/traces/{id}/analysis`, all optional.
-#[derive(Debug, Default, Deserialize)]
+/// Thresholds of `GET /api/v1/traces/{id}/analysis`, all optional (defaults in ADR 016).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AnalysisParams {
+    /// The same tool with the same arguments this many times is a loop (1 to 10000,
+    /// default 3).
+    #[param(minimum = 1, maximum = 10_000)]
     repeat_threshold: Option<usize>,
+    /// A-B-A-B alternation of this many cycles is a loop (1 to 10000, default 2).
+    #[param(minimum = 1, maximum = 10_000)]
     alternation_cycles: Option<usize>,
+    /// The same LLM prompt this many times is a loop (1 to 10000, default 2).
+    #[param(minimum = 1, maximum = 10_000)]
     repeated_prompt_threshold: Option<usize>,
+    /// A component whose mean duration is over this many ms is flagged slow (default 5000).
+    #[param(minimum = 0)]
     slow_mean_ms: Option<f64>,
+    /// A kind or model with this share of the critical path is named dominant (0 to 1, default 0.5).
+    #[param(minimum = 0, maximum = 1)]
     dominant_share: Option<f64>,
+    /// A span with this share of the critical path gets a recommendation (0 to 1, default 0.2).
+    #[param(minimum = 0, maximum = 1)]
     bottleneck_share: Option<f64>,
+    /// This share of retrievals returning no document is reported (0 to 1, default 0.5).
+    #[param(minimum = 0, maximum = 1)]
     empty_retrieval_share: Option<f64>,
+    /// At most this many bottlenecks (1 to 10000, default 10).
+    #[param(minimum = 1, maximum = 10_000)]
     max_bottlenecks: Option<usize>,
 }
 
@@ -148,38 +206,121 @@ impl AnalysisParams {
     }
 }
 
+/// The answer of `GET /api/v1/traces/{id}/analysis`: the analysis and its trace.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TraceAnalysis {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// The trace had more than 100,000 events; the figures of events cover the first ones.
+    pub events_truncated: bool,
+    /// Summary, critical path, bottlenecks, error groups, loops, recommendations and the
+    /// thresholds used (ADR 016).
+    #[serde(flatten)]
+    pub analysis: traceway_core::analysis::Analysis,
+}
+
 /// `GET /api/v1/traces/{id}/analysis`: summary, critical path, bottlenecks, error
 /// groups, loops and recommendations. A running trace is analysed as far as it goes
 /// (`partial: true`), its running spans counted up to now.
+#[utoipa::path(
+    get,
+    path = "/api/v1/traces/{id}/analysis",
+    tag = "analysis",
+    operation_id = "traceAnalysis",
+    summary = "Analyse a trace",
+    description = "Summary, critical path, bottlenecks (by time on the critical path and self time), error groups, loops and recommendations, each naming its spans. A running trace is analysed as far as it goes (`partial: true`).",
+    params(
+        ("id" = TraceId, Path, description = "The trace id: 32 hex digits or a hyphenated UUID, not all zeros."),
+        AnalysisParams,
+        TenantHeader,
+    ),
+    responses(
+        (status = 200, description = "The analysis.", body = TraceAnalysis),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+)]
 pub async fn trace_analysis(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,
     TraceIdPath(id): TraceIdPath,
     QueryArgs(p): QueryArgs<AnalysisParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TraceAnalysis>, ApiError> {
     let opts = p.options()?;
     let (trace, spans, events, truncated) = load(&app, &tenant.0, id).await?;
     let analysis = analyze(&trace, &spans, &events, app.clock.now(), &opts);
-    let mut v = serde_json::to_value(&analysis)
-        .map_err(|e| ApiError::internal(format!("analysis did not serialise: {e}")))?;
-    v["trace_id"] = json!(trace.trace_id);
-    v["events_truncated"] = json!(truncated);
-    Ok(Json(v))
+    Ok(Json(TraceAnalysis {
+        trace_id: trace.trace_id,
+        events_truncated: truncated,
+        analysis,
+    }))
 }
 
 /// Query of `GET /api/v1/analysis`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct CrossParams {
+    /// Only traces of this agent.
     agent_id: Option<String>,
+    /// Only traces created at or after this time.
     from: Option<Timestamp>,
+    /// Only traces created before this time (not before `from`).
     to: Option<Timestamp>,
-    /// Read at most this many traces (1 to [`MAX_TRACES`], default [`MAX_TRACES`]).
+    /// Read at most this many traces (1 to 10000, default 10000).
+    #[param(minimum = 1, maximum = 10_000)]
     limit: Option<usize>,
 }
 
+/// The answer of `GET /api/v1/analysis`, for the document: the handler writes it with
+/// `json!`, and the test `openapi::real_answers_match_their_documented_schemas` checks
+/// the two agree (ADR 026).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct CrossAnalysis {
+    /// The `agent_id` asked for.
+    agent_id: Option<String>,
+    /// The window's start asked for.
+    from: Option<Timestamp>,
+    /// The window's end asked for.
+    to: Option<Timestamp>,
+    /// Traces read.
+    trace_count: u64,
+    /// Traces `ERRORED` or with an error.
+    error_count: u64,
+    /// `error_count / trace_count` (0 without traces).
+    error_rate: f64,
+    /// Duration percentiles, in ms.
+    duration_ms: Percentiles,
+    /// Tokens in total.
+    tokens: CrossTokens,
+    /// Cost in US dollars in total.
+    cost_usd: f64,
+    /// Calls, tokens and cost per model.
+    models: BTreeMap<String, ModelUsage>,
+    /// The most traces read (`limit`).
+    max_traces: u64,
+    /// The window had more traces than `max_traces`; the newest were read.
+    truncated: bool,
+}
+
+/// Token totals of the cross-trace analysis.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct CrossTokens {
+    input: u64,
+    output: u64,
+    total: u64,
+}
+
 /// Percentiles of a duration sample, in ms.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 struct Percentiles {
     p50: Option<f64>,
     p95: Option<f64>,
@@ -198,6 +339,25 @@ fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
 /// `GET /api/v1/analysis?agent_id=&from=&to=`: trace count, error rate, duration
 /// percentiles, tokens and cost per model, from the trace rows' rollups only (never the
 /// spans), over at most [`MAX_TRACES`] of the newest traces in the window.
+#[utoipa::path(
+    get,
+    path = "/api/v1/analysis",
+    tag = "analysis",
+    operation_id = "crossAnalysis",
+    summary = "Analyse across traces",
+    description = "Over the tenant's traces created in the window (newest first, at most `limit`; `truncated` when there were more), from the trace rows' rollups only: counts, error rate, duration percentiles, tokens and cost in total and per model (ADR 017).",
+    params(CrossParams, TenantHeader),
+    responses(
+        (status = 200, description = "The figures.", body = CrossAnalysis),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+)]
 pub async fn cross_analysis(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,

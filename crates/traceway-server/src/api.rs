@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use traceway_core::{
     span_tree, strip_event_body, strip_span, Event, EventInput, EventType, Level, NewTrace, State,
-    Timestamp, Trace, TracePatch,
+    Timestamp, Trace, TraceId, TracePatch,
 };
 use traceway_store::{
     AppendRequest, EventFilter, PageRequest, SpanPageRequest, TraceFilter, DEFAULT_SPAN_PAGE,
@@ -17,9 +17,37 @@ use traceway_store::{
 
 use crate::error::ApiError;
 use crate::extract::{JsonBody, QueryArgs, Tenant, TraceIdPath};
+use crate::openapi::{
+    BadRequest, Conflict, Forbidden, FreeObject, Internal, NotFound, Overloaded, PayloadTooLarge,
+    TenantHeader, Unauthenticated, Unavailable, UnsupportedMediaType,
+};
 use crate::AppState;
 
 /// `POST /api/v1/traces`: 201 with the trace.
+#[utoipa::path(
+    post,
+    path = "/api/v1/traces",
+    tag = "traces",
+    operation_id = "createTrace",
+    summary = "Create a trace",
+    description = "Creates a trace (every field is optional; without `trace_id` the server makes a UUIDv7). `Location` names it.",
+    params(TenantHeader),
+    request_body = NewTrace,
+    responses(
+        (status = 201, description = "Created.", body = Trace,
+            headers(("Location" = String, description = "`/api/v1/traces/{id}`"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["ingest"]), ("basic" = ["ingest"])),
+)]
 pub async fn create_trace(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,
@@ -36,7 +64,7 @@ pub async fn create_trace(
 }
 
 /// The body of `POST /api/v1/traces/{id}/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppendBody {
     /// The events, in order.
@@ -44,7 +72,7 @@ pub struct AppendBody {
 }
 
 /// The answer to an append.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppendResponse {
     /// Inputs that added something.
     pub accepted: u32,
@@ -55,6 +83,33 @@ pub struct AppendResponse {
 }
 
 /// `POST /api/v1/traces/{id}/events`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/traces/{id}/events",
+    tag = "events",
+    operation_id = "appendEvents",
+    summary = "Append events",
+    description = "Appends a batch in order: span starts and ends, logs, errors. A span reported twice, or an event with an `id` already stored, is counted in `duplicates` and stored once. A span ending the trace's local root does not end the trace: change its state with `PATCH`. The spans count against the tenant's ingest quota.",
+    params(
+        ("id" = TraceId, Path, description = "The trace id: 32 hex digits or a hyphenated UUID, not all zeros."),
+        TenantHeader,
+    ),
+    request_body = AppendBody,
+    responses(
+        (status = 200, description = "Appended.", body = AppendResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["ingest"]), ("basic" = ["ingest"])),
+)]
 pub async fn append_events(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,
@@ -93,6 +148,33 @@ pub async fn append_events(
 }
 
 /// `PATCH /api/v1/traces/{id}`: state, name, metadata.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/traces/{id}",
+    tag = "traces",
+    operation_id = "patchTrace",
+    summary = "Change a trace",
+    description = "Changes the state (with a `reason`), the name, or sets metadata keys (the others stay). The same state again is no change; a terminal trace (`COMPLETED`, `ERRORED`) never leaves its state (409).",
+    params(
+        ("id" = TraceId, Path, description = "The trace id: 32 hex digits or a hyphenated UUID, not all zeros."),
+        TenantHeader,
+    ),
+    request_body = TracePatch,
+    responses(
+        (status = 200, description = "The trace after the change.", body = Trace),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["ingest"]), ("basic" = ["ingest"])),
+)]
 pub async fn patch_trace(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,
@@ -104,23 +186,50 @@ pub async fn patch_trace(
 }
 
 /// Query of `GET /api/v1/traces`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only traces of this agent.
     agent_id: Option<String>,
+    /// Only traces of this user.
     user_id: Option<String>,
+    /// Only traces of this session.
     session_id: Option<String>,
+    /// Only traces in this state.
     state: Option<State>,
-    /// Created at or after (RFC 3339).
+    /// Only traces created at or after this time (RFC 3339, percent-encode a `+` offset; or
+    /// Unix nanoseconds).
     from: Option<Timestamp>,
-    /// Created before (RFC 3339).
+    /// Only traces created before this time.
     to: Option<Timestamp>,
+    /// `true`: only traces with `rollups.error_count > 0`; `false`: only traces without.
     has_error: Option<bool>,
+    /// Only traces whose `rollups.duration_ms` is at least this; a trace with no ended span
+    /// never matches.
+    #[param(minimum = 0)]
     min_duration_ms: Option<f64>,
+    /// The `next_cursor` of the previous page. Not with `page` (400).
     cursor: Option<String>,
+    /// Traces per page, 1 to 1000 (default 50). Not with `page_size` (400).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// Page number from 1, for offset paging; `(page - 1) × page_size` is at most
+    /// 1,000,000,000 (400 past it). Not with `cursor` (400).
+    #[param(minimum = 1)]
     page: Option<u64>,
+    /// The same as `limit`, for offset paging. Not with `limit` (400).
+    #[param(minimum = 1, maximum = 1000)]
     page_size: Option<u32>,
+}
+
+/// One page of `GET /api/v1/traces`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TraceList {
+    /// Newest first.
+    pub traces: Vec<Trace>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 use traceway_store::MAX_EVENTS_PAGE;
@@ -128,11 +237,30 @@ use traceway_store::MAX_EVENTS_PAGE;
 pub use traceway_store::MAX_PAGE;
 
 /// `GET /api/v1/traces`: newest first. Either `cursor` + `limit`, or `page` + `page_size`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/traces",
+    tag = "traces",
+    operation_id = "listTraces",
+    summary = "List traces",
+    description = "The tenant's traces, newest first, filtered. Page with `cursor` + `limit`, or with `page` + `page_size`.",
+    params(ListParams, TenantHeader),
+    responses(
+        (status = 200, description = "One page.", body = TraceList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+)]
 pub async fn list_traces(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,
     QueryArgs(p): QueryArgs<ListParams>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<TraceList>, ApiError> {
     if p.limit.is_some() && p.page_size.is_some() {
         return Err(ApiError::bad_request(
             "use either limit or page_size, not both",
@@ -174,21 +302,25 @@ pub async fn list_traces(
         limit,
     };
     let result = app.store.list_traces(&tenant.0, &filter, &req).await?;
-    Ok(Json(
-        json!({"traces": result.items, "next_cursor": result.next_cursor}),
-    ))
+    Ok(Json(TraceList {
+        traces: result.items,
+        next_cursor: result.next_cursor,
+    }))
 }
 
 /// Query of `GET /api/v1/traces/{id}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct GetParams {
-    /// A lower level than the trace's, to see less.
+    /// A lower level than the trace's, to see less (a higher one gives the trace's own).
     level: Option<Level>,
     /// Long-poll: answer once the trace is terminal, or after this long (`30s`, `2m`, or
     /// seconds), capped by `--max-wait`.
+    #[param(example = "30s")]
     wait: Option<String>,
     /// `compact`, `detailed` or `streaming` instead of the span tree.
+    #[param(value_type = Option<TraceFormat>, inline)]
     format: Option<String>,
     /// Spans per page (1 to `MAX_SPAN_PAGE`; default `DEFAULT_SPAN_PAGE`): asks for the
     /// paged answer.
@@ -236,19 +368,137 @@ fn span_page_answer(
         out.push((seq, v));
     }
     let spans: Vec<serde_json::Value> = out.into_iter().map(|(_, v)| v).collect();
-    json!({
-        "trace": trace,
-        "level": level,
-        "spans": spans,
-        "span_page": {
-            "limit": limit,
-            "next_cursor": next.map(|s| s.to_string()),
-            "cut_by_size": cut,
+    serde_json::to_value(SpanPageDetail {
+        trace,
+        level,
+        spans,
+        span_page: SpanPageInfo {
+            limit,
+            next_cursor: next.map(|s| s.to_string()),
+            cut_by_size: cut,
         },
     })
+    .unwrap_or_default()
+}
+
+/// `GET /api/v1/traces/{id}` read page by page (with `span_limit` or `span_cursor`, or a
+/// trace too large for one answer): the trace and one page of spans, flat.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SpanPageDetail<'a> {
+    /// The trace row.
+    pub trace: &'a traceway_core::Trace,
+    /// The level the spans are shown at.
+    pub level: Level,
+    /// The page's spans, in the order their current forms were written (a span read
+    /// while running comes again, ended, on a later page: the later form wins).
+    #[schema(value_type = Vec<traceway_core::Span>)]
+    pub spans: Vec<serde_json::Value>,
+    /// Where the page ends.
+    pub span_page: SpanPageInfo,
+}
+
+/// The `span_page` of a paged trace answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SpanPageInfo {
+    /// The page size asked for (or the default).
+    pub limit: u32,
+    /// Pass it as `span_cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+    /// The page was cut before `limit` spans because the answer reached its size cap.
+    pub cut_by_size: bool,
+}
+
+/// The formats of `GET /api/v1/traces/{id}?format=`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceFormat {
+    /// One line per step with timing, tokens and status.
+    Compact,
+    /// Everything the level keeps, per step.
+    Detailed,
+    /// The event lines.
+    Streaming,
+}
+
+/// `GET /api/v1/traces/{id}` without `format`: the trace and its span tree.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TraceDetail {
+    /// The trace row.
+    pub trace: Trace,
+    /// The level the spans are shown at.
+    pub level: Level,
+    /// The roots of the span tree, by start time.
+    pub spans: Vec<traceway_core::SpanNode>,
+}
+
+/// `GET /api/v1/traces/{id}?format=…`, as `traceway_core::format` writes it.
+#[derive(Serialize)]
+pub struct FormattedTrace(pub serde_json::Value);
+
+impl utoipa::PartialSchema for FormattedTrace {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("format", <TraceFormat as utoipa::PartialSchema>::schema())
+            .property("level", <Level as utoipa::PartialSchema>::schema())
+            .required("format")
+            .required("level")
+            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+            .description(Some(
+                "`compact`: a header (state, duration, counts, tokens, cost) and `steps`, one \
+                 per span in tree order with depth, offset, duration (`null` while running), \
+                 status, model, tokens, cost, tool, document count and a readable `line`. \
+                 `detailed`: `trace` and `steps` with every field the level keeps. \
+                 `streaming`: `trace_id`, `lines` (one per event, at most 100,000) and \
+                 `truncated`.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for FormattedTrace {}
+
+/// What `GET /api/v1/traces/{id}` answers: the span tree, or a format. The handler
+/// builds its JSON directly; this enum names the two shapes for the document.
+// Never built on a request path, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum TraceResponse {
+    /// Without `format`.
+    Tree(TraceDetail),
+    /// With `format`.
+    Formatted(FormattedTrace),
+    /// Page by page.
+    Paged(SpanPageDetail<'static>),
 }
 
 /// `GET /api/v1/traces/{id}`: the trace and its span tree, or one of the formats.
+#[utoipa::path(
+    get,
+    path = "/api/v1/traces/{id}",
+    tag = "traces",
+    operation_id = "getTrace",
+    summary = "Get a trace",
+    description = "The trace and its span tree (`TraceDetail`), or with `format` one of the formatted views (`FormattedTrace`), or with `span_limit`/`span_cursor` (and for a trace too large for one answer: over 10,000 spans or 8 MiB) one page of its spans (`SpanPageDetail`). `level` shows less than the trace kept; `wait` long-polls until the trace is terminal. A format of a trace over 10,000 spans answers 400 `trace_too_large`.",
+    params(
+        ("id" = TraceId, Path, description = "The trace id: 32 hex digits or a hyphenated UUID, not all zeros."),
+        GetParams,
+        TenantHeader,
+    ),
+    responses(
+        (status = 200, description = "The trace.", body = TraceResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+)]
 pub async fn get_trace(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,
@@ -417,26 +667,67 @@ pub async fn get_trace(
 }
 
 /// Query of `GET /api/v1/traces/{id}/events`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventParams {
-    /// Comma-separated event types.
+    /// Only these types, comma-separated (`span_ended,error`).
     #[serde(rename = "type")]
+    #[param(example = "span_ended,error")]
     types: Option<String>,
+    /// Only events of spans of this component.
     component_id: Option<String>,
+    /// Only events after this `seq` (at most 2^63 - 1).
+    #[param(maximum = 9_223_372_036_854_775_807_u64)]
     after_seq: Option<u64>,
+    /// Events per page, 1 to 10,000 (default 1000).
+    #[param(minimum = 1, maximum = 10_000)]
     limit: Option<u32>,
+    /// Skip this many matching events (at most 1,000,000,000).
+    #[param(maximum = 1_000_000_000)]
     offset: Option<u64>,
+    /// A lower level than the trace's, to see less.
     level: Option<Level>,
 }
 
+/// One page of a trace's events.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventList {
+    /// By `seq`.
+    pub events: Vec<Event>,
+}
+
 /// `GET /api/v1/traces/{id}/events`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/traces/{id}/events",
+    tag = "events",
+    operation_id = "listEvents",
+    summary = "Read a trace's events",
+    description = "The trace's event log by `seq`, filtered by type and component, paged by `after_seq` (or `offset`) and `limit`.",
+    params(
+        ("id" = TraceId, Path, description = "The trace id: 32 hex digits or a hyphenated UUID, not all zeros."),
+        EventParams,
+        TenantHeader,
+    ),
+    responses(
+        (status = 200, description = "The events.", body = EventList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+)]
 pub async fn list_events(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,
     TraceIdPath(id): TraceIdPath,
     QueryArgs(p): QueryArgs<EventParams>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<EventList>, ApiError> {
     let types = match &p.types {
         Some(s) => s
             .split(',')
@@ -481,10 +772,33 @@ pub async fn list_events(
                 .for_each(|e| strip_event_body(&mut e.body, level, max));
         }
     }
-    Ok(Json(json!({"events": events})))
+    Ok(Json(EventList { events }))
 }
 
 /// `DELETE /api/v1/traces/{id}`: 204, or 404.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/traces/{id}",
+    tag = "traces",
+    operation_id = "deleteTrace",
+    summary = "Delete a trace",
+    description = "Deletes the trace, its spans and its events.",
+    params(
+        ("id" = TraceId, Path, description = "The trace id: 32 hex digits or a hyphenated UUID, not all zeros."),
+        TenantHeader,
+    ),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["admin"]), ("basic" = ["admin"])),
+)]
 pub async fn delete_trace(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,
@@ -498,23 +812,56 @@ pub async fn delete_trace(
 }
 
 /// The body of `POST /api/v1/traces/cleanup`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CleanupBody {
     /// Delete terminal traces that ended more than this many days ago.
+    #[schema(minimum = 0)]
     pub older_than_days: f64,
     /// Delete at most this many (the CLI deletes in chunks to show progress).
+    #[schema(minimum = 1)]
     pub limit: Option<u64>,
+}
+
+/// The answer to a cleanup.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CleanupResponse {
+    /// Traces deleted.
+    pub deleted: u64,
+    /// Traces that still match (more than `limit` did).
+    pub remaining: u64,
 }
 
 /// `POST /api/v1/traces/cleanup`: deletes the tenant's finished traces that ended more
 /// than `older_than_days` ago (at most `limit`); running traces are never touched. The
 /// answer says how many were deleted and how many such traces remain.
+#[utoipa::path(
+    post,
+    path = "/api/v1/traces/cleanup",
+    tag = "traces",
+    operation_id = "cleanupTraces",
+    summary = "Delete old finished traces",
+    description = "Deletes the tenant's terminal traces that ended more than `older_than_days` ago (at most `limit`); running traces are never touched.",
+    params(TenantHeader),
+    request_body = CleanupBody,
+    responses(
+        (status = 200, description = "Deleted, and how many remain.", body = CleanupResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["admin"]), ("basic" = ["admin"])),
+)]
 pub async fn cleanup(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,
     JsonBody(body): JsonBody<CleanupBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<CleanupResponse>, ApiError> {
     if !(body.older_than_days.is_finite() && body.older_than_days >= 0.0) {
         return Err(ApiError::bad_request(
             "older_than_days must be a number >= 0",
@@ -530,10 +877,25 @@ pub async fn cleanup(
         .delete_ended_before(&tenant.0, cutoff, body.limit)
         .await?;
     let remaining = app.store.count_ended_before(&tenant.0, cutoff).await?;
-    Ok(Json(json!({"deleted": deleted, "remaining": remaining})))
+    Ok(Json(CleanupResponse { deleted, remaining }))
 }
 
 /// `GET /metrics`: the OpenMetrics text format (Prometheus scrapes it).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    operation_id = "metrics",
+    summary = "Metrics (OpenMetrics)",
+    description = "Ingest, write, stream and watchdog counters and histograms in the OpenMetrics text format, for Prometheus.",
+    responses(
+        (status = 200, description = "The metrics.", body = String,
+            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+    ),
+    security(("bearer" = ["admin"]), ("basic" = ["admin"])),
+)]
 pub async fn metrics(AxumState(app): AxumState<AppState>) -> Response {
     let active = match app.store.active_traces().await {
         Ok(n) => Some(n),
@@ -546,18 +908,49 @@ pub async fn metrics(AxumState(app): AxumState<AppState>) -> Response {
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
+/// The answer of `/healthz` and `/readyz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` (`/healthz`) or `ready` (`/readyz`).
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
 /// `GET /healthz`: the process is up.
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    operation_id = "healthz",
+    summary = "Liveness",
+    description = "The process is up. Always open.",
+    responses((status = 200, description = "Up.", body = Health)),
+    security(()),
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// `GET /readyz`: the store answers. Not ready is 503 whatever the cause, so a load
 /// balancer takes the replica out.
-pub async fn readyz(
-    AxumState(app): AxumState<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "meta",
+    operation_id = "readyz",
+    summary = "Readiness",
+    description = "The store answers; 503 otherwise, so a load balancer takes the replica out.",
+    responses(
+        (status = 200, description = "Ready.", body = Health),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["admin"]), ("basic" = ["admin"])),
+)]
+pub async fn readyz(AxumState(app): AxumState<AppState>) -> Result<Json<Health>, ApiError> {
     match app.store.health().await {
-        Ok(()) => Ok(Json(json!({"status": "ready"}))),
+        Ok(()) => Ok(Json(Health { status: "ready" })),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
             Err(ApiError {
@@ -569,13 +962,25 @@ pub async fn readyz(
     }
 }
 
-/// `GET /api/v1/openapi.json`.
+/// `GET /api/v1/openapi.json`: the generated document (ADR 026), serialised once.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "meta",
+    operation_id = "openapi",
+    summary = "This document",
+    description = "The OpenAPI 3.1 document, generated from the handlers and types. Always open.",
+    responses((status = 200, description = "The document.", body = FreeObject)),
+    security(()),
+)]
 pub async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::OPENAPI_JSON,
-    )
-        .into_response()
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let body = DOCUMENT.get_or_init(|| {
+        crate::openapi::document()
+            .to_json()
+            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    });
+    ([(header::CONTENT_TYPE, "application/json")], body.as_str()).into_response()
 }
 
 /// Unknown routes.

@@ -5,7 +5,6 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 use traceway_store::{ErrorKind, StoreError};
 
 /// An error answer.
@@ -107,7 +106,12 @@ pub const RETRY_AFTER_SECS: u32 = 1;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let body = Json(crate::openapi::ErrorBody {
+            error: crate::openapi::ErrorDetail {
+                code: std::borrow::Cow::Borrowed(self.code),
+                message: self.message,
+            },
+        });
         let mut resp = (self.status, body).into_response();
         if matches!(
             self.status,

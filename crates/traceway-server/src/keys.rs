@@ -5,39 +5,114 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use traceway_core::apikey::{hash_secret, is_key_id};
-use traceway_core::{Credentials, KeyScope, KeyScopes};
+use traceway_core::{Credentials, KeyScope, KeyScopes, Timestamp};
 use traceway_store::{ApiKey, StoredKey};
 
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Tenant};
+use crate::openapi::{
+    BadRequest, Forbidden, Internal, NotFound, Overloaded, PayloadTooLarge, TenantHeader,
+    Unauthenticated, Unavailable, UnsupportedMediaType,
+};
 use crate::AppState;
 
 /// The body of `POST /api/v1/keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     /// A label (1 to 128 characters).
     pub name: String,
     /// At least one of `ingest`, `read`, `admin`.
+    #[schema(example = json!(["ingest", "read"]))]
     pub scopes: Vec<String>,
 }
 
-fn key_json(k: &ApiKey) -> Value {
-    json!({
-        "key_id": k.key_id,
-        "tenant": k.tenant,
-        "name": k.name,
-        "scopes": k.scopes.to_vec().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-        "created_at": k.created_at,
-        "revoked_at": k.revoked_at,
-        "last_used_at": k.last_used_at,
-    })
+/// A key as listed: never its secret.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyView {
+    /// The public id, `twk_` and 16 hex digits.
+    #[schema(pattern = "^twk_[0-9a-f]{16}$")]
+    pub key_id: String,
+    /// The tenant it acts for.
+    pub tenant: String,
+    /// Its label.
+    pub name: String,
+    /// `ingest`, `read`, `admin`.
+    pub scopes: Vec<&'static str>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it was revoked; `null` while it works.
+    pub revoked_at: Option<Timestamp>,
+    /// When it was last used (recorded at most once a minute per replica).
+    pub last_used_at: Option<Timestamp>,
+}
+
+impl From<&ApiKey> for KeyView {
+    fn from(k: &ApiKey) -> KeyView {
+        KeyView {
+            key_id: k.key_id.clone(),
+            tenant: k.tenant.clone(),
+            name: k.name.clone(),
+            scopes: k.scopes.to_vec().iter().map(|s| s.as_str()).collect(),
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+            last_used_at: k.last_used_at,
+        }
+    }
+}
+
+/// The answer of `POST /api/v1/keys`: the key and, once, its secret.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedKey {
+    /// The key.
+    #[serde(flatten)]
+    pub view: KeyView,
+    /// The whole key to send (`Authorization: Bearer <key>`); shown only here.
+    pub key: String,
+}
+
+/// The answer of `GET /api/v1/keys`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyList {
+    /// Oldest first.
+    pub keys: Vec<KeyView>,
+}
+
+/// The key id path parameter.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct KeyIdPath {
+    /// The key's public id, `twk_` and 16 hex digits.
+    #[param(pattern = "^twk_[0-9a-f]{16}$")]
+    key_id: String,
 }
 
 /// `POST /api/v1/keys`: 201 with the key, whose `key` field (the secret) is shown once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/keys",
+    tag = "keys",
+    operation_id = "createKey",
+    summary = "Create an API key",
+    description = "Creates a key of the caller's tenant. The answer's `key` is the secret, shown only here; the server keeps only its hash.",
+    params(TenantHeader),
+    request_body = CreateKey,
+    responses(
+        (status = 201, description = "Created.", body = CreatedKey),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["admin"]), ("basic" = ["admin"])),
+)]
 pub async fn create(
     State(app): State<AppState>,
     tenant: Tenant,
@@ -76,21 +151,62 @@ pub async fn create(
             secret_hash: hash_secret(&creds.secret),
         })
         .await?;
-    let mut v = key_json(&key);
-    v["key"] = Value::String(creds.token());
-    Ok((StatusCode::CREATED, Json(v)).into_response())
+    let created = CreatedKey {
+        view: KeyView::from(&key),
+        key: creds.token(),
+    };
+    Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 /// `GET /api/v1/keys`: the tenant's keys, oldest first, without secrets.
-pub async fn list(State(app): State<AppState>, tenant: Tenant) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/keys",
+    tag = "keys",
+    operation_id = "listKeys",
+    summary = "List API keys",
+    description = "The tenant's keys, oldest first, revoked ones included, never their secrets.",
+    params(TenantHeader),
+    responses(
+        (status = 200, description = "The keys.", body = KeyList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["admin"]), ("basic" = ["admin"])),
+)]
+pub async fn list(State(app): State<AppState>, tenant: Tenant) -> Result<Json<KeyList>, ApiError> {
     let keys = app.store.list_keys(&tenant.0).await?;
-    Ok(Json(
-        json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(KeyList {
+        keys: keys.iter().map(KeyView::from).collect(),
+    }))
 }
 
 /// `DELETE /api/v1/keys/{key_id}`: 204; 404 when the tenant has no such key. The key
 /// stops working on every replica within the verification cache's TTL.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/keys/{key_id}",
+    tag = "keys",
+    operation_id = "revokeKey",
+    summary = "Revoke an API key",
+    description = "The key stops working at once on this replica and within 10 s on the others.",
+    params(KeyIdPath, TenantHeader),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["admin"]), ("basic" = ["admin"])),
+)]
 pub async fn revoke(
     State(app): State<AppState>,
     tenant: Tenant,

@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod keys;
 pub mod metrics;
+pub mod openapi;
 pub mod otlp;
 pub mod quotas;
 pub mod stream;
@@ -21,7 +22,6 @@ pub mod workflows;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use traceway_store::sqlite::{SqliteConfig, SqliteStore};
@@ -29,9 +29,6 @@ use traceway_store::{Clock, Store, SystemClock};
 
 pub use config::{Config, Lifecycle, ServeArgs, StoreKind};
 pub use metrics::Metrics;
-
-/// The OpenAPI document served at `/api/v1/openapi.json`.
-pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
 /// What every handler sees.
 #[derive(Clone)]
@@ -94,51 +91,47 @@ impl AppState {
     }
 }
 
+/// Every route, each with its OpenAPI operation: `routes!` takes the method and path from
+/// the handler's `#[utoipa::path]`, so the router and the document cannot disagree
+/// (ADR 026). A route added anywhere else is missing from the document, which the test
+/// `openapi::every_route_is_in_the_document_with_its_methods` catches.
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    use utoipa::OpenApi as _;
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(otlp::http::export))
+        .routes(routes!(otlp::http::export_logs))
+        .routes(routes!(otlp::http::export_metrics))
+        .routes(routes!(api::create_trace, api::list_traces))
+        .routes(routes!(api::cleanup))
+        .routes(routes!(api::get_trace, api::patch_trace, api::delete_trace))
+        .routes(routes!(api::append_events, api::list_events))
+        .routes(routes!(stream::trace_stream))
+        .routes(routes!(analysis::trace_summary))
+        .routes(routes!(analysis::trace_analysis))
+        .routes(routes!(analysis::cross_analysis))
+        .routes(routes!(stream::tenant_stream))
+        .routes(routes!(workflows::stats))
+        .routes(routes!(
+            workflows::get_context,
+            workflows::put_context,
+            workflows::delete_context
+        ))
+        .routes(routes!(keys::create, keys::list))
+        .routes(routes!(keys::revoke))
+        .routes(routes!(api::openapi))
+        .routes(routes!(api::healthz))
+        .routes(routes!(api::readyz))
+        .routes(routes!(api::metrics))
+        .routes(routes!(ui::index))
+        .routes(routes!(ui::asset))
+}
+
 /// The one place routes are assembled; `serve` and every test use it.
 pub fn app(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
-    Router::new()
-        .route("/v1/traces", post(otlp::http::export))
-        .route("/v1/logs", post(otlp::http::export_logs))
-        .route("/v1/metrics", post(otlp::http::export_metrics))
-        .route(
-            "/api/v1/traces",
-            post(api::create_trace).get(api::list_traces),
-        )
-        .route("/api/v1/traces/cleanup", post(api::cleanup))
-        .route(
-            "/api/v1/traces/{id}",
-            get(api::get_trace)
-                .patch(api::patch_trace)
-                .delete(api::delete_trace),
-        )
-        .route(
-            "/api/v1/traces/{id}/events",
-            post(api::append_events).get(api::list_events),
-        )
-        .route("/api/v1/traces/{id}/stream", get(stream::trace_stream))
-        .route("/api/v1/traces/{id}/summary", get(analysis::trace_summary))
-        .route(
-            "/api/v1/traces/{id}/analysis",
-            get(analysis::trace_analysis),
-        )
-        .route("/api/v1/analysis", get(analysis::cross_analysis))
-        .route("/api/v1/stream", get(stream::tenant_stream))
-        .route("/api/v1/workflows", get(workflows::stats))
-        .route(
-            "/api/v1/workflows/{instance}/context",
-            get(workflows::get_context)
-                .put(workflows::put_context)
-                .delete(workflows::delete_context),
-        )
-        .route("/api/v1/keys", post(keys::create).get(keys::list))
-        .route("/api/v1/keys/{key_id}", axum::routing::delete(keys::revoke))
-        .route("/api/v1/openapi.json", get(api::openapi))
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route("/metrics", get(api::metrics))
-        .route("/", get(ui::index))
-        .route("/ui/{file}", get(ui::asset))
+    let (router, _document) = routes().split_for_parts();
+    router
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -21,10 +21,14 @@ use traceway_store::{EventFilter, Scope, Store};
 
 use crate::error::ApiError;
 use crate::extract::{QueryArgs, Tenant, TraceIdPath};
+use crate::openapi::{
+    BadRequest, Forbidden, Internal, NotFound, Overloaded, TenantHeader, Unauthenticated,
+    Unavailable,
+};
 use crate::AppState;
 
 /// How events are written in the stream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamFormat {
     /// Each event as its full JSON.
@@ -35,13 +39,32 @@ pub enum StreamFormat {
 }
 
 /// Query of `GET /api/v1/traces/{id}/stream`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TraceStreamParams {
-    /// Resume after this seq (the `Last-Event-ID` header wins when both are given).
+    /// Resume after this seq (the `Last-Event-ID` header wins when both are given; at
+    /// most 2^63 - 1).
+    #[param(maximum = 9_223_372_036_854_775_807_u64)]
     after_seq: Option<u64>,
+    /// `json` (each event's JSON, default) or `streaming` (one readable line per event).
+    #[param(inline)]
     format: Option<StreamFormat>,
+    /// A lower level than the trace's, to see less.
     level: Option<Level>,
+}
+
+/// The `Last-Event-ID` header of an SSE reconnection.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct LastEventId {
+    /// The `seq` of the last event received: the stream resumes right after it.
+    #[param(
+        rename = "Last-Event-ID",
+        nullable = false,
+        maximum = 9_223_372_036_854_775_807_u64
+    )]
+    pub last_event_id: Option<u64>,
 }
 
 /// Replay page size.
@@ -104,6 +127,31 @@ fn sse(
 /// `after_seq`) resumes exactly. After `trace_ended` the stream stays open for the grace
 /// period (late spans), then closes. A subscriber that falls behind gets a final `lagged`
 /// event with the seq to resume from.
+#[utoipa::path(
+    get,
+    path = "/api/v1/traces/{id}/stream",
+    tag = "streaming",
+    operation_id = "traceStream",
+    summary = "Stream a trace (SSE)",
+    description = "Server-sent events: the stored events after `after_seq` (or `Last-Event-ID`), then live ones, with no gap and no duplicate. Each SSE message has `id` = the event's `seq`, `event` = its type, and `data` = the event's JSON (`Event`) or, with `format=streaming`, one readable line. After `trace_ended` the stream stays open for the grace period (late spans), then closes. A subscriber that falls behind gets a final `lagged` event whose data is `{\"trace_id\", \"resume_after_seq\"}`. Comments keep the connection alive.",
+    params(
+        ("id" = TraceId, Path, description = "The trace id: 32 hex digits or a hyphenated UUID, not all zeros."),
+        TraceStreamParams,
+        LastEventId,
+        TenantHeader,
+    ),
+    responses(
+        (status = 200, description = "The event stream.", body = String, content_type = "text/event-stream"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+)]
 pub async fn trace_stream(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,
@@ -228,14 +276,20 @@ async fn follow_trace(
 }
 
 /// Query of `GET /api/v1/stream`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TenantStreamParams {
-    /// Every event, not only trace-level ones.
+    /// Every event, not only trace-level ones (trace started, state changed, errors,
+    /// trace ended).
     #[serde(default)]
     all: bool,
+    /// Only traces of this agent.
     agent_id: Option<String>,
+    /// Only traces in this state.
     state: Option<State>,
+    /// `json` (default) or `streaming`.
+    #[param(inline)]
     format: Option<StreamFormat>,
 }
 
@@ -244,6 +298,23 @@ pub struct TenantStreamParams {
 /// Live only: event ids are `trace_id:seq`; resume a trace with its own stream. A client
 /// that falls behind gets a last `lagged` event that names, per trace, the seq to resume
 /// after. Holds one slot of the tenant's live-stream quota while open (429 past it).
+#[utoipa::path(
+    get,
+    path = "/api/v1/stream",
+    tag = "streaming",
+    operation_id = "tenantStream",
+    summary = "Stream the tenant (SSE)",
+    description = "Server-sent events of the tenant's traces as they commit: trace started, state changed, errors and trace ended (every event with `all=true`), filtered by agent or state. Live only: each message's `id` is `trace_id:seq`, `event` the type, `data` the event's JSON or a readable line; resume a trace with its own stream. A subscriber that falls behind gets a final `lagged` event whose data is `{\"trace_id\", \"resume_after_seq\", \"resume\": [{\"trace_id\", \"after_seq\"}], \"resume_complete\"}`: per trace the stream sent, the seq to resume that trace's own stream after. Holds one slot of the tenant's live-stream quota while open.",
+    params(TenantStreamParams, TenantHeader),
+    responses(
+        (status = 200, description = "The event stream.", body = String, content_type = "text/event-stream"),
+        (status = 400, response = BadRequest),
+        (status = 429, response = Overloaded),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+    ),
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+)]
 pub async fn tenant_stream(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,

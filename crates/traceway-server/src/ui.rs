@@ -63,11 +63,37 @@ fn respond(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// `GET /`: the page.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "web page",
+    operation_id = "webPage",
+    summary = "The web page",
+    description = "The single-page UI (ADR 035), embedded in the binary. Open: it holds no data; its API calls carry the user's key.",
+    responses(
+        (status = 200, description = "The page.", body = String, content_type = "text/html"),
+    ),
+    security(()),
+)]
 pub async fn index() -> Response {
     respond("text/html; charset=utf-8", INDEX)
 }
 
 /// `GET /ui/{file}`: one of the page's files, or the JSON 404.
+#[utoipa::path(
+    get,
+    path = "/ui/{file}",
+    tag = "web page",
+    operation_id = "webPageAsset",
+    summary = "A file of the web page",
+    description = "One of the page's ES modules or its stylesheet, embedded in the binary. Open.",
+    params(("file" = String, Path, description = "The file's name, e.g. `app.js`.")),
+    responses(
+        (status = 200, description = "The file (`text/javascript` or `text/css`).", body = String, content_type = "text/javascript"),
+        (status = 404, response = crate::openapi::NotFound),
+    ),
+    security(()),
+)]
 pub async fn asset(Path(file): Path<String>) -> Response {
     match ASSETS.iter().find(|(name, _, _)| *name == file) {
         Some((_, ct, body)) => respond(ct, body),

@@ -15,13 +15,18 @@ use traceway_store::{
 
 use crate::error::ApiError;
 use crate::extract::{JsonBody, QueryArgs, Tenant};
+use crate::openapi::{
+    BadRequest, Forbidden, Internal, NotFound, Overloaded, PayloadTooLarge, TenantHeader,
+    Unauthenticated, Unavailable, UnsupportedMediaType,
+};
 use crate::AppState;
 
 /// The body of `PUT /api/v1/workflows/{instance}/context`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutContextBody {
     /// The W3C `traceparent` the workflow's later steps continue from.
+    #[schema(example = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]
     pub traceparent: String,
     /// The W3C `tracestate`.
     #[serde(default)]
@@ -35,13 +40,26 @@ pub struct PutContextBody {
 }
 
 /// Query of `GET /api/v1/workflows`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StatsParams {
     /// Continue after the page that returned this cursor.
     pub cursor: Option<String>,
     /// Instance ids per page (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+}
+
+/// The workflow instance path parameter, as `{instance}` in
+/// `/api/v1/workflows/{instance}/context`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct InstancePath {
+    /// The workflow instance id: 1 to 256 printable characters.
+    #[param(min_length = 1, max_length = 256)]
+    instance: String,
 }
 
 fn instance(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
@@ -57,6 +75,28 @@ fn missing(instance: &str) -> ApiError {
 
 /// `PUT /api/v1/workflows/{instance}/context`: stores (or replaces) the context and starts
 /// its TTL over; 200 with the stored context.
+#[utoipa::path(
+    put,
+    path = "/api/v1/workflows/{instance}/context",
+    tag = "workflows",
+    operation_id = "putWorkflowContext",
+    summary = "Store a workflow's trace context",
+    description = "Stores (or replaces) the instance's W3C context and starts its TTL over (default 24 h, `--workflow-context-ttl`).",
+    params(InstancePath, TenantHeader),
+    request_body = PutContextBody,
+    responses(
+        (status = 200, description = "Stored.", body = WorkflowContext),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+)]
 pub async fn put_context(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,
@@ -78,6 +118,25 @@ pub async fn put_context(
 }
 
 /// `GET /api/v1/workflows/{instance}/context`: the stored context, 404 when none.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/{instance}/context",
+    tag = "workflows",
+    operation_id = "getWorkflowContext",
+    summary = "Get a workflow's trace context",
+    params(InstancePath, TenantHeader),
+    responses(
+        (status = 200, description = "The stored context.", body = WorkflowContext),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+)]
 pub async fn get_context(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,
@@ -91,6 +150,25 @@ pub async fn get_context(
 }
 
 /// `DELETE /api/v1/workflows/{instance}/context`: 204, or 404 when none was stored.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/workflows/{instance}/context",
+    tag = "workflows",
+    operation_id = "deleteWorkflowContext",
+    summary = "Delete a workflow's trace context",
+    params(InstancePath, TenantHeader),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+)]
 pub async fn delete_context(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,
@@ -109,6 +187,25 @@ pub async fn delete_context(
 }
 
 /// `GET /api/v1/workflows`: the tenant's context count and a page of instance ids.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows",
+    tag = "workflows",
+    operation_id = "workflowStats",
+    summary = "Count the stored workflow contexts",
+    description = "How many contexts the tenant has, and a page of their instance ids in ascending order.",
+    params(StatsParams, TenantHeader),
+    responses(
+        (status = 200, description = "The count and a page.", body = WorkflowStats),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 429, response = Overloaded),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+)]
 pub async fn stats(
     AxumState(app): AxumState<AppState>,
     tenant: Tenant,

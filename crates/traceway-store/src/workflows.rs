@@ -32,6 +32,7 @@ pub struct NewWorkflowContext {
 }
 
 /// A stored context.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowContext {
     /// The workflow instance.
@@ -55,6 +56,7 @@ pub struct WorkflowContext {
 
 /// What `GET /api/v1/workflows` shows: how many contexts the tenant has, and a page of
 /// their instance ids in ascending order.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowStats {
     /// Contexts stored and not expired.

@@ -27,6 +27,7 @@ use timeline::{end_or_now, ms, Timeline};
 
 /// Thresholds of the analysis. Every field has a default; the HTTP route takes them as
 /// query parameters.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AnalysisOptions {
@@ -74,6 +75,7 @@ impl Default for AnalysisOptions {
 }
 
 /// Timing of a group of spans (one component, or one kind and name).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TimingStats {
     /// The component id, or the span name.
@@ -100,6 +102,7 @@ pub struct TimingStats {
 }
 
 /// Calls and tokens of one model.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct ModelStats {
     /// The model (`unknown` when the span did not say).
@@ -128,6 +131,7 @@ pub struct ModelStats {
 }
 
 /// Calls of one tool.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ToolStats {
     /// The tool's name.
@@ -139,6 +143,7 @@ pub struct ToolStats {
 }
 
 /// Retrievals of a trace.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct RetrievalStats {
     /// Retrieval spans.
@@ -153,6 +158,7 @@ pub struct RetrievalStats {
 }
 
 /// What a trace did, in figures.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
     /// The trace's state.
@@ -192,6 +198,7 @@ pub struct Summary {
 }
 
 /// A kind and name that cost time, ranked by time on the critical path then self time.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Bottleneck {
     /// The spans' kind.
@@ -217,6 +224,7 @@ pub struct Bottleneck {
 }
 
 /// Errors that are the same error: same kind, name, type and normalised message.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ErrorGroup {
     /// The spans' kind (absent for error events tied to no span).
@@ -246,6 +254,7 @@ pub struct ErrorGroup {
 }
 
 /// A loop the agent got into.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Loop {
@@ -300,6 +309,7 @@ pub enum Loop {
 }
 
 /// Advice built from one finding, naming its evidence.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Recommendation {
     /// What finding it comes from (`repeated_call`, `critical_path_share`, …).
@@ -311,6 +321,7 @@ pub struct Recommendation {
 }
 
 /// The whole analysis of one trace.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Analysis {
     /// The trace is not terminal: analysed as far as it goes, running spans counted up to

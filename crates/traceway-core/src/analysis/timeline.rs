@@ -211,6 +211,7 @@ impl Timeline {
 
 /// One stretch of the critical path: the span that was the blocking work from `start` to
 /// `end`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Segment {
     /// The span.
@@ -234,10 +235,12 @@ pub struct Segment {
     pub duration_ms: f64,
     /// The span had not ended: its time counts up to the analysis time.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub running: bool,
 }
 
 /// One group's share of the critical path.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PathShare {
     /// The kind or model.
@@ -249,6 +252,7 @@ pub struct PathShare {
 }
 
 /// The critical path of a trace: the chain of work that set its duration.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CriticalPath {
     /// The stretches, in time order; they never overlap.
@@ -263,12 +267,14 @@ pub struct CriticalPath {
     pub by_model: Vec<PathShare>,
     /// Spans left off because they lay wholly outside their parent (clock skew).
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub dropped: Vec<SpanId>,
     /// Some span on the path had not ended.
     pub includes_running: bool,
 }
 
 /// Effective interval and self time of one span.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SpanTiming {
     /// The span.

@@ -29,12 +29,51 @@ use super::status::{encode_json, encode_protobuf};
 use super::{ingest, ingest_logs, Failure, Ingested, METRICS_DROPPED_MESSAGE};
 use crate::error::RETRY_AFTER_SECS;
 use crate::extract::{Tenant, TENANT_HEADER};
+use crate::openapi::{
+    Forbidden, OtlpFailure, OtlpJson, OtlpJsonResponse, ProtobufMessage, TenantHeader,
+    Unauthenticated,
+};
 use crate::AppState;
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
 
 /// The handler of `POST /v1/traces`.
+#[utoipa::path(
+    post,
+    path = "/v1/traces",
+    tag = "otlp",
+    operation_id = "otlpExportTraces",
+    summary = "Export spans (OTLP/HTTP)",
+    description = "OpenTelemetry's OTLP/HTTP trace endpoint: point an OTel SDK's OTLP exporter at `http://127.0.0.1:4318`. Spans map to Traceway spans (OpenInference and OTel GenAI conventions, ADR 006, 020). The first span of an unknown trace creates it `RUNNING`; a local root ends it (`ERRORED` when its status is error, else `COMPLETED`). A re-exported span is stored once. Spans count against the tenant's ingest quota.",
+    params(
+        TenantHeader,
+        ("Content-Encoding" = Option<String>, Header, description = "`gzip` (or `x-gzip`, `identity`); any other coding is 415."),
+    ),
+    request_body(
+        description = "An `ExportTraceServiceRequest`, optionally gzipped.",
+        content(
+            (ProtobufMessage = "application/x-protobuf"),
+            (OtlpJson = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Stored (all, or the valid ones: see `partialSuccess`), in the request's encoding.",
+            content(
+                (ProtobufMessage = "application/x-protobuf"),
+                (OtlpJsonResponse = "application/json"),
+            )),
+        (status = 400, response = OtlpFailure),
+        (status = 401, response = OtlpFailure),
+        (status = 403, response = OtlpFailure),
+        (status = 413, response = OtlpFailure),
+        (status = 415, response = OtlpFailure),
+        (status = 429, response = OtlpFailure),
+        (status = 500, response = OtlpFailure),
+        (status = 503, response = OtlpFailure),
+    ),
+    security(("bearer" = ["ingest"]), ("basic" = ["ingest"])),
+)]
 pub async fn export(State(app): State<AppState>, req: Request) -> Response {
     let encoding = match request_encoding(req.headers()) {
         Ok(e) => e,
@@ -49,6 +88,41 @@ pub async fn export(State(app): State<AppState>, req: Request) -> Response {
 }
 
 /// The handler of `POST /v1/logs`.
+#[utoipa::path(
+    post,
+    path = "/v1/logs",
+    tag = "otlp",
+    operation_id = "otlpExportLogs",
+    summary = "Export log records (OTLP/HTTP)",
+    description = "A record with a trace id and a span id becomes a `log` event of that span (with only a trace id: of the trace); the trace is created `RUNNING` when new. GenAI message events are stored as log events of their LLM span. A record without a trace id is rejected and counted in `partialSuccess`. A re-exported record is stored once. A refusal for the key (401, 403) is the JSON `ErrorBody`.",
+    params(
+        TenantHeader,
+        ("Content-Encoding" = Option<String>, Header, description = "`gzip` (or `x-gzip`, `identity`); any other coding is 415."),
+    ),
+    request_body(
+        description = "An `ExportLogsServiceRequest`, optionally gzipped.",
+        content(
+            (ProtobufMessage = "application/x-protobuf"),
+            (OtlpJson = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Stored (all, or the valid ones: see `partialSuccess`), in the request's encoding.",
+            content(
+                (ProtobufMessage = "application/x-protobuf"),
+                (OtlpJsonResponse = "application/json"),
+            )),
+        (status = 400, response = OtlpFailure),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 413, response = OtlpFailure),
+        (status = 415, response = OtlpFailure),
+        (status = 429, response = OtlpFailure),
+        (status = 500, response = OtlpFailure),
+        (status = 503, response = OtlpFailure),
+    ),
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+)]
 pub async fn export_logs(State(app): State<AppState>, req: Request) -> Response {
     let encoding = match request_encoding(req.headers()) {
         Ok(e) => e,
@@ -68,6 +142,41 @@ pub async fn export_logs(State(app): State<AppState>, req: Request) -> Response 
 
 /// The handler of `POST /v1/metrics`: the body is read (tenant, encoding, size and gzip
 /// checked as for traces) and dropped, and the answer says so (ADR 021).
+#[utoipa::path(
+    post,
+    path = "/v1/metrics",
+    tag = "otlp",
+    operation_id = "otlpExportMetrics",
+    summary = "Export metrics (OTLP/HTTP): accepted and dropped",
+    description = "Traceway stores no metrics (ADR 021): the body is checked (encoding, size, gzip) and dropped, and the answer's `partialSuccess.errorMessage` says so, so an SDK exporting every signal to one endpoint gets no errors. A refusal for the key (401, 403) is the JSON `ErrorBody`.",
+    params(
+        TenantHeader,
+        ("Content-Encoding" = Option<String>, Header, description = "`gzip` (or `x-gzip`, `identity`); any other coding is 415."),
+    ),
+    request_body(
+        description = "An `ExportMetricsServiceRequest`, optionally gzipped.",
+        content(
+            (ProtobufMessage = "application/x-protobuf"),
+            (OtlpJson = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Stored (all, or the valid ones: see `partialSuccess`), in the request's encoding.",
+            content(
+                (ProtobufMessage = "application/x-protobuf"),
+                (OtlpJsonResponse = "application/json"),
+            )),
+        (status = 400, response = OtlpFailure),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 413, response = OtlpFailure),
+        (status = 415, response = OtlpFailure),
+        (status = 429, response = OtlpFailure),
+        (status = 500, response = OtlpFailure),
+        (status = 503, response = OtlpFailure),
+    ),
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+)]
 pub async fn export_metrics(State(app): State<AppState>, req: Request) -> Response {
     let encoding = match request_encoding(req.headers()) {
         Ok(e) => e,
