@@ -49,6 +49,7 @@ async fn data_survives_a_restart_and_seq_continues() {
     };
     store
         .append(AppendRequest {
+            fills: Vec::new(),
             tenant: "t".into(),
             trace_id: t.trace_id,
             create_if_missing: None,
@@ -60,6 +61,7 @@ async fn data_survives_a_restart_and_seq_continues() {
     store.shutdown().await;
     let after = store
         .append(AppendRequest {
+            fills: Vec::new(),
             tenant: "t".into(),
             trace_id: t.trace_id,
             create_if_missing: None,
@@ -81,6 +83,7 @@ async fn data_survives_a_restart_and_seq_continues() {
     // The retry of the batch written before the restart is still recognised.
     let retry = store
         .append(AppendRequest {
+            fills: Vec::new(),
             tenant: "t".into(),
             trace_id: t.trace_id,
             create_if_missing: None,
@@ -164,6 +167,7 @@ async fn traces_evicted_from_the_writer_cache_are_rebuilt_from_the_log() {
     let store = SqliteStore::open(cfg, Arc::new(ManualClock::new(start_time()))).expect("open");
     let sid = |n: u64| SpanId::from_u64(n).expect("id");
     let append = |id, events| AppendRequest {
+        fills: Vec::new(),
         tenant: "t".into(),
         trace_id: id,
         create_if_missing: None,
@@ -307,6 +311,7 @@ async fn purge_physically_deletes_rows() {
             .collect();
         store
             .append(AppendRequest {
+                fills: Vec::new(),
                 tenant: "t".into(),
                 trace_id: t.trace_id,
                 create_if_missing: None,
@@ -438,6 +443,7 @@ async fn two_stores_on_one_file_share_one_lease() {
         .await
         .expect("create");
     let step = |n: u64| AppendRequest {
+        fills: Vec::new(),
         tenant: "t".into(),
         trace_id: t.trace_id,
         create_if_missing: None,

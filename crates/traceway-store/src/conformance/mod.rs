@@ -185,6 +185,7 @@ async fn append(
 ) -> Result<crate::AppendOutcome, StoreError> {
     h.store
         .append(AppendRequest {
+            fills: Vec::new(),
             tenant: tenant.into(),
             trace_id: id,
             create_if_missing: None,
