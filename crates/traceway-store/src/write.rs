@@ -684,7 +684,7 @@ mod tests {
                 stored.bodies.insert(s.span_id.as_u64(), s.clone());
             }
         }
-        for (sid, list) in w.fills.pending {
+        for (sid, list) in w.fills.into_pending() {
             if list.is_empty() {
                 stored.pending.remove(&sid);
             } else {

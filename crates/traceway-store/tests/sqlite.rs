@@ -539,7 +539,11 @@ async fn message_fills_survive_a_restart() {
         .await
         .expect("pending");
     store
-        .append(req(id, vec![EventInput::SpanEnded { span: llm(2) }], vec![]))
+        .append(req(
+            id,
+            vec![EventInput::SpanEnded { span: llm(2) }],
+            vec![],
+        ))
         .await
         .expect("span 2");
     store.shutdown().await;
@@ -552,7 +556,11 @@ async fn message_fills_survive_a_restart() {
         .expect("retry");
     assert_eq!(retry.duplicates, 1, "still pending, recognised");
     store
-        .append(req(id, vec![EventInput::SpanEnded { span: llm(1) }], vec![]))
+        .append(req(
+            id,
+            vec![EventInput::SpanEnded { span: llm(1) }],
+            vec![],
+        ))
         .await
         .expect("span 1");
     let late = fill("late", 2, vec![], vec![msg("assistant", "hello")]);
@@ -565,7 +573,11 @@ async fn message_fills_survive_a_restart() {
     drop(store);
 
     let store = open();
-    let spans = store.get_spans("t", id).await.expect("spans").expect("exists");
+    let spans = store
+        .get_spans("t", id)
+        .await
+        .expect("spans")
+        .expect("exists");
     let llm_of = |n| {
         spans
             .iter()
@@ -575,7 +587,10 @@ async fn message_fills_survive_a_restart() {
     };
     assert_eq!(llm_of(1).input_messages, [msg("user", "hi")]);
     assert_eq!(llm_of(2).output_messages, [msg("assistant", "hello")]);
-    let retry = store.append(req(id, vec![], vec![late])).await.expect("retry");
+    let retry = store
+        .append(req(id, vec![], vec![late]))
+        .await
+        .expect("retry");
     assert_eq!(retry.duplicates, 1, "the applied fill's id is stored");
     let Some(t) = store.get_trace("t", id).await.expect("get") else {
         panic!("exists")

@@ -578,10 +578,23 @@ async fn real_genai_instrumentation_event_only_messages_reach_the_llm_span_in_ei
     for order in ["logs-first", "spans-first"] {
         let child = Command::new(&python)
             .arg(&script)
-            .args(["--endpoint", &server.url, "--tenant", tenant, "--order", order])
+            .args([
+                "--endpoint",
+                &server.url,
+                "--tenant",
+                tenant,
+                "--order",
+                order,
+            ])
             .env("OTEL_SDK_DISABLED", "false")
-            .env("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
-            .env("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "event_only")
+            .env(
+                "OTEL_SEMCONV_STABILITY_OPT_IN",
+                "gen_ai_latest_experimental",
+            )
+            .env(
+                "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+                "event_only",
+            )
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -618,7 +631,10 @@ async fn real_genai_instrumentation_event_only_messages_reach_the_llm_span_in_ei
             .collect();
         assert_eq!(
             input,
-            [("system", "You answer briefly."), ("user", question.as_str())],
+            [
+                ("system", "You answer briefly."),
+                ("user", question.as_str())
+            ],
             "{order}: {chat}"
         );
         let output = &llm["output_messages"];

@@ -386,9 +386,7 @@ fn log_records_become_span_logs_and_genai_events_fill_llm_messages() {
     // A record more in the export is another fill (another id).
     let mut more = logs();
     let extra = more.resource_logs[0].scope_logs[0].log_records[1].clone();
-    more.resource_logs[0].scope_logs[0]
-        .log_records
-        .push(extra);
+    more.resource_logs[0].scope_logs[0].log_records.push(extra);
     let more = map_logs_request(&more);
     assert_ne!(more.traces[0].message_fills[0].id, fill_ids[0]);
 

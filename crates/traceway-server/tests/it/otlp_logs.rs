@@ -217,7 +217,8 @@ fn chat_span(span: &str, ended: bool) -> Vec<u8> {
 
 /// An OTLP/JSON log export of one `gen_ai.client.inference.operation.details` event.
 fn details_log(span: &str, question: &str, answer: &str) -> Vec<u8> {
-    let input = serde_json::json!([{"role": "user", "parts": [{"type": "text", "content": question}]}]);
+    let input =
+        serde_json::json!([{"role": "user", "parts": [{"type": "text", "content": question}]}]);
     let output = serde_json::json!([{"role": "assistant", "parts": [{"type": "text", "content": answer}], "finish_reason": "stop"}]);
     serde_json::to_vec(&serde_json::json!({"resourceLogs": [{
         "scopeLogs": [{"logRecords": [{

@@ -96,7 +96,12 @@ fn messages(s: &Span) -> (Vec<Message>, Vec<Message>) {
 /// (started or whole); a retry while it waits is a duplicate.
 pub async fn message_fills_wait_for_a_span_that_arrives_later(h: &Harness) {
     let id = detailed_trace(h, T).await;
-    let f = fill("f-before", 1, &[("system", "be brief"), ("user", "hi")], &[]);
+    let f = fill(
+        "f-before",
+        1,
+        &[("system", "be brief"), ("user", "hi")],
+        &[],
+    );
     let out = write(h, id, vec![], vec![f.clone()]).await;
     assert_eq!((out.accepted, out.duplicates), (1, 0));
     assert_eq!(out.stored, crate::EventCounts::default(), "no event yet");
@@ -119,7 +124,12 @@ pub async fn message_fills_wait_for_a_span_that_arrives_later(h: &Harness) {
     let s = span_of(h, id, 1).await;
     assert!(s.end_time.is_some());
     assert_eq!(messages(&s).0.len(), 2, "the end keeps the messages");
-    let t = h.store.get_trace(T, id).await.expect("get").expect("exists");
+    let t = h
+        .store
+        .get_trace(T, id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(t.rollups.span_count, 1);
     assert_eq!(t.rollups.input_tokens, 5);
 
@@ -152,7 +162,13 @@ pub async fn message_fills_land_on_running_and_ended_spans_once(h: &Harness) {
     use crate::Scope;
     let id = detailed_trace(h, T).await;
     write(h, id, vec![chat(2, false)], vec![]).await;
-    let out = write(h, id, vec![], vec![fill("f-run", 2, &[("user", "hi")], &[])]).await;
+    let out = write(
+        h,
+        id,
+        vec![],
+        vec![fill("f-run", 2, &[("user", "hi")], &[])],
+    )
+    .await;
     assert_eq!(out.accepted, 1);
     assert_eq!(out.stored, counts(&[EventType::SpanStarted]));
     let s = span_of(h, id, 2).await;
@@ -160,7 +176,12 @@ pub async fn message_fills_land_on_running_and_ended_spans_once(h: &Harness) {
     assert_eq!(messages(&s).0, [msg("user", "hi")]);
 
     write(h, id, vec![chat(2, true)], vec![]).await;
-    let before = h.store.get_trace(T, id).await.expect("get").expect("exists");
+    let before = h
+        .store
+        .get_trace(T, id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(messages(&span_of(h, id, 2).await).0, [msg("user", "hi")]);
 
     let mut sub = h.store.subscribe(T, Scope::Trace(id));
@@ -181,7 +202,12 @@ pub async fn message_fills_land_on_running_and_ended_spans_once(h: &Harness) {
         (vec![msg("user", "hi")], vec![msg("assistant", "hello")])
     );
     assert!(s.end_time.is_some());
-    let after = h.store.get_trace(T, id).await.expect("get").expect("exists");
+    let after = h
+        .store
+        .get_trace(T, id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(after.rollups, before.rollups, "messages are not counted");
 
     // Duplicates: the same fill, the same messages under another id, a replace with
@@ -205,7 +231,10 @@ pub async fn message_fills_land_on_running_and_ended_spans_once(h: &Harness) {
     write(h, id, vec![], vec![replace]).await;
     assert_eq!(
         messages(&span_of(h, id, 2).await),
-        (vec![msg("user", "only this")], vec![msg("assistant", "hello")])
+        (
+            vec![msg("user", "only this")],
+            vec![msg("assistant", "hello")]
+        )
     );
 }
 
@@ -219,13 +248,22 @@ pub async fn pending_message_fills_are_bounded_per_trace(h: &Harness) {
         .collect();
     let out = write(h, id, vec![], fills).await;
     assert_eq!(u64::from(out.accepted), max, "the rest are dropped");
-    let out = write(h, id, vec![], vec![fill("one-more", 9, &[("user", "q")], &[])]).await;
+    let out = write(
+        h,
+        id,
+        vec![],
+        vec![fill("one-more", 9, &[("user", "q")], &[])],
+    )
+    .await;
     assert_eq!(out.accepted, 0, "still full");
     // The first and last kept spans get their messages; a dropped one does not.
     write(h, id, vec![chat(101, true), chat(100 + max, true)], vec![]).await;
     write(h, id, vec![chat(100 + max + 1, true)], vec![]).await;
     assert_eq!(messages(&span_of(h, id, 101).await).0, [msg("user", "q")]);
-    assert_eq!(messages(&span_of(h, id, 100 + max).await).0, [msg("user", "q")]);
+    assert_eq!(
+        messages(&span_of(h, id, 100 + max).await).0,
+        [msg("user", "q")]
+    );
     assert!(messages(&span_of(h, id, 100 + max + 1).await).0.is_empty());
     // Two spans took theirs: two places are free again.
     let out = write(

@@ -101,14 +101,17 @@ impl RedisStore {
             let last = entries.len() < PAGE;
             for (entry_id, fields) in entries {
                 if let Some(d) = fields.get("d") {
-                    let found = entry_events(d)?.into_iter().rev().find_map(|e| match e.body {
-                        EventBody::SpanStarted(s) | EventBody::SpanEnded(s)
-                            if s.span_id.as_u64() == sid =>
-                        {
-                            Some(s)
-                        }
-                        _ => None,
-                    });
+                    let found = entry_events(d)?
+                        .into_iter()
+                        .rev()
+                        .find_map(|e| match e.body {
+                            EventBody::SpanStarted(s) | EventBody::SpanEnded(s)
+                                if s.span_id.as_u64() == sid =>
+                            {
+                                Some(s)
+                            }
+                            _ => None,
+                        });
                     if found.is_some() {
                         return Ok(found);
                     }
@@ -152,11 +155,12 @@ impl RedisStore {
         // arrived replaced its field already.
         let pending: Vec<(&u64, &Vec<MessageFill>)> = d
             .fills
-            .pending
-            .iter()
+            .get()
+            .into_iter()
+            .flat_map(|f| &f.pending)
             .filter(|(sid, _)| !d.spans.contains_key(sid))
             .collect();
-        let pairs = d.spans.len() + pending.len() + usize::from(d.fills.totals.is_some());
+        let pairs = d.spans.len() + pending.len() + usize::from(d.fills.totals().is_some());
         let mut cmd = Cmd::with_capacity(
             16 + 2 * pairs + d.client_ids.len(),
             2048 + d.events.len() * per_event + d.spans.len() * 64,
@@ -223,7 +227,7 @@ impl RedisStore {
             };
             serde_json::to_writer(cmd.writer_for_next_arg(), &value).map_err(json_err)?;
         }
-        if let Some(t) = &d.fills.totals {
+        if let Some(t) = &d.fills.totals() {
             cmd.arg(FILLS_FIELD);
             serde_json::to_writer(cmd.writer_for_next_arg(), t).map_err(json_err)?;
         }
@@ -285,7 +289,8 @@ impl RedisStore {
         for attempt in 0..ATTEMPTS {
             let (ver, loaded) = match self
                 .load_for(tenant, id, span_ids, client_keys, filled)
-                .await? {
+                .await?
+            {
                 Some((ver, l)) => (Some(ver), Some(l)),
                 None => (None, None),
             };

@@ -128,8 +128,8 @@ impl Traces for RedisStore {
                     end.clone(),
                 )?;
                 let w = model.fill(w, fills.clone())?;
-                if w.fills.dropped > 0 {
-                    tracing::warn!(trace_id = %trace_id, tenant = %tenant, dropped = w.fills.dropped, "message fills dropped: the trace's pending fills are full");
+                if w.fills.dropped() > 0 {
+                    tracing::warn!(trace_id = %trace_id, tenant = %tenant, dropped = w.fills.dropped(), "message fills dropped: the trace's pending fills are full");
                 }
                 let outcome = AppendOutcome {
                     accepted: w.accepted,

@@ -46,9 +46,14 @@ impl PendingTotals {
     }
 }
 
-/// What a write changed of message fills, beyond its events and span states.
+/// What a write changed of message fills, beyond its events and span states. Empty (and
+/// not allocated) for the writes that carry no fill and create no span with fills waiting.
 #[derive(Debug, Default)]
-pub(crate) struct FillChanges {
+pub(crate) struct FillChanges(Option<Box<FillState>>);
+
+/// The changes themselves.
+#[derive(Debug, Default)]
+pub(crate) struct FillState {
     /// Per span whose pending fills changed, all of them now, in arrival order; an empty
     /// list means none is left (the span arrived and took them).
     pub pending: HashMap<u64, Vec<MessageFill>>,
@@ -59,6 +64,32 @@ pub(crate) struct FillChanges {
     /// Bodies of ended spans this write filled, so a second fill of the same span sees
     /// the first.
     bodies: HashMap<u64, Span>,
+}
+
+impl FillChanges {
+    /// The changes, if any.
+    pub(crate) fn get(&self) -> Option<&FillState> {
+        self.0.as_deref()
+    }
+
+    fn get_mut(&mut self) -> &mut FillState {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    /// Fills dropped at the bounds.
+    pub(crate) fn dropped(&self) -> u32 {
+        self.get().map_or(0, |f| f.dropped)
+    }
+
+    /// The trace's pending totals after the write, when they changed.
+    pub(crate) fn totals(&self) -> Option<PendingTotals> {
+        self.get().and_then(|f| f.totals)
+    }
+
+    /// The spans whose pending fills changed, with all of them now.
+    pub(crate) fn into_pending(self) -> HashMap<u64, Vec<MessageFill>> {
+        self.0.map(|f| f.pending).unwrap_or_default()
+    }
 }
 
 /// The stored size of a fill, which the per-trace byte bound counts.
@@ -95,7 +126,7 @@ impl Model {
             match d.apply_fill(f)? {
                 Outcome::Applied => d.out.accepted += 1,
                 Outcome::Duplicate => d.out.duplicates += 1,
-                Outcome::Dropped => d.out.fills.dropped += 1,
+                Outcome::Dropped => d.out.fills.get_mut().dropped += 1,
             }
         }
         Ok(d.into_written())
@@ -138,7 +169,7 @@ impl<S: Stored> Draft<S> {
                     return Ok(Outcome::Duplicate);
                 }
                 let time = span.end_time.unwrap_or(span.start_time);
-                self.out.fills.bodies.insert(sid, span.clone());
+                self.out.fills.get_mut().bodies.insert(sid, span.clone());
                 self.push_event(time, component, EventBody::SpanEnded(span));
                 Outcome::Applied
             }
@@ -192,7 +223,7 @@ impl<S: Stored> Draft<S> {
     /// An ended span's latest form: filled earlier in this write, written earlier in this
     /// write, or stored.
     fn ended_body(&mut self, sid: u64) -> Result<Option<Span>, StoreError> {
-        if let Some(b) = self.out.fills.bodies.get(&sid) {
+        if let Some(b) = self.out.fills.get().and_then(|f| f.bodies.get(&sid)) {
             return Ok(Some(b.clone()));
         }
         let written = self.out.events.iter().rev().find_map(|e| match &e.body {
@@ -211,7 +242,7 @@ impl<S: Stored> Draft<S> {
     }
 
     fn pending_of(&self, sid: u64) -> Option<Vec<MessageFill>> {
-        if let Some(l) = self.out.fills.pending.get(&sid) {
+        if let Some(l) = self.out.fills.get().and_then(|f| f.pending.get(&sid)) {
             return Some(l.clone());
         }
         self.out
@@ -223,8 +254,8 @@ impl<S: Stored> Draft<S> {
     }
 
     fn totals(&self) -> PendingTotals {
-        match (&self.out.fills.totals, &self.out.stored) {
-            (Some(t), _) => *t,
+        match (self.out.fills.totals(), &self.out.stored) {
+            (Some(t), _) => t,
             (None, Some(s)) => s.pending_totals(),
             (None, None) => PendingTotals::default(),
         }
@@ -233,7 +264,10 @@ impl<S: Stored> Draft<S> {
     /// Keeps a fill for a span not stored yet, within the trace's bounds.
     fn keep_pending(&mut self, sid: u64, fill: MessageFill) -> Outcome {
         let mut list = self.pending_of(sid).unwrap_or_default();
-        if list.iter().any(|f| *f == fill || (!f.id.is_empty() && f.id == fill.id)) {
+        if list
+            .iter()
+            .any(|f| *f == fill || (!f.id.is_empty() && f.id == fill.id))
+        {
             return Outcome::Duplicate;
         }
         let t = self.totals();
@@ -244,8 +278,9 @@ impl<S: Stored> Draft<S> {
             return Outcome::Dropped;
         }
         list.push(fill);
-        self.out.fills.pending.insert(sid, list);
-        self.out.fills.totals = Some(PendingTotals {
+        let f = self.out.fills.get_mut();
+        f.pending.insert(sid, list);
+        f.totals = Some(PendingTotals {
             count: t.count + 1,
             bytes: t.bytes + bytes,
         });
@@ -264,11 +299,12 @@ impl<S: Stored> Draft<S> {
         }
         let taken = PendingTotals::of(&list);
         let t = self.totals();
-        self.out.fills.totals = Some(PendingTotals {
+        let f = self.out.fills.get_mut();
+        f.totals = Some(PendingTotals {
             count: t.count.saturating_sub(taken.count),
             bytes: t.bytes.saturating_sub(taken.bytes),
         });
-        self.out.fills.pending.insert(sid, Vec::new());
+        f.pending.insert(sid, Vec::new());
     }
 }
 
@@ -348,8 +384,8 @@ mod tests {
     fn a_fill_before_its_span_waits_and_lands_when_the_span_arrives() {
         let w = step(None, vec![], vec![fill("f1", 5, &["hi"], &["hello"])]);
         assert_eq!((w.accepted, w.duplicates), (1, 0));
-        assert_eq!(w.fills.pending[&5].len(), 1);
-        assert_eq!(w.fills.totals.map(|t| t.count), Some(1));
+        assert_eq!(w.fills.get().expect("changes").pending[&5].len(), 1);
+        assert_eq!(w.fills.totals().map(|t| t.count), Some(1));
         assert!(w
             .events
             .iter()
@@ -369,8 +405,12 @@ mod tests {
             messages(&s),
             (vec![m("user", "hi")], vec![m("assistant", "hello")])
         );
-        assert_eq!(w.fills.pending[&5], Vec::new(), "taken");
-        assert_eq!(w.fills.totals, Some(PendingTotals::default()));
+        assert_eq!(
+            w.fills.get().expect("changes").pending[&5],
+            Vec::new(),
+            "taken"
+        );
+        assert_eq!(w.fills.totals(), Some(PendingTotals::default()));
         assert_eq!(w.trace.rollups.span_count, 1);
     }
 
@@ -432,15 +472,15 @@ mod tests {
             .collect();
         let w = step(None, vec![], many);
         assert_eq!(w.accepted, MAX_PENDING_FILLS_PER_TRACE);
-        assert_eq!(w.fills.dropped, 1);
+        assert_eq!(w.fills.dropped(), 1);
         // Bytes: each fill of 4 messages of 16 KiB (the string cap) is ~64 KiB.
         let big = "x".repeat(16 * 1024);
         let big: Vec<MessageFill> = (1..=20)
             .map(|n| fill(&format!("b{n}"), n, &[&big, &big, &big, &big], &[]))
             .collect();
         let w = step(None, vec![], big);
-        assert!(w.fills.dropped > 0, "{}", w.fills.dropped);
-        let t = w.fills.totals.expect("totals");
+        assert!(w.fills.dropped() > 0, "{}", w.fills.dropped());
+        let t = w.fills.totals().expect("totals");
         assert!(t.bytes <= MAX_PENDING_FILL_BYTES_PER_TRACE, "{t:?}");
         assert_eq!(t.count, w.accepted);
     }
@@ -458,6 +498,6 @@ mod tests {
             .expect("append");
         let w = m2.fill(w, vec![fill("f", 5, &["hi"], &[])]).expect("fill");
         assert_eq!((w.accepted, w.duplicates), (0, 1));
-        assert!(w.fills.pending.is_empty());
+        assert!(w.fills.get().is_none(), "nothing kept");
     }
 }

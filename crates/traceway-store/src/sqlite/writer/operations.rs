@@ -36,8 +36,8 @@ pub(super) fn execute(
             match model.append(&tenant, trace_id, loaded, create_if_missing, events, end) {
                 Ok(w) => {
                     let w = model.fill(w, fills)?;
-                    if w.fills.dropped > 0 {
-                        tracing::warn!(trace_id = %trace_id, tenant = %tenant, dropped = w.fills.dropped, "message fills dropped: the trace's pending fills are full");
+                    if w.fills.dropped() > 0 {
+                        tracing::warn!(trace_id = %trace_id, tenant = %tenant, dropped = w.fills.dropped(), "message fills dropped: the trace's pending fills are full");
                     }
                     let p = persist(tx, cache, prior, w)?;
                     let outcome = AppendOutcome {

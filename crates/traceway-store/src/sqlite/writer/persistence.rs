@@ -113,7 +113,11 @@ pub(super) fn put_back(
             data_expires_at: l.data_expires_at,
             trace: l.trace,
         };
-        cache.put(CachedTrace::from_parts(row, l.stored.spans, l.stored.pending));
+        cache.put(CachedTrace::from_parts(
+            row,
+            l.stored.spans,
+            l.stored.pending,
+        ));
     }
 }
 
@@ -153,11 +157,9 @@ pub(super) fn persist(
         }
     };
     insert_events(tx, rowid, &events, &client_ids)?;
-    let (mut all_spans, mut pending) = stored
-        .map(|s| (s.spans, s.pending))
-        .unwrap_or_default();
+    let (mut all_spans, mut pending) = stored.map(|s| (s.spans, s.pending)).unwrap_or_default();
     all_spans.extend(spans);
-    persist_pending(tx, rowid, &mut pending, fills.pending)?;
+    persist_pending(tx, rowid, &mut pending, fills.into_pending())?;
     let out = Persisted {
         trace: t.clone(),
         events,
