@@ -405,6 +405,10 @@ pub enum FillMode {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageFill {
+    /// Idempotency key: stable for the same records (OTLP: `otlp-fill:<span>:<hash>`), so a
+    /// store skips a retried fill it applied or keeps pending already.
+    #[serde(default)]
+    pub id: String,
     /// The LLM span.
     pub span_id: SpanId,
     /// How it combines with what the span has.
@@ -474,12 +478,14 @@ mod tests {
     fn fills_merge_into_running_ended_and_late_spans_once() {
         let t0 = Timestamp::from_unix_millis(1_000);
         let fill = MessageFill {
+            id: "f1".into(),
             span_id: sid(7),
             mode: FillMode::Append,
             input_messages: vec![m("system", "be brief"), m("user", "hi")],
             output_messages: vec![],
         };
         let choice = MessageFill {
+            id: "f2".into(),
             span_id: sid(7),
             mode: FillMode::Append,
             input_messages: vec![],
@@ -535,6 +541,7 @@ mod tests {
         );
         // A whole conversation replaces.
         let details = MessageFill {
+            id: "f3".into(),
             span_id: sid(7),
             mode: FillMode::Replace,
             input_messages: vec![m("user", "only this")],

@@ -133,6 +133,7 @@ pub async fn append_events(
     let out = app
         .store
         .append(AppendRequest {
+            fills: Vec::new(),
             tenant: tenant.0.clone(),
             trace_id: id,
             create_if_missing: None,

@@ -319,6 +319,7 @@ async fn append_throughput(args: &Args, dir: &std::path::Path) {
                     let t0 = Instant::now();
                     let out = store
                         .append(AppendRequest {
+                            fills: Vec::new(),
                             tenant: "bench".into(),
                             trace_id,
                             create_if_missing: create.take(),

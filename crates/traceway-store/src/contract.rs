@@ -225,6 +225,10 @@ pub struct AppendRequest {
     pub create_if_missing: Option<NewTrace>,
     /// The events, in order.
     pub events: Vec<EventInput>,
+    /// After the events, prompt and completion messages for LLM spans (the GenAI message
+    /// events of OTLP logs): each lands on its span, running or ended, or waits (bounded)
+    /// for the span to arrive (ADR 027). A fill that changed a span counts as accepted.
+    pub fills: Vec<traceway_core::MessageFill>,
     /// After the events, in the same write, end the trace in this (terminal) state,
     /// unless it has ended already: the first end decides.
     pub end: Option<TraceEnd>,

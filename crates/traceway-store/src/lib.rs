@@ -27,7 +27,9 @@ pub use contract::*;
 pub use hub::{InProcessHub, Lagged, Scope, Subscription, TraceMeta};
 pub use keys::{ApiKey, ApiKeys, ApiKeysLayer, StoredKey, MAX_KEYS_PER_TENANT};
 pub use workflows::*;
-pub use write::{ORPHANED_AT_KEY, RESUMED_REASON};
+pub use write::{
+    MAX_PENDING_FILLS_PER_TRACE, MAX_PENDING_FILL_BYTES_PER_TRACE, ORPHANED_AT_KEY, RESUMED_REASON,
+};
 
 /// The contract's traits, for `use traceway_store::prelude::*` where a `dyn Store` is
 /// called (its methods belong to the five concerns).

@@ -19,6 +19,10 @@ use traceway_core::{
 
 use crate::{CaptureConfig, Retention, StoreError, TraceEnd, ORPHANED_REASON};
 
+mod fills;
+pub(crate) use fills::{FillChanges, PendingTotals};
+pub use fills::{MAX_PENDING_FILLS_PER_TRACE, MAX_PENDING_FILL_BYTES_PER_TRACE};
+
 /// What a write needs to know of one stored span.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum SpanState {
@@ -45,8 +49,16 @@ impl SpanState {
 pub(crate) trait Stored {
     /// The stored state of a span of the trace, if it has one.
     fn span(&self, id: u64) -> Option<&SpanState>;
-    /// Whether a client event id (a log's or error's `id`) is stored in the trace.
+    /// Whether a client event id (a log's or error's `id`, a message fill's) is stored in
+    /// the trace.
     fn client_id_seen(&self, id: &str) -> Result<bool, StoreError>;
+    /// The stored form of an ended span (its latest span event), for a message fill;
+    /// `None` when its data is gone.
+    fn span_body(&self, id: u64) -> Result<Option<Span>, StoreError>;
+    /// The message fills waiting for a span not stored yet, in arrival order.
+    fn pending_fills(&self, id: u64) -> Option<&[traceway_core::MessageFill]>;
+    /// How much waits in the whole trace.
+    fn pending_totals(&self) -> PendingTotals;
 }
 
 /// A trace as a backend loaded it, with its port.
@@ -101,6 +113,8 @@ pub(crate) struct Written<S> {
     pub accepted: u32,
     /// Inputs skipped as already stored.
     pub duplicates: u32,
+    /// Message fills kept for spans not stored yet, or taken by spans that arrived.
+    pub fills: FillChanges,
 }
 
 /// What the orphan sweep made of a candidate.
@@ -312,6 +326,7 @@ impl Model {
                 client_ids: Vec::new(),
                 accepted: 0,
                 duplicates: 0,
+                fills: FillChanges::default(),
             },
         }
     }
@@ -360,6 +375,7 @@ impl Model {
                 client_ids: Vec::new(),
                 accepted: 0,
                 duplicates: 0,
+                fills: FillChanges::default(),
             },
         };
         d.write_event(now, None, EventBody::TraceStarted(started));
@@ -478,6 +494,9 @@ impl<S: Stored> Draft<S> {
             SpanChange::New(span) => (None, span),
             SpanChange::Ended { previous, span } => (Some(previous), span),
         };
+        if previous.is_none() {
+            self.take_pending(&mut span);
+        }
         if self.out.trace.state == State::Received {
             self.change_state(State::Running, Some("first step".into()))?;
         }
@@ -619,9 +638,11 @@ mod tests {
 
     /// A port over plain collections, as a backend's would be.
     #[derive(Default)]
-    struct Mem {
+    pub(super) struct Mem {
         spans: HashMap<u64, SpanState>,
         ids: HashSet<String>,
+        bodies: HashMap<u64, Span>,
+        pending: HashMap<u64, Vec<traceway_core::MessageFill>>,
     }
 
     impl Stored for Mem {
@@ -631,9 +652,18 @@ mod tests {
         fn client_id_seen(&self, id: &str) -> Result<bool, StoreError> {
             Ok(self.ids.contains(id))
         }
+        fn span_body(&self, id: u64) -> Result<Option<Span>, StoreError> {
+            Ok(self.bodies.get(&id).cloned())
+        }
+        fn pending_fills(&self, id: u64) -> Option<&[traceway_core::MessageFill]> {
+            self.pending.get(&id).map(Vec::as_slice)
+        }
+        fn pending_totals(&self) -> PendingTotals {
+            PendingTotals::of(self.pending.values().flatten())
+        }
     }
 
-    fn model(ms: i64) -> Model {
+    pub(super) fn model(ms: i64) -> Model {
         Model {
             now: Timestamp::from_unix_millis(ms),
             retention: Retention::default(),
@@ -641,14 +671,26 @@ mod tests {
         }
     }
 
-    fn id() -> TraceId {
+    pub(super) fn id() -> TraceId {
         TraceId::from_u128(7).expect("id")
     }
 
-    fn loaded(w: Written<Mem>) -> Loaded<Mem> {
+    pub(super) fn loaded(w: Written<Mem>) -> Loaded<Mem> {
         let mut stored = w.stored.unwrap_or_default();
         stored.spans.extend(w.spans);
         stored.ids.extend(w.client_ids.into_iter().map(|(_, k)| k));
+        for e in &w.events {
+            if let EventBody::SpanStarted(s) | EventBody::SpanEnded(s) = &e.body {
+                stored.bodies.insert(s.span_id.as_u64(), s.clone());
+            }
+        }
+        for (sid, list) in w.fills.into_pending() {
+            if list.is_empty() {
+                stored.pending.remove(&sid);
+            } else {
+                stored.pending.insert(sid, list);
+            }
+        }
         Loaded {
             trace: w.trace,
             data_expires_at: w.data_expires_at,

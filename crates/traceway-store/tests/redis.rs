@@ -110,6 +110,7 @@ async fn every_trace_key_has_a_ttl_and_the_purge_empties_the_indexes() {
         .expect("create");
     store
         .append(AppendRequest {
+            fills: Vec::new(),
             tenant: "t".into(),
             trace_id: t.trace_id,
             create_if_missing: None,
@@ -205,6 +206,7 @@ async fn a_filter_without_an_index_reads_a_bounded_number_of_rows_per_page() {
         if i == 0 || i == 16 {
             store
                 .append(AppendRequest {
+                    fills: Vec::new(),
                     tenant: "t".into(),
                     trace_id: t.trace_id,
                     create_if_missing: None,

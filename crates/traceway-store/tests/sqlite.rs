@@ -49,6 +49,7 @@ async fn data_survives_a_restart_and_seq_continues() {
     };
     store
         .append(AppendRequest {
+            fills: Vec::new(),
             tenant: "t".into(),
             trace_id: t.trace_id,
             create_if_missing: None,
@@ -60,6 +61,7 @@ async fn data_survives_a_restart_and_seq_continues() {
     store.shutdown().await;
     let after = store
         .append(AppendRequest {
+            fills: Vec::new(),
             tenant: "t".into(),
             trace_id: t.trace_id,
             create_if_missing: None,
@@ -81,6 +83,7 @@ async fn data_survives_a_restart_and_seq_continues() {
     // The retry of the batch written before the restart is still recognised.
     let retry = store
         .append(AppendRequest {
+            fills: Vec::new(),
             tenant: "t".into(),
             trace_id: t.trace_id,
             create_if_missing: None,
@@ -164,6 +167,7 @@ async fn traces_evicted_from_the_writer_cache_are_rebuilt_from_the_log() {
     let store = SqliteStore::open(cfg, Arc::new(ManualClock::new(start_time()))).expect("open");
     let sid = |n: u64| SpanId::from_u64(n).expect("id");
     let append = |id, events| AppendRequest {
+        fills: Vec::new(),
         tenant: "t".into(),
         trace_id: id,
         create_if_missing: None,
@@ -307,6 +311,7 @@ async fn purge_physically_deletes_rows() {
             .collect();
         store
             .append(AppendRequest {
+                fills: Vec::new(),
                 tenant: "t".into(),
                 trace_id: t.trace_id,
                 create_if_missing: None,
@@ -438,6 +443,7 @@ async fn two_stores_on_one_file_share_one_lease() {
         .await
         .expect("create");
     let step = |n: u64| AppendRequest {
+        fills: Vec::new(),
         tenant: "t".into(),
         trace_id: t.trace_id,
         create_if_missing: None,
@@ -476,4 +482,118 @@ async fn two_stores_on_one_file_share_one_lease() {
     assert_eq!(got.state, State::Errored, "a sees b's change");
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// Message fills (ADR 027) outlive the writer's cache: a pending fill is read back from
+/// `pending_fills` after a restart and lands when its span arrives, and a fill of an ended
+/// span loads the span's body from the event log; a retried fill is still recognised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_fills_survive_a_restart() {
+    use traceway_core::{FillMode, Level, Message, MessageFill};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("traceway.db");
+    let clock = ManualClock::new(start_time());
+    let open =
+        || SqliteStore::open(SqliteConfig::new(&path), Arc::new(clock.clone())).expect("open");
+    let sid = |n| SpanId::from_u64(n).expect("id");
+    let msg = |role: &str, c: &str| Message {
+        role: role.into(),
+        content: Some(c.into()),
+        ..Default::default()
+    };
+    let fill = |id: &str, span, input: Vec<Message>, output: Vec<Message>| MessageFill {
+        id: id.into(),
+        span_id: sid(span),
+        mode: FillMode::Append,
+        input_messages: input,
+        output_messages: output,
+    };
+    let llm = |n| SpanInput {
+        kind: Some(SpanKind::Llm),
+        ..SpanInput::new(sid(n))
+    };
+    let req = |id, events, fills| AppendRequest {
+        tenant: "t".into(),
+        trace_id: id,
+        create_if_missing: None,
+        events,
+        fills,
+        end: None,
+    };
+
+    let store = open();
+    let (t, _) = store
+        .create_trace(
+            "t",
+            NewTrace {
+                level: Some(Level::Detailed),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    let id = t.trace_id;
+    let early = fill("early", 1, vec![msg("user", "hi")], vec![]);
+    store
+        .append(req(id, vec![], vec![early.clone()]))
+        .await
+        .expect("pending");
+    store
+        .append(req(
+            id,
+            vec![EventInput::SpanEnded { span: llm(2) }],
+            vec![],
+        ))
+        .await
+        .expect("span 2");
+    store.shutdown().await;
+    drop(store);
+
+    let store = open();
+    let retry = store
+        .append(req(id, vec![], vec![early]))
+        .await
+        .expect("retry");
+    assert_eq!(retry.duplicates, 1, "still pending, recognised");
+    store
+        .append(req(
+            id,
+            vec![EventInput::SpanEnded { span: llm(1) }],
+            vec![],
+        ))
+        .await
+        .expect("span 1");
+    let late = fill("late", 2, vec![], vec![msg("assistant", "hello")]);
+    let out = store
+        .append(req(id, vec![], vec![late.clone()]))
+        .await
+        .expect("late");
+    assert_eq!(out.accepted, 1);
+    store.shutdown().await;
+    drop(store);
+
+    let store = open();
+    let spans = store
+        .get_spans("t", id)
+        .await
+        .expect("spans")
+        .expect("exists");
+    let llm_of = |n| {
+        spans
+            .iter()
+            .find(|s| s.span_id == sid(n))
+            .and_then(|s| s.llm.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(llm_of(1).input_messages, [msg("user", "hi")]);
+    assert_eq!(llm_of(2).output_messages, [msg("assistant", "hello")]);
+    let retry = store
+        .append(req(id, vec![], vec![late]))
+        .await
+        .expect("retry");
+    assert_eq!(retry.duplicates, 1, "the applied fill's id is stored");
+    let Some(t) = store.get_trace("t", id).await.expect("get") else {
+        panic!("exists")
+    };
+    assert_eq!(t.rollups.span_count, 2);
 }

@@ -425,9 +425,8 @@ async fn sigterm_stops_grpc_and_http_with_clients_still_connected_and_keeps_thei
 /// Issue 11 with the real Python SDK (`tests/python/emit_fidelity.py`): an OpenInference
 /// agent span under an incoming `traceparent` completes its trace, named after it, with
 /// its agent, and the real OpenInference OpenAI instrumentation's chat calls (to a fake
-/// model on loopback) keep their tool calls and tool call ids typed; and a GenAI `event_only` capture's log records reach `/v1/logs` and are
-/// stored as log events of the LLM span. (Moving those messages onto the span itself needs
-/// the store's write path to apply `MessageFill`; ADR 020 says what each backend must do.)
+/// model on loopback) keep their tool calls and tool call ids typed; and a GenAI
+/// `event_only` capture's log records reach `/v1/logs` and become the LLM span's messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_sdk_remote_parent_agent_completes_and_genai_event_logs_reach_the_llm_span() {
     let python = otel_python();
@@ -526,43 +525,138 @@ async fn real_sdk_remote_parent_agent_completes_and_genai_event_logs_reach_the_l
     }
     assert_eq!(t["rollups"]["total_tokens"], 74, "both calls counted");
 
-    // 2. The event_only capture: the messages came as log records of the chat span.
+    // 2. The event_only capture: the messages came as log records of the chat span, and
+    // are now its messages (ADR 027); none of them is left as a log event.
     let events = ids["events"].as_str().expect("events id");
     let llm_span = ids["llm_span"].as_str().expect("llm span");
     let v = get(&c, format!("{}/api/v1/traces/{events}", server.url), tenant).await;
     assert_eq!(v["trace"]["state"], "COMPLETED");
     let chat = find(&v["spans"], "chat gpt-4o-mini");
     assert_eq!(chat["kind"], "llm");
+    assert_eq!(chat["span_id"], llm_span);
+    // The per-message events appended the system and user messages and the choice; the
+    // operation-details event, exported last, holds the whole call and replaces each side.
+    let llm = &chat["llm"];
+    assert_eq!(
+        llm["input_messages"],
+        serde_json::json!([{"role": "user", "content": "What is the refund window?"}]),
+        "{chat}"
+    );
+    assert_eq!(
+        llm["output_messages"],
+        serde_json::json!([{"role": "assistant", "content": "30 days."}]),
+        "{chat}"
+    );
     let logs = get(
         &c,
         format!("{}/api/v1/traces/{events}/events?type=log", server.url),
         tenant,
     )
     .await;
-    let logs = logs["events"].as_array().expect("events");
-    let names: Vec<&str> = logs
-        .iter()
-        .map(|e| e["payload"]["message"].as_str().unwrap_or(""))
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "gen_ai.system.message",
-            "gen_ai.user.message",
-            "gen_ai.choice",
-            "gen_ai.client.inference.operation.details"
-        ]
-    );
-    for e in logs {
-        assert_eq!(e["payload"]["span_id"], llm_span, "{e}");
+    assert_eq!(logs["events"].as_array().map(Vec::len), Some(0), "{logs}");
+    server.stop();
+}
+
+/// ADR 027 with the real OTel GenAI instrumentation: the real `openai` client, instrumented
+/// by `opentelemetry-instrumentation-openai-v2` in its `event_only` content mode, calls a
+/// fake model on loopback; its chat span carries no messages and its
+/// `gen_ai.client.inference.operation.details` log record carries them. Run twice: with the
+/// log exported before its span, and after its span ended. Both times the LLM span in the
+/// store has the prompt and the completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_genai_instrumentation_event_only_messages_reach_the_llm_span_in_either_order() {
+    let python = otel_python();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let tenant = "sdk-genai-events";
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/emit_genai_events.py");
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    for order in ["logs-first", "spans-first"] {
+        let child = Command::new(&python)
+            .arg(&script)
+            .args([
+                "--endpoint",
+                &server.url,
+                "--tenant",
+                tenant,
+                "--order",
+                order,
+            ])
+            .env("OTEL_SDK_DISABLED", "false")
+            .env(
+                "OTEL_SEMCONV_STABILITY_OPT_IN",
+                "gen_ai_latest_experimental",
+            )
+            .env(
+                "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+                "event_only",
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn python");
+        let ids = wait_ids(child, order);
+        let id = ids["trace"].as_str().expect("trace id");
+        let v = get(&c, format!("{}/api/v1/traces/{id}", server.url), tenant).await;
+        assert_eq!(v["trace"]["state"], "COMPLETED", "{order}: {}", v["trace"]);
+        let mut chats = Vec::new();
+        fn llm_spans(nodes: &Value, out: &mut Vec<Value>) {
+            for n in nodes.as_array().into_iter().flatten() {
+                if n["kind"] == "llm" {
+                    out.push(n.clone());
+                }
+                llm_spans(&n["children"], out);
+            }
+        }
+        llm_spans(&v["spans"], &mut chats);
+        assert_eq!(chats.len(), 1, "{order}: {:#}", v["spans"]);
+        let chat = &chats[0];
+        let question = format!("What is the refund window ({order})?");
+        let llm = &chat["llm"];
+        assert_eq!(llm["input_tokens"], 17, "{order}: {chat}");
+        let input: Vec<(&str, &str)> = llm["input_messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m["role"].as_str().unwrap_or(""),
+                    m["content"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            input,
+            [
+                ("system", "You answer briefly."),
+                ("user", question.as_str())
+            ],
+            "{order}: {chat}"
+        );
+        let output = &llm["output_messages"];
+        assert_eq!(output.as_array().map(Vec::len), Some(1), "{order}: {chat}");
+        assert_eq!(output[0]["role"], "assistant");
+        assert_eq!(
+            output[0]["content"],
+            format!("Answer to: {question}"),
+            "{order}: {chat}"
+        );
+        // Nothing of the call was left as a log event.
+        let logs = get(
+            &c,
+            format!("{}/api/v1/traces/{id}/events?type=log", server.url),
+            tenant,
+        )
+        .await;
+        assert_eq!(
+            logs["events"].as_array().map(Vec::len),
+            Some(0),
+            "{order}: {logs}"
+        );
     }
-    assert_eq!(
-        logs[1]["payload"]["attributes"]["body"]["content"],
-        "What is the refund window?"
-    );
-    assert_eq!(
-        logs[2]["payload"]["attributes"]["body"]["message"]["content"],
-        "30 days."
-    );
     server.stop();
 }

@@ -5,9 +5,13 @@
 //! | with a trace id and a span id | a `log` event of that span |
 //! | with a trace id only | a `log` event of the trace |
 //! | without a (valid) trace id, or with an invalid span id | rejected, counted for OTLP's partial success |
-//! | GenAI `gen_ai.system.message`, `gen_ai.user.message`, `gen_ai.assistant.message`, `gen_ai.tool.message` | also a [`MessageFill`] (append) of the span's input messages |
-//! | GenAI `gen_ai.choice` | also a fill (append) of the span's output messages |
-//! | GenAI `gen_ai.client.inference.operation.details` | also a fill (replace) from its `gen_ai.input.messages`, `gen_ai.system_instructions` and `gen_ai.output.messages` |
+//! | GenAI `gen_ai.system.message`, `gen_ai.user.message`, `gen_ai.assistant.message`, `gen_ai.tool.message` (with a span id) | instead, a [`MessageFill`] (append) of the span's input messages |
+//! | GenAI `gen_ai.choice` (with a span id) | instead, a fill (append) of the span's output messages |
+//! | GenAI `gen_ai.client.inference.operation.details` (with a span id) | instead, a fill (replace) from its `gen_ai.input.messages`, `gen_ai.system_instructions` and `gen_ai.output.messages` |
+//!
+//! A GenAI event that carries no message (an empty body, or no span id) stays a `log`
+//! event. The per-message events of one span in one export make one fill; its id is
+//! `otlp-fill:<span id>:<hash of its records>`, so a re-exported batch is the same fill.
 //!
 //! The event name is the record's `event_name`, else its `event.name` attribute (older
 //! SDKs). A log event's message is the body when it is a string, else the event name,
@@ -72,10 +76,11 @@ pub struct MappedLogTrace {
     pub trace_id: TraceId,
     /// The first resource's `service.name`.
     pub service: Option<String>,
-    /// The log events, in batch order.
+    /// The log events, in batch order (every record but the GenAI message events).
     pub logs: Vec<MappedEvent<LogRecord>>,
     /// Messages for LLM spans, in batch order: per span, one append fill for the
-    /// per-message events and one replace fill per operation-details event.
+    /// per-message events and one replace fill per operation-details event. The store
+    /// applies them to the span, or keeps them until it arrives.
     pub message_fills: Vec<MessageFill>,
 }
 
@@ -96,7 +101,7 @@ impl MappedLogTrace {
     }
 
     /// The `log` events, with their stable ids. The message fills are not among them: the
-    /// store applies those through its own write path (see [`MessageFill`]).
+    /// store applies those through its own input of the append (see [`MessageFill`]).
     pub fn log_events(&self) -> Vec<EventInput> {
         self.logs
             .iter()
@@ -147,16 +152,22 @@ pub fn map_logs_request(req: &ExportLogsServiceRequest) -> MappedLogs {
                 });
                 let trace = &mut traces[ti];
                 let event_name = event_name(rec);
-                trace
-                    .logs
-                    .push(log_event(rec, span_id, event_name.as_deref(), scope_name));
-                let (Some(span_id), Some(name)) = (span_id, event_name.as_deref()) else {
+                let fill = match (span_id, event_name.as_deref()) {
+                    (Some(span_id), Some(name)) => genai_fill(rec, name).map(|f| (span_id, f)),
+                    _ => None,
+                };
+                let Some((span_id, fill)) = fill else {
+                    trace
+                        .logs
+                        .push(log_event(rec, span_id, event_name.as_deref(), scope_name));
                     continue;
                 };
-                match genai_fill(rec, name) {
-                    Some(Fill::One { input, message }) => {
+                let record_hash = fnv1a(&rec.encode_to_vec());
+                match fill {
+                    Fill::One { input, message } => {
                         let fi = *appends.entry((ti, span_id)).or_insert_with(|| {
                             trace.message_fills.push(MessageFill {
+                                id: String::new(),
                                 span_id,
                                 mode: FillMode::Append,
                                 input_messages: Vec::new(),
@@ -165,24 +176,36 @@ pub fn map_logs_request(req: &ExportLogsServiceRequest) -> MappedLogs {
                             trace.message_fills.len() - 1
                         });
                         let f = &mut trace.message_fills[fi];
+                        // The id hashes the hashes of the fill's records, in order.
+                        let h = match f.id.as_str() {
+                            "" => record_hash,
+                            _ => fnv1a(format!("{}:{record_hash:016x}", f.id).as_bytes()),
+                        };
+                        f.id = format!("{h:016x}");
                         if input {
                             f.input_messages.push(message);
                         } else {
                             f.output_messages.push(message);
                         }
                     }
-                    Some(Fill::Whole { input, output }) => trace.message_fills.push(MessageFill {
+                    Fill::Whole { input, output } => trace.message_fills.push(MessageFill {
+                        id: fill_id(span_id, record_hash),
                         span_id,
                         mode: FillMode::Replace,
                         input_messages: input,
                         output_messages: output,
                     }),
-                    None => {}
                 }
             }
         }
     }
 
+    // The append fills carried their running hash; now they get their ids.
+    for (&(ti, span_id), &fi) in &appends {
+        let f = &mut traces[ti].message_fills[fi];
+        let h = u64::from_str_radix(&f.id, 16).unwrap_or_default();
+        f.id = fill_id(span_id, h);
+    }
     let rejection_message = (rejected > 0).then(|| {
         let mut msg = format!("rejected {rejected} log record(s): {}", reasons.join("; "));
         let unnamed = rejected - reasons.len() as u64;
@@ -196,6 +219,10 @@ pub fn map_logs_request(req: &ExportLogsServiceRequest) -> MappedLogs {
         rejected_log_records: rejected,
         rejection_message,
     }
+}
+
+fn fill_id(span_id: SpanId, hash: u64) -> String {
+    format!("otlp-fill:{span_id}:{hash:016x}")
 }
 
 fn ids_of(rec: &OtlpLogRecord) -> Result<(TraceId, Option<SpanId>), String> {

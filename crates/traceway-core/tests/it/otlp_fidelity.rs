@@ -333,21 +333,20 @@ fn log_records_become_span_logs_and_genai_events_fill_llm_messages() {
     let t = &batch.traces[0];
     assert_eq!(t.service.as_deref(), Some("chat-svc"));
     assert_eq!(t.new_trace().state, Some(State::Running));
-    assert_eq!(t.logs.len(), 8);
-
-    let user = &t.logs[1].record;
-    assert_eq!(user.span_id, Some(sid("a000000000000002")));
-    assert_eq!(user.message, "gen_ai.user.message");
     assert_eq!(
-        user.attributes["body"],
-        json!({"content": "Weather in Paris?"})
+        t.logs.len(),
+        2,
+        "the GenAI message events become fills, not log events"
     );
-    assert_eq!(user.attributes["otel.event_name"], "gen_ai.user.message");
-    let plain = &t.logs[6].record;
+    assert!(t
+        .logs
+        .iter()
+        .all(|l| !l.record.message.starts_with("gen_ai.")));
+    let plain = &t.logs[0].record;
     assert_eq!(plain.message, "cache miss for key 42");
     assert_eq!(plain.severity, Severity::Warn);
     assert_eq!(plain.attributes["cache.key"], "42");
-    let trace_level = &t.logs[7].record;
+    let trace_level = &t.logs[1].record;
     assert_eq!(
         (trace_level.span_id, trace_level.severity),
         (None, Severity::Info)
@@ -358,18 +357,38 @@ fn log_records_become_span_logs_and_genai_events_fill_llm_messages() {
     let ids: Vec<&str> = t.logs.iter().map(|l| l.id.as_str()).collect();
     let ids_again: Vec<&str> = again.traces[0].logs.iter().map(|l| l.id.as_str()).collect();
     assert_eq!(ids, ids_again);
+    let fill_ids: Vec<&str> = t.message_fills.iter().map(|f| f.id.as_str()).collect();
+    let fill_ids_again: Vec<&str> = again.traces[0]
+        .message_fills
+        .iter()
+        .map(|f| f.id.as_str())
+        .collect();
+    assert_eq!(fill_ids, fill_ids_again);
     let mut unique = ids.clone();
+    unique.extend(&fill_ids);
     unique.sort_unstable();
     unique.dedup();
-    assert_eq!(unique.len(), ids.len());
+    assert_eq!(unique.len(), ids.len() + fill_ids.len());
     assert!(
         ids[0].starts_with("otlp-log:a000000000000002:"),
         "{}",
         ids[0]
     );
+    assert!(
+        fill_ids[0].starts_with("otlp-fill:a000000000000002:")
+            && fill_ids[1].starts_with("otlp-fill:a000000000000003:"),
+        "{fill_ids:?}"
+    );
     let events = t.log_events();
-    assert_eq!(events.len(), 8);
+    assert_eq!(events.len(), 2);
     assert!(matches!(&events[0], EventInput::Log { id: Some(id), .. } if id == ids[0]));
+
+    // A record more in the export is another fill (another id).
+    let mut more = logs();
+    let extra = more.resource_logs[0].scope_logs[0].log_records[1].clone();
+    more.resource_logs[0].scope_logs[0].log_records.push(extra);
+    let more = map_logs_request(&more);
+    assert_ne!(more.traces[0].message_fills[0].id, fill_ids[0]);
 
     assert_eq!(t.message_fills.len(), 2);
     let per_message = &t.message_fills[0];

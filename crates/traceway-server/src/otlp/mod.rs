@@ -250,9 +250,9 @@ pub const METRICS_DROPPED_MESSAGE: &str =
 /// trace `RUNNING` when the log is the first the server hears of it). Records without a
 /// trace id are counted in `rejected_spans` (here: log records) for the partial success.
 ///
-/// The GenAI message events are stored as log events of their LLM span, with the messages
-/// in their attributes; moving them onto the span (`MessageFill`) needs the store's write
-/// path (see ADR 020).
+/// The GenAI message events become message fills of their LLM span in the same append:
+/// the store puts them on the span, running or ended, or keeps them until the span arrives
+/// (ADR 027).
 pub async fn ingest_logs(
     app: &AppState,
     tenant: &str,
@@ -303,13 +303,16 @@ async fn store_logs(
     tenant: &str,
     trace: MappedLogTrace,
 ) -> Result<(u32, u32), StoreError> {
+    let create_if_missing = Some(trace.new_trace());
+    let events = trace.log_events();
     let outcome = app
         .store
         .append(AppendRequest {
             tenant: tenant.to_string(),
             trace_id: trace.trace_id,
-            create_if_missing: Some(trace.new_trace()),
-            events: trace.log_events(),
+            create_if_missing,
+            events,
+            fills: trace.message_fills,
             end: None,
         })
         .await?;
@@ -334,6 +337,7 @@ async fn store_trace(
     let outcome = app
         .store
         .append(AppendRequest {
+            fills: Vec::new(),
             tenant: tenant.to_string(),
             trace_id: trace.trace_id,
             create_if_missing: Some(trace.new_trace()),

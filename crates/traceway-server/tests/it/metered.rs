@@ -45,6 +45,7 @@ async fn the_metered_store_counts_stored_events_and_times_successful_writes() {
     let id = TraceId::new_v7();
     let out = store
         .append(AppendRequest {
+            fills: Vec::new(),
             tenant: "t".into(),
             trace_id: id,
             create_if_missing: Some(NewTrace::default()),
@@ -71,6 +72,7 @@ async fn the_metered_store_counts_stored_events_and_times_successful_writes() {
     // A refused write is neither counted nor timed.
     let missing = store
         .append(AppendRequest {
+            fills: Vec::new(),
             tenant: "t".into(),
             trace_id: TraceId::new_v7(),
             create_if_missing: None,

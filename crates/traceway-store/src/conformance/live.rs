@@ -96,6 +96,7 @@ pub async fn resume_has_no_gap_and_no_duplicate_under_concurrent_writers(h: &Har
                     let events = vec![started(span, None, SpanKind::Tool, "t"), ended(span)];
                     store
                         .append(AppendRequest {
+                            fills: Vec::new(),
                             tenant: T.into(),
                             trace_id: id,
                             create_if_missing: None,

@@ -25,6 +25,7 @@ use crate::{
     TraceFilter, ORPHANED_REASON, WATCHDOG_LEASE,
 };
 
+mod fills;
 mod keys;
 mod leases;
 mod lifecycle;
@@ -33,6 +34,7 @@ mod reads;
 mod traces;
 mod workflows;
 
+pub use self::fills::*;
 pub use self::keys::*;
 pub use self::leases::*;
 pub use self::lifecycle::*;
@@ -99,7 +101,10 @@ macro_rules! conformance_suite {
             key_is_found_by_id_with_its_tenant_and_hash,
             keys_are_listed_per_tenant_oldest_first,
             revocation_is_per_tenant_and_kept,
-            last_use_moves_forward_only
+            last_use_moves_forward_only,
+            message_fills_wait_for_a_span_that_arrives_later,
+            message_fills_land_on_running_and_ended_spans_once,
+            pending_message_fills_are_bounded_per_trace
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -187,6 +192,7 @@ async fn append(
 ) -> Result<crate::AppendOutcome, StoreError> {
     h.store
         .append(AppendRequest {
+            fills: Vec::new(),
             tenant: tenant.into(),
             trace_id: id,
             create_if_missing: None,
@@ -302,6 +308,7 @@ mod tests {
             include_str!("leases.rs"),
             include_str!("workflows.rs"),
             include_str!("keys.rs"),
+            include_str!("fills.rs"),
         ]
         .concat();
         let defined: Vec<&str> = src

@@ -183,6 +183,7 @@ pub async fn concurrent_appends_get_gapless_seqs(h: &Harness) {
                 let events = vec![started(span, None, SpanKind::Tool, "t"), ended(span)];
                 store
                     .append(AppendRequest {
+                        fills: Vec::new(),
                         tenant: T.into(),
                         trace_id: id,
                         create_if_missing: None,
@@ -504,6 +505,7 @@ pub async fn append_to_unknown_trace(h: &Harness) {
     let out = h
         .store
         .append(AppendRequest {
+            fills: Vec::new(),
             tenant: T.into(),
             trace_id: id,
             create_if_missing: Some(NewTrace {
@@ -544,6 +546,7 @@ pub async fn an_append_can_end_its_trace_and_fill_what_was_unknown(h: &Harness) 
         ..Default::default()
     };
     let req = |events, hints: NewTrace, end: Option<TraceEnd>| AppendRequest {
+        fills: Vec::new(),
         tenant: T.into(),
         trace_id: id,
         create_if_missing: Some(hints),

@@ -5,6 +5,9 @@ use super::*;
 /// What a write needs to know of a span, in the trace's span hash: whether it ended, its
 /// component, and while it runs its stored form (which the end is merged into). An ended
 /// span's form is only in the event log, so it is not stored twice.
+///
+/// A span not stored yet may have message fills waiting for it (ADR 027): then its field
+/// holds `{"ended": false, "pending": [fills]}`, which the span's first write replaces.
 #[derive(Deserialize)]
 pub(super) struct StoredSpan {
     pub(super) ended: bool,
@@ -12,6 +15,18 @@ pub(super) struct StoredSpan {
     pub(super) component: Option<String>,
     #[serde(default)]
     pub(super) span: Option<Box<Span>>,
+    #[serde(default)]
+    pub(super) pending: Vec<MessageFill>,
+}
+
+/// The span hash's field of the trace's pending-fill totals (span ids are numbers).
+pub(super) const FILLS_FIELD: &str = "fills";
+
+/// A span hash value that holds only the fills waiting for the span.
+#[derive(Serialize)]
+pub(super) struct PendingRef<'a> {
+    pub(super) ended: bool,
+    pub(super) pending: &'a [MessageFill],
 }
 
 impl StoredSpan {
@@ -59,6 +74,12 @@ impl<'a> StoredSpanRef<'a> {
 pub(super) struct Port {
     pub(super) spans: HashMap<u64, SpanState>,
     pub(super) seen: HashSet<String>,
+    /// The fills waiting for the batch's spans not stored yet.
+    pub(super) pending: HashMap<u64, Vec<MessageFill>>,
+    /// The trace's pending-fill totals.
+    pub(super) totals: PendingTotals,
+    /// The latest form of the ended spans the batch's fills name, read from the stream.
+    pub(super) bodies: HashMap<u64, Span>,
 }
 
 impl Stored for Port {
@@ -68,6 +89,18 @@ impl Stored for Port {
 
     fn client_id_seen(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.seen.contains(id))
+    }
+
+    fn span_body(&self, id: u64) -> Result<Option<Span>, StoreError> {
+        Ok(self.bodies.get(&id).cloned())
+    }
+
+    fn pending_fills(&self, id: u64) -> Option<&[MessageFill]> {
+        self.pending.get(&id).map(Vec::as_slice)
+    }
+
+    fn pending_totals(&self) -> PendingTotals {
+        self.totals
     }
 }
 

@@ -3,25 +3,23 @@
 use super::*;
 
 impl RedisStore {
-    /// Loads a trace with the state a batch needs: the spans and client keys it mentions.
+    /// Loads a trace with the state a batch needs: the spans and client keys it mentions,
+    /// the trace's pending-fill totals, and the latest form of the ended spans among
+    /// `filled` (the spans the batch's message fills name).
     pub(super) async fn load_for(
         &self,
         tenant: &str,
         id: TraceId,
         span_ids: &[u64],
         client_keys: &[String],
+        filled: &[u64],
     ) -> Result<Option<(String, Loaded<Port>)>, StoreError> {
-        // One round trip: the three reads share the trace's slot. Span id 0 and the empty
-        // string are never stored, so they stand in for an empty list.
+        // One round trip: the three reads share the trace's slot. The empty string is never
+        // a client key, so it stands in for an empty list.
         let k = self.trace_keys(tenant, id);
         let mut p = ::redis::pipe();
         p.cmd("HMGET").arg(&k.row).arg("doc").arg("ver").arg("dexp");
-        p.cmd("HMGET").arg(&k.spans);
-        if span_ids.is_empty() {
-            p.arg(0u64);
-        } else {
-            p.arg(span_ids);
-        }
+        p.cmd("HMGET").arg(&k.spans).arg(FILLS_FIELD).arg(span_ids);
         p.cmd("SMISMEMBER").arg(&k.keys);
         if client_keys.is_empty() {
             p.arg("");
@@ -30,18 +28,34 @@ impl RedisStore {
         }
         let mut conn = self.conn()?;
         type Row = (Option<String>, Option<String>, Option<i64>);
-        let (row, vals, flags): (Row, Vec<Option<String>>, Vec<bool>) =
+        let (row, mut vals, flags): (Row, Vec<Option<String>>, Vec<bool>) =
             p.query_async(&mut conn).await.map_err(redis_err)?;
         let (Some(doc), Some(ver)) = (row.0, row.1) else {
             return Ok(None);
         };
         let trace = serde_json::from_str(&doc).map_err(json_err)?;
+        let totals = match vals.first_mut().and_then(Option::take) {
+            Some(t) => serde_json::from_str(&t).map_err(json_err)?,
+            None => PendingTotals::default(),
+        };
         let mut spans = HashMap::new();
-        for (sid, v) in span_ids.iter().zip(vals) {
+        let mut pending = HashMap::new();
+        for (sid, v) in span_ids.iter().zip(vals.into_iter().skip(1)) {
             if let Some(v) = v {
-                let stored: StoredSpan = serde_json::from_str(&v).map_err(json_err)?;
+                let mut stored: StoredSpan = serde_json::from_str(&v).map_err(json_err)?;
+                let fills = std::mem::take(&mut stored.pending);
                 if let Some(state) = stored.into_state() {
                     spans.insert(*sid, state);
+                } else if !fills.is_empty() {
+                    pending.insert(*sid, fills);
+                }
+            }
+        }
+        let mut bodies = HashMap::new();
+        for sid in filled {
+            if matches!(spans.get(sid), Some(SpanState::Ended { .. })) {
+                if let Some(body) = self.latest_span_body(&k.events, *sid).await? {
+                    bodies.insert(*sid, body);
                 }
             }
         }
@@ -54,9 +68,70 @@ impl RedisStore {
         let loaded = Loaded {
             trace,
             data_expires_at: row.2.unwrap_or(0),
-            stored: Port { spans, seen },
+            stored: Port {
+                spans,
+                seen,
+                pending,
+                totals,
+                bodies,
+            },
         };
         Ok(Some((ver, loaded)))
+    }
+
+    /// An ended span's latest form, read from the newest stream entries backwards (a fill
+    /// usually follows its span closely), at most `MAX_ENTRIES` of them.
+    async fn latest_span_body(&self, key: &str, sid: u64) -> Result<Option<Span>, StoreError> {
+        const PAGE: usize = 64;
+        const MAX_ENTRIES: usize = 4096;
+        let mut end = "+".to_string();
+        let mut read = 0;
+        let mut conn = self.conn()?;
+        while read < MAX_ENTRIES {
+            let entries: Vec<(String, HashMap<String, Vec<u8>>)> = ::redis::cmd("XREVRANGE")
+                .arg(key)
+                .arg(&end)
+                .arg("-")
+                .arg("COUNT")
+                .arg(PAGE)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            read += entries.len();
+            let last = entries.len() < PAGE;
+            for (entry_id, fields) in entries {
+                if let Some(d) = fields.get("d") {
+                    let found = entry_events(d)?
+                        .into_iter()
+                        .rev()
+                        .find_map(|e| match e.body {
+                            EventBody::SpanStarted(s) | EventBody::SpanEnded(s)
+                                if s.span_id.as_u64() == sid =>
+                            {
+                                Some(s)
+                            }
+                            _ => None,
+                        });
+                    if found.is_some() {
+                        return Ok(found);
+                    }
+                }
+                // Entry ids are `<last seq>-0`: the next page ends below this one.
+                let seq: u64 = entry_id
+                    .split('-')
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                if seq <= 1 {
+                    return Ok(None);
+                }
+                end = format!("{}-0", seq - 1);
+            }
+            if last {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     /// Commits a draft; false when another writer got there first (read again and retry).
@@ -76,8 +151,18 @@ impl RedisStore {
         let k = self.trace_keys(&d.trace.tenant, d.trace.trace_id);
         let version = self.new_version();
         let per_event = self.event_bytes.load(Ordering::Relaxed);
+        // Pending fills (ADR 027) go into the span hash with the span states: a span that
+        // arrived replaced its field already.
+        let pending: Vec<(&u64, &Vec<MessageFill>)> = d
+            .fills
+            .get()
+            .into_iter()
+            .flat_map(|f| &f.pending)
+            .filter(|(sid, _)| !d.spans.contains_key(sid))
+            .collect();
+        let pairs = d.spans.len() + pending.len() + usize::from(d.fills.totals().is_some());
         let mut cmd = Cmd::with_capacity(
-            16 + 2 * d.spans.len() + d.client_ids.len(),
+            16 + 2 * pairs + d.client_ids.len(),
             2048 + d.events.len() * per_event + d.spans.len() * 64,
         );
         cmd.arg("EVALSHA")
@@ -94,7 +179,7 @@ impl RedisStore {
         cmd.arg(d.data_expires_at)
             .arg(ttl_ms(now, d.trace.expires_at.unix_nanos()))
             .arg(ttl_ms(now, d.data_expires_at))
-            .arg(d.spans.len())
+            .arg(pairs)
             .arg(d.client_ids.len());
         // The events go once: the same argument is the stream entry and the live message.
         match d.events.last() {
@@ -133,6 +218,18 @@ impl RedisStore {
             cmd.arg(*sid);
             serde_json::to_writer(cmd.writer_for_next_arg(), &StoredSpanRef::of(s))
                 .map_err(json_err)?;
+        }
+        for (sid, list) in pending {
+            cmd.arg(*sid);
+            let value = PendingRef {
+                ended: false,
+                pending: list,
+            };
+            serde_json::to_writer(cmd.writer_for_next_arg(), &value).map_err(json_err)?;
+        }
+        if let Some(t) = &d.fills.totals() {
+            cmd.arg(FILLS_FIELD);
+            serde_json::to_writer(cmd.writer_for_next_arg(), t).map_err(json_err)?;
         }
         for (_, key) in &d.client_ids {
             cmd.arg(key);
@@ -182,6 +279,7 @@ impl RedisStore {
         id: TraceId,
         span_ids: &[u64],
         client_keys: &[String],
+        filled: &[u64],
         mut step: impl FnMut(
             Option<Loaded<Port>>,
             Model,
@@ -189,7 +287,10 @@ impl RedisStore {
     ) -> Result<Option<(Trace, Vec<Event>, T)>, StoreError> {
         const ATTEMPTS: u32 = 200;
         for attempt in 0..ATTEMPTS {
-            let (ver, loaded) = match self.load_for(tenant, id, span_ids, client_keys).await? {
+            let (ver, loaded) = match self
+                .load_for(tenant, id, span_ids, client_keys, filled)
+                .await?
+            {
                 Some((ver, l)) => (Some(ver), Some(l)),
                 None => (None, None),
             };
@@ -219,10 +320,19 @@ impl RedisStore {
     }
 }
 
-/// Input ids a batch needs state for.
-pub(super) fn needs(events: &[EventInput]) -> (Vec<u64>, Vec<String>) {
+/// Input ids a batch needs state for: its spans (with the spans its fills name) and its
+/// client keys (with its fills' ids).
+pub(super) fn needs(events: &[EventInput], fills: &[MessageFill]) -> (Vec<u64>, Vec<String>) {
     let mut spans = Vec::new();
     let mut keys = Vec::new();
+    for f in fills {
+        if !spans.contains(&f.span_id.as_u64()) {
+            spans.push(f.span_id.as_u64());
+        }
+        if !f.id.is_empty() {
+            keys.push(f.id.clone());
+        }
+    }
     for e in events {
         let (sid, key) = match e {
             EventInput::SpanStarted { span } | EventInput::SpanEnded { span } => {

@@ -47,7 +47,7 @@ impl Lifecycle for RedisStore {
             self.fence(fence).await?;
             let mut idle = Duration::ZERO;
             let r = self
-                .write_trace(&tenant, id, &[], &[], |loaded, model| {
+                .write_trace(&tenant, id, &[], &[], &[], |loaded, model| {
                     let Some(l) = loaded else {
                         return Ok(None);
                     };

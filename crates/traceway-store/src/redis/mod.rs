@@ -49,12 +49,12 @@ use ::redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use traceway_core::{
-    Event, EventBody, EventInput, NewTrace, Rollups, Span, SpanId, State, Timestamp, Trace,
-    TraceId, TracePatch,
+    Event, EventBody, EventInput, MessageFill, NewTrace, Rollups, Span, SpanId, State, Timestamp,
+    Trace, TraceId, TracePatch,
 };
 
 use crate::shared::{decode_cursor, encode_cursor, encode_position};
-use crate::write::{Loaded, Model, Orphan, SpanState, Stored, Written};
+use crate::write::{Loaded, Model, Orphan, PendingTotals, SpanState, Stored, Written};
 use crate::{
     AppendOutcome, AppendRequest, CaptureConfig, Clock, EventCounts, EventFilter, Lease, Leases,
     Lifecycle, LiveFeed, Orphaned, Page, PageRequest, Purged, Retention, StoreError, TraceFilter,

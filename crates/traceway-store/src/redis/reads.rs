@@ -120,7 +120,7 @@ impl Traces for RedisStore {
     ) -> Result<(Trace, EventCounts), StoreError> {
         let id = new.trace_id.unwrap_or_else(TraceId::new_v7);
         let r = self
-            .write_trace(tenant, id, &[], &[], |loaded, model| {
+            .write_trace(tenant, id, &[], &[], &[], |loaded, model| {
                 let w = model.create(tenant, id, new.clone(), loaded)?;
                 Ok(Some((w, ())))
             })
@@ -130,16 +130,18 @@ impl Traces for RedisStore {
     }
 
     async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        let (span_ids, keys) = needs(&req.events);
+        let (span_ids, keys) = needs(&req.events, &req.fills);
         let AppendRequest {
             tenant,
             trace_id,
             create_if_missing,
             events,
+            fills,
             end,
         } = req;
+        let filled: Vec<u64> = fills.iter().map(|f| f.span_id.as_u64()).collect();
         let r = self
-            .write_trace(&tenant, trace_id, &span_ids, &keys, |loaded, model| {
+            .write_trace(&tenant, trace_id, &span_ids, &keys, &filled, |loaded, model| {
                 let w = model.append(
                     &tenant,
                     trace_id,
@@ -148,6 +150,10 @@ impl Traces for RedisStore {
                     events.iter().cloned(),
                     end.clone(),
                 )?;
+                let w = model.fill(w, fills.clone())?;
+                if w.fills.dropped() > 0 {
+                    tracing::warn!(trace_id = %trace_id, tenant = %tenant, dropped = w.fills.dropped(), "message fills dropped: the trace's pending fills are full");
+                }
                 let outcome = AppendOutcome {
                     accepted: w.accepted,
                     duplicates: w.duplicates,
@@ -171,7 +177,7 @@ impl Traces for RedisStore {
         patch: TracePatch,
     ) -> Result<(Trace, EventCounts), StoreError> {
         let r = self
-            .write_trace(tenant, id, &[], &[], |loaded, model| {
+            .write_trace(tenant, id, &[], &[], &[], |loaded, model| {
                 let w = model.patch(id, loaded, patch.clone())?;
                 Ok(Some((w, ())))
             })

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use rusqlite::{params, OptionalExtension, Transaction};
-use traceway_core::TraceId;
+use traceway_core::{MessageFill, TraceId};
 
 use super::row::{read_trace_row, TraceRow, TRACE_COLUMNS};
 use super::schema::internal;
@@ -23,25 +23,35 @@ use crate::StoreError;
 pub(crate) struct CachedTrace {
     pub row: TraceRow,
     pub spans: HashMap<u64, SpanState>,
+    /// Message fills waiting for spans not stored yet (ADR 027), as in `pending_fills`.
+    pub pending: PendingFills,
     last_used: u64,
 }
+
+/// A trace's pending message fills by span, in arrival order.
+pub(crate) type PendingFills = HashMap<u64, Vec<MessageFill>>;
 
 impl CachedTrace {
     #[cfg(test)]
     pub fn new(row: TraceRow) -> CachedTrace {
-        CachedTrace::from_parts(row, HashMap::new())
+        CachedTrace::from_parts(row, HashMap::new(), PendingFills::new())
     }
 
-    pub fn from_parts(row: TraceRow, spans: HashMap<u64, SpanState>) -> CachedTrace {
+    pub fn from_parts(
+        row: TraceRow,
+        spans: HashMap<u64, SpanState>,
+        pending: PendingFills,
+    ) -> CachedTrace {
         CachedTrace {
             row,
             spans,
+            pending,
             last_used: 0,
         }
     }
 
-    pub fn into_parts(self) -> (TraceRow, HashMap<u64, SpanState>) {
-        (self.row, self.spans)
+    pub fn into_parts(self) -> (TraceRow, HashMap<u64, SpanState>, PendingFills) {
+        (self.row, self.spans, self.pending)
     }
 }
 
@@ -101,9 +111,11 @@ impl TraceCache {
             return Ok(None);
         };
         let spans = load_spans(tx, row.rowid)?;
+        let pending = load_pending(tx, row.rowid)?;
         Ok(Some(CachedTrace {
             row,
             spans,
+            pending,
             last_used: 0,
         }))
     }
@@ -164,6 +176,22 @@ fn load_row(
     })
     .optional()
     .map_err(internal)
+}
+
+/// The trace's pending message fills (usually none: one indexed probe per cache miss).
+fn load_pending(tx: &Transaction<'_>, rowid: i64) -> Result<PendingFills, StoreError> {
+    let mut stmt = tx
+        .prepare_cached("SELECT span_id, body FROM pending_fills WHERE trace_ref = ?1 ORDER BY id")
+        .map_err(internal)?;
+    let mut rows = stmt.query([rowid]).map_err(internal)?;
+    let mut pending = PendingFills::new();
+    while let Some(r) = rows.next().map_err(internal)? {
+        let span_id = r.get::<_, i64>(0).map_err(internal)? as u64;
+        let body: String = r.get(1).map_err(internal)?;
+        let fill = serde_json::from_str(&body).map_err(|e| StoreError::Internal(e.to_string()))?;
+        pending.entry(span_id).or_default().push(fill);
+    }
+    Ok(pending)
 }
 
 /// Rebuilds span states from the event log; only spans still running are parsed.

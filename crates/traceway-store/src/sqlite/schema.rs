@@ -109,6 +109,17 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // v4: API keys (ADR 024), found by their public id; only the secret's hash is kept.
     super::keys::MIGRATION,
+    // v5: message fills waiting for a span not stored yet (ADR 027), in arrival order (the
+    // rowid); deleted when the span arrives, and with the trace's data.
+    r#"
+    CREATE TABLE pending_fills (
+        id        INTEGER PRIMARY KEY,
+        trace_ref INTEGER NOT NULL,
+        span_id   INTEGER NOT NULL,
+        body      TEXT    NOT NULL
+    );
+    CREATE INDEX pending_fills_by_span ON pending_fills (trace_ref, span_id);
+    "#,
 ];
 
 /// Brings the database to the newest schema.

@@ -148,27 +148,35 @@ pub(super) fn expired_traces(
     Ok(out)
 }
 
-/// Deletes up to `limit` events of a trace; true when none are left.
+/// Deletes up to `limit` events of a trace; true when none are left. With the last of
+/// them go the trace's pending message fills (at most a few hundred rows, ADR 027).
 pub(super) fn delete_events(
     tx: &Transaction<'_>,
     rowid: i64,
     limit: i64,
 ) -> Result<(u64, bool), StoreError> {
-    if limit <= 0 {
+    let (n, complete) = if limit <= 0 {
         let any = tx
             .prepare_cached("SELECT 1 FROM events WHERE trace_ref = ?1 LIMIT 1")
             .and_then(|mut s| s.exists([rowid]))
             .map_err(internal)?;
-        return Ok((0, !any));
+        (0, !any)
+    } else {
+        let n = tx
+            .prepare_cached(
+                "DELETE FROM events WHERE id IN \
+                 (SELECT id FROM events WHERE trace_ref = ?1 ORDER BY seq LIMIT ?2)",
+            )
+            .and_then(|mut s| s.execute(params![rowid, limit]))
+            .map_err(internal)? as i64;
+        (n as u64, n < limit)
+    };
+    if complete {
+        tx.prepare_cached("DELETE FROM pending_fills WHERE trace_ref = ?1")
+            .and_then(|mut s| s.execute([rowid]))
+            .map_err(internal)?;
     }
-    let n = tx
-        .prepare_cached(
-            "DELETE FROM events WHERE id IN \
-             (SELECT id FROM events WHERE trace_ref = ?1 ORDER BY seq LIMIT ?2)",
-        )
-        .and_then(|mut s| s.execute(params![rowid, limit]))
-        .map_err(internal)? as i64;
-    Ok((n as u64, n < limit))
+    Ok((n, complete))
 }
 
 #[cfg(test)]

@@ -15,12 +15,14 @@ use std::time::{Duration, Instant};
 use rusqlite::types::ToSql;
 use rusqlite::{params, OptionalExtension, Transaction};
 use tokio::sync::{mpsc, oneshot};
-use traceway_core::{Event, EventBody, NewTrace, State, Timestamp, Trace, TraceId, TracePatch};
+use traceway_core::{
+    Event, EventBody, MessageFill, NewTrace, Span, State, Timestamp, Trace, TraceId, TracePatch,
+};
 
-use super::cache::{CachedTrace, TraceCache};
+use super::cache::{CachedTrace, PendingFills, TraceCache};
 use super::row::TraceRow;
 use super::schema::internal;
-use crate::write::{Loaded, Model, Orphan, SpanState, Stored, Written};
+use crate::write::{Loaded, Model, Orphan, PendingTotals, SpanState, Stored, Written};
 use crate::{
     AppendOutcome, AppendRequest, CaptureConfig, Clock, EventCounts, Lease, Orphaned, Purged,
     Retention, StoreError,

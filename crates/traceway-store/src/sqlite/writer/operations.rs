@@ -28,12 +28,17 @@ pub(super) fn execute(
                 trace_id,
                 create_if_missing,
                 events,
+                fills,
                 end,
             } = req;
             let (prior, loaded) = load(tx, cache, &tenant, trace_id)?;
             let model = ctx.model(now);
             match model.append(&tenant, trace_id, loaded, create_if_missing, events, end) {
                 Ok(w) => {
+                    let w = model.fill(w, fills)?;
+                    if w.fills.dropped() > 0 {
+                        tracing::warn!(trace_id = %trace_id, tenant = %tenant, dropped = w.fills.dropped(), "message fills dropped: the trace's pending fills are full");
+                    }
                     let p = persist(tx, cache, prior, w)?;
                     let outcome = AppendOutcome {
                         accepted: p.accepted,

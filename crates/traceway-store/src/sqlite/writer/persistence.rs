@@ -5,6 +5,7 @@ use super::*;
 pub(super) fn delete_trace_data(tx: &Transaction<'_>, rowid: i64) -> Result<(), StoreError> {
     for sql in [
         "DELETE FROM events WHERE trace_ref = ?1",
+        "DELETE FROM pending_fills WHERE trace_ref = ?1",
         "DELETE FROM traces WHERE id = ?1",
     ] {
         tx.prepare_cached(sql)
@@ -21,6 +22,7 @@ pub(super) const ROWS_PER_INSERT: usize = 16;
 /// `events` table (the unique `dedup_key` index).
 pub(crate) struct Port<'a, 'c> {
     spans: HashMap<u64, SpanState>,
+    pending: PendingFills,
     tx: &'a Transaction<'c>,
     rowid: i64,
 }
@@ -35,6 +37,30 @@ impl Stored for Port<'_, '_> {
             .prepare_cached("SELECT 1 FROM events WHERE trace_ref = ?1 AND dedup_key = ?2")
             .and_then(|mut s| s.exists(params![self.rowid, id]))
             .map_err(internal)
+    }
+
+    fn span_body(&self, id: u64) -> Result<Option<Span>, StoreError> {
+        let body: Option<String> = self
+            .tx
+            .prepare_cached(
+                "SELECT body FROM events WHERE trace_ref = ?1 AND span_id = ?2 \
+                 AND type IN ('span_started', 'span_ended') ORDER BY seq DESC LIMIT 1",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![self.rowid, id as i64], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(internal)?;
+        body.map(|b| super::super::span_of_event_body(&b))
+            .transpose()
+    }
+
+    fn pending_fills(&self, id: u64) -> Option<&[MessageFill]> {
+        self.pending.get(&id).map(Vec::as_slice)
+    }
+
+    fn pending_totals(&self) -> PendingTotals {
+        PendingTotals::of(self.pending.values().flatten())
     }
 }
 
@@ -56,7 +82,7 @@ pub(super) fn load<'a, 'c>(
     let Some(t) = cache.take(tx, tenant, id)? else {
         return Ok((None, None));
     };
-    let (row, spans) = t.into_parts();
+    let (row, spans, pending) = t.into_parts();
     let prior = Prior {
         rowid: row.rowid,
         indexed: IndexedColumns::of(&row.trace, row.data_expires_at),
@@ -67,6 +93,7 @@ pub(super) fn load<'a, 'c>(
         data_expires_at: row.data_expires_at,
         stored: Port {
             spans,
+            pending,
             tx,
             rowid: row.rowid,
         },
@@ -86,7 +113,11 @@ pub(super) fn put_back(
             data_expires_at: l.data_expires_at,
             trace: l.trace,
         };
-        cache.put(CachedTrace::from_parts(row, l.stored.spans));
+        cache.put(CachedTrace::from_parts(
+            row,
+            l.stored.spans,
+            l.stored.pending,
+        ));
     }
 }
 
@@ -111,6 +142,7 @@ pub(super) fn persist(
         client_ids,
         accepted,
         duplicates,
+        fills,
     } = w;
     let rowid = match prior {
         Some(p) if !created => {
@@ -125,8 +157,9 @@ pub(super) fn persist(
         }
     };
     insert_events(tx, rowid, &events, &client_ids)?;
-    let mut all_spans = stored.map(|s| s.spans).unwrap_or_default();
+    let (mut all_spans, mut pending) = stored.map(|s| (s.spans, s.pending)).unwrap_or_default();
     all_spans.extend(spans);
+    persist_pending(tx, rowid, &mut pending, fills.into_pending())?;
     let out = Persisted {
         trace: t.clone(),
         events,
@@ -139,8 +172,37 @@ pub(super) fn persist(
         data_expires_at,
         trace: t,
     };
-    cache.put(CachedTrace::from_parts(row, all_spans));
+    cache.put(CachedTrace::from_parts(row, all_spans, pending));
     Ok(out)
+}
+
+/// Rewrites the pending fills of each span whose fills changed (ADR 027), and the cache's
+/// copy of them.
+fn persist_pending(
+    tx: &Transaction<'_>,
+    rowid: i64,
+    cached: &mut PendingFills,
+    changed: HashMap<u64, Vec<MessageFill>>,
+) -> Result<(), StoreError> {
+    for (sid, list) in changed {
+        tx.prepare_cached("DELETE FROM pending_fills WHERE trace_ref = ?1 AND span_id = ?2")
+            .and_then(|mut s| s.execute(params![rowid, sid as i64]))
+            .map_err(internal)?;
+        for f in &list {
+            let body = to_json(f)?;
+            tx.prepare_cached(
+                "INSERT INTO pending_fills (trace_ref, span_id, body) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut s| s.execute(params![rowid, sid as i64, body]))
+            .map_err(internal)?;
+        }
+        if list.is_empty() {
+            cached.remove(&sid);
+        } else {
+            cached.insert(sid, list);
+        }
+    }
+    Ok(())
 }
 
 /// What a command persisted.
