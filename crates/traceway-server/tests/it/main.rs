@@ -20,6 +20,7 @@ mod redis_server;
 #[path = "../support/sse.rs"]
 mod sse;
 mod stream;
+mod transport;
 mod workflows;
 
 use std::sync::Arc;
