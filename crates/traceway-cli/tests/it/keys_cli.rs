@@ -47,7 +47,14 @@ async fn keys_commands_and_api_key_on_every_client_command_with_auth_on() {
     let admin = Credentials::generate().token();
     let server = crate::e2e::Server::start_with(
         dir.path(),
-        &["--auth", "on", "--admin-key", &admin, "--admin-key-tenant", "acme"],
+        &[
+            "--auth",
+            "on",
+            "--admin-key",
+            &admin,
+            "--admin-key-tenant",
+            "acme",
+        ],
     );
 
     // An offline key parses as one.
@@ -59,16 +66,31 @@ async fn keys_commands_and_api_key_on_every_client_command_with_auth_on() {
         &server,
         None,
         &[
-            "keys", "--api-key", &admin, "create", "--name", "ci", "--scope", "ingest",
-            "--scope", "read", "--json",
+            "keys",
+            "--api-key",
+            &admin,
+            "create",
+            "--name",
+            "ci",
+            "--scope",
+            "ingest",
+            "--scope",
+            "read",
+            "--json",
         ],
     ));
     let created: Value = serde_json::from_str(&created).expect("json");
-    let key = created["key"].as_str().expect("the secret, once").to_string();
+    let key = created["key"]
+        .as_str()
+        .expect("the secret, once")
+        .to_string();
     let key_id = created["key_id"].as_str().expect("id").to_string();
     assert_eq!(created["tenant"], "acme");
     let listed = ok(run(&server, None, &["keys", "list", "--api-key", &admin]));
-    assert!(listed.contains(&key_id) && listed.contains("ci"), "{listed}");
+    assert!(
+        listed.contains(&key_id) && listed.contains("ci"),
+        "{listed}"
+    );
     assert!(!listed.contains(&key), "a secret in the listing: {listed}");
     let human = ok(run(
         &server,
@@ -111,8 +133,15 @@ async fn keys_commands_and_api_key_on_every_client_command_with_auth_on() {
     assert!(ok(run(&server, Some(&key), &["ls"])).contains(TRACE));
     // rm and cleanup need admin.
     refused(run(&server, Some(&key), &["rm", TRACE]), "403");
-    refused(run(&server, None, &["cleanup", "--older-than", "1d"]), "401");
-    ok(run(&server, Some(&admin), &["cleanup", "--older-than", "1d"]));
+    refused(
+        run(&server, None, &["cleanup", "--older-than", "1d"]),
+        "401",
+    );
+    ok(run(
+        &server,
+        Some(&admin),
+        &["cleanup", "--older-than", "1d"],
+    ));
     ok(run(&server, Some(&admin), &["rm", TRACE]));
 
     // Revoked, the key authenticates nothing.
