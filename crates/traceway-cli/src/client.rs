@@ -7,18 +7,40 @@ use serde_json::Value;
 /// The header that names the tenant (the server's `extract::TENANT_HEADER`).
 pub const TENANT_HEADER: &str = "x-traceway-tenant";
 
-/// Where the server is, and how to print.
-#[derive(Debug, Clone, Args)]
+/// Where the server is, how to authenticate, and how to print. `global`, so that
+/// `traceway keys --api-key K list` and `traceway keys list --api-key K` both work.
+#[derive(Clone, Args)]
 pub struct ClientArgs {
     /// Base URL of the Traceway server.
-    #[arg(long, env = "TRACEWAY_SERVER", default_value = "http://127.0.0.1:4318")]
+    #[arg(
+        long,
+        env = "TRACEWAY_SERVER",
+        default_value = "http://127.0.0.1:4318",
+        global = true
+    )]
     pub server: String,
-    /// Tenant to act for (sent as X-Traceway-Tenant).
-    #[arg(long, env = "TRACEWAY_TENANT")]
+    /// Tenant to act for (sent as X-Traceway-Tenant; with auth on, the key's tenant is
+    /// used instead).
+    #[arg(long, env = "TRACEWAY_TENANT", global = true)]
     pub tenant: Option<String>,
+    /// API key (`twk_….tws_…`), sent as `Authorization: Bearer`.
+    #[arg(long, env = "TRACEWAY_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
     /// Print the server's JSON instead of a table.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
+}
+
+impl std::fmt::Debug for ClientArgs {
+    // The key is a secret: never in a debug print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientArgs")
+            .field("server", &self.server)
+            .field("tenant", &self.tenant)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("json", &self.json)
+            .finish()
+    }
 }
 
 pub(crate) struct Client {
@@ -46,15 +68,24 @@ impl Client {
         format!("{}{path}", self.args.server.trim_end_matches('/'))
     }
 
-    pub(crate) async fn send(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> anyhow::Result<(reqwest::StatusCode, String)> {
+    /// `req` with the tenant header and the API key, when given.
+    pub(crate) fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let req = match &self.args.tenant {
             Some(t) => req.header(TENANT_HEADER, t),
             None => req,
         };
-        let resp = req
+        match &self.args.api_key {
+            Some(k) => req.bearer_auth(k.trim()),
+            None => req,
+        }
+    }
+
+    pub(crate) async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(reqwest::StatusCode, String)> {
+        let resp = self
+            .authed(req)
             .send()
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", self.args.server))?;

@@ -1,10 +1,11 @@
-//! The `traceway` command-line client: `ls`, `show`, `analyze`, `stats`, `tail`, `rm` and
-//! `cleanup` against a running server's HTTP API. It uses only `traceway-core`'s types and
+//! The `traceway` command-line client: `ls`, `show`, `analyze`, `stats`, `tail`, `rm`,
+//! `cleanup` and `keys` against a running server's HTTP API. It uses only `traceway-core`'s types and
 //! HTTP, never the store; the binary (`src/main.rs`) adds `serve` from `traceway-server`.
 
 pub mod analysis;
 pub mod client;
 pub mod commands;
+pub mod keys;
 mod progress;
 pub mod render;
 pub mod tail;

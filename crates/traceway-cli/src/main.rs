@@ -1,5 +1,5 @@
 //! `traceway`: the server (`serve`, from `traceway-server`) and the CLI client (`ls`, `show`,
-//! `tail`, `rm`, `cleanup`, from this crate's library).
+//! `analyze`, `stats`, `tail`, `rm`, `cleanup`, `keys`, from this crate's library).
 
 use clap::{Parser, Subcommand};
 
@@ -86,6 +86,14 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Manage the tenant's API keys (admin scope): create, list, revoke; or generate one
+    /// offline for `serve --admin-key`.
+    Keys {
+        #[command(subcommand)]
+        command: cli::keys::KeysCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[tokio::main]
@@ -136,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
             batch,
             client,
         } => print(cli::cleanup(client, older_than, batch).await),
+        Command::Keys { command, client } => print(cli::keys::keys(client, command).await),
     }
 }
 

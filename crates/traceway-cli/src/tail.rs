@@ -7,7 +7,7 @@ use eventsource_stream::{Event as SseEvent, Eventsource as _};
 use futures::{Stream, StreamExt as _};
 use serde_json::Value;
 
-use crate::client::{error_message, Client, ClientArgs, TENANT_HEADER};
+use crate::client::{error_message, Client, ClientArgs};
 use crate::render::TailPrinter;
 
 /// The server-sent events of a byte stream, as the chunks arrive. A chunk may end inside
@@ -87,9 +87,7 @@ pub async fn tail(args: ClientArgs, id: Option<String>) -> anyhow::Result<()> {
         if let Some(seq) = state.last_seq {
             req = req.header("last-event-id", seq.to_string());
         }
-        if let Some(t) = &c.args.tenant {
-            req = req.header(TENANT_HEADER, t);
-        }
+        req = c.authed(req);
         match req.send().await {
             Ok(resp) if resp.status().is_success() => {
                 backoff = Duration::from_millis(200);

@@ -166,6 +166,24 @@ pub struct ServeArgs {
     /// The tenant the admin key administers [default: default].
     #[arg(long, env = "TRACEWAY_ADMIN_KEY_TENANT")]
     pub admin_key_tenant: Option<String>,
+
+    /// Time a client has to send a request's headers (HTTP/1), and a new connection to
+    /// begin its first request (HTTP and gRPC); an idle HTTP/1 keep-alive connection is
+    /// closed after it too [default: 10s].
+    #[arg(long, env = "TRACEWAY_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub header_read_timeout: Option<Duration>,
+
+    /// A connection with no request in flight and no traffic this long is closed (HTTP/2
+    /// and gRPC get a GOAWAY) [default: 60s].
+    #[arg(long, env = "TRACEWAY_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub idle_timeout: Option<Duration>,
+
+    /// Connections each listener serves at once; past it, new connections wait until one
+    /// closes [default: 10000].
+    #[arg(long, env = "TRACEWAY_MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
 }
 
 /// `--auth`.
@@ -248,6 +266,8 @@ pub struct Config {
     pub quota_spans_burst: u32,
     /// Concurrent live streams per tenant (0: none).
     pub quota_live_streams: u32,
+    /// Connection bounds of each listener (ADR 033).
+    pub conn_limits: crate::transport::ConnLimits,
 }
 
 /// The watchdog's settings: it alone (the holder of the store's lease) sweeps orphans and
@@ -417,7 +437,28 @@ impl Config {
             .quota_live_streams
             .or(file.quota_live_streams)
             .unwrap_or(DEFAULT_QUOTA_LIVE_STREAMS);
+        let conn_limits = crate::transport::ConnLimits {
+            header_read_timeout: args
+                .header_read_timeout
+                .or(file.header_read_timeout)
+                .unwrap_or(Duration::from_secs(10)),
+            idle_timeout: args
+                .idle_timeout
+                .or(file.idle_timeout)
+                .unwrap_or(Duration::from_secs(60)),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(10_000),
+        };
+        if conn_limits.header_read_timeout.is_zero() || conn_limits.idle_timeout.is_zero() {
+            anyhow::bail!("header_read_timeout and idle_timeout must be positive");
+        }
+        if conn_limits.max_connections == 0 {
+            anyhow::bail!("max_connections must be positive");
+        }
         Ok(Config {
+            conn_limits,
             quota_spans_per_sec,
             quota_spans_burst,
             quota_live_streams,

@@ -10,12 +10,14 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod otlp;
 pub mod quotas;
 pub mod stream;
 pub mod ui;
+pub mod transport;
 pub mod watchdog;
 pub mod workflows;
 
@@ -139,12 +141,41 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::middleware,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::middleware,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(error::ApiError::internal(
                 "handler panicked",
             ))
         }))
         .with_state(state)
+}
+
+/// Serves the HTTP API ([`app`]) on `listener` within the configured connection bounds
+/// (ADR 033) until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve_http(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let limits = state.config.conn_limits;
+    let open = state.metrics.http_connections.clone();
+    let router = app(state);
+    let service = tower::ServiceExt::map_request(
+        router,
+        |req: axum::http::Request<hyper::body::Incoming>| req.map(axum::body::Body::new),
+    );
+    transport::serve(
+        listener,
+        service,
+        limits,
+        transport::Protocols::Http1And2,
+        open,
+        shutdown,
+    )
+    .await
 }
 
 /// Opens the store named by the configuration.
@@ -245,8 +276,7 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let http =
-        axum::serve(listener, app(state.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let http = serve_http(listener, state.clone(), stopped(stop_rx.clone()));
     let grpc = otlp::grpc::serve(grpc_listener, state, stopped(stop_rx));
     let (http_result, grpc_result) = tokio::join!(
         async {

@@ -43,7 +43,7 @@ enum Protocol {
     Grpc,
 }
 
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(
     name = "traceway-loadgen",
     about = "Send realistic agent traces over OTLP to a local Traceway and measure ingest"
@@ -79,9 +79,28 @@ struct Args {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    /// API key (`twk_….tws_…`) for a server with auth on, sent as `Authorization: Bearer`
+    /// on OTLP/HTTP, OTLP/gRPC and the read-back; it needs the ingest and read scopes.
+    /// The server then uses the key's tenant, not --tenant, so give the key a tenant of its
+    /// own for exact counts.
+    #[arg(long, env = "TRACEWAY_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 const SPANS_PER_TRACE: usize = 11;
+
+/// `Authorization: Bearer <key>` (marked sensitive) when a key is given, for every HTTP
+/// request of the run.
+fn auth_headers(api_key: Option<&str>) -> anyhow::Result<reqwest::header::HeaderMap> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = api_key {
+        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.trim()))
+            .context("--api-key is not a valid header value")?;
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    Ok(headers)
+}
 const MAX_TRACES: usize = 1_000_000;
 
 #[tokio::main]
@@ -144,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
 
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .default_headers(auth_headers(args.api_key.as_deref())?)
         .build()?;
     let (traces_seen, spans_seen) = wait_queryable(
         &client,

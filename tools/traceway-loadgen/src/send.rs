@@ -27,6 +27,8 @@ pub(crate) enum Sender {
     Grpc {
         grpc: tonic::client::Grpc<tonic::transport::Channel>,
         tenant: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+        /// `Bearer <key>`, when the run has a key.
+        authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     },
 }
 
@@ -46,6 +48,7 @@ impl Sender {
                     .timeout(Duration::from_secs(60))
                     .pool_max_idle_per_host(1)
                     .tcp_nodelay(true)
+                    .default_headers(crate::auth_headers(args.api_key.as_deref())?)
                     .build()?,
                 url: format!("{}/v1/traces", args.http.trim_end_matches('/')),
                 tenant: tenant.to_string(),
@@ -62,6 +65,12 @@ impl Sender {
                         .max_decoding_message_size(64 << 20)
                         .max_encoding_message_size(usize::MAX),
                     tenant: tenant.parse()?,
+                    authorization: args
+                        .api_key
+                        .as_deref()
+                        .map(|k| format!("Bearer {}", k.trim()).parse())
+                        .transpose()
+                        .context("--api-key is not valid gRPC metadata")?,
                 }
             }
         })
@@ -134,11 +143,18 @@ impl Sender {
                     other => bail!("OTLP/HTTP answered {other}"),
                 }
             }
-            Sender::Grpc { grpc, tenant } => {
+            Sender::Grpc {
+                grpc,
+                tenant,
+                authorization,
+            } => {
                 grpc.ready().await.context("gRPC channel")?;
                 let mut req = tonic::Request::new(body);
                 req.metadata_mut()
                     .insert("x-traceway-tenant", tenant.clone());
+                if let Some(a) = authorization {
+                    req.metadata_mut().insert("authorization", a.clone());
+                }
                 let path = tonic::codegen::http::uri::PathAndQuery::from_static(
                     "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
                 );

@@ -3,6 +3,7 @@
 
 mod e2e;
 mod hardening;
+mod keys_cli;
 mod otlp_sdk;
 #[path = "../../../traceway-server/tests/support/prom.rs"]
 mod prom;

@@ -91,6 +91,10 @@ pub struct Metrics {
     write_errors: Family<Labels, PromCounter<u64, AtomicU64>>,
     /// 1 while this process holds the watchdog lease.
     leader: Gauge<i64>,
+    /// Connections open on the HTTP listener.
+    pub http_connections: Gauge<i64>,
+    /// Connections open on the OTLP/gRPC listener.
+    pub grpc_connections: Gauge<i64>,
     /// Times this process took the watchdog lease.
     pub lease_acquired: Counter,
     /// Completed sweeps (orphans and purge).
@@ -167,6 +171,18 @@ impl Metrics {
             "Failed store writes, by op and error kind",
             write_errors.clone(),
         );
+        let connections = Family::<Labels, Gauge<i64>>::default();
+        let http_connections = connections
+            .get_or_create(&vec![("listener", "http")])
+            .clone();
+        let grpc_connections = connections
+            .get_or_create(&vec![("listener", "grpc")])
+            .clone();
+        registry.register(
+            "traceway_open_connections",
+            "Connections open, by listener (at most --max-connections each)",
+            connections,
+        );
         let leader = Gauge::<i64>::default();
         registry.register(
             "traceway_watchdog_leader",
@@ -221,6 +237,8 @@ impl Metrics {
             failed_write_latency,
             write_errors,
             leader,
+            http_connections,
+            grpc_connections,
             lease_acquired,
             sweeps,
             sweep_errors,

@@ -8,6 +8,12 @@
 //! decompression (tonic enforces it while it inflates). Failures carry a
 //! `google.rpc.Status` in `grpc-status-details-bin`: `RetryInfo` under overload
 //! (`RESOURCE_EXHAUSTED`) or shutdown (`UNAVAILABLE`), `BadRequest` for bad data.
+//!
+//! tonic itself answers a request it cannot decode before our handlers run, with codes
+//! that mislead an exporter (issue 15, failure 3.5): `INTERNAL` for malformed protobuf, a
+//! corrupt gzip body or a compressed flag without `grpc-encoding`, and `OUT_OF_RANGE`
+//! (which exporters retry) for an uncompressed message over the cap. [`client_fault`]
+//! turns them into `INVALID_ARGUMENT` and `RESOURCE_EXHAUSTED` (ADR 033).
 
 use std::future::Future;
 
@@ -34,7 +40,7 @@ use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 
 use super::status::encode_protobuf;
-use super::{ingest, ingest_logs, Failure, METRICS_DROPPED_MESSAGE};
+use super::{ingest, ingest_logs, Failure, FailureKind, METRICS_DROPPED_MESSAGE};
 use crate::extract::{Tenant, TENANT_HEADER};
 use crate::AppState;
 
@@ -142,18 +148,68 @@ pub fn metrics_service(app: &AppState) -> MetricsServiceServer<OtlpMetricsServic
         .max_decoding_message_size(app.config.max_body_bytes)
 }
 
-/// Serves OTLP/gRPC on `listener` until `shutdown` resolves, then lets in-flight calls
-/// finish.
+/// Serves OTLP/gRPC on `listener`, within the configured connection bounds (ADR 033),
+/// until `shutdown` resolves, then lets in-flight calls finish.
 pub async fn serve(
     listener: TcpListener,
     app: AppState,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        .add_service(metrics_service(&app))
+) -> std::io::Result<()> {
+    let limits = app.config.conn_limits;
+    let open = app.metrics.grpc_connections.clone();
+    let routes = tonic::service::Routes::new(metrics_service(&app))
         .add_service(logs_service(app.clone()))
         .add_service(service(app))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .prepare();
+    let service = tower::ServiceExt::<http::Request<hyper::body::Incoming>>::map_response(
+        routes,
+        client_fault,
+    );
+    crate::transport::serve(
+        listener,
+        service,
+        limits,
+        crate::transport::Protocols::Http2Only,
+        open,
+        shutdown,
+    )
+    .await
+}
+
+/// What tonic's decoder says, before any handler runs, about a request the client got
+/// wrong, and what kind of failure it is. Matched on tonic's messages (tonic 0.14); the
+/// tests in `tests/it/transport.rs` fail if a tonic upgrade changes them.
+fn tonic_decode_failure(code: tonic::Code, message: &str) -> Option<FailureKind> {
+    match code {
+        // Our handlers never answer OUT_OF_RANGE: only tonic's "decoded message length too
+        // large" does.
+        tonic::Code::OutOfRange => Some(FailureKind::TooLarge),
+        tonic::Code::Internal
+            if message.starts_with("failed to decode Protobuf message")
+                || message.starts_with("protocol error:")
+                || message.starts_with("Error decompressing:") =>
+        {
+            Some(FailureKind::BadData)
+        }
+        _ => None,
+    }
+}
+
+/// Rewrites tonic's own refusals of undecodable requests (see [`tonic_decode_failure`])
+/// into the codes OTLP exporters act on correctly, with our `google.rpc.Status` details.
+/// They are trailers-only answers, so the status is in the response headers.
+pub fn client_fault(resp: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+    let Some(status) = tonic::Status::from_header_map(resp.headers()) else {
+        return resp;
+    };
+    match tonic_decode_failure(status.code(), status.message()) {
+        Some(kind) => {
+            let failure = Failure {
+                kind,
+                message: status.message().to_string(),
+            };
+            to_status(failure).into_http()
+        }
+        None => resp,
+    }
 }

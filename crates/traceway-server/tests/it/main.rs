@@ -21,6 +21,7 @@ mod redis_server;
 mod sse;
 mod stream;
 mod ui;
+mod transport;
 mod workflows;
 
 use std::sync::Arc;
