@@ -164,7 +164,12 @@ async fn a_server_without_create_if_missing_gets_create_append_and_patch() {
     tracer.agent("second").start().end();
     tracer.flush().await;
     let m = tracer.metrics();
-    assert_eq!((m.exported, m.dropped_export_failed), (2, 0), "{m:?}");
+    // Two traces of one step: a start and an end record each.
+    assert_eq!(
+        (m.exported, m.dropped_export_failed, m.requests),
+        (4, 0, 7),
+        "{m:?}"
+    );
     let log = log.lock().unwrap();
     let calls: Vec<(&str, bool, u16)> = log
         .iter()
