@@ -192,10 +192,13 @@ async fn a_server_without_create_if_missing_gets_create_append_and_patch() {
     );
 }
 
+/// When each request arrived or was answered, and its path.
+type Timeline = Arc<Mutex<Vec<(Instant, &'static str, String)>>>;
+
 /// Two parts of one trace in flight at once: the later is sent after the earlier's answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parts_of_one_trace_go_in_order_while_other_traces_overlap() {
-    let log: Arc<Mutex<Vec<(Instant, &'static str, String)>>> = Arc::default();
+    let log: Timeline = Arc::default();
     let l = log.clone();
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
         let l = l.clone();
