@@ -69,6 +69,27 @@ pub async fn create_trace(
 pub struct AppendBody {
     /// The events, in order.
     pub events: Vec<EventInput>,
+    /// When set, a trace that does not exist is created from it in the same write (its
+    /// `trace_id`, when given, must be the path's); when the trace exists, its empty
+    /// name, agent, session and user are filled from it and missing metadata keys added.
+    /// Without it a missing trace is 404, as before.
+    #[serde(default)]
+    pub create_if_missing: Option<NewTrace>,
+    /// After the events, in the same write, end the trace (`COMPLETED` or `ERRORED`)
+    /// unless it has ended already: the first end decides, a later one is no error.
+    #[serde(default)]
+    pub end: Option<AppendEnd>,
+}
+
+/// How an append ends its trace (`end` of [`AppendBody`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppendEnd {
+    /// `COMPLETED` or `ERRORED`.
+    pub state: State,
+    /// Why (`root span ended`, …).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// The answer to an append.
@@ -127,6 +148,25 @@ pub async fn append_events(
             )
         })
         .count();
+    if let Some(new) = &body.create_if_missing {
+        if new.trace_id.is_some_and(|given| given != id) {
+            return Err(ApiError::bad_request(format!(
+                "create_if_missing.trace_id {} is not the trace of the path ({id})",
+                new.trace_id.map(|t| t.to_string()).unwrap_or_default()
+            )));
+        }
+    }
+    let end = match body.end {
+        None => None,
+        Some(AppendEnd { state, reason }) => {
+            if !state.is_terminal() {
+                return Err(ApiError::bad_request(format!(
+                    "end.state must be COMPLETED or ERRORED, not {state}"
+                )));
+            }
+            Some(traceway_store::TraceEnd { state, reason })
+        }
+    };
     if let Err(wait) = app.ingest_quota.take(&tenant.0, spans as u64) {
         return Err(crate::quotas::api_refusal(&tenant.0, wait));
     }
@@ -136,9 +176,12 @@ pub async fn append_events(
             fills: Vec::new(),
             tenant: tenant.0.clone(),
             trace_id: id,
-            create_if_missing: None,
+            create_if_missing: body.create_if_missing.map(|new| NewTrace {
+                trace_id: Some(id),
+                ..new
+            }),
             events: body.events,
-            end: None,
+            end,
         })
         .await?;
     Ok(Json(AppendResponse {

@@ -14,6 +14,8 @@
 //!
 //! Spans come in traces of `--spans-per-trace` (default 100): an agent root and its
 //! children, each with three attributes, the root ended last (the trace completes).
+//! `--queue`, `--batch` and `--in-flight` set the tracer's queue capacity, batch size and
+//! requests in flight (default: the tracer's defaults, 65,536, 2048 and 8).
 //! Loopback only.
 
 use std::time::{Duration, Instant};
@@ -27,6 +29,8 @@ struct Args {
     seconds: u64,
     spans_per_trace: u64,
     queue: usize,
+    batch: Option<usize>,
+    in_flight: Option<usize>,
 }
 
 fn parse() -> Args {
@@ -37,6 +41,8 @@ fn parse() -> Args {
         seconds: 10,
         spans_per_trace: 100,
         queue: 65_536,
+        batch: None,
+        in_flight: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,6 +54,8 @@ fn parse() -> Args {
             "--seconds" => a.seconds = val().parse().expect("--seconds N"),
             "--spans-per-trace" => a.spans_per_trace = val().parse().expect("--spans-per-trace N"),
             "--queue" => a.queue = val().parse().expect("--queue N"),
+            "--batch" => a.batch = Some(val().parse().expect("--batch N")),
+            "--in-flight" => a.in_flight = Some(val().parse().expect("--in-flight N")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -85,12 +93,17 @@ fn main() {
         .unwrap();
     let tracer = {
         let _g = rt.enter();
-        Tracer::builder()
+        let mut b = Tracer::builder()
             .endpoint(&url)
             .service("exporter-load")
-            .queue_capacity(args.queue)
-            .build()
-            .unwrap()
+            .queue_capacity(args.queue);
+        if let Some(n) = args.batch {
+            b = b.batch_size(n);
+        }
+        if let Some(n) = args.in_flight {
+            b = b.max_in_flight(n);
+        }
+        b.build().unwrap()
     };
     let total = args.rate * args.seconds;
     let start = Instant::now();

@@ -1,23 +1,30 @@
 //! The background exporter: drains the queue in batches and sends them to the native API
-//! (ADR 018).
+//! (ADR 018, ADR 030).
 //!
-//! Per round it takes up to `batch_size` records, groups them by trace, and for each
-//! trace (up to `max_in_flight` at once): creates the trace the first time this process
-//! sees it (`POST /api/v1/traces`; 409 means it exists), appends the events (`POST
-//! /api/v1/traces/{id}/events`), and, when the trace's first span in this process
-//! ended, sets the trace's final state (`PATCH`). A step that started and ended within
-//! one round is sent once, as a whole `span_ended`. Every `span_ended` carries the whole
-//! span, so a lost or late `span_started` loses nothing but the live view.
+//! Per round it takes up to `batch_size` records and groups them by trace. Each trace's
+//! part is one request, `POST /api/v1/traces/{id}/events` carrying the events, the trace
+//! to create if it does not exist yet (`create_if_missing`), and, when the trace's first
+//! span in this process ended, the trace's final state (`end`). Up to `max_in_flight`
+//! such requests run at once, across rounds: the next round is taken while earlier ones
+//! are still in flight. Two parts of one trace are sent in the order they were recorded
+//! (the later waits for the earlier). A step that started and ended within one round is
+//! sent once, as a whole `span_ended`. Every `span_ended` carries the whole span, so a
+//! lost or late `span_started` loses nothing but the live view.
+//!
+//! A server older than ADR 030 refuses the two fields (400, unknown field): the exporter
+//! then falls back, for the rest of its life, to a create (`POST /api/v1/traces`, 409
+//! when it exists), an append and a `PATCH` per trace.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use bytes::Bytes;
 use reqwest::StatusCode;
+use serde::Serialize;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use traceway_core::{EventInput, Level, NewTrace, State, StatusCode as SpanStatus, TraceId};
 
 use crate::tracer::{Command, Record, Shared};
@@ -75,20 +82,42 @@ struct TraceBatch {
     end: Option<State>,
 }
 
+/// State of one exporter shared by its request tasks.
+struct Exporter {
+    shared: Arc<Shared>,
+    config: ExportConfig,
+    /// Traces created in the legacy mode.
+    known: Mutex<Known>,
+    /// The server refused `create_if_missing` (older than ADR 030): create, append, PATCH.
+    legacy: AtomicBool,
+    /// Per trace with a part in flight: the generation of its latest part and the signal
+    /// that part sends when it is done, which the trace's next part waits for.
+    in_flight: Mutex<HashMap<TraceId, (u64, oneshot::Receiver<()>)>>,
+}
+
 pub(crate) async fn run(
     shared: Arc<Shared>,
     config: ExportConfig,
     mut commands: mpsc::Receiver<Command>,
 ) {
-    let config = Arc::new(config);
-    let known = Arc::new(Mutex::new(Known {
-        set: HashSet::new(),
-        order: VecDeque::new(),
-    }));
+    let slots = Arc::new(Semaphore::new(config.max_in_flight));
+    let max_in_flight = config.max_in_flight as u32;
+    let ex = Arc::new(Exporter {
+        shared,
+        config,
+        known: Mutex::new(Known {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+        }),
+        legacy: AtomicBool::new(false),
+        in_flight: Mutex::new(HashMap::new()),
+    });
+    let shared = &ex.shared;
+    let mut generation = 0u64;
     loop {
         let (flush, last) = tokio::select! {
             _ = shared.wake.notified() => (None, false),
-            _ = tokio::time::sleep(config.flush_interval) => (None, false),
+            _ = tokio::time::sleep(ex.config.flush_interval) => (None, false),
             cmd = commands.recv() => match cmd {
                 Some(Command::Flush(done)) => (Some(done), false),
                 None => (None, true),
@@ -96,8 +125,9 @@ pub(crate) async fn run(
         };
         loop {
             shared.woken.store(false, Ordering::Release);
-            let mut batch = Vec::with_capacity(config.batch_size.min(shared.queue.len()));
-            while batch.len() < config.batch_size {
+            let batch_size = ex.config.batch_size;
+            let mut batch = Vec::with_capacity(batch_size.min(shared.queue.len()));
+            while batch.len() < batch_size {
                 match shared.queue.pop() {
                     Some(r) => batch.push(r),
                     None => break,
@@ -106,12 +136,65 @@ pub(crate) async fn run(
             if batch.is_empty() {
                 break;
             }
-            send_round(&shared, &config, &known, batch).await;
+            for t in group(batch, ex.config.service.as_deref()) {
+                // At most `max_in_flight` parts at once: this waits for a slot, never
+                // for the round.
+                let permit = slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the slots are never closed");
+                generation += 1;
+                let (done, signal) = oneshot::channel();
+                let before = ex
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(t.trace_id, (generation, signal))
+                    .map(|(_, earlier)| earlier);
+                let ex = ex.clone();
+                let mine = generation;
+                tokio::spawn(async move {
+                    if let Some(earlier) = before {
+                        // The trace's previous part first (an error there is no reason
+                        // to wait longer).
+                        let _ = earlier.await;
+                    }
+                    let trace_id = t.trace_id;
+                    let records = t.records;
+                    let counters = &ex.shared.counters;
+                    match send_trace(&ex, t).await {
+                        Ok(()) => counters.exported.fetch_add(records, Ordering::Relaxed),
+                        Err(error) => {
+                            tracing::debug!(%error, records, "traceway export dropped records");
+                            counters
+                                .dropped_export_failed
+                                .fetch_add(records, Ordering::Relaxed)
+                        }
+                    };
+                    {
+                        let mut m = ex.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                        if m.get(&trace_id).is_some_and(|(g, _)| *g == mine) {
+                            m.remove(&trace_id);
+                        }
+                    }
+                    let _ = done.send(());
+                    drop(permit);
+                });
+            }
             // Keep going while a full batch waits; a flush or the last round empties
             // the queue.
-            if flush.is_none() && !last && shared.queue.len() < config.batch_size {
+            if flush.is_none() && !last && shared.queue.len() < batch_size {
                 break;
             }
+        }
+        if flush.is_some() || last {
+            // Every slot free: everything taken so far has its answer.
+            let all = slots
+                .acquire_many(max_in_flight)
+                .await
+                .expect("the slots are never closed");
+            drop(all);
         }
         if let Some(done) = flush {
             let _ = done.send(());
@@ -177,38 +260,6 @@ fn group(batch: Vec<Record>, service: Option<&str>) -> Vec<TraceBatch> {
     order
 }
 
-async fn send_round(
-    shared: &Arc<Shared>,
-    config: &Arc<ExportConfig>,
-    known: &Arc<Mutex<Known>>,
-    batch: Vec<Record>,
-) {
-    let traces = group(batch, config.service.as_deref());
-    futures_util::stream::iter(traces)
-        .map(|t| {
-            let (shared, config, known) = (shared.clone(), config.clone(), known.clone());
-            async move {
-                let records = t.records;
-                match send_trace(&shared, &config, &known, t).await {
-                    Ok(()) => shared
-                        .counters
-                        .exported
-                        .fetch_add(records, Ordering::Relaxed),
-                    Err(error) => {
-                        tracing::debug!(%error, records, "traceway export dropped records");
-                        shared
-                            .counters
-                            .dropped_export_failed
-                            .fetch_add(records, Ordering::Relaxed)
-                    }
-                };
-            }
-        })
-        .buffer_unordered(config.max_in_flight)
-        .for_each(|()| async {})
-        .await;
-}
-
 #[derive(Debug, thiserror::Error)]
 enum ExportError {
     #[error("server answered {0}")]
@@ -217,58 +268,26 @@ enum ExportError {
     Network(reqwest::Error),
 }
 
-async fn send_trace(
-    shared: &Shared,
-    config: &ExportConfig,
-    known: &Mutex<Known>,
-    t: TraceBatch,
-) -> Result<(), ExportError> {
-    let is_known = known
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .contains(&t.trace_id);
-    if !is_known {
-        create(shared, config, known, &t).await?;
-    }
-    let url = format!("{}/api/v1/traces/{}/events", config.base, t.trace_id);
-    for chunk in t.events.chunks(MAX_EVENTS_PER_REQUEST) {
-        let body = serde_json::to_vec(&json!({ "events": chunk })).expect("events serialise");
-        let status = request(shared, config, || config.client.post(&url), &body).await?;
-        match status {
-            s if s.is_success() => {}
-            // The trace is gone (deleted, or another data directory): create it again.
-            StatusCode::NOT_FOUND => {
-                create(shared, config, known, &t).await?;
-                let s = request(shared, config, || config.client.post(&url), &body).await?;
-                if !s.is_success() {
-                    return Err(ExportError::Status(s));
-                }
-            }
-            s => return Err(ExportError::Status(s)),
-        }
-    }
-    if let Some(state) = &t.end {
-        let url = format!("{}/api/v1/traces/{}", config.base, t.trace_id);
-        let mut patch = json!({ "state": state, "reason": "root span ended" });
-        if let Some(name) = &t.root_name {
-            patch["name"] = json!(name);
-        }
-        let body = serde_json::to_vec(&patch).expect("patch serialises");
-        let s = request(shared, config, || config.client.patch(&url), &body).await?;
-        // 409: it already ended (a retry, or another process ended it).
-        if !s.is_success() && s != StatusCode::CONFLICT {
-            return Err(ExportError::Status(s));
-        }
-    }
-    Ok(())
+/// The body of an append (ADR 030), borrowed from the round.
+#[derive(Serialize)]
+struct AppendBody<'a> {
+    events: &'a [EventInput],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    create_if_missing: Option<&'a NewTrace>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end: Option<AppendEnd<'a>>,
 }
 
-async fn create(
-    shared: &Shared,
-    config: &ExportConfig,
-    known: &Mutex<Known>,
-    t: &TraceBatch,
-) -> Result<(), ExportError> {
+#[derive(Serialize)]
+struct AppendEnd<'a> {
+    state: &'a State,
+    reason: &'static str,
+}
+
+const END_REASON: &str = "root span ended";
+
+/// The trace this process creates when it is not there yet.
+fn new_trace(config: &ExportConfig, t: &TraceBatch) -> NewTrace {
     let mut new = NewTrace {
         trace_id: Some(t.trace_id),
         name: t.root_name.clone(),
@@ -278,11 +297,143 @@ async fn create(
     if let Some(s) = &config.service {
         new.metadata.insert("service.name".into(), s.clone());
     }
-    let body = serde_json::to_vec(&new).expect("a new trace serialises");
+    new
+}
+
+async fn send_trace(ex: &Exporter, t: TraceBatch) -> Result<(), ExportError> {
+    if !ex.legacy.load(Ordering::Relaxed) {
+        match send_one(ex, &t).await? {
+            Sent::Done => return Ok(()),
+            Sent::OldServer => {
+                if !ex.legacy.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        "the traceway server does not know create_if_missing; \
+                         exporting with create, append and PATCH"
+                    );
+                }
+            }
+        }
+    }
+    send_legacy(ex, t).await
+}
+
+enum Sent {
+    Done,
+    /// The server refused `create_if_missing` as an unknown field.
+    OldServer,
+}
+
+/// One request per chunk of 1,000 events: the trace created if missing, ended with the
+/// last chunk when its local root ended.
+async fn send_one(ex: &Exporter, t: &TraceBatch) -> Result<Sent, ExportError> {
+    let config = &ex.config;
+    let new = new_trace(config, t);
+    let url = format!("{}/api/v1/traces/{}/events", config.base, t.trace_id);
+    let mut chunks: Vec<&[EventInput]> = t.events.chunks(MAX_EVENTS_PER_REQUEST).collect();
+    if chunks.is_empty() {
+        // Nothing but an end (cannot happen today: an end is an event), or nothing.
+        chunks.push(&[]);
+    }
+    let n = chunks.len();
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let body = AppendBody {
+            events: chunk,
+            create_if_missing: Some(&new),
+            end: t
+                .end
+                .as_ref()
+                .filter(|_| i + 1 == n)
+                .map(|state| AppendEnd {
+                    state,
+                    reason: END_REASON,
+                }),
+        };
+        let body = Bytes::from(serde_json::to_vec(&body).expect("an append serialises"));
+        let resp = request(&ex.shared, config, || config.client.post(&url), &body).await?;
+        let status = resp.status();
+        if status.is_success() {
+            continue;
+        }
+        if status == StatusCode::BAD_REQUEST {
+            let text = resp.text().await.unwrap_or_default();
+            if text.contains("unknown field") && text.contains("create_if_missing") {
+                // Only the first chunk can meet this: nothing of this part was stored.
+                return Ok(Sent::OldServer);
+            }
+        }
+        return Err(ExportError::Status(status));
+    }
+    Ok(Sent::Done)
+}
+
+/// The exporter before ADR 030, for servers that predate it: create the first time this
+/// process sees the trace, append, PATCH when the local root ended.
+async fn send_legacy(ex: &Exporter, t: TraceBatch) -> Result<(), ExportError> {
+    let (shared, config) = (&ex.shared, &ex.config);
+    let is_known = ex
+        .known
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&t.trace_id);
+    if !is_known {
+        create(ex, &t).await?;
+    }
+    let url = format!("{}/api/v1/traces/{}/events", config.base, t.trace_id);
+    for chunk in t.events.chunks(MAX_EVENTS_PER_REQUEST) {
+        let body = Bytes::from(
+            serde_json::to_vec(&AppendBody {
+                events: chunk,
+                create_if_missing: None,
+                end: None,
+            })
+            .expect("events serialise"),
+        );
+        let status = request(shared, config, || config.client.post(&url), &body)
+            .await?
+            .status();
+        match status {
+            s if s.is_success() => {}
+            // The trace is gone (deleted, or another data directory): create it again.
+            StatusCode::NOT_FOUND => {
+                create(ex, &t).await?;
+                let s = request(shared, config, || config.client.post(&url), &body)
+                    .await?
+                    .status();
+                if !s.is_success() {
+                    return Err(ExportError::Status(s));
+                }
+            }
+            s => return Err(ExportError::Status(s)),
+        }
+    }
+    if let Some(state) = &t.end {
+        let url = format!("{}/api/v1/traces/{}", config.base, t.trace_id);
+        let mut patch = json!({ "state": state, "reason": END_REASON });
+        if let Some(name) = &t.root_name {
+            patch["name"] = json!(name);
+        }
+        let body = Bytes::from(serde_json::to_vec(&patch).expect("patch serialises"));
+        let s = request(shared, config, || config.client.patch(&url), &body)
+            .await?
+            .status();
+        // 409: it already ended (a retry, or another process ended it).
+        if !s.is_success() && s != StatusCode::CONFLICT {
+            return Err(ExportError::Status(s));
+        }
+    }
+    Ok(())
+}
+
+async fn create(ex: &Exporter, t: &TraceBatch) -> Result<(), ExportError> {
+    let config = &ex.config;
+    let body =
+        Bytes::from(serde_json::to_vec(&new_trace(config, t)).expect("a new trace serialises"));
     let url = format!("{}/api/v1/traces", config.base);
-    let s = request(shared, config, || config.client.post(&url), &body).await?;
+    let s = request(&ex.shared, config, || config.client.post(&url), &body)
+        .await?
+        .status();
     if s.is_success() || s == StatusCode::CONFLICT {
-        known
+        ex.known
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(t.trace_id);
@@ -294,13 +445,13 @@ async fn create(
 
 /// Sends one request, retrying 429/503 (after `Retry-After` when given), other 5xx and
 /// network errors with exponential backoff, at most `max_retries` times. Returns the
-/// final status (a 4xx is not retried).
+/// final answer (a 4xx is not retried).
 async fn request(
     shared: &Shared,
     config: &ExportConfig,
     make: impl Fn() -> reqwest::RequestBuilder,
-    body: &[u8],
-) -> Result<StatusCode, ExportError> {
+    body: &Bytes,
+) -> Result<reqwest::Response, ExportError> {
     let c = &shared.counters;
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 0;
@@ -308,7 +459,7 @@ async fn request(
         let mut rb = make()
             .header("content-type", "application/json")
             .header("x-traceway-tenant", &config.tenant)
-            .body(body.to_vec());
+            .body(body.clone());
         if let Some(key) = &config.api_key {
             rb = rb.bearer_auth(key);
         }
@@ -317,7 +468,7 @@ async fn request(
             Ok(resp) => {
                 let status = resp.status();
                 if !(status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()) {
-                    return Ok(status);
+                    return Ok(resp);
                 }
                 c.failed_requests.fetch_add(1, Ordering::Relaxed);
                 if attempt >= config.max_retries {

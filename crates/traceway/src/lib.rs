@@ -58,9 +58,11 @@
 //!
 //! - Recording a step is a push onto a bounded queue; the exporter task sends batches to
 //!   the native API (`span_started` when a step starts, so it shows live; `span_ended`
-//!   when it ends). When the queue is full the record is dropped and counted
-//!   ([`Tracer::metrics`]); 429 and 503 are retried with backoff, honouring
-//!   `Retry-After`. Design: `docs/adr/018-client-tracer-and-exporter.md`.
+//!   when it ends), one request per trace per batch that also creates and ends the trace,
+//!   with up to [`TracerBuilder::max_in_flight`] requests at once. When the queue is full
+//!   the record is dropped and counted ([`Tracer::metrics`]); 429 and 503 are retried
+//!   with backoff, honouring `Retry-After`. Design:
+//!   `docs/adr/018-client-tracer-and-exporter.md`, `docs/adr/030-exporter-keeps-up.md`.
 //! - The current span is task-local ([`current`], [`Span::in_scope`],
 //!   [`SpanContext::scope`]). It holds across `.await`; a spawned task gets it only when
 //!   handed over ([`spawn`]).

@@ -752,3 +752,121 @@ async fn the_trace_detail_json_is_stable(backend: Backend) {
     });
 }
 }
+
+// ADR 030: an append that creates its trace when missing and ends it, in one request.
+
+on_both! {
+#[tokio::test]
+async fn an_append_creates_a_missing_trace_and_ends_it_in_one_write(backend: Backend) {
+    let app = backend.app().await;
+    let id = "0190f0d2a8a87c4b9c1d2e3f40516273";
+    let uri = format!("/api/v1/traces/{id}/events");
+    let body = json!({
+        "events": [{"type": "span_ended", "span": {
+            "span_id": "00000000000000a1", "kind": "agent", "name": "run",
+            "start_time": "2026-12-02T06:00:00Z", "end_time": "2026-12-02T06:00:01Z",
+            "status": {"code": "ok"}}}],
+        "create_if_missing": {"name": "run", "level": "detailed",
+                              "metadata": {"service.name": "svc"}},
+        "end": {"state": "COMPLETED", "reason": "root span ended"}
+    });
+    let (status, v) = app.call(Method::POST, &uri, Some(body.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!((v["accepted"].as_u64(), v["duplicates"].as_u64()), (Some(1), Some(0)), "{v}");
+
+    let (status, v) = app.call(Method::GET, &format!("/api/v1/traces/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let trace = &v["trace"];
+    assert_eq!(trace["name"], "run");
+    assert_eq!(trace["state"], "COMPLETED");
+    assert_eq!(trace["metadata"]["service.name"], "svc");
+    assert_eq!(trace["rollups"]["span_count"], 1);
+
+    // A retry of the same request: stored once, no error, still COMPLETED.
+    let (status, v) = app.call(Method::POST, &uri, Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!((v["accepted"].as_u64(), v["duplicates"].as_u64()), (Some(0), Some(1)), "{v}");
+
+    // A later end does not change the state: the first end decides.
+    let late = json!({
+        "events": [{"type": "span_ended", "span": {
+            "span_id": "00000000000000a2", "parent_span_id": "00000000000000a1",
+            "kind": "tool", "name": "late", "start_time": "2026-12-02T06:00:00Z",
+            "end_time": "2026-12-02T06:00:02Z"}}],
+        "create_if_missing": {"name": "other"},
+        "end": {"state": "ERRORED"}
+    });
+    let (status, v) = app.call(Method::POST, &uri, Some(late)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (_, v) = app.call(Method::GET, &format!("/api/v1/traces/{id}"), None).await;
+    assert_eq!(v["trace"]["state"], "COMPLETED", "{v}");
+    assert_eq!(v["trace"]["name"], "run", "a hint does not overwrite: {v}");
+    assert_eq!(v["trace"]["rollups"]["span_count"], 2, "{v}");
+}
+}
+
+on_both! {
+#[tokio::test]
+async fn without_create_if_missing_an_append_to_a_missing_trace_is_still_404(backend: Backend) {
+    let app = backend.app().await;
+    let id = "0190f0d2a8a87c4b9c1d2e3f40516274";
+    let uri = format!("/api/v1/traces/{id}/events");
+    let span = json!({"type": "span_started", "span": {"span_id": "00000000000000b1", "name": "s"}});
+    let (status, v) = app
+        .call(Method::POST, &uri, Some(json!({"events": [span.clone()]})))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(error_code(&v), "not_found");
+    // An `end` alone does not create either.
+    let (status, v) = app
+        .call(Method::POST, &uri, Some(json!({"events": [], "end": {"state": "COMPLETED"}})))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+
+    // On an existing trace the hints fill what is empty and `end` ends it.
+    let id = create(&app, json!({})).await;
+    let uri = format!("/api/v1/traces/{id}/events");
+    let (status, v) = app
+        .call(Method::POST, &uri, Some(json!({
+            "events": [span],
+            "create_if_missing": {"name": "named later", "metadata": {"k": "v"}},
+            "end": {"state": "ERRORED", "reason": "root span ended"}
+        })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (_, v) = app.call(Method::GET, &format!("/api/v1/traces/{id}"), None).await;
+    assert_eq!(v["trace"]["name"], "named later", "{v}");
+    assert_eq!(v["trace"]["metadata"]["k"], "v", "{v}");
+    assert_eq!(v["trace"]["state"], "ERRORED", "{v}");
+}
+}
+
+on_both! {
+#[tokio::test]
+async fn a_bad_create_if_missing_or_end_is_400_and_writes_nothing(backend: Backend) {
+    let app = backend.app().await;
+    let id = "0190f0d2a8a87c4b9c1d2e3f40516275";
+    let uri = format!("/api/v1/traces/{id}/events");
+    let bad = [
+        json!({"events": [], "create_if_missing": {}, "end": {"state": "RUNNING"}}),
+        json!({"events": [], "create_if_missing": {}, "end": {"state": "not a state"}}),
+        json!({"events": [], "create_if_missing": {}, "end": {"state": "COMPLETED", "bogus": 1}}),
+        json!({"events": [], "create_if_missing": {"trace_id": "0190f0d2a8a87c4b9c1d2e3f40516276"}}),
+        json!({"events": [], "create_if_missing": {"bogus": 1}}),
+        json!({"events": [], "create_if_missing": {"state": "COMPLETED"}}),
+        json!({"events": [], "create_if_missing": "yes"}),
+    ];
+    for body in bad {
+        let (status, v) = app.call(Method::POST, &uri, Some(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {v}");
+        assert_eq!(error_code(&v), "invalid_argument", "{body} -> {v}");
+    }
+    let (status, v) = app.call(Method::GET, &format!("/api/v1/traces/{id}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was created: {v}");
+    // The path's own id in create_if_missing is fine.
+    let (status, v) = app
+        .call(Method::POST, &uri, Some(json!({"events": [], "create_if_missing": {"trace_id": id}})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+}
+}

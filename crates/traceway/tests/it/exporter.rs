@@ -142,3 +142,33 @@ async fn a_step_dropped_without_end_or_by_a_panic_is_an_error() {
         .contains("panicked"));
     assert_eq!(msg("run")["code"], "error");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_trace_costs_one_request_that_creates_and_ends_it() {
+    let server = Server::start();
+    let tracer = tracer(&server, "one-request");
+    let run = tracer.agent("one-shot").start();
+    let trace_id = run.trace_id();
+    let ctx = run.context();
+    for i in 0..3 {
+        let mut s = tracer.tool("step").parent(&ctx).start();
+        s.set_attribute("i", i as i64);
+        s.end();
+    }
+    run.end();
+    tracer.flush().await;
+    let m = tracer.metrics();
+    assert_eq!(
+        (m.requests, m.exported, m.dropped_export_failed),
+        (1, 8, 0),
+        "create, append and end in one request (ADR 030): {m:?}"
+    );
+    let url = format!("{}/api/v1/traces/{trace_id}", server.url);
+    let v = poll_json(&url, "the completed trace", |v| {
+        v["trace"]["state"] == "COMPLETED"
+    })
+    .await;
+    assert_eq!(v["trace"]["name"], "one-shot");
+    assert_eq!(v["trace"]["metadata"]["service.name"], "one-request");
+    assert_eq!(v["trace"]["rollups"]["span_count"], 4);
+}
