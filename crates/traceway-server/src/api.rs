@@ -82,7 +82,7 @@ pub struct AppendBody {
 }
 
 /// How an append ends its trace (`end` of [`AppendBody`]).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppendEnd {
     /// `COMPLETED` or `ERRORED`.

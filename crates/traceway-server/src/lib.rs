@@ -16,8 +16,8 @@ pub mod openapi;
 pub mod otlp;
 pub mod quotas;
 pub mod stream;
-pub mod ui;
 pub mod transport;
+pub mod ui;
 pub mod watchdog;
 pub mod workflows;
 

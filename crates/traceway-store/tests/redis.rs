@@ -304,6 +304,7 @@ async fn an_event_read_with_a_small_limit_reads_few_stream_entries() {
                 create_if_missing: None,
                 events,
                 end: None,
+                fills: Vec::new(),
             })
             .await
             .expect("append");

@@ -20,8 +20,8 @@ mod redis_server;
 #[path = "../support/sse.rs"]
 mod sse;
 mod stream;
-mod ui;
 mod transport;
+mod ui;
 mod workflows;
 
 use std::sync::Arc;
