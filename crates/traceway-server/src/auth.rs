@@ -260,7 +260,13 @@ pub fn required_scope(method: &Method, path: &str) -> Option<KeyScope> {
         "/" => None,
         p if p.starts_with("/ui/") => None,
         "/metrics" | "/readyz" => Some(KeyScope::Admin),
-        "/v1/traces" => Some(KeyScope::Ingest),
+        // Every OTLP signal writes (logs fill spans; metrics are accepted and dropped).
+        "/v1/traces" | "/v1/logs" | "/v1/metrics" => Some(KeyScope::Ingest),
+        // A workflow's context is written by the app that ingests its trace.
+        p if p.starts_with("/api/v1/workflows/") => match *method {
+            Method::PUT | Method::DELETE => Some(KeyScope::Ingest),
+            _ => Some(KeyScope::Read),
+        },
         p if p == "/api/v1/keys" || p.starts_with("/api/v1/keys/") => Some(KeyScope::Admin),
         "/api/v1/traces/cleanup" => Some(KeyScope::Admin),
         p if p.starts_with("/api/v1/traces") => match *method {
@@ -306,7 +312,7 @@ pub async fn middleware(State(app): State<AppState>, mut req: Request, next: Nex
             next.run(req).await
         }
         Err(r) => {
-            let mut resp = if req.uri().path() == "/v1/traces" {
+            let mut resp = if req.uri().path().starts_with("/v1/") {
                 crate::otlp::http::refuse(req.headers(), r.to_failure())
             } else {
                 r.to_api_error().into_response()
@@ -358,6 +364,24 @@ mod tests {
             (Method::GET, "/metrics", Some(KeyScope::Admin)),
             (Method::GET, "/readyz", Some(KeyScope::Admin)),
             (Method::POST, "/v1/traces", Some(KeyScope::Ingest)),
+            (Method::POST, "/v1/logs", Some(KeyScope::Ingest)),
+            (Method::POST, "/v1/metrics", Some(KeyScope::Ingest)),
+            (
+                Method::PUT,
+                "/api/v1/workflows/wf-1/context",
+                Some(KeyScope::Ingest),
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/workflows/wf-1/context",
+                Some(KeyScope::Ingest),
+            ),
+            (
+                Method::GET,
+                "/api/v1/workflows/wf-1/context",
+                Some(KeyScope::Read),
+            ),
+            (Method::GET, "/api/v1/workflows", Some(KeyScope::Read)),
             (Method::POST, "/api/v1/traces", Some(KeyScope::Ingest)),
             (Method::GET, "/api/v1/traces", Some(KeyScope::Read)),
             (

@@ -95,7 +95,7 @@ fn missing(instance: &str) -> ApiError {
         (status = 500, response = Internal),
         (status = 503, response = Unavailable),
     ),
-    security(("bearer" = ["read"]), ("basic" = ["read"])),
+    security(("bearer" = ["ingest"]), ("basic" = ["ingest"])),
 )]
 pub async fn put_context(
     AxumState(app): AxumState<AppState>,
@@ -167,7 +167,7 @@ pub async fn get_context(
         (status = 500, response = Internal),
         (status = 503, response = Unavailable),
     ),
-    security(("bearer" = ["read"]), ("basic" = ["read"])),
+    security(("bearer" = ["ingest"]), ("basic" = ["ingest"])),
 )]
 pub async fn delete_context(
     AxumState(app): AxumState<AppState>,

@@ -41,7 +41,6 @@ use tonic::codec::CompressionEncoding;
 
 use super::status::encode_protobuf;
 use super::{ingest, ingest_logs, Failure, FailureKind, METRICS_DROPPED_MESSAGE};
-use crate::extract::{Tenant, TENANT_HEADER};
 use crate::AppState;
 
 /// The `TraceService` implementation.
@@ -81,10 +80,9 @@ impl LogsService for OtlpLogsService {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let tenant = Tenant::parse(request.metadata().get(TENANT_HEADER).map(|v| v.as_bytes()))
-            .map_err(|m| to_status(Failure::bad_data(m)))?;
+        let tenant = crate::auth::grpc_tenant(&self.app, request.metadata()).await?;
         let request = request.into_inner();
-        let done = ingest_logs(&self.app, &tenant.0, &request)
+        let done = ingest_logs(&self.app, &tenant, &request)
             .await
             .map_err(to_status)?;
         let partial_success = (done.rejected_spans > 0).then(|| ExportLogsPartialSuccess {
@@ -97,8 +95,11 @@ impl LogsService for OtlpLogsService {
     }
 }
 
-/// The `MetricsService` implementation: accepts and drops (ADR 021).
-pub struct OtlpMetricsService;
+/// The `MetricsService` implementation: accepts and drops (ADR 021), after the same
+/// authentication as traces and logs.
+pub struct OtlpMetricsService {
+    app: AppState,
+}
 
 #[tonic::async_trait]
 impl MetricsService for OtlpMetricsService {
@@ -106,8 +107,7 @@ impl MetricsService for OtlpMetricsService {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        Tenant::parse(request.metadata().get(TENANT_HEADER).map(|v| v.as_bytes()))
-            .map_err(|m| to_status(Failure::bad_data(m)))?;
+        crate::auth::grpc_tenant(&self.app, request.metadata()).await?;
         Ok(tonic::Response::new(ExportMetricsServiceResponse {
             partial_success: Some(ExportMetricsPartialSuccess {
                 rejected_data_points: 0,
@@ -143,7 +143,7 @@ pub fn logs_service(app: AppState) -> LogsServiceServer<OtlpLogsService> {
 
 /// The metrics service, with the same compression and size limits.
 pub fn metrics_service(app: &AppState) -> MetricsServiceServer<OtlpMetricsService> {
-    MetricsServiceServer::new(OtlpMetricsService)
+    MetricsServiceServer::new(OtlpMetricsService { app: app.clone() })
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(app.config.max_body_bytes)
 }

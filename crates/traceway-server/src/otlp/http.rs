@@ -29,10 +29,7 @@ use super::status::{encode_json, encode_protobuf};
 use super::{ingest, ingest_logs, Failure, Ingested, METRICS_DROPPED_MESSAGE};
 use crate::error::RETRY_AFTER_SECS;
 use crate::extract::{Tenant, TENANT_HEADER};
-use crate::openapi::{
-    Forbidden, OtlpFailure, OtlpJson, OtlpJsonResponse, ProtobufMessage, TenantHeader,
-    Unauthenticated,
-};
+use crate::openapi::{OtlpFailure, OtlpJson, OtlpJsonResponse, ProtobufMessage, TenantHeader};
 use crate::AppState;
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -94,7 +91,7 @@ pub async fn export(State(app): State<AppState>, req: Request) -> Response {
     tag = "otlp",
     operation_id = "otlpExportLogs",
     summary = "Export log records (OTLP/HTTP)",
-    description = "A record with a trace id and a span id becomes a `log` event of that span (with only a trace id: of the trace); the trace is created `RUNNING` when new. GenAI message events are stored as log events of their LLM span. A record without a trace id is rejected and counted in `partialSuccess`. A re-exported record is stored once. A refusal for the key (401, 403) is the JSON `ErrorBody`.",
+    description = "A record with a trace id and a span id becomes a `log` event of that span (with only a trace id: of the trace); the trace is created `RUNNING` when new. GenAI message and operation-details events fill their LLM span's input and output messages (ADR 027), also when they arrive before the span. A record without a trace id is rejected and counted in `partialSuccess`. A re-exported record is stored once. A refusal for the key (401, 403, ingest scope) is a `google.rpc.Status`, as on `/v1/traces`.",
     params(
         TenantHeader,
         ("Content-Encoding" = Option<String>, Header, description = "`gzip` (or `x-gzip`, `identity`); any other coding is 415."),
@@ -113,15 +110,15 @@ pub async fn export(State(app): State<AppState>, req: Request) -> Response {
                 (OtlpJsonResponse = "application/json"),
             )),
         (status = 400, response = OtlpFailure),
-        (status = 401, response = Unauthenticated),
-        (status = 403, response = Forbidden),
+        (status = 401, response = OtlpFailure),
+        (status = 403, response = OtlpFailure),
         (status = 413, response = OtlpFailure),
         (status = 415, response = OtlpFailure),
         (status = 429, response = OtlpFailure),
         (status = 500, response = OtlpFailure),
         (status = 503, response = OtlpFailure),
     ),
-    security(("bearer" = ["read"]), ("basic" = ["read"])),
+    security(("bearer" = ["ingest"]), ("basic" = ["ingest"])),
 )]
 pub async fn export_logs(State(app): State<AppState>, req: Request) -> Response {
     let encoding = match request_encoding(req.headers()) {
@@ -148,7 +145,7 @@ pub async fn export_logs(State(app): State<AppState>, req: Request) -> Response 
     tag = "otlp",
     operation_id = "otlpExportMetrics",
     summary = "Export metrics (OTLP/HTTP): accepted and dropped",
-    description = "Traceway stores no metrics (ADR 021): the body is checked (encoding, size, gzip) and dropped, and the answer's `partialSuccess.errorMessage` says so, so an SDK exporting every signal to one endpoint gets no errors. A refusal for the key (401, 403) is the JSON `ErrorBody`.",
+    description = "Traceway stores no metrics (ADR 021): the body is checked (encoding, size, gzip) and dropped, and the answer's `partialSuccess.errorMessage` says so, so an SDK exporting every signal to one endpoint gets no errors. A refusal for the key (401, 403, ingest scope) is a `google.rpc.Status`, as on `/v1/traces`.",
     params(
         TenantHeader,
         ("Content-Encoding" = Option<String>, Header, description = "`gzip` (or `x-gzip`, `identity`); any other coding is 415."),
@@ -167,15 +164,15 @@ pub async fn export_logs(State(app): State<AppState>, req: Request) -> Response 
                 (OtlpJsonResponse = "application/json"),
             )),
         (status = 400, response = OtlpFailure),
-        (status = 401, response = Unauthenticated),
-        (status = 403, response = Forbidden),
+        (status = 401, response = OtlpFailure),
+        (status = 403, response = OtlpFailure),
         (status = 413, response = OtlpFailure),
         (status = 415, response = OtlpFailure),
         (status = 429, response = OtlpFailure),
         (status = 500, response = OtlpFailure),
         (status = 503, response = OtlpFailure),
     ),
-    security(("bearer" = ["read"]), ("basic" = ["read"])),
+    security(("bearer" = ["ingest"]), ("basic" = ["ingest"])),
 )]
 pub async fn export_metrics(State(app): State<AppState>, req: Request) -> Response {
     let encoding = match request_encoding(req.headers()) {

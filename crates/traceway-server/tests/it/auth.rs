@@ -364,6 +364,10 @@ async fn otlp_http_refusals_are_google_rpc_status_and_a_key_lets_the_export_in()
 }
 
 async fn grpc_client(app: &TestApp) -> TraceServiceClient<tonic::transport::Channel> {
+    TraceServiceClient::new(grpc_channel(app).await)
+}
+
+async fn grpc_channel(app: &TestApp) -> tonic::transport::Channel {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -373,13 +377,12 @@ async fn grpc_client(app: &TestApp) -> TraceServiceClient<tonic::transport::Chan
         app.state.clone(),
         std::future::pending(),
     ));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("endpoint")
         .connect_timeout(std::time::Duration::from_secs(5))
         .connect()
         .await
-        .expect("connect");
-    TraceServiceClient::new(channel)
+        .expect("connect")
 }
 
 fn with_auth(value: Option<&str>) -> tonic::Request<ExportTraceServiceRequest> {
@@ -422,4 +425,79 @@ async fn otlp_grpc_takes_the_key_from_metadata() {
         .await
         .unwrap();
     assert!(other.is_none(), "the metadata's tenant is ignored");
+}
+
+/// Logs fill spans and metrics are accepted: with keys on, both OTLP/gRPC services need an
+/// ingest key as traces do (they once read the tenant from metadata, unchecked), and
+/// OTLP/HTTP `/v1/logs` and `/v1/metrics` need the ingest scope, refused in OTLP form.
+#[tokio::test]
+async fn otlp_logs_and_metrics_need_an_ingest_key_like_traces() {
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+
+    let (app, admin) = secured();
+    let channel = grpc_channel(&app).await;
+    let mut logs = LogsServiceClient::new(channel.clone());
+    let mut metrics = MetricsServiceClient::new(channel);
+    fn req<T>(body: T, auth: Option<&str>) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(body);
+        r.metadata_mut()
+            .insert("x-traceway-tenant", "intruder".parse().expect("ascii"));
+        if let Some(v) = auth {
+            r.metadata_mut()
+                .insert("authorization", v.parse().expect("ascii"));
+        }
+        r
+    }
+    let read = bearer(&create_key(&app, &admin, "dashboard", &["read"]).await);
+    let ingest = bearer(&create_key(&app, &admin, "exporter", &["ingest"]).await);
+    for (auth, want) in [
+        (None, Some(tonic::Code::Unauthenticated)),
+        (Some(read.as_str()), Some(tonic::Code::PermissionDenied)),
+        (Some(ingest.as_str()), None),
+    ] {
+        let got = logs
+            .export(req(ExportLogsServiceRequest::default(), auth))
+            .await
+            .err()
+            .map(|e| e.code());
+        assert_eq!(got, want, "gRPC logs with {auth:?}");
+        let got = metrics
+            .export(req(ExportMetricsServiceRequest::default(), auth))
+            .await
+            .err()
+            .map(|e| e.code());
+        assert_eq!(got, want, "gRPC metrics with {auth:?}");
+    }
+    for path in ["/v1/logs", "/v1/metrics"] {
+        for (auth, want, rpc) in [
+            (None, StatusCode::UNAUTHORIZED, Some(tonic::Code::Unauthenticated)),
+            (Some(&read), StatusCode::FORBIDDEN, Some(tonic::Code::PermissionDenied)),
+            (Some(&ingest), StatusCode::OK, None),
+        ] {
+            let mut r = Request::builder()
+                .method(Method::POST)
+                .uri(path)
+                .header(header::CONTENT_TYPE, "application/x-protobuf");
+            if let Some(a) = auth {
+                r = r.header(header::AUTHORIZATION, a.as_str());
+            }
+            let resp = app
+                .router
+                .clone()
+                .oneshot(r.body(Body::empty()).expect("request"))
+                .await
+                .expect("infallible");
+            assert_eq!(resp.status(), want, "{path} with {auth:?}");
+            if let Some(code) = rpc {
+                let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                    .await
+                    .expect("body");
+                let st = RpcStatus::decode(bytes.as_ref()).expect("google.rpc.Status");
+                assert_eq!(st.code, code as i32, "{path} with {auth:?}");
+            }
+        }
+    }
 }
