@@ -1250,6 +1250,7 @@ mod full {
                 },
             )]
             .into(),
+            ..Rollups::default()
         }
     }
 

@@ -25,6 +25,7 @@ use crate::{
     TraceFilter, ORPHANED_REASON, WATCHDOG_LEASE,
 };
 
+mod analysis;
 mod keys;
 mod leases;
 mod lifecycle;
@@ -33,6 +34,7 @@ mod reads;
 mod traces;
 mod workflows;
 
+pub use self::analysis::*;
 pub use self::keys::*;
 pub use self::leases::*;
 pub use self::lifecycle::*;
@@ -97,7 +99,9 @@ macro_rules! conformance_suite {
             key_is_found_by_id_with_its_tenant_and_hash,
             keys_are_listed_per_tenant_oldest_first,
             revocation_is_per_tenant_and_kept,
-            last_use_moves_forward_only
+            last_use_moves_forward_only,
+            an_analysis_digest_is_kept_on_the_row_only_for_the_state_it_describes,
+            an_ended_trace_gets_its_digest_from_the_decorator
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -300,6 +304,7 @@ mod tests {
             include_str!("leases.rs"),
             include_str!("workflows.rs"),
             include_str!("keys.rs"),
+            include_str!("analysis.rs"),
         ]
         .concat();
         let defined: Vec<&str> = src
