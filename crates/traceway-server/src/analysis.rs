@@ -8,7 +8,7 @@ use axum::extract::State as AxumState;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use traceway_core::analysis::{analyze, summarize, AnalysisOptions};
+use traceway_core::analysis::{analyze, summarize, Across, AnalysisOptions};
 use traceway_core::{Event, ModelUsage, Span, State, Timestamp, Trace, TraceId};
 use traceway_store::{EventFilter, PageRequest, TraceFilter};
 
@@ -176,6 +176,27 @@ pub struct CrossParams {
     to: Option<Timestamp>,
     /// Read at most this many traces (1 to [`MAX_TRACES`], default [`MAX_TRACES`]).
     limit: Option<usize>,
+    /// Entries of each top list (1 to [`MAX_TOP`], default [`DEFAULT_TOP`]).
+    top: Option<usize>,
+}
+
+/// Default length of the cross-trace top lists (components, span names, error groups).
+pub const DEFAULT_TOP: usize = 10;
+/// Longest top list a request may ask for.
+pub const MAX_TOP: usize = 100;
+
+/// How many of the rows read had an analysis digest (ADR 028).
+#[derive(Debug, Default, Serialize)]
+struct Summaries {
+    /// Rows whose digest went into the top lists.
+    traces: u64,
+    /// Rows without one: still running, ended less than the analysis delay ago, stored
+    /// before digests existed, or dropped from a full queue.
+    missing: u64,
+    /// Of `missing`, the traces not ended yet.
+    missing_running: u64,
+    /// Rows whose digest predates their last event (late spans; a new one is on its way).
+    stale: u64,
 }
 
 /// Percentiles of a duration sample, in ms.
@@ -196,7 +217,8 @@ fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
 }
 
 /// `GET /api/v1/analysis?agent_id=&from=&to=`: trace count, error rate, duration
-/// percentiles, tokens and cost per model, from the trace rows' rollups only (never the
+/// percentiles, tokens and cost per model, and the top components, span names and error
+/// groups from the rows' analysis digests (ADR 028): from the trace rows only (never the
 /// spans), over at most [`MAX_TRACES`] of the newest traces in the window.
 pub async fn cross_analysis(
     AxumState(app): AxumState<AppState>,
@@ -248,6 +270,12 @@ pub async fn cross_analysis(
             None => break,
         }
     }
+    let top = p.top.unwrap_or(DEFAULT_TOP);
+    if !(1..=MAX_TOP).contains(&top) {
+        return Err(ApiError::bad_request(format!("top must be 1 to {MAX_TOP}")));
+    }
+    let (across, summaries) = merge_digests(&rows);
+    let across = across.top(top);
     let count = rows.len();
     let errored = rows
         .iter()
@@ -282,7 +310,31 @@ pub async fn cross_analysis(
         "tokens": {"input": input, "output": output, "total": total},
         "cost_usd": cost,
         "models": models,
+        "components": across.components,
+        "span_names": across.names,
+        "error_groups": across.error_groups,
+        "summaries": summaries,
         "max_traces": max,
         "truncated": truncated,
     })))
+}
+
+/// The rows' digests merged, and how many rows had none.
+fn merge_digests(rows: &[Trace]) -> (Across, Summaries) {
+    let mut across = Across::default();
+    let mut s = Summaries::default();
+    for t in rows {
+        match &t.rollups.analysis {
+            Some(d) => {
+                across.add(d);
+                s.traces += 1;
+                s.stale += u64::from(d.at_seq < t.last_seq);
+            }
+            None => {
+                s.missing += 1;
+                s.missing_running += u64::from(!t.state.is_terminal());
+            }
+        }
+    }
+    (across, s)
 }
