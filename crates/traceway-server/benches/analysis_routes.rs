@@ -40,6 +40,8 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+// A fixture builder: one positional argument per field the shapes below vary.
+#[allow(clippy::too_many_arguments)]
 fn span(
     t0: Timestamp,
     id: u64,
