@@ -287,6 +287,63 @@ pub fn render_stats(v: &Value) -> String {
             );
         }
     }
+    let timing = |out: &mut String, title: &str, list: &[Value]| {
+        let _ = writeln!(
+            out,
+            "  {:<28} {:>6} {:>6} {:>10} {:>10} {:>10}",
+            title, "traces", "calls", "self", "total", "critical"
+        );
+        for c in list {
+            let key = match c["kind"].as_str() {
+                Some(k) => format!("{k} {}", c["key"].as_str().unwrap_or("")),
+                None => c["key"].as_str().unwrap_or("").to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<28} {:>6} {:>6} {:>10} {:>10} {:>10}",
+                key,
+                c["traces"],
+                c["calls"],
+                ms(&c["self_ms"]),
+                ms(&c["total_ms"]),
+                ms(&c["critical_ms"])
+            );
+        }
+    };
+    if let Some(list) = v["components"].as_array().filter(|l| !l.is_empty()) {
+        timing(&mut out, "component (by self time)", list);
+    }
+    if let Some(list) = v["span_names"].as_array().filter(|l| !l.is_empty()) {
+        timing(&mut out, "span (by self time)", list);
+    }
+    if let Some(list) = v["error_groups"].as_array().filter(|l| !l.is_empty()) {
+        let _ = writeln!(out, "errors:");
+        for g in list {
+            let what = [&g["kind"], &g["name"], &g["error_type"]]
+                .iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let _ = writeln!(
+                out,
+                "  {}× in {} traces ({} retried) {}: {}",
+                g["count"],
+                g["traces"],
+                g["retried_traces"],
+                what,
+                g["message"].as_str().unwrap_or("")
+            );
+        }
+    }
+    let s = &v["summaries"];
+    if let Some(missing) = s["missing"].as_u64().filter(|n| *n > 0) {
+        let _ = writeln!(
+            out,
+            "{missing} traces without an analysis summary ({} still running); \
+             components and errors cover the other {}",
+            s["missing_running"], s["traces"]
+        );
+    }
     out
 }
 
@@ -446,5 +503,33 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("p50 1.00s  p95 2.00s  p99 -"), "{text}");
+    }
+
+    #[test]
+    fn stats_list_top_components_and_error_groups_and_say_what_is_missing() {
+        let v = json!({"trace_count": 3, "error_rate": 0.0,
+            "duration_ms": {"p50": 1.0, "p95": 1.0, "p99": 1.0},
+            "tokens": {"input": 0, "output": 0}, "cost_usd": 0.0, "models": {},
+            "components": [{"key": "writer", "traces": 2, "calls": 4, "self_ms": 800.0,
+                "total_ms": 900.0, "critical_ms": 700.0}],
+            "span_names": [{"key": "search", "kind": "tool", "traces": 2, "calls": 2,
+                "self_ms": 600.0, "total_ms": 600.0, "critical_ms": 0.0}],
+            "error_groups": [{"kind": "tool", "name": "search", "error_type": "TimeoutError",
+                "message": "timeout after <n> s", "count": 3, "traces": 2, "retried_traces": 1}],
+            "summaries": {"traces": 2, "missing": 1, "missing_running": 1, "stale": 0}});
+        let text = render_stats(&v);
+        assert!(text.contains("component (by self time)"), "{text}");
+        assert!(text.contains("writer"), "{text}");
+        assert!(text.contains("tool search"), "{text}");
+        assert!(
+            text.contains(
+                "3× in 2 traces (1 retried) tool search TimeoutError: timeout after <n> s"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("1 traces without an analysis summary (1 still running)"),
+            "{text}"
+        );
     }
 }

@@ -565,6 +565,12 @@ pub struct Rollups {
     /// Calls, tokens and cost per model (`unknown` when a span names none).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub models: BTreeMap<String, ModelUsage>,
+    /// The trace's analysis in brief (top components and span names by self time, error
+    /// groups), made after it ended; absent before, and on traces stored by an older
+    /// build (ADR 028).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(required = false))]
+    pub analysis: Option<crate::analysis::AnalysisDigest>,
 }
 
 /// Calls, tokens and cost of one model within a trace's rollups.

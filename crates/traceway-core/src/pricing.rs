@@ -87,6 +87,47 @@ pub struct PriceOverrides {
     pub models: BTreeMap<String, ModelPrice>,
 }
 
+impl PriceOverrides {
+    /// Refuses prices a table must not hold: a price that is negative, infinite or NaN, an
+    /// empty model name or label. The message names the model and the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(l) = &self.label {
+            if l.trim().is_empty() {
+                return Err("pricing.label must not be empty".into());
+            }
+        }
+        let check = |model: &str, field: &str, v: Option<f64>| match v {
+            Some(x) if !x.is_finite() || x < 0.0 => Err(format!(
+                "pricing.models.\"{model}\".{field} must be a finite number >= 0 \
+                 (US dollars per million tokens), not {x}"
+            )),
+            _ => Ok(()),
+        };
+        for (name, p) in &self.models {
+            if name.trim().is_empty() {
+                return Err("pricing.models: a model name must not be empty".into());
+            }
+            check(name, "input", p.input)?;
+            check(name, "output", p.output)?;
+            check(name, "cache_read", p.cache_read)?;
+            check(name, "cache_write", p.cache_write)?;
+            check(name, "reasoning", p.reasoning)?;
+            for t in &p.tiers {
+                check(name, "tiers.input", t.input)?;
+                check(name, "tiers.output", t.output)?;
+                check(name, "tiers.cache_read", t.cache_read)?;
+                check(name, "tiers.cache_write", t.cache_write)?;
+            }
+            if p.input.is_none() && p.output.is_none() {
+                return Err(format!(
+                    "pricing.models.\"{name}\" needs an input or an output price"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Deserialize)]
 struct TableFile {
     version: String,

@@ -8,7 +8,7 @@ use axum::extract::State as AxumState;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use traceway_core::analysis::{analyze, summarize, AnalysisOptions};
+use traceway_core::analysis::{analyze, summarize, Across, AnalysisOptions};
 use traceway_core::{Event, ModelUsage, Span, State, Timestamp, Trace, TraceId};
 use traceway_store::{EventFilter, PageRequest, TraceFilter};
 
@@ -276,6 +276,28 @@ pub struct CrossParams {
     /// Read at most this many traces (1 to 10000, default 10000).
     #[param(minimum = 1, maximum = 10_000)]
     limit: Option<usize>,
+    /// Entries of each top list (1 to 100, default 10).
+    #[param(minimum = 1, maximum = 100)]
+    top: Option<usize>,
+}
+
+/// Default length of the cross-trace top lists (components, span names, error groups).
+pub const DEFAULT_TOP: usize = 10;
+/// Longest top list a request may ask for.
+pub const MAX_TOP: usize = 100;
+
+/// How many of the rows read had an analysis digest (ADR 028).
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+struct Summaries {
+    /// Rows whose digest went into the top lists.
+    traces: u64,
+    /// Rows without one: still running, ended less than the analysis delay ago, stored
+    /// before digests existed, or dropped from a full queue.
+    missing: u64,
+    /// Of `missing`, the traces not ended yet.
+    missing_running: u64,
+    /// Rows whose digest predates their last event (late spans; a new one is on its way).
+    stale: u64,
 }
 
 /// The answer of `GET /api/v1/analysis`, for the document: the handler writes it with
@@ -304,6 +326,14 @@ pub struct CrossAnalysis {
     cost_usd: f64,
     /// Calls, tokens and cost per model.
     models: BTreeMap<String, ModelUsage>,
+    /// The top components by self time, summed over the digests of the traces read.
+    components: Vec<traceway_core::analysis::CrossTiming>,
+    /// The top span names (with their kind) by self time.
+    span_names: Vec<traceway_core::analysis::CrossTiming>,
+    /// The top error groups by occurrences.
+    error_groups: Vec<traceway_core::analysis::CrossErrorGroup>,
+    /// How many traces read had a digest, and how many did not.
+    summaries: Summaries,
     /// The most traces read (`limit`).
     max_traces: u64,
     /// The window had more traces than `max_traces`; the newest were read.
@@ -337,7 +367,8 @@ fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
 }
 
 /// `GET /api/v1/analysis?agent_id=&from=&to=`: trace count, error rate, duration
-/// percentiles, tokens and cost per model, from the trace rows' rollups only (never the
+/// percentiles, tokens and cost per model, and the top components, span names and error
+/// groups from the rows' analysis digests (ADR 028): from the trace rows only (never the
 /// spans), over at most [`MAX_TRACES`] of the newest traces in the window.
 #[utoipa::path(
     get,
@@ -345,7 +376,7 @@ fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     tag = "analysis",
     operation_id = "crossAnalysis",
     summary = "Analyse across traces",
-    description = "Over the tenant's traces created in the window (newest first, at most `limit`; `truncated` when there were more), from the trace rows' rollups only: counts, error rate, duration percentiles, tokens and cost in total and per model (ADR 017).",
+    description = "Over the tenant's traces created in the window (newest first, at most `limit`; `truncated` when there were more), from the trace rows' rollups only: counts, error rate, duration percentiles, tokens and cost in total and per model (ADR 017), and the top components and span names by self time and the top error groups, merged from each ended trace's analysis digest (ADR 028; traces without one are counted in `summaries`).",
     params(CrossParams, TenantHeader),
     responses(
         (status = 200, description = "The figures.", body = CrossAnalysis),
@@ -408,6 +439,12 @@ pub async fn cross_analysis(
             None => break,
         }
     }
+    let top = p.top.unwrap_or(DEFAULT_TOP);
+    if !(1..=MAX_TOP).contains(&top) {
+        return Err(ApiError::bad_request(format!("top must be 1 to {MAX_TOP}")));
+    }
+    let (across, summaries) = merge_digests(&rows);
+    let across = across.top(top);
     let count = rows.len();
     let errored = rows
         .iter()
@@ -442,7 +479,31 @@ pub async fn cross_analysis(
         "tokens": {"input": input, "output": output, "total": total},
         "cost_usd": cost,
         "models": models,
+        "components": across.components,
+        "span_names": across.names,
+        "error_groups": across.error_groups,
+        "summaries": summaries,
         "max_traces": max,
         "truncated": truncated,
     })))
+}
+
+/// The rows' digests merged, and how many rows had none.
+fn merge_digests(rows: &[Trace]) -> (Across, Summaries) {
+    let mut across = Across::default();
+    let mut s = Summaries::default();
+    for t in rows {
+        match &t.rollups.analysis {
+            Some(d) => {
+                across.add(d);
+                s.traces += 1;
+                s.stale += u64::from(d.at_seq < t.last_seq);
+            }
+            None => {
+                s.missing += 1;
+                s.missing_running += u64::from(!t.state.is_terminal());
+            }
+        }
+    }
+    (across, s)
 }

@@ -184,6 +184,17 @@ pub struct ServeArgs {
     /// closes [default: 10000].
     #[arg(long, env = "TRACEWAY_MAX_CONNECTIONS")]
     pub max_connections: Option<u32>,
+    /// How long after a trace ends its analysis digest (top components, error groups, for
+    /// `GET /api/v1/analysis`) is made, so late spans are in it [default: 5s].
+    #[arg(long, env = "TRACEWAY_ANALYSIS_DELAY", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub analysis_delay: Option<Duration>,
+
+    /// Prices of LLM models, over the shipped table (config file only): a `[pricing]`
+    /// section with `label` and `[pricing.models."name"]` tables of US dollars per million
+    /// tokens (`input`, `output`, `cache_read`, `cache_write`, `reasoning`, `tiers`).
+    #[arg(skip)]
+    pub pricing: Option<traceway_core::pricing::PriceOverrides>,
 }
 
 /// `--auth`.
@@ -268,6 +279,8 @@ pub struct Config {
     pub quota_live_streams: u32,
     /// Connection bounds of each listener (ADR 033).
     pub conn_limits: crate::transport::ConnLimits,
+    /// Delay of a trace's analysis digest after it ends.
+    pub analysis_delay: Duration,
 }
 
 /// The watchdog's settings: it alone (the holder of the store's lease) sweeps orphans and
@@ -457,8 +470,22 @@ impl Config {
         if conn_limits.max_connections == 0 {
             anyhow::bail!("max_connections must be positive");
         }
+        let prices = match args.pricing.as_ref().or(file.pricing.as_ref()) {
+            None => traceway_store::Prices::builtin(),
+            Some(o) => {
+                o.validate().map_err(|e| match &args.config {
+                    Some(path) => anyhow::anyhow!("invalid config {}: {e}", path.display()),
+                    None => anyhow::anyhow!("invalid pricing: {e}"),
+                })?;
+                traceway_store::Prices::with_overrides(o)
+            }
+        };
         Ok(Config {
             conn_limits,
+            analysis_delay: args
+                .analysis_delay
+                .or(file.analysis_delay)
+                .unwrap_or(Duration::from_secs(5)),
             quota_spans_per_sec,
             quota_spans_burst,
             quota_live_streams,
@@ -480,6 +507,7 @@ impl Config {
                     .max_content_bytes
                     .or(file.max_content_bytes)
                     .unwrap_or(capture_defaults.max_content_bytes),
+                prices,
             },
             retention: Retention {
                 failsafe_ttl: args
@@ -662,6 +690,61 @@ mod tests {
             "the flag wins"
         );
         assert!(Cli::try_parse_from(["t", "--grpc-listen", "nowhere"]).is_err());
+    }
+
+    fn resolve_file(text: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("traceway.toml");
+        std::fs::write(&file, text).unwrap();
+        let cli = Cli::try_parse_from(["t", "--config", file.to_str().unwrap()]).unwrap();
+        Config::resolve(cli.serve)
+    }
+
+    #[test]
+    fn pricing_in_the_file_overrides_and_adds_models() {
+        let base = Config::default().capture.prices;
+        assert_eq!(
+            base.table().version(),
+            traceway_core::pricing::PriceTable::builtin().version()
+        );
+        let cfg = resolve_file(
+            "[pricing]\nlabel = \"acme-2026\"\n\
+             [pricing.models.\"gpt-4o\"]\ninput = 1.0\noutput = 2.0\n\
+             [pricing.models.\"acme/house-model\"]\ninput = 0.5\noutput = 1.5\n\
+             [[pricing.models.\"acme/house-model\".tiers]]\nabove = 200000\ninput = 1.0\n",
+        )
+        .unwrap();
+        let t = cfg.capture.prices.table();
+        assert!(t.version().ends_with("+acme-2026"), "{}", t.version());
+        let (_, p) = t.lookup(None, "gpt-4o").expect("overridden");
+        assert_eq!((p.input, p.output), (Some(1.0), Some(2.0)));
+        let (_, p) = t.lookup(None, "acme/house-model").expect("added");
+        assert_eq!(
+            (p.input, p.output, p.tiers.len()),
+            (Some(0.5), Some(1.5), 1)
+        );
+        assert!(base.table().lookup(None, "acme/house-model").is_none());
+    }
+
+    #[test]
+    fn bad_pricing_is_a_startup_error_that_names_the_field() {
+        for (text, needle) in [
+            ("[pricing.models.m]\ninput = -1.0\n", "pricing.models.\"m\".input"),
+            ("[pricing.models.m]\noutput = inf\n", "pricing.models.\"m\".output"),
+            ("[pricing.models.m]\ninput = nan\n", "pricing.models.\"m\".input"),
+            (
+                "[pricing.models.m]\ninput = 1.0\n[[pricing.models.m.tiers]]\nabove = 10\ncache_read = -2.0\n",
+                "tiers.cache_read",
+            ),
+            ("[pricing.models.m]\ninput = 1.0\nimput = 2.0\n", "imput"),
+            ("[pricing]\nlable = \"x\"\n", "lable"),
+            ("[pricing.models.m]\ncache_read = 1.0\n", "needs an input or an output"),
+            ("[pricing.models.m]\ninput = \"cheap\"\n", "invalid"),
+        ] {
+            let err = format!("{:#}", resolve_file(text).unwrap_err());
+            assert!(err.contains(needle), "{text:?}: {err}");
+            assert!(err.contains("traceway.toml"), "names the file: {err}");
+        }
     }
 
     #[test]

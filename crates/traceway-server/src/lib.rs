@@ -73,7 +73,17 @@ impl AppState {
             auth,
             ingest_quota,
             stream_quota,
-            store: Arc::new(metrics::MeteredStore::new(store, metrics.clone())),
+            store: Arc::new(metrics::MeteredStore::new(
+                Arc::new(traceway_store::AnalysedStore::new(
+                    store,
+                    clock.clone(),
+                    traceway_store::AnalysisSettings {
+                        delay: config.analysis_delay,
+                        ..Default::default()
+                    },
+                )),
+                metrics.clone(),
+            )),
             config: Arc::new(config),
             clock,
             shutdown,
@@ -184,7 +194,7 @@ pub async fn open_store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Resul
         let mut redis = traceway_store::redis::RedisConfig::new(url.clone());
         redis.prefix = prefix.clone();
         redis.retention = config.retention;
-        redis.capture = config.capture;
+        redis.capture = config.capture.clone();
         let store = traceway_store::redis::RedisStore::open(redis, clock)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the Redis store at {url}: {e}"))?;
@@ -192,7 +202,7 @@ pub async fn open_store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Resul
     }
     let mut sqlite = SqliteConfig::new(config.data_dir.join("traceway.db"));
     sqlite.retention = config.retention;
-    sqlite.capture = config.capture;
+    sqlite.capture = config.capture.clone();
     Ok(Arc::new(SqliteStore::open(sqlite, clock)?))
 }
 

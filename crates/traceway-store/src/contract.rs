@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use traceway_core::analysis::AnalysisDigest;
 use traceway_core::{
     Event, EventInput, EventType, Level, NewTrace, Span, State, Timestamp, Trace, TraceId,
     TracePatch,
@@ -194,12 +195,15 @@ impl Default for Retention {
 }
 
 /// What capture keeps, applied by the store when it writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CaptureConfig {
     /// The level of a trace created without one.
     pub default_level: Level,
     /// Strings longer than this are truncated at `detailed`.
     pub max_content_bytes: usize,
+    /// The prices an LLM span's cost is computed from when it reports none (ADR 017): the
+    /// shipped table, with the config file's `[pricing]` on top.
+    pub prices: Prices,
 }
 
 impl Default for CaptureConfig {
@@ -207,7 +211,55 @@ impl Default for CaptureConfig {
         CaptureConfig {
             default_level: Level::Detailed,
             max_content_bytes: traceway_core::DEFAULT_MAX_CONTENT_BYTES,
+            prices: Prices::builtin(),
         }
+    }
+}
+
+/// A shared price table. Compared (and shown in `Debug`) by its version, which names the
+/// shipped table and the label of any overrides.
+#[derive(Clone)]
+pub struct Prices(pub std::sync::Arc<traceway_core::pricing::PriceTable>);
+
+impl Prices {
+    /// The table shipped with this build (one shared copy).
+    pub fn builtin() -> Prices {
+        static BUILTIN: std::sync::OnceLock<std::sync::Arc<traceway_core::pricing::PriceTable>> =
+            std::sync::OnceLock::new();
+        Prices(
+            BUILTIN
+                .get_or_init(|| {
+                    std::sync::Arc::new(traceway_core::pricing::PriceTable::builtin().clone())
+                })
+                .clone(),
+        )
+    }
+
+    /// The shipped table with `overrides` on top.
+    pub fn with_overrides(overrides: &traceway_core::pricing::PriceOverrides) -> Prices {
+        Prices(std::sync::Arc::new(
+            traceway_core::pricing::PriceTable::builtin().with_overrides(overrides),
+        ))
+    }
+
+    /// The table.
+    pub fn table(&self) -> &traceway_core::pricing::PriceTable {
+        &self.0
+    }
+}
+
+impl PartialEq for Prices {
+    fn eq(&self, other: &Prices) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl std::fmt::Debug for Prices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prices")
+            .field("version", &self.0.version())
+            .field("models", &self.0.len())
+            .finish()
     }
 }
 
@@ -256,6 +308,8 @@ pub struct AppendOutcome {
     pub last_seq: u64,
     /// How many events of each type the append stored.
     pub stored: EventCounts,
+    /// Whether the trace is in a terminal state after the append.
+    pub terminal: bool,
 }
 
 /// How many events of each type a write stored. The events themselves go to live
@@ -493,6 +547,17 @@ pub trait Traces: Send + Sync + 'static {
     /// How many of the tenant's terminal traces ended before `cutoff` (what
     /// [`Traces::delete_ended_before`] would delete).
     async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError>;
+
+    /// Keeps a trace's analysis digest on its row (`rollups.analysis`, ADR 028) when the
+    /// trace is live and its `last_seq` is still `digest.at_seq`: a digest of an older
+    /// state never replaces the row's newer figures. `false` (nothing changed) otherwise.
+    /// No event is written and the trace's activity time does not move.
+    async fn put_analysis(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        digest: AnalysisDigest,
+    ) -> Result<bool, StoreError>;
 }
 
 /// The store's lifecycle work across tenants: the active count, the watchdog's fenced
@@ -679,6 +744,16 @@ pub trait TracesLayer: Decorates {
     async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError> {
         self.inner().count_ended_before(tenant, cutoff).await
     }
+
+    /// [`Traces::put_analysis`].
+    async fn put_analysis(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        digest: AnalysisDigest,
+    ) -> Result<bool, StoreError> {
+        self.inner().put_analysis(tenant, id, digest).await
+    }
 }
 
 #[async_trait]
@@ -762,6 +837,15 @@ impl<T: TracesLayer> Traces for T {
 
     async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError> {
         TracesLayer::count_ended_before(self, tenant, cutoff).await
+    }
+
+    async fn put_analysis(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        digest: AnalysisDigest,
+    ) -> Result<bool, StoreError> {
+        TracesLayer::put_analysis(self, tenant, id, digest).await
     }
 }
 

@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+pub mod analysed;
 pub mod clock;
 #[cfg(feature = "testsuite")]
 pub mod conformance;
@@ -22,6 +23,7 @@ pub mod sqlite;
 mod workflows;
 mod write;
 
+pub use analysed::{AnalysedStore, AnalysisSettings};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use contract::*;
 pub use hub::{InProcessHub, Lagged, Scope, Subscription, TraceMeta};

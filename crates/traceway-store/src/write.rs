@@ -126,7 +126,7 @@ pub(crate) enum Orphan<S> {
 }
 
 /// The settings a write applies, and its time.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Model {
     /// The time of the write (the store's clock).
     pub now: Timestamp,
@@ -314,7 +314,7 @@ impl Model {
 
     fn existing<S: Stored>(&self, l: Loaded<S>) -> Draft<S> {
         Draft {
-            model: *self,
+            model: self.clone(),
             out: Written {
                 trace: l.trace,
                 data_expires_at: l.data_expires_at,
@@ -363,7 +363,7 @@ impl Model {
             metadata: trace.metadata.clone(),
         };
         let mut d = Draft {
-            model: *self,
+            model: self.clone(),
             out: Written {
                 trace,
                 data_expires_at: failsafe.unix_nanos(),
@@ -502,7 +502,7 @@ impl<S: Stored> Draft<S> {
         }
         // Cost from the price table when the span reports none, before the level strips
         // what it may not keep, so rollups and listings include it (ADR 017).
-        traceway_core::pricing::fill_cost(&mut span, traceway_core::pricing::PriceTable::builtin());
+        traceway_core::pricing::fill_cost(&mut span, self.model.capture.prices.table());
         strip_span(
             &mut span,
             self.out.trace.level,

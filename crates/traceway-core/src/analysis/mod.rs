@@ -6,6 +6,7 @@
 //! once in linear time (plus sorting sibling lists), so a trace of 10,000 spans analyses in
 //! milliseconds. The rules are written down in ADR 016.
 
+mod digest;
 mod normalize;
 mod timeline;
 
@@ -19,6 +20,10 @@ use serde_json::Value;
 use crate::model::{Event, EventBody, Span, SpanKind, State, StatusCode, Trace};
 use crate::{SpanId, Timestamp};
 
+pub use digest::{
+    digest, Across, AcrossTop, AnalysisDigest, CrossErrorGroup, CrossTiming, DigestErrorGroup,
+    DigestTiming, DIGEST_TOP,
+};
 pub use normalize::{normalize_message, DEFAULT_VOLATILE_KEYS};
 pub use timeline::{critical_path, span_timings, CriticalPath, PathShare, Segment, SpanTiming};
 

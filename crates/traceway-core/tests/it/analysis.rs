@@ -473,3 +473,75 @@ proptest! {
         prop_assert!((on_path - critical_path(&spans, now).duration_ms).abs() < 1e-6);
     }
 }
+
+/// ADR 028: a digest keeps the analysis' own figures, cut to the top entries, and the
+/// merge across traces sums them per component, span name and error group.
+#[test]
+fn digests_keep_the_top_figures_and_merge_across_traces() {
+    use traceway_core::analysis::{digest, Across, DIGEST_TOP};
+    let mut spans = vec![span(1, None, SpanKind::Agent, "run", 0, Some(10_000))];
+    // Seven tools, each its own component, the later ones longer; two fail alike.
+    for i in 0..7u64 {
+        let start = i as i64 * 1000;
+        let mut s = span(
+            i + 2,
+            Some(1),
+            SpanKind::Tool,
+            &format!("t{i}"),
+            start,
+            Some(start + 100 * (i as i64 + 1)),
+        );
+        s.component_id = Some(format!("c{i}"));
+        if i >= 5 {
+            s = failed(s, &format!("timeout after {} ms", 30 + i));
+        }
+        spans.push(s);
+    }
+    let t = trace(State::Completed, &spans);
+    let a = analyze(&t, &spans, &[], at(10_000), &AnalysisOptions::default());
+    let d = digest(&a, 42);
+    assert_eq!(d.at_seq, 42);
+    let keys: Vec<&str> = d.components.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["c6", "c5", "c4", "c3", "c2"],
+        "by self time, top {DIGEST_TOP}"
+    );
+    assert_eq!(d.components[0].self_ms, 700.0);
+    assert_eq!(d.names.len(), DIGEST_TOP);
+    assert_eq!(d.names[0].key, "run", "the root's self time is the largest");
+    let s6 = a.summary.names.iter().find(|n| n.key == "t6").unwrap();
+    let d6 = d.names.iter().find(|n| n.key == "t6").unwrap();
+    assert_eq!(
+        (d6.self_ms, d6.critical_ms, d6.calls),
+        (s6.self_ms, s6.critical_ms, s6.calls)
+    );
+    // Two groups (different span names), normalised messages.
+    assert_eq!(d.error_groups.len(), 2);
+    assert!(d
+        .error_groups
+        .iter()
+        .all(|g| g.message == "timeout after <n> ms"));
+    // 7 components + 8 names + 2 groups, 5 + 5 + 2 kept.
+    assert_eq!(d.left_out, 5);
+    let json = serde_json::to_value(&d).unwrap();
+    let back: traceway_core::analysis::AnalysisDigest = serde_json::from_value(json).unwrap();
+    assert_eq!(back, d, "a digest reads back as it was stored");
+
+    let mut x = Across::default();
+    x.add(&d);
+    x.add(&d);
+    let top = x.top(3);
+    assert_eq!(top.digests, 2);
+    let c: Vec<(&str, f64, u64)> = top
+        .components
+        .iter()
+        .map(|c| (c.key.as_str(), c.self_ms, c.traces))
+        .collect();
+    assert_eq!(c, [("c6", 1400.0, 2), ("c5", 1200.0, 2), ("c4", 1000.0, 2)]);
+    assert_eq!(top.error_groups.len(), 2);
+    assert_eq!(
+        (top.error_groups[0].count, top.error_groups[0].traces),
+        (2, 2)
+    );
+}

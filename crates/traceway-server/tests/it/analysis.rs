@@ -317,3 +317,221 @@ async fn the_cross_trace_analysis_is_bounded() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// One ended run: `planner` (0–1000 ms) over a `search` tool (100–400, failing when
+/// `fail`) and a `writer` LLM call (500–900) that reports no cost.
+async fn ended_run(router: &Router, tenant: &str, agent: &str, fail: bool, model: &str) -> String {
+    let (status, t) = call(
+        router,
+        tenant,
+        Method::POST,
+        "/api/v1/traces",
+        Some(json!({"agent_id": agent})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{t}");
+    let id = t["trace_id"].as_str().unwrap().to_string();
+    let search_status = if fail {
+        json!({"code": "error", "message": "timeout after 30 s"})
+    } else {
+        json!({"code": "ok"})
+    };
+    let events = json!({"events": [
+        {"type": "span_ended", "span": {"span_id": "00000000000000b0", "kind": "agent", "name": "run",
+            "component_id": "planner", "start_time": "2026-01-01T00:00:00Z",
+            "end_time": "2026-01-01T00:00:01Z", "status": {"code": "ok"}}},
+        {"type": "span_ended", "span": {"span_id": "00000000000000b1", "parent_span_id": "00000000000000b0",
+            "kind": "tool", "name": "search", "component_id": "search",
+            "start_time": "2026-01-01T00:00:00.100Z", "end_time": "2026-01-01T00:00:00.400Z",
+            "status": search_status}},
+        {"type": "span_ended", "span": {"span_id": "00000000000000b2", "parent_span_id": "00000000000000b0",
+            "kind": "llm", "name": "write", "component_id": "writer",
+            "start_time": "2026-01-01T00:00:00.500Z", "end_time": "2026-01-01T00:00:00.900Z",
+            "status": {"code": "ok"},
+            "llm": {"model": model, "input_tokens": 1000, "output_tokens": 100}}}
+    ]});
+    let (status, v) = call(
+        router,
+        tenant,
+        Method::POST,
+        &format!("/api/v1/traces/{id}/events"),
+        Some(events),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = call(
+        router,
+        tenant,
+        Method::PATCH,
+        &format!("/api/v1/traces/{id}"),
+        Some(json!({"state": "COMPLETED"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    id
+}
+
+fn quick_digests() -> traceway_server::Config {
+    traceway_server::Config {
+        analysis_delay: std::time::Duration::from_millis(10),
+        ..Default::default()
+    }
+}
+
+on_both! {
+/// Issue 12, Deliver 4: the top components by self time and the top error groups come
+/// from the digests kept on the rows of ended traces; rows without one are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cross_trace_analysis_merges_the_digests_of_ended_traces(backend: Backend) {
+    let t = backend.app_with(quick_digests()).await;
+    t.clock
+        .set(traceway_core::Timestamp::parse_rfc3339("2026-01-01T00:00:05Z").unwrap());
+    ended_run(&t.router, "acme", "support", true, "gpt-4o").await;
+    ended_run(&t.router, "acme", "support", true, "gpt-4o").await;
+    seed(&t.router, "acme", "support").await; // still running
+    ended_run(&t.router, "other", "support", true, "gpt-4o").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let x = loop {
+        let (status, x) = call(
+            &t.router,
+            "acme",
+            Method::GET,
+            "/api/v1/analysis?agent_id=support",
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{x}");
+        if x["summaries"]["traces"] == 2 {
+            break x;
+        }
+        assert!(std::time::Instant::now() < deadline, "no digests after 30 s: {x}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    assert_eq!(x["trace_count"], 3);
+    assert_eq!(
+        x["summaries"],
+        json!({"traces": 2, "missing": 1, "missing_running": 1, "stale": 0})
+    );
+    let comps: Vec<(String, f64, u64)> = x["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["key"].as_str().unwrap().to_string(),
+                c["self_ms"].as_f64().unwrap(),
+                c["traces"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        comps,
+        [
+            ("writer".to_string(), 800.0, 2),
+            ("planner".to_string(), 600.0, 2),
+            ("search".to_string(), 600.0, 2)
+        ]
+    );
+    assert_eq!(x["span_names"][0]["key"], "write");
+    assert_eq!(x["span_names"][0]["kind"], "llm");
+    assert_eq!(
+        x["error_groups"],
+        json!([{"kind": "tool", "name": "search", "message": "timeout after <n> s",
+            "count": 2, "traces": 2, "retried_traces": 0}])
+    );
+    // The other tenant's trace is not in it; `top` cuts the lists and is bounded.
+    let (_, one) = call(&t.router, "acme", Method::GET, "/api/v1/analysis?top=1", None).await;
+    assert_eq!(one["components"].as_array().unwrap().len(), 1);
+    assert_eq!(one["error_groups"][0]["count"], 2);
+    for bad in ["top=0", "top=101", "top=x"] {
+        let (status, v) = call(
+            &t.router,
+            "acme",
+            Method::GET,
+            &format!("/api/v1/analysis?{bad}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert!(v["error"]["code"].is_string(), "{v}");
+    }
+}
+}
+
+on_both! {
+/// A trace without a digest (as every trace stored before digests existed) is counted,
+/// not read span by span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_without_a_digest_are_counted_not_analysed(backend: Backend) {
+    let config = traceway_server::Config {
+        analysis_delay: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let t = backend.app_with(config).await;
+    ended_run(&t.router, "acme", "a", true, "gpt-4o").await;
+    let (_, x) = call(&t.router, "acme", Method::GET, "/api/v1/analysis", None).await;
+    assert_eq!(x["trace_count"], 1);
+    assert_eq!(
+        x["summaries"],
+        json!({"traces": 0, "missing": 1, "missing_running": 0, "stale": 0})
+    );
+    assert_eq!(x["components"], json!([]));
+    assert_eq!(x["error_groups"], json!([]));
+}
+}
+
+fn find_span<'a>(nodes: &'a Value, name: &str) -> Option<&'a Value> {
+    for n in nodes.as_array()? {
+        if n["name"] == name {
+            return Some(n);
+        }
+        if let Some(found) = n.get("children").and_then(|c| find_span(c, name)) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+on_both! {
+/// Issue 12, Deliver 2: the config file's `[pricing]` changes the cost computed at ingest
+/// (an override of a listed model, and a model the table lacks), and the rollups follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pricing_from_the_config_file_prices_ingested_llm_spans(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("traceway.toml");
+    std::fs::write(
+        &path,
+        "[pricing]\nlabel = \"acme\"\n\
+         [pricing.models.\"gpt-4o\"]\ninput = 1.0\noutput = 2.0\n\
+         [pricing.models.\"acme/house-model\"]\ninput = 0.5\noutput = 1.5\n",
+    )
+    .unwrap();
+    let config = traceway_server::Config::resolve(traceway_server::config::ServeArgs {
+        config: Some(path),
+        ..Default::default()
+    })
+    .unwrap();
+    let t = backend.app_with(config).await;
+    let cases = [("gpt-4o", 1000.0 * 1.0e-6 + 100.0 * 2.0e-6), ("acme/house-model", 1000.0 * 0.5e-6 + 100.0 * 1.5e-6)];
+    for (model, want) in cases {
+        let id = ended_run(&t.router, "acme", "a", false, model).await;
+        let (_, v) = call(&t.router, "acme", Method::GET, &format!("/api/v1/traces/{id}"), None).await;
+        let llm = &find_span(&v["spans"], "write").expect("llm span")["llm"];
+        let cost = llm["cost_usd"].as_f64().expect("a computed cost");
+        assert!((cost - want).abs() < 1e-12, "{model}: {cost} != {want}");
+        assert_eq!(llm["cost_source"], "computed");
+        let version = llm["price_table"].as_str().unwrap();
+        assert!(version.ends_with("+acme"), "{version}");
+        let (_, sum) = call(
+            &t.router,
+            "acme",
+            Method::GET,
+            &format!("/api/v1/traces/{id}/summary"),
+            None,
+        )
+        .await;
+        let rolled = sum["rollups"]["cost_usd"].as_f64().expect("rollups");
+        assert!((rolled - want).abs() < 1e-12, "{sum}");
+    }
+}
+}

@@ -42,7 +42,7 @@ impl Backend {
                 let server = RedisServer::start();
                 let clock = ManualClock::new(traceway_store::conformance::start_time());
                 let mut redis = RedisConfig::new(server.url());
-                redis.capture = config.capture;
+                redis.capture = config.capture.clone();
                 redis.retention = config.retention;
                 let store = RedisStore::open(redis, Arc::new(clock.clone()))
                     .await

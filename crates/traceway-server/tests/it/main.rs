@@ -63,7 +63,7 @@ pub fn test_app_wrapping(
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(traceway_store::conformance::start_time());
     let mut sqlite = SqliteConfig::new(dir.path().join("traceway.db"));
-    sqlite.capture = config.capture;
+    sqlite.capture = config.capture.clone();
     sqlite.retention = config.retention;
     let store: Arc<dyn Store> = wrap(Arc::new(
         SqliteStore::open(sqlite, Arc::new(clock.clone())).expect("open"),

@@ -26,6 +26,7 @@ use crate::{
 };
 
 mod fills;
+mod analysis;
 mod keys;
 mod leases;
 mod lifecycle;
@@ -35,6 +36,7 @@ mod traces;
 mod workflows;
 
 pub use self::fills::*;
+pub use self::analysis::*;
 pub use self::keys::*;
 pub use self::leases::*;
 pub use self::lifecycle::*;
@@ -104,7 +106,9 @@ macro_rules! conformance_suite {
             last_use_moves_forward_only,
             message_fills_wait_for_a_span_that_arrives_later,
             message_fills_land_on_running_and_ended_spans_once,
-            pending_message_fills_are_bounded_per_trace
+            pending_message_fills_are_bounded_per_trace,
+            an_analysis_digest_is_kept_on_the_row_only_for_the_state_it_describes,
+            an_ended_trace_gets_its_digest_from_the_decorator
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -309,6 +313,7 @@ mod tests {
             include_str!("workflows.rs"),
             include_str!("keys.rs"),
             include_str!("fills.rs"),
+            include_str!("analysis.rs"),
         ]
         .concat();
         let defined: Vec<&str> = src

@@ -76,6 +76,7 @@ pub struct RedisStore {
     purge_data: Script,
     lease_acquire: Script,
     lease_cas: Script,
+    put_doc: Script,
     versions: AtomicU64,
     /// Bytes per event of the latest commit's message: sizes the next commit command's
     /// buffer, so that it is not grown (and copied) again and again while JSON goes in.
@@ -167,6 +168,7 @@ impl RedisStore {
             purge_data: Script::new(scripts::PURGE_DATA),
             lease_acquire: Script::new(scripts::LEASE_ACQUIRE),
             lease_cas: Script::new(scripts::LEASE_CAS),
+            put_doc: Script::new(scripts::PUT_DOC),
             versions: AtomicU64::new(1),
             event_bytes: AtomicUsize::new(1024),
             seed,
@@ -194,7 +196,7 @@ impl RedisStore {
         Model {
             now,
             retention: self.retention,
-            capture: self.capture,
+            capture: self.capture.clone(),
         }
     }
 }

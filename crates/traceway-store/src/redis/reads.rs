@@ -160,6 +160,7 @@ impl Traces for RedisStore {
                     created: w.created,
                     last_seq: w.trace.last_seq,
                     stored: EventCounts::default(),
+                    terminal: w.trace.state.is_terminal(),
                 };
                 Ok(Some((w, outcome)))
             })
@@ -567,5 +568,48 @@ impl Traces for RedisStore {
             .filter(|t| t.ended_at.is_some_and(|e| e < cutoff))
             .count() as u64;
         Ok(below + edge)
+    }
+
+    async fn put_analysis(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        digest: traceway_core::analysis::AnalysisDigest,
+    ) -> Result<bool, StoreError> {
+        let k = self.trace_keys(tenant, id);
+        // A conflict is another write since the read: read again; a write that moved
+        // `last_seq` makes the digest stale and it is dropped below.
+        for _ in 0..4 {
+            let mut conn = self.conn()?;
+            let (doc, ver): (Option<String>, Option<String>) = ::redis::cmd("HMGET")
+                .arg(&k.row)
+                .arg("doc")
+                .arg("ver")
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            let (Some(doc), Some(ver)) = (doc, ver) else {
+                return Ok(false);
+            };
+            let mut trace: Trace = serde_json::from_str(&doc).map_err(json_err)?;
+            if trace.expires_at <= self.clock.now() || trace.last_seq != digest.at_seq {
+                return Ok(false);
+            }
+            trace.rollups.analysis = Some(digest.clone());
+            let doc = serde_json::to_string(&trace).map_err(json_err)?;
+            let n: i64 = self
+                .put_doc
+                .key(&k.row)
+                .arg(&ver)
+                .arg(self.new_version())
+                .arg(doc)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            if n == 1 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }

@@ -119,3 +119,14 @@ elseif ARGV[1] == 'release' then
 end
 return 1
 "#;
+
+/// Replaces a trace row's `doc` (and its `ver`) if nobody wrote since it was read: how a
+/// trace's analysis digest goes onto its row (ADR 028). Nothing is published and the TTL
+/// is unchanged. KEYS: row. ARGV: expected ver, new ver, doc. Returns 1, or 0 on a
+/// conflict.
+pub(super) const PUT_DOC: &str = r#"
+local cur = redis.call('HGET', KEYS[1], 'ver')
+if not cur or cur ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'ver', ARGV[2])
+return 1
+"#;

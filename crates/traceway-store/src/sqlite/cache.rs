@@ -92,6 +92,11 @@ impl TraceCache {
     }
 
     /// Drops one trace (it was deleted).
+    /// The cached entry of a trace, if it is cached (nothing is loaded).
+    pub fn get_mut(&mut self, tenant: &str, id: TraceId) -> Option<&mut CachedTrace> {
+        self.map.get_mut(&(tenant.to_string(), id))
+    }
+
     pub fn forget(&mut self, tenant: &str, id: TraceId) {
         self.map.remove(&(tenant.to_string(), id));
     }

@@ -680,6 +680,23 @@ impl Traces for SqliteStore {
         })
         .await
     }
+
+    async fn put_analysis(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        digest: traceway_core::analysis::AnalysisDigest,
+    ) -> Result<bool, StoreError> {
+        let op = Op::PutAnalysis {
+            tenant: tenant.to_string(),
+            id,
+            digest: Box::new(digest),
+        };
+        match self.write(op).await? {
+            OpResult::Count(n) => Ok(n > 0),
+            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+        }
+    }
 }
 
 #[async_trait]

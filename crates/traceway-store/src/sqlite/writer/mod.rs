@@ -85,6 +85,12 @@ pub(crate) enum Op {
     },
     /// An API-key write (`sqlite/keys.rs`).
     Keys(super::keys::KeyOp),
+    /// A trace's analysis digest onto its row (ADR 028).
+    PutAnalysis {
+        tenant: String,
+        id: TraceId,
+        digest: Box<traceway_core::analysis::AnalysisDigest>,
+    },
 }
 
 /// A trace the sweep ended, with what the hub publishes for it.
@@ -133,7 +139,7 @@ impl WriterCtx {
         Model {
             now,
             retention: self.retention,
-            capture: self.capture,
+            capture: self.capture.clone(),
         }
     }
 }

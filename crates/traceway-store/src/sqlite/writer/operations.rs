@@ -46,6 +46,7 @@ pub(super) fn execute(
                         created: p.created,
                         last_seq: p.trace.last_seq,
                         stored: EventCounts::of(&p.events),
+                        terminal: p.trace.state.is_terminal(),
                     };
                     Ok(OpResult::Append(outcome, Box::new(p.trace), p.events))
                 }
@@ -97,6 +98,9 @@ pub(super) fn execute(
             Ok(OpResult::Count(rowids.len() as u64))
         }
         Op::Keys(op) => crate::sqlite::keys::execute(tx, op, now).map(OpResult::Keys),
+        Op::PutAnalysis { tenant, id, digest } => {
+            put_analysis(tx, cache, &tenant, id, *digest, now).map(OpResult::Count)
+        }
         Op::AcquireLease { name, holder, ttl } => {
             acquire_lease(tx, name, holder, ttl, now).map(OpResult::Lease)
         }
@@ -220,4 +224,59 @@ pub(super) fn acquire_lease(
         token: token as u64,
         expires_at,
     }))
+}
+
+/// Sets `rollups.analysis` on a live trace whose `last_seq` is still the digest's; 1 when
+/// it did. Only the `rollups` column is rewritten (no event, no activity); a cached entry
+/// is changed in place, so the next write keeps the digest.
+fn put_analysis(
+    tx: &Transaction<'_>,
+    cache: &mut TraceCache,
+    tenant: &str,
+    id: TraceId,
+    digest: traceway_core::analysis::AnalysisDigest,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let write = |rowid: i64, rollups: &traceway_core::Rollups| -> Result<(), StoreError> {
+        let json = to_json(rollups)?;
+        tx.prepare_cached("UPDATE traces SET rollups = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![rowid, json]))
+            .map_err(internal)?;
+        Ok(())
+    };
+    if let Some(t) = cache.get_mut(tenant, id) {
+        let row = &mut t.row;
+        if !row.is_live(now) || row.trace.last_seq != digest.at_seq {
+            return Ok(0);
+        }
+        row.trace.rollups.analysis = Some(digest);
+        write(row.rowid, &row.trace.rollups)?;
+        return Ok(1);
+    }
+    let found: Option<(i64, String)> = tx
+        .prepare_cached(
+            "SELECT id, rollups FROM traces WHERE tenant = ?1 AND trace_id = ?2 \
+             AND expires_at > ?3 AND last_seq = ?4",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    tenant,
+                    &id.to_bytes()[..],
+                    now.unix_nanos(),
+                    digest.at_seq as i64
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })
+        .map_err(internal)?;
+    let Some((rowid, json)) = found else {
+        return Ok(0);
+    };
+    let mut rollups: traceway_core::Rollups = serde_json::from_str(&json)
+        .map_err(|e| StoreError::Internal(format!("stored rollups: {e}")))?;
+    rollups.analysis = Some(digest);
+    write(rowid, &rollups)?;
+    Ok(1)
 }

@@ -1,0 +1,261 @@
+//! [`AnalysedStore`]: the decorator that keeps each ended trace's analysis digest on its
+//! row (ADR 028), so that the analysis across traces merges rows and never reads spans.
+//!
+//! When a write leaves a trace terminal (an append that ended it or added to it after its
+//! end, a patch to a terminal state, the orphan sweep), the trace is queued. A worker task
+//! takes the queue in order, waits until `delay` after the write (late spans of other
+//! services arrive in that time), reads the trace, its spans and its error events, runs
+//! [`traceway_core::analysis::analyze`] and stores [`digest`] of it with
+//! [`Traces::put_analysis`], which refuses it if the trace changed since it was read (the
+//! write that changed it queued the trace again). The queue is bounded: when it is full
+//! the trace is left without a digest and counted ([`AnalysedStore::dropped`]); the
+//! analysis across traces reports traces without one. A trace already waiting is not
+//! queued twice. Jobs are lost on restart, with the same consequence.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use traceway_core::analysis::{analyze, digest, AnalysisOptions};
+use traceway_core::{Event, EventType, Timestamp, Trace, TraceId, TracePatch};
+
+use crate::{
+    AppendOutcome, AppendRequest, Clock, Decorates, EventCounts, EventFilter, Lease,
+    LifecycleLayer, Orphaned, Store, StoreError, TracesLayer, MAX_EVENTS_PAGE,
+};
+
+/// Error events read for one digest (their types and messages make the error groups).
+pub const MAX_DIGEST_ERROR_EVENTS: usize = 100_000;
+
+/// Settings of [`AnalysedStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnalysisSettings {
+    /// How long after the write that left a trace terminal its digest is made.
+    pub delay: Duration,
+    /// Traces that may wait for their digest; past it they get none.
+    pub queue: usize,
+}
+
+impl Default for AnalysisSettings {
+    fn default() -> AnalysisSettings {
+        AnalysisSettings {
+            delay: Duration::from_secs(5),
+            queue: 4096,
+        }
+    }
+}
+
+struct Job {
+    tenant: String,
+    id: TraceId,
+    due: Instant,
+}
+
+type Pending = Arc<Mutex<HashSet<(String, TraceId)>>>;
+
+/// The store with digests kept; everything else passes through.
+pub struct AnalysedStore {
+    inner: Arc<dyn Store>,
+    jobs: mpsc::Sender<Job>,
+    pending: Pending,
+    delay: Duration,
+    dropped: Arc<AtomicU64>,
+    done: Arc<AtomicU64>,
+}
+
+impl AnalysedStore {
+    /// Wraps `inner` and starts the worker on the current Tokio runtime; it stops when
+    /// this store is dropped.
+    pub fn new(
+        inner: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: AnalysisSettings,
+    ) -> AnalysedStore {
+        let (jobs, rx) = mpsc::channel(settings.queue.max(1));
+        let pending: Pending = Arc::default();
+        let done = Arc::new(AtomicU64::new(0));
+        tokio::spawn(work(
+            inner.clone(),
+            clock,
+            rx,
+            pending.clone(),
+            done.clone(),
+        ));
+        AnalysedStore {
+            inner,
+            jobs,
+            pending,
+            delay: settings.delay,
+            dropped: Arc::new(AtomicU64::new(0)),
+            done,
+        }
+    }
+
+    /// Traces left without a digest because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Digests stored so far.
+    pub fn digests_stored(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    fn schedule(&self, tenant: &str, id: TraceId) {
+        let key = (tenant.to_string(), id);
+        {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if !p.insert(key.clone()) {
+                return;
+            }
+        }
+        let job = Job {
+            tenant: key.0.clone(),
+            id,
+            due: Instant::now() + self.delay,
+        };
+        if self.jobs.try_send(job).is_err() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(tenant, trace_id = %id, "analysis queue full; no digest");
+        }
+    }
+}
+
+async fn work(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    mut rx: mpsc::Receiver<Job>,
+    pending: Pending,
+    done: Arc<AtomicU64>,
+) {
+    while let Some(job) = rx.recv().await {
+        tokio::time::sleep_until(job.due).await;
+        pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(job.tenant.clone(), job.id));
+        match store_digest(&*store, &job.tenant, job.id, clock.now()).await {
+            Ok(true) => {
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(tenant = job.tenant, trace_id = %job.id, error = %e, "no digest")
+            }
+        }
+    }
+}
+
+/// Makes and stores the digest of a terminal trace as it is now; `false` when the trace
+/// is missing, not terminal, or changed while it was read. Running spans count up to the
+/// trace's end.
+pub async fn store_digest(
+    store: &dyn Store,
+    tenant: &str,
+    id: TraceId,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let Some(trace) = store.get_trace(tenant, id).await? else {
+        return Ok(false);
+    };
+    if !trace.state.is_terminal() {
+        return Ok(false);
+    }
+    let Some(spans) = store.get_spans(tenant, id).await? else {
+        return Ok(false);
+    };
+    let events = error_events(store, &trace).await?;
+    let at = trace.ended_at.unwrap_or(now);
+    let a = analyze(&trace, &spans, &events, at, &AnalysisOptions::default());
+    store
+        .put_analysis(tenant, id, digest(&a, trace.last_seq))
+        .await
+}
+
+/// The trace's `error` events up to its `last_seq` as read, in pages.
+async fn error_events(store: &dyn Store, trace: &Trace) -> Result<Vec<Event>, StoreError> {
+    let mut out: Vec<Event> = Vec::new();
+    let mut after = 0;
+    while out.len() < MAX_DIGEST_ERROR_EVENTS {
+        let f = EventFilter {
+            types: vec![EventType::Error],
+            after_seq: after,
+            limit: MAX_EVENTS_PAGE,
+            ..Default::default()
+        };
+        let Some(page) = store.read_events(&trace.tenant, trace.trace_id, &f).await? else {
+            break;
+        };
+        let full = page.len() >= MAX_EVENTS_PAGE as usize;
+        let Some(last) = page.last().map(|e| e.seq) else {
+            break;
+        };
+        out.extend(page.into_iter().filter(|e| e.seq <= trace.last_seq));
+        if !full || last >= trace.last_seq {
+            break;
+        }
+        after = last;
+    }
+    out.truncate(MAX_DIGEST_ERROR_EVENTS);
+    Ok(out)
+}
+
+impl Decorates for AnalysedStore {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
+    }
+}
+
+#[async_trait]
+impl TracesLayer for AnalysedStore {
+    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let (tenant, id) = (req.tenant.clone(), req.trace_id);
+        let out = self.inner.append(req).await?;
+        if out.terminal && out.accepted + out.stored.get(EventType::TraceEnded) > 0 {
+            self.schedule(&tenant, id);
+        }
+        Ok(out)
+    }
+
+    async fn update_trace(
+        &self,
+        tenant: &str,
+        id: TraceId,
+        patch: TracePatch,
+    ) -> Result<(Trace, EventCounts), StoreError> {
+        let (t, counts) = self.inner.update_trace(tenant, id, patch).await?;
+        if counts.get(EventType::TraceEnded) > 0 {
+            self.schedule(tenant, id);
+        }
+        Ok((t, counts))
+    }
+}
+
+#[async_trait]
+impl LifecycleLayer for AnalysedStore {
+    async fn sweep_orphans(
+        &self,
+        fence: &Lease,
+        orphan_after: Duration,
+        limit: u32,
+    ) -> Result<Vec<Orphaned>, StoreError> {
+        let v = self.inner.sweep_orphans(fence, orphan_after, limit).await?;
+        for o in &v {
+            self.schedule(&o.tenant, o.trace_id);
+        }
+        Ok(v)
+    }
+}
+
+impl crate::LeasesLayer for AnalysedStore {}
+impl crate::LiveFeedLayer for AnalysedStore {}
+impl crate::WorkflowContextsLayer for AnalysedStore {}
+impl crate::ApiKeysLayer for AnalysedStore {}
