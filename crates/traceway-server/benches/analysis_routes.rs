@@ -277,6 +277,7 @@ async fn bench_trace(runs: usize) {
                 create_if_missing: None,
                 events: chunk.to_vec(),
                 end: None,
+                fills: Vec::new(),
             })
             .await
             .expect("append");
@@ -308,6 +309,7 @@ async fn bench_cross(traces: usize, runs: usize) {
                     state: State::Completed,
                     reason: None,
                 }),
+                fills: Vec::new(),
             })
             .await
             .expect("shape");
@@ -351,6 +353,7 @@ async fn bench_cross(traces: usize, runs: usize) {
                             state: State::Completed,
                             reason: None,
                         }),
+                        fills: Vec::new(),
                     })
                     .await
                     .expect("append");

@@ -473,8 +473,16 @@ async fn otlp_logs_and_metrics_need_an_ingest_key_like_traces() {
     }
     for path in ["/v1/logs", "/v1/metrics"] {
         for (auth, want, rpc) in [
-            (None, StatusCode::UNAUTHORIZED, Some(tonic::Code::Unauthenticated)),
-            (Some(&read), StatusCode::FORBIDDEN, Some(tonic::Code::PermissionDenied)),
+            (
+                None,
+                StatusCode::UNAUTHORIZED,
+                Some(tonic::Code::Unauthenticated),
+            ),
+            (
+                Some(&read),
+                StatusCode::FORBIDDEN,
+                Some(tonic::Code::PermissionDenied),
+            ),
             (Some(&ingest), StatusCode::OK, None),
         ] {
             let mut r = Request::builder()

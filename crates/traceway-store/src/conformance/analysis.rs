@@ -79,6 +79,7 @@ async fn ended_trace(h: &Harness, store: &dyn Store, tenant: &str) -> TraceId {
                 state: State::Completed,
                 reason: None,
             }),
+            fills: Vec::new(),
         })
         .await
         .expect("append");
@@ -244,6 +245,7 @@ pub async fn an_ended_trace_gets_its_digest_from_the_decorator(h: &Harness) {
         create_if_missing: None,
         events: work(h),
         end: None,
+        fills: Vec::new(),
     })
     .await
     .expect("append");

@@ -25,8 +25,8 @@ use crate::{
     TraceFilter, ORPHANED_REASON, WATCHDOG_LEASE,
 };
 
-mod fills;
 mod analysis;
+mod fills;
 mod keys;
 mod leases;
 mod lifecycle;
@@ -35,8 +35,8 @@ mod reads;
 mod traces;
 mod workflows;
 
-pub use self::fills::*;
 pub use self::analysis::*;
+pub use self::fills::*;
 pub use self::keys::*;
 pub use self::leases::*;
 pub use self::lifecycle::*;

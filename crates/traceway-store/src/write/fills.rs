@@ -119,7 +119,7 @@ impl Model {
             return Ok(written);
         }
         let mut d = Draft {
-            model: *self,
+            model: self.clone(),
             out: written,
         };
         for f in fills {
