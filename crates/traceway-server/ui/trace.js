@@ -12,6 +12,8 @@ import { analysisPanel, criticalMap } from './analysis.js';
 import { setLive } from './list.js';
 
 const TERMINAL = new Set(['COMPLETED', 'ERRORED']);
+/** Spans per page when a trace is read page by page (the server's maximum). */
+const SPAN_PAGE = 10000;
 /** Log and error events read when a trace opens (the API's largest page). */
 const EVENTS_PAGE = 10000;
 
@@ -77,6 +79,26 @@ export class TraceView {
     this.loadEvents();
     this.loadAnalysis();
     this.timers.push(setInterval(() => this.tick(), 250));
+    // A trace too large for one answer comes page by page (`span_page`, ADR 031): read
+    // the rest while the first page is already on screen.
+    await this.loadSpanPages(data.span_page);
+  }
+
+  async loadSpanPages(page) {
+    while (page && page.next_cursor && !this.disposed) {
+      let more;
+      try {
+        more = await api(`/api/v1/traces/${this.id}`, { span_limit: SPAN_PAGE, span_cursor: page.next_cursor });
+      } catch (e) {
+        toast(`Spans not all loaded: ${describe(e)}`, 'error');
+        return;
+      }
+      if (this.disposed) return;
+      for (const s of more.spans || []) this.model.upsert(s);
+      this.refreshRows();
+      this.select(this.pendingSpan || this.selected, true);
+      page = more.span_page;
+    }
   }
 
   async loadEvents() {

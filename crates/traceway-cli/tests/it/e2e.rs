@@ -569,8 +569,11 @@ async fn of_two_servers_on_one_data_dir_one_sweeps_and_the_other_takes_over_afte
         state_via(&c, &b, &id).await == "ERRORED"
     })
     .await;
+    wait_for("a counts its orphan", Duration::from_secs(10), async || {
+        metrics(&c, &a).await["traceway_traces_orphaned_total"] == 1.0
+    })
+    .await;
     let (ma, mb) = (metrics(&c, &a).await, metrics(&c, &b).await);
-    assert_eq!(ma["traceway_traces_orphaned_total"], 1.0);
     assert!(ma["traceway_watchdog_sweeps_total"] >= 3.0, "{ma:?}");
     assert_eq!(mb["traceway_watchdog_leader"], 0.0);
     assert_eq!(mb["traceway_watchdog_sweeps_total"], 0.0, "b never swept");
@@ -589,7 +592,11 @@ async fn of_two_servers_on_one_data_dir_one_sweeps_and_the_other_takes_over_afte
         state_via(&c, &b, &id).await == "ERRORED"
     })
     .await;
-    assert_eq!(metrics(&c, &b).await["traceway_traces_orphaned_total"], 1.0);
+    // The sweep commits the state, then the watchdog counts it: poll, don't race it.
+    wait_for("b counts its orphan", Duration::from_secs(10), async || {
+        metrics(&c, &b).await["traceway_traces_orphaned_total"] == 1.0
+    })
+    .await;
     b.stop();
 }
 
