@@ -59,10 +59,16 @@ pub async fn show(args: ClientArgs, id: &str) -> anyhow::Result<String> {
     let (_, body) = c
         .send(c.http.get(c.url(&format!("/api/v1/traces/{id}"))))
         .await?;
-    if c.args.json {
+    let mut v: Value = serde_json::from_str(&body)?;
+    if v.get("span_page").is_some() {
+        // Too large for one answer (ADR 031): read every page, then the whole tree.
+        v = whole_tree(&c, id, v).await?;
+    } else if c.args.json {
         return Ok(body);
     }
-    let v: Value = serde_json::from_str(&body)?;
+    if c.args.json {
+        return Ok(v.to_string());
+    }
     let trace: Trace = serde_json::from_value(v["trace"].clone())?;
     // The state changes tell a reopened trace's story (orphaned, then resumed: ADR 022).
     let (_, events) = c
@@ -80,6 +86,40 @@ pub async fn show(args: ClientArgs, id: &str) -> anyhow::Result<String> {
         })
         .unwrap_or_default();
     Ok(render_trace(&trace, &history, &v["spans"]))
+}
+
+/// Spans per page when `show` reads a trace page by page (the server's maximum).
+const SPAN_PAGE: u32 = 10_000;
+
+/// A trace answered page by page, read to its last page and answered as one tree (a span
+/// read while running comes again, ended, on a later page: the later form wins).
+async fn whole_tree(c: &Client, id: &str, first: Value) -> anyhow::Result<Value> {
+    let mut spans: std::collections::HashMap<String, traceway_core::Span> = Default::default();
+    let mut page = first;
+    loop {
+        for s in page["spans"].as_array().into_iter().flatten() {
+            let span: traceway_core::Span = serde_json::from_value(s.clone())?;
+            spans.insert(span.span_id.to_string(), span);
+        }
+        let Some(next) = page["span_page"]["next_cursor"]
+            .as_str()
+            .map(str::to_string)
+        else {
+            break;
+        };
+        let (_, body) = c
+            .send(c.http.get(c.url(&format!(
+                "/api/v1/traces/{id}?span_limit={SPAN_PAGE}&span_cursor={next}"
+            ))))
+            .await?;
+        page = serde_json::from_str(&body)?;
+    }
+    let tree = traceway_core::span_tree(spans.into_values().collect());
+    Ok(serde_json::json!({
+        "trace": page["trace"],
+        "level": page["level"],
+        "spans": tree,
+    }))
 }
 
 /// How many state changes `show` reads for its history line (a trace has a handful; one

@@ -655,3 +655,59 @@ async fn cleanup_cli_deletes_in_chunks_with_progress() {
     );
     server.stop();
 }
+
+/// `traceway show` of a trace too large for one answer (the server gives it page by page,
+/// ADR 031) reads every page and prints the whole tree, not the first page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_prints_every_span_of_a_trace_answered_page_by_page() {
+    const SPANS: u64 = 10_500;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let c = client();
+    let base = &server.url;
+    let (status, trace) = post(&c, format!("{base}/api/v1/traces"), &json!({"name": "big"})).await;
+    assert_eq!(status, 201, "{trace}");
+    let id = trace["trace_id"].as_str().expect("id").to_string();
+    let ts = |ms: u64| format!("2026-11-21T10:00:{:02}.{:03}Z", ms / 1000 % 60, ms % 1000);
+    let spans: Vec<Value> = (1..=SPANS)
+        .map(|i| {
+            let parent = (i > 1).then(|| format!("{:016x}", 1));
+            json!({"type": "span_ended", "span": {
+                "span_id": format!("{i:016x}"), "parent_span_id": parent, "kind": "tool",
+                "name": format!("step-{i}"), "start_time": ts(i % 1000),
+                "end_time": ts(i % 1000 + 1), "status": {"code": "ok"}}})
+        })
+        .collect();
+    for chunk in spans.chunks(1000) {
+        let (status, v) = post(
+            &c,
+            format!("{base}/api/v1/traces/{id}/events"),
+            &json!({"events": chunk}),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let (_, first) = get(&c, format!("{base}/api/v1/traces/{id}")).await;
+    assert!(first.get("span_page").is_some(), "the server pages it");
+
+    let (ok, out, err) = cli(&server, &["show", &id]);
+    assert!(ok, "{err}");
+    let shown = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("tool step-"))
+        .count();
+    assert_eq!(shown as u64, SPANS, "every span is printed");
+    assert!(
+        out.contains("  tool step-10500"),
+        "the last page's spans are children of the root"
+    );
+
+    let (ok, out, err) = cli(&server, &["show", &id, "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["spans"].as_array().map(Vec::len), Some(1), "one root");
+    assert_eq!(
+        v["spans"][0]["children"].as_array().map(Vec::len),
+        Some((SPANS - 1) as usize)
+    );
+}
