@@ -96,16 +96,18 @@ const SPAN_PAGE: u32 = 10_000;
 async fn whole_tree(c: &Client, id: &str, first: Value) -> anyhow::Result<Value> {
     let mut spans: std::collections::HashMap<String, traceway_core::Span> = Default::default();
     let mut page = first;
-    loop {
+    for _ in 0..MAX_SPAN_PAGES {
         for s in page["spans"].as_array().into_iter().flatten() {
             let span: traceway_core::Span = serde_json::from_value(s.clone())?;
             spans.insert(span.span_id.to_string(), span);
         }
-        let Some(next) = page["span_page"]["next_cursor"]
-            .as_str()
-            .map(str::to_string)
-        else {
-            break;
+        let Some(next) = page["span_page"]["next_cursor"].as_str() else {
+            let tree = traceway_core::span_tree(spans.into_values().collect());
+            return Ok(serde_json::json!({
+                "trace": page["trace"],
+                "level": page["level"],
+                "spans": tree,
+            }));
         };
         let (_, body) = c
             .send(c.http.get(c.url(&format!(
@@ -114,13 +116,12 @@ async fn whole_tree(c: &Client, id: &str, first: Value) -> anyhow::Result<Value>
             .await?;
         page = serde_json::from_str(&body)?;
     }
-    let tree = traceway_core::span_tree(spans.into_values().collect());
-    Ok(serde_json::json!({
-        "trace": page["trace"],
-        "level": page["level"],
-        "spans": tree,
-    }))
+    anyhow::bail!("trace {id} still had more spans after {MAX_SPAN_PAGES} pages")
 }
+
+/// The most pages `show` reads of one trace: a trace holds at most 100,000 spans (10 full
+/// pages); the rest is room for spans read again once they ended.
+const MAX_SPAN_PAGES: usize = 100;
 
 /// How many state changes `show` reads for its history line (a trace has a handful; one
 /// reopened more often than this shows its first ones).
