@@ -71,9 +71,82 @@ impl Timestamp {
 
     /// The RFC 3339 form in UTC with nanoseconds.
     pub fn to_rfc3339(self) -> String {
-        chrono::DateTime::from_timestamp_nanos(self.0)
-            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        let mut buf = [0u8; RFC3339_MAX];
+        let n = self.write_rfc3339(&mut buf);
+        // Only ASCII digits and separators were written.
+        std::str::from_utf8(&buf[..n])
+            .unwrap_or_default()
+            .to_string()
     }
+
+    /// Writes the RFC 3339 form into `buf` and returns its length: `YYYY-MM-DDTHH:MM:SS`,
+    /// then `.` and 3, 6 or 9 digits when the fraction needs them (none when it is zero),
+    /// then `Z`, the form chrono's `SecondsFormat::AutoSi` gives. Every event and span body
+    /// carries several times, so this is written out rather than formatted (ADR 043); the
+    /// tests hold it to chrono over the whole range of `i64` nanoseconds.
+    fn write_rfc3339(self, buf: &mut [u8; RFC3339_MAX]) -> usize {
+        let secs = self.0.div_euclid(1_000_000_000);
+        let nanos = self.0.rem_euclid(1_000_000_000) as u32;
+        let days = secs.div_euclid(86_400);
+        let sod = secs.rem_euclid(86_400) as u32;
+        let (year, month, day) = civil_from_days(days);
+        // i64 nanoseconds span the years 1677 to 2262: always four digits.
+        let year = year as u32;
+        put_digits(&mut buf[0..4], year);
+        buf[4] = b'-';
+        put_digits(&mut buf[5..7], month);
+        buf[7] = b'-';
+        put_digits(&mut buf[8..10], day);
+        buf[10] = b'T';
+        put_digits(&mut buf[11..13], sod / 3600);
+        buf[13] = b':';
+        put_digits(&mut buf[14..16], sod / 60 % 60);
+        buf[16] = b':';
+        put_digits(&mut buf[17..19], sod % 60);
+        let mut n = 19;
+        let (digits, value) = if nanos == 0 {
+            (0, 0)
+        } else if nanos % 1_000_000 == 0 {
+            (3, nanos / 1_000_000)
+        } else if nanos % 1_000 == 0 {
+            (6, nanos / 1_000)
+        } else {
+            (9, nanos)
+        };
+        if digits > 0 {
+            buf[n] = b'.';
+            put_digits(&mut buf[n + 1..n + 1 + digits], value);
+            n += 1 + digits;
+        }
+        buf[n] = b'Z';
+        n + 1
+    }
+}
+
+/// The longest RFC 3339 form written: `2262-04-11T23:47:16.854775807Z`.
+const RFC3339_MAX: usize = 30;
+
+/// `value` in decimal, zero-padded to fill `out`.
+fn put_digits(out: &mut [u8], mut value: u32) {
+    for b in out.iter_mut().rev() {
+        *b = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, in 400-year eras).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11], from March
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 impl fmt::Display for Timestamp {
@@ -90,7 +163,10 @@ impl fmt::Debug for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        let mut buf = [0u8; RFC3339_MAX];
+        let n = self.write_rfc3339(&mut buf);
+        // Only ASCII was written; the fallback is never taken.
+        s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
     }
 }
 
@@ -141,5 +217,48 @@ mod tests {
             Timestamp::from_unix_millis(1_763_719_200_000)
         );
         assert!(serde_json::from_str::<Timestamp>("\"yesterday\"").is_err());
+    }
+
+    fn chrono_form(nanos: i64) -> String {
+        chrono::DateTime::from_timestamp_nanos(nanos)
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    }
+
+    #[test]
+    fn rfc3339_form_is_chronos_at_the_edges() {
+        for nanos in [
+            i64::MIN,
+            i64::MIN + 1,
+            -1,
+            0,
+            1,
+            999_999_999,
+            1_000_000_000,
+            1_500_000_000,
+            1_000_001_000,
+            951_782_400_000_000_000,    // 2000-02-29
+            951_868_799_999_999_999,    // 2000-02-29T23:59:59.999999999
+            4_107_542_400_000_000_000,  // 2100-03-01
+            -2_203_891_200_000_000_000, // 1900-03-01
+            1_763_719_200_123_456_789,
+            i64::MAX - 1,
+            i64::MAX,
+        ] {
+            assert_eq!(Timestamp(nanos).to_rfc3339(), chrono_form(nanos), "{nanos}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rfc3339_form_is_chronos(nanos in proptest::num::i64::ANY) {
+            proptest::prop_assert_eq!(Timestamp(nanos).to_rfc3339(), chrono_form(nanos));
+        }
+
+        #[test]
+        fn rfc3339_form_is_chronos_for_rounded_fractions(secs in -9_223_372_036i64..9_223_372_035, ms in 0i64..1000, us in 0i64..1000) {
+            for nanos in [secs * 1_000_000_000, secs * 1_000_000_000 + ms * 1_000_000, secs * 1_000_000_000 + ms * 1_000_000 + us * 1000] {
+                proptest::prop_assert_eq!(Timestamp(nanos).to_rfc3339(), chrono_form(nanos));
+            }
+        }
     }
 }

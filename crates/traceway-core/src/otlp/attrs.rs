@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use base64::Engine as _;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use serde_json::{Map, Number, Value};
@@ -95,7 +97,10 @@ pub(crate) fn parse_json_or_string(s: &str) -> Value {
 pub(crate) struct Attrs<'a> {
     /// Key and value in arrival order; a repeated key keeps only its last occurrence.
     items: Vec<(&'a str, Option<&'a any_value::Value>)>,
-    index: HashMap<&'a str, usize>,
+    /// Keys come from clients, so the hasher is seeded per process (no collisions made in
+    /// advance), and it is foldhash rather than SipHash: lookups are most of the mapping's
+    /// hashing (ADR 043).
+    index: HashMap<&'a str, usize, RandomState>,
     used: Vec<bool>,
     /// Moved elsewhere and never repeated, even when every attribute is kept.
     dropped: Vec<bool>,
@@ -104,7 +109,8 @@ pub(crate) struct Attrs<'a> {
 impl<'a> Attrs<'a> {
     pub(crate) fn new(kvs: &'a [KeyValue]) -> Attrs<'a> {
         let mut items: Vec<(&'a str, Option<&'a any_value::Value>)> = Vec::with_capacity(kvs.len());
-        let mut index: HashMap<&'a str, usize> = HashMap::with_capacity(kvs.len());
+        let mut index: HashMap<&'a str, usize, RandomState> =
+            HashMap::with_capacity_and_hasher(kvs.len(), RandomState::default());
         for kv in kvs {
             let v = value_of(kv);
             match index.get(kv.key.as_str()) {
