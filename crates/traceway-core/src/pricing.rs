@@ -16,9 +16,10 @@
 //! tokens. A long-context tier prices the whole request at its rates once the prompt (all
 //! its tokens, cached or not) is above the tier's threshold.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{CostSource, LlmDetails, Span};
@@ -166,6 +167,8 @@ pub struct Priced {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PriceTable {
     version: String,
+    /// Keyed by the table's own names, so FxHash (no seed) is safe here: a client's model
+    /// name only probes it (ADR 043).
     models: HashMap<String, ModelPrice>,
 }
 
