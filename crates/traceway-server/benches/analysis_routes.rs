@@ -219,7 +219,8 @@ fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
     (at(0.50), at(0.99))
 }
 
-async fn time_get(router: &axum::Router, uri: &str, runs: usize) -> (Duration, Duration) {
+/// p50, p99 and the size of the answer in bytes.
+async fn time_get(router: &axum::Router, uri: &str, runs: usize) -> (Duration, Duration, usize) {
     let get = || async {
         let req = Request::get(uri)
             .header("x-traceway-tenant", TENANT)
@@ -232,8 +233,9 @@ async fn time_get(router: &axum::Router, uri: &str, runs: usize) -> (Duration, D
             .expect("body")
             .len()
     };
+    let mut bytes = 0;
     for _ in 0..runs.div_ceil(10).max(2) {
-        get().await;
+        bytes = get().await;
     }
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
@@ -241,7 +243,8 @@ async fn time_get(router: &axum::Router, uri: &str, runs: usize) -> (Duration, D
         get().await;
         times.push(start.elapsed());
     }
-    percentiles(times)
+    let (p50, p99) = percentiles(times);
+    (p50, p99, bytes)
 }
 
 fn open(dir: &std::path::Path) -> (Arc<dyn Store>, axum::Router) {
@@ -283,9 +286,9 @@ async fn bench_trace(runs: usize) {
             .expect("append");
     }
     let uri = format!("/api/v1/traces/{}/analysis", t.trace_id);
-    let (p50, p99) = time_get(&router, &uri, runs).await;
+    let (p50, p99, bytes) = time_get(&router, &uri, runs).await;
     println!(
-        "trace analysis, 10,000 spans, GET {uri} on SQLite: {runs} requests, p50 {:.2} ms, p99 {:.2} ms",
+        "trace analysis, 10,000 spans, GET {uri} on SQLite: {runs} requests, p50 {:.2} ms, p99 {:.2} ms, answer {bytes} bytes",
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3
     );
@@ -371,7 +374,7 @@ async fn bench_cross(traces: usize, runs: usize) {
         started.elapsed().as_secs_f64()
     );
     let uri = "/api/v1/analysis?agent_id=support";
-    let (p50, p99) = time_get(&router, uri, runs).await;
+    let (p50, p99, _) = time_get(&router, uri, runs).await;
     println!(
         "cross-trace analysis, {traces} stored traces, GET {uri} on SQLite (reads the newest 10,000): {runs} requests, p50 {:.1} ms, p99 {:.1} ms",
         p50.as_secs_f64() * 1e3,

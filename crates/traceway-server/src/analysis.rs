@@ -8,9 +8,9 @@ use axum::extract::State as AxumState;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use traceway_core::analysis::{analyze, summarize, Across, AnalysisOptions};
-use traceway_core::{Event, ModelUsage, Span, State, Timestamp, Trace, TraceId};
-use traceway_store::{EventFilter, PageRequest, TraceFilter};
+use traceway_core::analysis::{analyze_counted, summarize_counted, Across, AnalysisOptions};
+use traceway_core::{Event, EventType, ModelUsage, Span, State, Timestamp, Trace, TraceId};
+use traceway_store::{PageRequest, TraceFilter};
 
 use crate::error::ApiError;
 use crate::extract::{QueryArgs, Tenant, TraceIdPath};
@@ -20,42 +20,54 @@ use crate::openapi::{
 };
 use crate::AppState;
 
-/// Events read for one trace's analysis (their distribution and error records); a trace
-/// with more is analysed on its first ones and says `events_truncated`.
+/// `error` events read for one trace's analysis (their types and messages make the error
+/// groups); a trace with more is analysed on its first ones and says `events_truncated`.
 pub const MAX_ANALYSIS_EVENTS: u32 = 100_000;
 
 /// Trace rows read by the cross-trace analysis; a window with more is answered on the
 /// newest ones and says `truncated`.
 pub const MAX_TRACES: usize = 10_000;
 
-async fn load(
-    app: &AppState,
-    tenant: &str,
-    id: TraceId,
-) -> Result<(Trace, Vec<Span>, Vec<Event>, bool), ApiError> {
+/// What one trace's summary and analysis read (ADR 037): the row with the spans (one
+/// read), the number of events of each type (never the events themselves), and the
+/// `error` events, at most [`MAX_ANALYSIS_EVENTS`] of them.
+struct Loaded {
+    trace: Trace,
+    spans: Vec<Span>,
+    counts: Vec<(EventType, u64)>,
+    errors: Vec<Event>,
+    errors_truncated: bool,
+}
+
+async fn load(app: &AppState, tenant: &str, id: TraceId) -> Result<Loaded, ApiError> {
     let not_found = || ApiError::not_found(format!("trace {id} not found"));
-    let trace = app
+    let (trace, spans) = app
         .store
-        .get_trace(tenant, id)
+        .get_trace_with_spans(tenant, id)
         .await?
         .ok_or_else(not_found)?;
-    let spans = app
+    let counts = app
         .store
-        .get_spans(tenant, id)
+        .count_events(tenant, id)
         .await?
         .ok_or_else(not_found)?;
-    let filter = EventFilter {
-        limit: MAX_ANALYSIS_EVENTS + 1,
-        ..Default::default()
-    };
-    let mut events = app
-        .store
-        .read_events(tenant, id, &filter)
-        .await?
-        .ok_or_else(not_found)?;
-    let truncated = events.len() > MAX_ANALYSIS_EVENTS as usize;
-    events.truncate(MAX_ANALYSIS_EVENTS as usize);
-    Ok((trace, spans, events, truncated))
+    let (errors, errors_truncated) = traceway_store::read_events_paged(
+        &*app.store,
+        tenant,
+        id,
+        &[EventType::Error],
+        None,
+        MAX_ANALYSIS_EVENTS as usize,
+    )
+    .await?
+    .ok_or_else(not_found)?;
+    Ok(Loaded {
+        trace,
+        spans,
+        counts: counts.iter().map(|(t, n)| (t, u64::from(n))).collect(),
+        errors,
+        errors_truncated,
+    })
 }
 
 /// The answer of `GET /api/v1/traces/{id}/summary`.
@@ -68,7 +80,8 @@ pub struct TraceSummary {
     /// State, duration, counts per kind, timing per component and per kind and name, per
     /// model, per tool, retrievals, errors, events per type.
     pub summary: traceway_core::analysis::Summary,
-    /// The trace had more than 100,000 events; the figures of events cover the first ones.
+    /// The trace had more than 100,000 `error` events; the error figures cover the first
+    /// ones (the counts of events per type are always complete).
     pub events_truncated: bool,
 }
 
@@ -100,13 +113,13 @@ pub async fn trace_summary(
     tenant: Tenant,
     TraceIdPath(id): TraceIdPath,
 ) -> Result<Json<TraceSummary>, ApiError> {
-    let (trace, spans, events, truncated) = load(&app, &tenant.0, id).await?;
-    let summary = summarize(&trace, &spans, &events, app.clock.now());
+    let l = load(&app, &tenant.0, id).await?;
+    let summary = summarize_counted(&l.trace, &l.spans, &l.counts, &l.errors, app.clock.now());
     Ok(Json(TraceSummary {
-        trace_id: trace.trace_id,
-        rollups: trace.rollups,
+        trace_id: l.trace.trace_id,
+        rollups: l.trace.rollups,
         summary,
-        events_truncated: truncated,
+        events_truncated: l.errors_truncated,
     }))
 }
 
@@ -211,7 +224,8 @@ impl AnalysisParams {
 pub struct TraceAnalysis {
     /// The trace.
     pub trace_id: TraceId,
-    /// The trace had more than 100,000 events; the figures of events cover the first ones.
+    /// The trace had more than 100,000 `error` events; the error figures cover the first
+    /// ones (the counts of events per type are always complete).
     pub events_truncated: bool,
     /// Summary, critical path, bottlenecks, error groups, loops, recommendations and the
     /// thresholds used (ADR 016).
@@ -253,11 +267,18 @@ pub async fn trace_analysis(
     QueryArgs(p): QueryArgs<AnalysisParams>,
 ) -> Result<Json<TraceAnalysis>, ApiError> {
     let opts = p.options()?;
-    let (trace, spans, events, truncated) = load(&app, &tenant.0, id).await?;
-    let analysis = analyze(&trace, &spans, &events, app.clock.now(), &opts);
+    let l = load(&app, &tenant.0, id).await?;
+    let analysis = analyze_counted(
+        &l.trace,
+        &l.spans,
+        &l.counts,
+        &l.errors,
+        app.clock.now(),
+        &opts,
+    );
     Ok(Json(TraceAnalysis {
-        trace_id: trace.trace_id,
-        events_truncated: truncated,
+        trace_id: l.trace.trace_id,
+        events_truncated: l.errors_truncated,
         analysis,
     }))
 }

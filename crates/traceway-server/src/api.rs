@@ -378,6 +378,10 @@ pub struct GetParams {
 /// trace whose whole tree would pass it is answered page by page.
 pub const MAX_TRACE_RESPONSE_BYTES: usize = 8 << 20;
 
+/// Lines of `format=streaming`, one per event; a trace with more gives its first ones and
+/// says `truncated`.
+pub const MAX_STREAMING_LINES: usize = 100_000;
+
 /// A span page cursor: the seq of the last span event of the page before.
 fn span_cursor(c: &str) -> Result<u64, ApiError> {
     c.parse::<u64>()
@@ -676,18 +680,17 @@ pub async fn get_trace(
         Some("compact") => traceway_core::format::compact(&trace, &spans),
         Some("detailed") => traceway_core::format::detailed(&trace, &spans),
         Some("streaming") => {
-            let max_events = crate::analysis::MAX_ANALYSIS_EVENTS;
-            let filter = EventFilter {
-                limit: max_events + 1,
-                ..Default::default()
-            };
-            let mut events = app
-                .store
-                .read_events(&tenant.0, id, &filter)
-                .await?
-                .ok_or_else(not_found)?;
-            let truncated = events.len() > max_events as usize;
-            events.truncate(max_events as usize);
+            // A read returns at most a page of events: the lines are read page by page.
+            let (mut events, truncated) = traceway_store::read_events_paged(
+                &*app.store,
+                &tenant.0,
+                id,
+                &[],
+                None,
+                MAX_STREAMING_LINES,
+            )
+            .await?
+            .ok_or_else(not_found)?;
             let lines: Vec<String> = events
                 .iter_mut()
                 .map(|e| {

@@ -182,30 +182,57 @@ pub async fn store_digest(
 
 /// The trace's `error` events up to its `last_seq` as read, in pages.
 async fn error_events(store: &dyn Store, trace: &Trace) -> Result<Vec<Event>, StoreError> {
+    let read = read_events_paged(
+        store,
+        &trace.tenant,
+        trace.trace_id,
+        &[EventType::Error],
+        Some(trace.last_seq),
+        MAX_DIGEST_ERROR_EVENTS,
+    )
+    .await?;
+    Ok(read.map(|(events, _)| events).unwrap_or_default())
+}
+
+/// A trace's events of `types` (all when empty) in `seq` order, read a page of at most
+/// [`MAX_EVENTS_PAGE`] at a time: at most `max`, and whether it had more. Events after
+/// `upto` (a `last_seq` read before) are left out. `None` when the trace does not exist.
+pub async fn read_events_paged(
+    store: &dyn Store,
+    tenant: &str,
+    id: TraceId,
+    types: &[EventType],
+    upto: Option<u64>,
+    max: usize,
+) -> Result<Option<(Vec<Event>, bool)>, StoreError> {
+    let upto = upto.unwrap_or(u64::MAX);
     let mut out: Vec<Event> = Vec::new();
     let mut after = 0;
-    while out.len() < MAX_DIGEST_ERROR_EVENTS {
+    loop {
+        // One more than `max` in all, to know whether there were more.
+        let want = (max + 1 - out.len()).min(MAX_EVENTS_PAGE as usize);
         let f = EventFilter {
-            types: vec![EventType::Error],
+            types: types.to_vec(),
             after_seq: after,
-            limit: MAX_EVENTS_PAGE,
+            limit: want as u32,
             ..Default::default()
         };
-        let Some(page) = store.read_events(&trace.tenant, trace.trace_id, &f).await? else {
-            break;
+        let Some(page) = store.read_events(tenant, id, &f).await? else {
+            return Ok(if after == 0 { None } else { Some((out, false)) });
         };
-        let full = page.len() >= MAX_EVENTS_PAGE as usize;
+        let full = page.len() >= want;
         let Some(last) = page.last().map(|e| e.seq) else {
             break;
         };
-        out.extend(page.into_iter().filter(|e| e.seq <= trace.last_seq));
-        if !full || last >= trace.last_seq {
+        out.extend(page.into_iter().filter(|e| e.seq <= upto));
+        if !full || last >= upto || out.len() > max {
             break;
         }
         after = last;
     }
-    out.truncate(MAX_DIGEST_ERROR_EVENTS);
-    Ok(out)
+    let more = out.len() > max;
+    out.truncate(max);
+    Ok(Some((out, more)))
 }
 
 impl Decorates for AnalysedStore {

@@ -332,6 +332,12 @@ impl EventCounts {
         self.0[Self::index(t)] += 1;
     }
 
+    /// Counts `n` more events of type `t`.
+    pub fn add_n(&mut self, t: EventType, n: u32) {
+        let c = &mut self.0[Self::index(t)];
+        *c = c.saturating_add(n);
+    }
+
     fn index(t: EventType) -> usize {
         EventType::ALL.iter().position(|x| *x == t).unwrap_or(0)
     }
@@ -532,6 +538,15 @@ pub trait Traces: Send + Sync + 'static {
         filter: &EventFilter,
     ) -> Result<Option<Vec<Event>>, StoreError>;
 
+    /// How many events of each type a trace has (all of them, none returned): what the
+    /// analysis needs of the log besides its `error` events (ADR 037). `None` when the
+    /// trace does not exist.
+    async fn count_events(
+        &self,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<EventCounts>, StoreError>;
+
     /// Deletes a trace with its spans and events. False when it did not exist.
     async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError>;
 
@@ -723,6 +738,15 @@ pub trait TracesLayer: Decorates {
         self.inner().read_events(tenant, id, filter).await
     }
 
+    /// [`Traces::count_events`].
+    async fn count_events(
+        &self,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<EventCounts>, StoreError> {
+        self.inner().count_events(tenant, id).await
+    }
+
     /// [`Traces::delete_trace`].
     async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError> {
         self.inner().delete_trace(tenant, id).await
@@ -820,6 +844,14 @@ impl<T: TracesLayer> Traces for T {
         filter: &EventFilter,
     ) -> Result<Option<Vec<Event>>, StoreError> {
         TracesLayer::read_events(self, tenant, id, filter).await
+    }
+
+    async fn count_events(
+        &self,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<EventCounts>, StoreError> {
+        TracesLayer::count_events(self, tenant, id).await
     }
 
     async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError> {

@@ -23,7 +23,7 @@ pub mod sqlite;
 mod workflows;
 mod write;
 
-pub use analysed::{AnalysedStore, AnalysisSettings};
+pub use analysed::{read_events_paged, AnalysedStore, AnalysisSettings};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use contract::*;
 pub use hub::{InProcessHub, Lagged, Scope, Subscription, TraceMeta};

@@ -17,7 +17,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{Event, EventBody, Span, SpanKind, State, StatusCode, Trace};
+use crate::model::{Event, EventBody, EventType, Span, SpanKind, State, StatusCode, Trace};
 use crate::{SpanId, Timestamp};
 
 pub use digest::{
@@ -432,7 +432,10 @@ fn attr_error_type(s: &Span) -> Option<String> {
 struct Prepared<'a> {
     trace: &'a Trace,
     spans: &'a [Span],
+    /// The events read; only their `error` events are looked at (the counts come apart).
     events: &'a [Event],
+    /// Events per type.
+    counts: BTreeMap<&'static str, u64>,
     now: Timestamp,
     timeline: Timeline,
     /// (kind, name) groups, in first-seen order.
@@ -440,7 +443,13 @@ struct Prepared<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    fn new(trace: &'a Trace, spans: &'a [Span], events: &'a [Event], now: Timestamp) -> Self {
+    fn new(
+        trace: &'a Trace,
+        spans: &'a [Span],
+        events: &'a [Event],
+        counts: BTreeMap<&'static str, u64>,
+        now: Timestamp,
+    ) -> Self {
         let timeline = Timeline::new(spans, now);
         let mut slot: HashMap<(SpanKind, &str), usize> = HashMap::default();
         let mut names: Vec<((SpanKind, String), Group)> = Vec::new();
@@ -455,6 +464,7 @@ impl<'a> Prepared<'a> {
             trace,
             spans,
             events,
+            counts,
             now,
             timeline,
             names,
@@ -463,14 +473,14 @@ impl<'a> Prepared<'a> {
 
     fn summary(&mut self) -> Summary {
         let (spans, now, t) = (self.spans, self.now, &self.timeline);
-        let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
+        let mut kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut components: BTreeMap<&str, Group> = BTreeMap::new();
         let mut models: BTreeMap<&str, ModelStats> = BTreeMap::new();
         let mut tools: BTreeMap<&str, ToolStats> = BTreeMap::new();
         let mut retrievals = RetrievalStats::default();
         let mut error_count = 0;
         for (i, s) in spans.iter().enumerate() {
-            *kinds.entry(s.kind.as_str().to_string()).or_default() += 1;
+            *kinds.entry(s.kind.as_str()).or_default() += 1;
             error_count += u64::from(s.status.code == StatusCode::Error);
             if let Some(c) = &s.component_id {
                 components
@@ -517,13 +527,12 @@ impl<'a> Prepared<'a> {
                 }
             }
         }
-        let known: HashSet<SpanId> = spans.iter().map(|s| s.span_id).collect();
-        let mut events: BTreeMap<String, u64> = BTreeMap::new();
+        // Error events tied to no known span count as errors of their own; the set of
+        // span ids is only built when there are error events.
+        let mut known: Option<HashSet<SpanId>> = None;
         for e in self.events {
-            *events
-                .entry(e.body.event_type().as_str().to_string())
-                .or_default() += 1;
             if let EventBody::Error(err) = &e.body {
+                let known = known.get_or_insert_with(|| spans.iter().map(|s| s.span_id).collect());
                 if err.span_id.is_none_or(|id| !known.contains(&id)) {
                     error_count += 1;
                 }
@@ -567,7 +576,7 @@ impl<'a> Prepared<'a> {
             span_count: spans.len() as u64,
             running_spans: spans.iter().filter(|s| !s.is_ended()).count() as u64,
             error_count,
-            kinds,
+            kinds: kinds.into_iter().map(|(k, n)| (k.to_string(), n)).collect(),
             components: components
                 .into_iter()
                 .map(|(k, mut g)| g.stats(k.to_string(), None))
@@ -576,7 +585,11 @@ impl<'a> Prepared<'a> {
             models,
             tools,
             retrievals,
-            events,
+            events: self
+                .counts
+                .iter()
+                .map(|(k, n)| (k.to_string(), *n))
+                .collect(),
         }
     }
 
@@ -587,9 +600,16 @@ impl<'a> Prepared<'a> {
             .iter()
             .filter(|(_, g)| g.critical > 0 || g.self_ns > 0)
             .map(|((kind, name), g)| {
+                // The spans with the most self time (ties: the lower index) first: the
+                // top few are selected, then only they are sorted.
                 let mut members = g.members.clone();
-                members.sort_by(|&a, &b| t.self_ns[b].cmp(&t.self_ns[a]).then(a.cmp(&b)));
+                let order =
+                    |&a: &usize, &b: &usize| t.self_ns[b].cmp(&t.self_ns[a]).then(a.cmp(&b));
+                if members.len() > opts.max_listed_spans && opts.max_listed_spans > 0 {
+                    members.select_nth_unstable_by(opts.max_listed_spans - 1, order);
+                }
                 members.truncate(opts.max_listed_spans);
+                members.sort_unstable_by(order);
                 let mean = ms(g.total) / g.calls.max(1) as f64;
                 Bottleneck {
                     kind: *kind,
@@ -621,17 +641,21 @@ impl<'a> Prepared<'a> {
 
     fn error_groups(&self, opts: &AnalysisOptions) -> Vec<ErrorGroup> {
         let spans = self.spans;
-        let by_id: HashMap<SpanId, usize> = spans
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.span_id, i))
-            .collect();
+        // Built only when there are error events.
+        let mut by_id: Option<HashMap<SpanId, usize>> = None;
         // The first error event of each span gives its type (and a message if the status
         // has none).
         let mut event_of: HashMap<usize, (&Option<String>, &str)> = HashMap::default();
         let mut loose: Vec<(&Event, &crate::model::ErrorRecord)> = Vec::new();
         for e in self.events {
             if let EventBody::Error(err) = &e.body {
+                let by_id = by_id.get_or_insert_with(|| {
+                    spans
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| (s.span_id, i))
+                        .collect()
+                });
                 match err.span_id.and_then(|id| by_id.get(&id)) {
                     Some(&i) => {
                         event_of.entry(i).or_insert((&err.error_type, &err.message));
@@ -750,79 +774,127 @@ impl<'a> Prepared<'a> {
         };
         let mut calls: Vec<usize> = (0..spans.len()).filter(|&i| is_tool(&spans[i])).collect();
         calls.sort_by_key(|&i| (spans[i].start_time, spans[i].span_id));
-        let args_of = |s: &Span| -> Option<String> {
-            let v = s
-                .tool
+        let args_of = |s: &'a Span| -> Option<&'a Value> {
+            s.tool
                 .as_ref()
                 .and_then(|t| t.arguments.as_ref())
-                .or(s.input.as_ref())?;
-            let mut out = String::new();
-            canonical(v, &volatile, &mut out);
-            Some(out)
+                .or(s.input.as_ref())
         };
-        let result_of = |s: &Span| -> Option<String> {
-            let v = s
-                .tool
+        let result_of = |s: &'a Span| -> Option<&'a Value> {
+            s.tool
                 .as_ref()
                 .and_then(|t| t.result.as_ref())
-                .or(s.output.as_ref())?;
+                .or(s.output.as_ref())
+        };
+        // Calls are compared by the fingerprint of their canonical form, written into one
+        // buffer; the form itself is kept only for the findings reported.
+        let mut buf = String::new();
+        let mut fp = |v: &Value| -> u64 {
+            buf.clear();
+            canonical(v, &volatile, &mut buf);
+            fingerprint(&buf)
+        };
+        let shown = |v: &Value| -> String {
             let mut out = String::new();
             canonical(v, &volatile, &mut out);
-            Some(out)
+            preview(&out, 200)
         };
         // (tool, args fingerprint) per call; calls without arguments compare by name only
-        // in the alternation check and not at all in the repeat check.
+        // in the alternation check and not at all in the repeat check. Calls with the
+        // same key form a group, numbered in the order first seen.
         let mut keys: Vec<(&str, u64)> = Vec::with_capacity(calls.len());
-        let mut same_args: HashMap<(&str, u64), (String, Vec<usize>)> = HashMap::default();
-        let mut order: Vec<(&str, u64)> = Vec::new();
+        let mut group_of: Vec<u32> = Vec::with_capacity(calls.len());
+        let mut slot: HashMap<(&str, u64), u32> = HashMap::default();
+        let mut sizes: Vec<u32> = Vec::new();
         for &i in &calls {
             let name = tool_name(&spans[i]);
             match args_of(&spans[i]) {
                 Some(a) => {
-                    let k = (name, fingerprint(&a));
+                    let k = (name, fp(a));
                     keys.push(k);
-                    let e = same_args.entry(k).or_insert_with(|| {
-                        order.push(k);
-                        (preview(&a, 200), Vec::new())
+                    let g = *slot.entry(k).or_insert_with(|| {
+                        sizes.push(0);
+                        (sizes.len() - 1) as u32
                     });
-                    e.1.push(i);
+                    sizes[g as usize] += 1;
+                    group_of.push(g);
                 }
-                None => keys.push((name, 0)),
+                None => {
+                    keys.push((name, 0));
+                    group_of.push(u32::MAX);
+                }
+            }
+        }
+        // The members of every group in call order, in one array (a counting sort).
+        let mut starts: Vec<usize> = Vec::with_capacity(sizes.len() + 1);
+        let mut at = 0usize;
+        for &n in &sizes {
+            starts.push(at);
+            at += n as usize;
+        }
+        starts.push(at);
+        let mut fill = starts.clone();
+        let mut flat = vec![0usize; at];
+        for (&i, &g) in calls.iter().zip(&group_of) {
+            if g != u32::MAX {
+                flat[fill[g as usize]] = i;
+                fill[g as usize] += 1;
             }
         }
         let mut out = Vec::new();
-        for k in order {
-            let (args, members) = &same_args[&k];
+        let mut results: Vec<(u64, usize)> = Vec::new();
+        for g in 0..sizes.len() {
+            let members = &flat[starts[g]..starts[g + 1]];
             if members.len() < 2 {
                 // A single call can be neither a repeat nor a repeat without progress.
                 continue;
             }
-            let mut by_result: HashMap<u64, (String, Vec<usize>)> = HashMap::default();
-            for &i in members {
+            // The calls with the same result: the largest set, then the one whose first
+            // call has the lowest span index.
+            results.clear();
+            for (pos, &i) in members.iter().enumerate() {
                 if let Some(r) = result_of(&spans[i]) {
-                    by_result
-                        .entry(fingerprint(&r))
-                        .or_insert_with(|| (preview(&r, 200), Vec::new()))
-                        .1
-                        .push(i);
+                    results.push((fp(r), pos));
                 }
             }
-            let best = by_result
-                .into_values()
-                .max_by(|a, b| a.1.len().cmp(&b.1.len()).then(b.1[0].cmp(&a.1[0])));
+            results.sort_unstable();
+            let mut best: Option<(usize, usize)> = None; // (start, end) in `results`
+            let mut s = 0;
+            while s < results.len() {
+                let mut e = s + 1;
+                while e < results.len() && results[e].0 == results[s].0 {
+                    e += 1;
+                }
+                let better = match best {
+                    None => true,
+                    Some((bs, be)) => {
+                        e - s > be - bs
+                            || (e - s == be - bs && members[results[s].1] < members[results[bs].1])
+                    }
+                };
+                if better {
+                    best = Some((s, e));
+                }
+                s = e;
+            }
+            let same: Vec<usize> = best.map_or_else(Vec::new, |(s, e)| {
+                results[s..e].iter().map(|&(_, pos)| members[pos]).collect()
+            });
+            let first = members[0];
+            let args = || args_of(&spans[first]).map(&shown).unwrap_or_default();
             if members.len() >= opts.repeat_threshold.max(2) {
                 out.push(Loop::RepeatedCall {
-                    tool: k.0.to_string(),
-                    arguments: args.clone(),
+                    tool: tool_name(&spans[first]).to_string(),
+                    arguments: args(),
                     count: members.len() as u64,
-                    identical_results: best.as_ref().map_or(0, |b| b.1.len() as u64),
+                    identical_results: same.len() as u64,
                     span_ids: ids(members),
                 });
-            } else if let Some((result, same)) = best.filter(|b| b.1.len() >= 2) {
+            } else if same.len() >= 2 {
                 out.push(Loop::NoProgress {
-                    tool: k.0.to_string(),
-                    arguments: args.clone(),
-                    result,
+                    tool: tool_name(&spans[first]).to_string(),
+                    arguments: args(),
+                    result: result_of(&spans[same[0]]).map(&shown).unwrap_or_default(),
                     count: same.len() as u64,
                     span_ids: ids(&same),
                 });
@@ -905,11 +977,24 @@ impl<'a> Prepared<'a> {
 }
 
 fn list(ids: &[SpanId]) -> String {
-    let mut s: Vec<String> = ids.iter().take(5).map(|i| i.to_string()).collect();
-    if ids.len() > 5 {
-        s.push("…".into());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(6 * 18);
+    for (n, id) in ids.iter().take(5).enumerate() {
+        if n > 0 {
+            s.push_str(", ");
+        }
+        // The id as `Display` writes it: 16 lower-case hex digits.
+        let v = id.as_u64();
+        s.extend(
+            (0..16)
+                .rev()
+                .map(|k| HEX[(v >> (4 * k) & 0xf) as usize] as char),
+        );
     }
-    s.join(", ")
+    if ids.len() > 5 {
+        s.push_str(", …");
+    }
+    s
 }
 
 fn secs(ms: f64) -> String {
@@ -926,11 +1011,8 @@ fn recommendations(
     t: &Timeline,
     opts: &AnalysisOptions,
 ) -> Vec<Recommendation> {
-    let by_id: HashMap<SpanId, usize> = spans
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.span_id, i))
-        .collect();
+    // Built only for a retried error group.
+    let mut by_id: Option<HashMap<SpanId, usize>> = None;
     let mut out = Vec::new();
     let mut rec = |kind: &'static str, message: String, span_ids: Vec<SpanId>| {
         out.push(Recommendation {
@@ -1073,6 +1155,13 @@ fn recommendations(
             Some(ok) => {
                 let mut ids = g.span_ids.clone();
                 ids.push(ok);
+                let by_id = by_id.get_or_insert_with(|| {
+                    spans
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| (s.span_id, i))
+                        .collect()
+                });
                 let lost: i64 = g
                     .span_ids
                     .iter()
@@ -1167,10 +1256,39 @@ fn top_on_path(
         .collect()
 }
 
+fn counts_of(events: &[Event]) -> BTreeMap<&'static str, u64> {
+    let mut c = BTreeMap::new();
+    for e in events {
+        *c.entry(e.body.event_type().as_str()).or_default() += 1;
+    }
+    c
+}
+
+fn counts_from(counts: &[(EventType, u64)]) -> BTreeMap<&'static str, u64> {
+    let mut c = BTreeMap::new();
+    for &(t, n) in counts.iter().filter(|(_, n)| *n > 0) {
+        *c.entry(t.as_str()).or_default() += n;
+    }
+    c
+}
+
 /// The figures of a trace: counts, timing per component and name, models, tools,
 /// retrievals, errors, events. Running spans count up to `now`.
 pub fn summarize(trace: &Trace, spans: &[Span], events: &[Event], now: Timestamp) -> Summary {
-    Prepared::new(trace, spans, events, now).summary()
+    Prepared::new(trace, spans, events, counts_of(events), now).summary()
+}
+
+/// [`summarize`] from what a store gives without reading every event: the number of
+/// events of each type and the `error` events (in `seq` order). The figures are those of
+/// `summarize` over the whole log.
+pub fn summarize_counted(
+    trace: &Trace,
+    spans: &[Span],
+    event_counts: &[(EventType, u64)],
+    error_events: &[Event],
+    now: Timestamp,
+) -> Summary {
+    Prepared::new(trace, spans, error_events, counts_from(event_counts), now).summary()
 }
 
 /// The whole analysis of a trace. A trace that is not terminal is analysed as far as it
@@ -1182,7 +1300,29 @@ pub fn analyze(
     now: Timestamp,
     opts: &AnalysisOptions,
 ) -> Analysis {
-    let mut p = Prepared::new(trace, spans, events, now);
+    analyse(
+        Prepared::new(trace, spans, events, counts_of(events), now),
+        opts,
+    )
+}
+
+/// [`analyze`] from what a store gives without reading every event: the number of events
+/// of each type and the `error` events (in `seq` order; other events in the slice are not
+/// looked at). The analysis is that of `analyze` over the whole log (ADR 037).
+pub fn analyze_counted(
+    trace: &Trace,
+    spans: &[Span],
+    event_counts: &[(EventType, u64)],
+    error_events: &[Event],
+    now: Timestamp,
+    opts: &AnalysisOptions,
+) -> Analysis {
+    let counts = counts_from(event_counts);
+    analyse(Prepared::new(trace, spans, error_events, counts, now), opts)
+}
+
+fn analyse(mut p: Prepared<'_>, opts: &AnalysisOptions) -> Analysis {
+    let (trace, spans) = (p.trace, p.spans);
     let summary = p.summary();
     let critical_path = p.timeline.critical_path(spans);
     let path_ns: i64 = p.timeline.critical_ns.iter().sum();

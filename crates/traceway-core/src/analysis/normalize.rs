@@ -31,12 +31,18 @@ fn key_form(k: &str) -> String {
         .collect()
 }
 
-/// Keys prepared for [`canonical`].
-pub(crate) struct Volatile(Vec<String>);
+/// Keys prepared for [`canonical`], with the set of their lengths (bit `n` for length
+/// `n` < 64), so that most keys are told apart by their length alone.
+pub(crate) struct Volatile(Vec<String>, u64);
 
 impl Volatile {
     pub fn new(keys: &[String]) -> Volatile {
-        Volatile(keys.iter().map(|k| key_form(k)).collect())
+        let forms: Vec<String> = keys.iter().map(|k| key_form(k)).collect();
+        let lengths = forms
+            .iter()
+            .filter(|f| f.len() < 64)
+            .fold(0u64, |m, f| m | 1 << f.len());
+        Volatile(forms, lengths)
     }
     fn contains(&self, k: &str) -> bool {
         // This runs for every key of every argument object: the normal form is built on
@@ -53,6 +59,9 @@ impl Volatile {
             }
             buf[n] = b.to_ascii_lowercase();
             n += 1;
+        }
+        if n < 64 && self.1 & (1 << n) == 0 {
+            return false;
         }
         self.0.iter().any(|v| v.as_bytes() == &buf[..n])
     }
@@ -72,6 +81,12 @@ fn looks_like_time(s: &str) -> bool {
 /// A string as a JSON literal, escaped, appended without an intermediate allocation.
 fn push_str_lit(out: &mut String, s: &str) {
     out.push('"');
+    // Most strings need no escape: copied in one piece.
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -91,16 +106,32 @@ fn push_str_lit(out: &mut String, s: &str) {
 pub(crate) fn canonical(v: &Value, volatile: &Volatile, out: &mut String) {
     match v {
         Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().filter(|k| !volatile.contains(k)).collect();
-            keys.sort();
             out.push('{');
-            for (n, k) in keys.into_iter().enumerate() {
+            let mut n = 0;
+            let mut entry = |k: &str, v: &Value, out: &mut String| {
+                if volatile.contains(k) {
+                    return;
+                }
                 if n > 0 {
                     out.push(',');
                 }
+                n += 1;
                 push_str_lit(out, k);
                 out.push(':');
-                canonical(&m[k], volatile, out);
+                canonical(v, volatile, out);
+            };
+            // serde_json's map iterates in key order unless its `preserve_order` feature
+            // is on somewhere in the build; sort only when it is not in order.
+            if m.keys().is_sorted() {
+                for (k, v) in m {
+                    entry(k, v, out);
+                }
+            } else {
+                let mut pairs: Vec<(&String, &Value)> = m.iter().collect();
+                pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                for (k, v) in pairs {
+                    entry(k, v, out);
+                }
             }
             out.push('}');
         }
@@ -127,7 +158,15 @@ pub(crate) fn canonical(v: &Value, volatile: &Volatile, out: &mut String) {
             }
             push_str_lit(out, t);
         }
-        other => out.push_str(&other.to_string()),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => out.push_str(itoa::Buffer::new().format(u)),
+            (None, Some(i)) => out.push_str(itoa::Buffer::new().format(i)),
+            _ => {
+                let _ = std::fmt::Write::write_fmt(out, format_args!("{n}"));
+            }
+        },
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Null => out.push_str("null"),
     }
 }
 

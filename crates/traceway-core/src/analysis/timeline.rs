@@ -24,6 +24,8 @@ pub(crate) struct Timeline {
     pub detached: Vec<bool>,
     /// Reached from a root (spans in a parent cycle are not).
     pub reached: Vec<bool>,
+    /// Distance from its root (0 for spans not reached).
+    pub depth: Vec<usize>,
     /// Exclusive time: the effective interval minus the union of its attached children's.
     pub self_ns: Vec<i64>,
     /// Time on the critical path.
@@ -53,10 +55,12 @@ impl Timeline {
         let mut end = vec![0i64; n];
         let mut detached = vec![false; n];
         let mut reached = vec![false; n];
+        let mut depth = vec![0usize; n];
         // Parents come before children in preorder, so each parent's interval is final
         // when its children are clamped to it.
-        for &(i, _) in &order {
+        for &(i, d) in &order {
             reached[i] = true;
+            depth[i] = d;
             let (s, e) = (spans[i].start_time.unix_nanos(), end_or_now(&spans[i], now));
             match index.parent[i] {
                 Some(p) if !(e < start[p] || s > end[p]) => {
@@ -76,6 +80,7 @@ impl Timeline {
             end,
             detached,
             reached,
+            depth,
             self_ns: vec![0; n],
             critical_ns: vec![0; n],
             segments: Vec::new(),
@@ -308,28 +313,25 @@ fn shares(mut v: Vec<(String, i64)>, total: i64) -> Vec<PathShare> {
 
 impl Timeline {
     pub fn critical_path(&self, spans: &[Span]) -> CriticalPath {
-        let mut depth = vec![0usize; spans.len()];
-        for (i, d) in self.index.preorder() {
-            depth[i] = d;
-        }
+        let depth = &self.depth;
         let total: i64 = self.segments.iter().map(|&(_, s, e)| e - s).sum();
         let mut by_kind: rustc_hash::FxHashMap<&'static str, i64> = Default::default();
-        let mut by_model: rustc_hash::FxHashMap<String, i64> = Default::default();
+        let mut by_model: rustc_hash::FxHashMap<&str, i64> = Default::default();
         let segments = self
             .segments
             .iter()
             .map(|&(i, s, e)| {
                 let span = &spans[i];
                 *by_kind.entry(span.kind.as_str()).or_default() += e - s;
-                let model = span.llm.as_ref().and_then(|l| l.model.clone());
-                if let Some(m) = &model {
-                    *by_model.entry(m.clone()).or_default() += e - s;
+                let model = span.llm.as_ref().and_then(|l| l.model.as_deref());
+                if let Some(m) = model {
+                    *by_model.entry(m).or_default() += e - s;
                 }
                 Segment {
                     span_id: span.span_id,
                     kind: span.kind,
                     name: span.name.clone(),
-                    model,
+                    model: model.map(str::to_string),
                     depth: depth[i],
                     start: Timestamp::from_unix_nanos(s),
                     offset_ms: ms(s - self.window.map_or(s, |w| w.0)),
@@ -355,7 +357,13 @@ impl Timeline {
                     .collect(),
                 total,
             ),
-            by_model: shares(by_model.into_iter().collect(), total),
+            by_model: shares(
+                by_model
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                total,
+            ),
             dropped,
         }
     }

@@ -545,3 +545,82 @@ fn digests_keep_the_top_figures_and_merge_across_traces() {
         (2, 2)
     );
 }
+
+/// ADR 037: the analysis from the counts of events per type and the `error` events alone
+/// (what the HTTP route reads) is the analysis over the whole log.
+#[test]
+fn the_analysis_from_event_counts_and_error_events_is_the_analysis_of_the_whole_log() {
+    use traceway_core::analysis::{analyze_counted, summarize, summarize_counted};
+    use traceway_core::{EventType, LogRecord};
+    let spans = big_trace();
+    let t = trace(State::Completed, &spans);
+    let event = |seq: u64, body: EventBody| Event {
+        trace_id: t.trace_id,
+        seq,
+        time: at(seq as i64),
+        component_id: None,
+        body,
+    };
+    let mut events = Vec::new();
+    for (n, s) in spans.iter().enumerate() {
+        events.push(event(n as u64 + 1, EventBody::SpanEnded(s.clone())));
+    }
+    let error = |seq: u64, span_id, ty: &str, message: &str| {
+        event(
+            seq,
+            EventBody::Error(ErrorRecord {
+                span_id,
+                error_type: Some(ty.into()),
+                message: message.into(),
+                stacktrace: None,
+            }),
+        )
+    };
+    let failing = spans
+        .iter()
+        .find(|s| s.status.code == traceway_core::StatusCode::Error)
+        .unwrap()
+        .span_id;
+    events.push(error(
+        20_001,
+        Some(failing),
+        "UpstreamError",
+        "upstream 503",
+    ));
+    events.push(event(
+        20_002,
+        EventBody::Log(LogRecord {
+            span_id: None,
+            severity: Default::default(),
+            message: "retrying".into(),
+            attributes: Default::default(),
+        }),
+    ));
+    events.push(error(20_003, None, "TimeoutError", "gave up after 30 s"));
+    let counts: Vec<(EventType, u64)> = EventType::ALL
+        .iter()
+        .map(|&ty| {
+            let n = events.iter().filter(|e| e.body.event_type() == ty).count();
+            (ty, n as u64)
+        })
+        .collect();
+    let errors: Vec<Event> = events
+        .iter()
+        .filter(|e| e.body.event_type() == EventType::Error)
+        .cloned()
+        .collect();
+    let opts = AnalysisOptions::default();
+    let whole = analyze(&t, &spans, &events, at(100_000), &opts);
+    let counted = analyze_counted(&t, &spans, &counts, &errors, at(100_000), &opts);
+    assert_eq!(counted, whole);
+    assert_eq!(whole.summary.events["error"], 2);
+    assert_eq!(whole.summary.events["span_ended"], 10_000);
+    assert!(whole
+        .error_groups
+        .iter()
+        .any(|g| g.error_type.as_deref() == Some("TimeoutError") && g.kind.is_none()));
+    assert_eq!(
+        summarize_counted(&t, &spans, &counts, &errors, at(100_000)),
+        summarize(&t, &spans, &events, at(100_000))
+    );
+}

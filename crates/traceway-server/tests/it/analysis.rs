@@ -535,3 +535,56 @@ async fn pricing_from_the_config_file_prices_ingested_llm_spans(backend: Backend
     }
 }
 }
+
+on_both! {
+/// ADR 037: the summary and the analysis count every event of a trace, not the first
+/// page of them, and an `error` event logged after 10,500 spans (past any one page of
+/// events) is in the error groups and the error count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_analysis_counts_every_event_and_reads_late_error_events(backend: Backend) {
+    let t = backend.app().await;
+    let (status, created) = call(&t.router, "acme", Method::POST, "/api/v1/traces", Some(json!({}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["trace_id"].as_str().unwrap().to_string();
+    let root = json!({"type": "span_ended", "span": {"span_id": "00000000000f0000", "kind": "agent",
+        "name": "run", "start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-01T00:10:00Z",
+        "status": {"code": "ok"}}});
+    let mut events = vec![root];
+    for n in 1..10_500u64 {
+        let ms = n * 10;
+        events.push(json!({"type": "span_ended", "span": {
+            "span_id": format!("{n:016x}"), "parent_span_id": "00000000000f0000", "kind": "tool",
+            "name": "lookup",
+            "start_time": format!("2026-01-01T00:{:02}:{:02}.{:03}Z", ms / 60_000, ms / 1000 % 60, ms % 1000),
+            "end_time": format!("2026-01-01T00:{:02}:{:02}.{:03}Z", ms / 60_000, ms / 1000 % 60, ms % 1000 + 5),
+            "status": {"code": "ok"}}}));
+    }
+    events.push(json!({"type": "error", "message": "upstream closed after 12 s", "error_type": "TimeoutError"}));
+    for chunk in events.chunks(1000) {
+        let (status, v) = call(
+            &t.router,
+            "acme",
+            Method::POST,
+            &format!("/api/v1/traces/{id}/events"),
+            Some(json!({"events": chunk})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+    }
+    for route in ["summary", "analysis"] {
+        let (status, a) = call(&t.router, "acme", Method::GET, &format!("/api/v1/traces/{id}/{route}"), None).await;
+        assert_eq!(status, StatusCode::OK, "{a}");
+        let events = &a["summary"]["events"];
+        assert_eq!(events["span_ended"], 10_500, "{route}: {events}");
+        assert_eq!(events["trace_started"], 1, "{route}: {events}");
+        assert_eq!(events["error"], 1, "{route}: {events}");
+        assert_eq!(a["summary"]["error_count"], 1, "{route}");
+        assert_eq!(a["events_truncated"], false, "{route}");
+    }
+    let (_, a) = call(&t.router, "acme", Method::GET, &format!("/api/v1/traces/{id}/analysis"), None).await;
+    let groups = a["error_groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0]["error_type"], "TimeoutError");
+    assert_eq!(groups[0]["message"], "upstream closed after <n> s");
+}
+}

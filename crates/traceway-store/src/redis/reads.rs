@@ -488,6 +488,50 @@ impl Traces for RedisStore {
         }
     }
 
+    async fn count_events(
+        &self,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<EventCounts>, StoreError> {
+        let now = self.clock.now();
+        let Some(l) = self.load(tenant, id).await? else {
+            return Ok(None);
+        };
+        if l.trace.expires_at <= now {
+            return Ok(None);
+        }
+        let mut counts = EventCounts::default();
+        if l.dexp <= now.unix_nanos() {
+            return Ok(Some(counts));
+        }
+        // The whole stream is read, but of each event only its type is parsed (the rest is
+        // skipped over unallocated).
+        #[derive(Deserialize)]
+        struct Typed<'a> {
+            #[serde(rename = "type", borrow)]
+            ty: std::borrow::Cow<'a, str>,
+        }
+        let key = self.trace_keys(tenant, id).events;
+        let mut from = 1u64;
+        loop {
+            let (entries, full) = self.entries(&key, from, 100).await?;
+            let before = from;
+            for (last, d) in entries {
+                for r in entry_raw_events(&d)? {
+                    let t: Typed = serde_json::from_str(r.get()).map_err(json_err)?;
+                    let t: traceway_core::EventType =
+                        t.ty.parse()
+                            .map_err(|e| StoreError::Internal(format!("stored event: {e}")))?;
+                    counts.add(t);
+                }
+                from = last + 1;
+            }
+            if !full || from == before {
+                return Ok(Some(counts));
+            }
+        }
+    }
+
     async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError> {
         let now = self.clock.now();
         Ok(self

@@ -16,7 +16,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
-use traceway_core::{Event, EventBody, NewTrace, Span, Timestamp, Trace, TraceId, TracePatch};
+use traceway_core::{
+    Event, EventBody, EventType, NewTrace, Span, Timestamp, Trace, TraceId, TracePatch,
+};
 
 use self::row::{read_trace_row, TRACE_COLUMNS};
 use self::schema::internal;
@@ -627,6 +629,43 @@ impl Traces for SqliteStore {
                 });
             }
             Ok(Some(events))
+        })
+        .await
+    }
+
+    async fn count_events(
+        &self,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<EventCounts>, StoreError> {
+        let tenant = tenant.to_string();
+        self.read(move |c, now| {
+            let Some((rowid, data_expires)) = live_trace_ref(c, &tenant, id, now)? else {
+                return Ok(None);
+            };
+            let mut counts = EventCounts::default();
+            if data_expires <= now.unix_nanos() {
+                return Ok(Some(counts));
+            }
+            // One range of `events_by_seq`; each row's type is read, never its body.
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT type, count(*) FROM events WHERE trace_ref = ?1 GROUP BY type",
+                )
+                .map_err(internal)?;
+            let rows = stmt
+                .query_map([rowid], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
+                .map_err(internal)?;
+            for row in rows {
+                let (t, n) = row.map_err(internal)?;
+                let t: EventType = t
+                    .parse()
+                    .map_err(|e| StoreError::Internal(format!("stored event: {e}")))?;
+                counts.add_n(t, u32::try_from(n).unwrap_or(u32::MAX));
+            }
+            Ok(Some(counts))
         })
         .await
     }
