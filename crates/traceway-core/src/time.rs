@@ -62,6 +62,9 @@ impl Timestamp {
 
     /// Parses RFC 3339 (`2026-11-21T10:00:00Z`, any offset, any fraction).
     pub fn parse_rfc3339(s: &str) -> Result<Timestamp, String> {
+        if let Some(t) = parse_utc_fast(s.as_bytes()) {
+            return Ok(t);
+        }
         let dt = chrono::DateTime::parse_from_rfc3339(s)
             .map_err(|e| format!("invalid RFC 3339 time {s:?}: {e}"))?;
         dt.timestamp_nanos_opt()
@@ -121,6 +124,70 @@ impl Timestamp {
         buf[n] = b'Z';
         n + 1
     }
+}
+
+/// The form this module writes (`YYYY-MM-DDTHH:MM:SS`, an optional fraction of 1 to 9
+/// digits, `Z`), read without chrono: stored bodies carry several times each, and reads
+/// parse them all (ADR 043). Anything else — offsets, lower-case `t`/`z`, leap seconds,
+/// years near the ends of `i64` nanoseconds, invalid dates — is `None` and left to
+/// chrono, so the answer is always chrono's (the tests compare the two).
+fn parse_utc_fast(b: &[u8]) -> Option<Timestamp> {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || *b.last()? != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Inside this range every time fits i64 nanoseconds.
+    if !(1678..=2261).contains(&year) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    let nanos = match &b[19..b.len() - 1] {
+        [] => 0,
+        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) => {
+            let v = num(20..20 + digits.len())?;
+            v * 10u32.pow(9 - digits.len() as u32)
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(i64::from(year), month, day);
+    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    Some(Timestamp(secs * 1_000_000_000 + i64::from(nanos)))
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (the inverse of `civil_from_days`).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400); // [0, 399]
+    let m = i64::from(month);
+    let mp = if m > 2 { m - 3 } else { m + 9 }; // [0, 11], from March
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1; // [0, 365]
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
+    era * 146_097 + doe - 719_468
 }
 
 /// The longest RFC 3339 form written: `2262-04-11T23:47:16.854775807Z`.
@@ -248,7 +315,72 @@ mod tests {
         }
     }
 
+    fn chrono_parse(s: &str) -> Option<i64> {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .and_then(|d| d.timestamp_nanos_opt())
+    }
+
+    #[test]
+    fn rfc3339_parse_is_chronos_at_the_edges() {
+        for s in [
+            "1970-01-01T00:00:00Z",
+            "2000-02-29T23:59:59.999999999Z",
+            "1900-02-29T00:00:00Z",
+            "2100-02-29T00:00:00Z",
+            "2024-02-30T00:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-00-10T00:00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T23:60:00Z",
+            "2016-12-31T23:59:60Z",
+            "2024-01-01T00:00:00.Z",
+            "2024-01-01T00:00:00.1234567890Z",
+            "2024-01-01T00:00:00.5Z",
+            "2024-01-01t00:00:00z",
+            "2024-01-01T00:00:00+01:00",
+            "1677-09-21T00:12:43.145224192Z",
+            "1677-09-21T00:12:43.145224191Z",
+            "2262-04-11T23:47:16.854775807Z",
+            "2262-04-11T23:47:16.854775808Z",
+            "+2024-01-01T00:00:00Z",
+            "2024-01-01T00:00:00",
+        ] {
+            assert_eq!(
+                Timestamp::parse_rfc3339(s).ok().map(Timestamp::unix_nanos),
+                chrono_parse(s),
+                "{s}"
+            );
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn rfc3339_parse_reads_what_it_writes(nanos in proptest::num::i64::ANY) {
+            let t = Timestamp(nanos);
+            proptest::prop_assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Ok(t));
+        }
+
+        #[test]
+        fn rfc3339_parse_is_chronos(s in "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{0,10})?Z") {
+            proptest::prop_assert_eq!(
+                Timestamp::parse_rfc3339(&s).ok().map(Timestamp::unix_nanos),
+                chrono_parse(&s)
+            );
+        }
+
+        #[test]
+        fn rfc3339_parse_is_chronos_for_likely_dates(y in 1600u32..2400, mo in 0u32..14, d in 0u32..33, h in 0u32..25, mi in 0u32..61, sec in 0u32..62, frac in proptest::option::of(0u32..1_000_000_000)) {
+            let s = match frac {
+                Some(f) => format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}.{f:09}Z"),
+                None => format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}Z"),
+            };
+            proptest::prop_assert_eq!(
+                Timestamp::parse_rfc3339(&s).ok().map(Timestamp::unix_nanos),
+                chrono_parse(&s)
+            );
+        }
+
         #[test]
         fn rfc3339_form_is_chronos(nanos in proptest::num::i64::ANY) {
             proptest::prop_assert_eq!(Timestamp(nanos).to_rfc3339(), chrono_form(nanos));
