@@ -9,7 +9,8 @@
 //! are still in flight. Two parts of one trace are sent in the order they were recorded
 //! (the later waits for the earlier). A step that started and ended within one round is
 //! sent once, as a whole `span_ended`. Every `span_ended` carries the whole span, so a
-//! lost or late `span_started` loses nothing but the live view.
+//! lost or late `span_started` loses nothing but the live view. The JSON is written
+//! straight from the recorded steps (`crate::wire`, ADR 038).
 //!
 //! A server older than ADR 030 refuses the two fields (400, unknown field): the exporter
 //! then falls back, for the rest of its life, to a create (`POST /api/v1/traces`, 409
