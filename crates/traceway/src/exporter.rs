@@ -251,7 +251,7 @@ fn group(batch: Vec<Record>) -> Vec<TraceBatch> {
                     None => t.events.push(WireEvent::Ended(d)),
                 }
             }
-            Record::Event(e) => t.events.push(WireEvent::Other(e.1)),
+            Record::Event(e) => t.events.push(WireEvent::Other(e)),
         }
     }
     order

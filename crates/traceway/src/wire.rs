@@ -9,7 +9,7 @@
 
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
-use traceway_core::{EventInput, StatusCode};
+use traceway_core::{EventInput, StatusCode, TraceId};
 
 use crate::span::{AttrValue, SpanData};
 
@@ -19,8 +19,8 @@ pub(crate) enum WireEvent {
     Started(Box<SpanData>),
     /// A step ended, or started and ended within the round (`span_ended`, the whole step).
     Ended(Box<SpanData>),
-    /// A log or an error.
-    Other(EventInput),
+    /// A log or an error, as recorded (with its trace id).
+    Other(Box<(TraceId, EventInput)>),
 }
 
 /// A slice of events with the tracer's service name, serialised as the `events` array.
@@ -45,7 +45,7 @@ impl Serialize for Events<'_> {
                     service: self.service,
                 })?,
                 // serde's derive writes the tag first.
-                WireEvent::Other(e) => seq.serialize_element(e)?,
+                WireEvent::Other(e) => seq.serialize_element(&e.1)?,
             }
         }
         seq.end()
@@ -154,7 +154,7 @@ mod tests {
     use std::borrow::Cow;
 
     use serde_json::json;
-    use traceway_core::{SpanId, SpanKind, SpanStatus, Timestamp, TraceId};
+    use traceway_core::{SpanId, SpanKind, SpanStatus, Timestamp};
 
     use super::*;
 
