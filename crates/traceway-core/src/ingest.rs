@@ -121,8 +121,14 @@ impl From<Span> for SpanInput {
 }
 
 /// One event in an append batch. In JSON, `"type"` selects the variant.
+///
+/// Decoding is hand-written (ADR 038): when `"type"` is the object's first key, as every
+/// serialiser of this type writes it, the rest of the object is decoded straight into the
+/// variant, without the copy of the whole event that serde's derive for internally tagged
+/// enums makes first (a `Content` tree with every key and string allocated). Any other
+/// key order is still accepted, through a buffered `serde_json::Value`.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventInput {
     /// A step began.
@@ -159,6 +165,197 @@ pub enum EventInput {
         #[serde(flatten)]
         record: ErrorRecord,
     },
+}
+
+/// The variants' names, as `"type"` spells them.
+const EVENT_TYPES: &[&str] = &["span_started", "span_ended", "log", "error"];
+
+#[derive(Clone, Copy)]
+enum EventType {
+    SpanStarted,
+    SpanEnded,
+    Log,
+    Error,
+}
+
+impl<'de> Deserialize<'de> for EventType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = EventType;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event type")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EventType, E> {
+                Ok(match v {
+                    "span_started" => EventType::SpanStarted,
+                    "span_ended" => EventType::SpanEnded,
+                    "log" => EventType::Log,
+                    "error" => EventType::Error,
+                    other => return Err(E::unknown_variant(other, EVENT_TYPES)),
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// An object key: `"type"` or another (kept, for the buffered path).
+enum EventKey<'de> {
+    Type,
+    Other(std::borrow::Cow<'de, str>),
+}
+
+impl<'de> Deserialize<'de> for EventKey<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EventKey<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<EventKey<'de>, E> {
+                Ok(if v == "type" {
+                    EventKey::Type
+                } else {
+                    EventKey::Other(v.into())
+                })
+            }
+            fn visit_str<E>(self, v: &str) -> Result<EventKey<'de>, E> {
+                Ok(if v == "type" {
+                    EventKey::Type
+                } else {
+                    EventKey::Other(v.to_owned().into())
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+/// The fields of `span_started` and `span_ended` after `"type"`.
+#[derive(Deserialize)]
+struct SpanEventBody {
+    span: SpanInput,
+    /// A second `"type"`, refused as serde's derive refuses it.
+    #[serde(default, rename = "type")]
+    again: Option<serde::de::IgnoredAny>,
+}
+
+/// The fields of `log` after `"type"`.
+#[derive(Deserialize)]
+struct LogEventBody {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    time: Option<Timestamp>,
+    #[serde(default, rename = "type")]
+    again: Option<serde::de::IgnoredAny>,
+    #[serde(flatten)]
+    record: LogRecord,
+}
+
+/// The fields of `error` after `"type"`.
+#[derive(Deserialize)]
+struct ErrorEventBody {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    time: Option<Timestamp>,
+    #[serde(default, rename = "type")]
+    again: Option<serde::de::IgnoredAny>,
+    #[serde(flatten)]
+    record: ErrorRecord,
+}
+
+impl EventInput {
+    /// The variant `ty` from the object's other fields, read by `d`.
+    fn from_body<'de, D: serde::Deserializer<'de>>(
+        ty: EventType,
+        d: D,
+    ) -> Result<EventInput, D::Error> {
+        use serde::de::Error as _;
+        Ok(match ty {
+            EventType::SpanStarted | EventType::SpanEnded => {
+                let body = SpanEventBody::deserialize(d)?;
+                if body.again.is_some() {
+                    return Err(D::Error::duplicate_field("type"));
+                }
+                match ty {
+                    EventType::SpanStarted => EventInput::SpanStarted { span: body.span },
+                    _ => EventInput::SpanEnded { span: body.span },
+                }
+            }
+            EventType::Log => {
+                let b = LogEventBody::deserialize(d)?;
+                if b.again.is_some() {
+                    return Err(D::Error::duplicate_field("type"));
+                }
+                EventInput::Log {
+                    id: b.id,
+                    time: b.time,
+                    record: b.record,
+                }
+            }
+            EventType::Error => {
+                let b = ErrorEventBody::deserialize(d)?;
+                if b.again.is_some() {
+                    return Err(D::Error::duplicate_field("type"));
+                }
+                EventInput::Error {
+                    id: b.id,
+                    time: b.time,
+                    record: b.record,
+                }
+            }
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for EventInput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EventInput;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event: an object with a \"type\"")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<EventInput, A::Error> {
+                use serde::de::value::MapAccessDeserializer;
+                use serde::de::Error as _;
+                let first = match map.next_key::<EventKey<'de>>()? {
+                    None => return Err(A::Error::missing_field("type")),
+                    Some(EventKey::Type) => {
+                        // The common order: the rest is decoded in place.
+                        let ty: EventType = map.next_value()?;
+                        return EventInput::from_body(ty, MapAccessDeserializer::new(map));
+                    }
+                    Some(EventKey::Other(k)) => k,
+                };
+                // Another order: buffer the object, then decode it.
+                let mut fields = Map::new();
+                fields.insert(first.into_owned(), map.next_value::<Value>()?);
+                let mut ty = None;
+                while let Some(k) = map.next_key::<EventKey<'de>>()? {
+                    match k {
+                        EventKey::Type if ty.is_some() => {
+                            return Err(A::Error::duplicate_field("type"))
+                        }
+                        EventKey::Type => ty = Some(map.next_value::<EventType>()?),
+                        EventKey::Other(k) => {
+                            fields.insert(k.into_owned(), map.next_value::<Value>()?);
+                        }
+                    }
+                }
+                let ty = ty.ok_or_else(|| A::Error::missing_field("type"))?;
+                EventInput::from_body(ty, Value::Object(fields)).map_err(A::Error::custom)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// The request to create a trace (`POST /api/v1/traces`). Every field is optional.
@@ -465,6 +662,83 @@ pub fn fill_messages(span: &mut Span, fill: &MessageFill) -> bool {
 mod tests {
     use super::*;
     use crate::model::StatusCode;
+
+    #[test]
+    fn an_event_decodes_the_same_whatever_the_key_order() {
+        let cases = [
+            (
+                r#"{"type":"span_ended","span":{"span_id":"00000000000000a1","name":"n","start_time":5,"attributes":{"k":1}}}"#,
+                r#"{"span":{"span_id":"00000000000000a1","name":"n","start_time":5,"attributes":{"k":1}},"type":"span_ended"}"#,
+            ),
+            (
+                r#"{"type":"log","id":"x","message":"m","severity":"warn","span_id":"00000000000000a1"}"#,
+                r#"{"message":"m","id":"x","type":"log","severity":"warn","span_id":"00000000000000a1"}"#,
+            ),
+            (
+                r#"{"type":"error","message":"m","error_type":"E","time":"2025-11-21T10:00:00Z"}"#,
+                r#"{"time":"2025-11-21T10:00:00Z","error_type":"E","message":"m","type":"error"}"#,
+            ),
+        ];
+        for (first, last) in cases {
+            let a: EventInput = serde_json::from_str(first).unwrap();
+            let b: EventInput = serde_json::from_str(last).unwrap();
+            assert_eq!(a, b, "{first}");
+            // What serialising writes decodes back to the same event.
+            let again: EventInput =
+                serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+            assert_eq!(again, a);
+        }
+        let e: EventInput = serde_json::from_str(cases[0].0).unwrap();
+        assert!(
+            matches!(&e, EventInput::SpanEnded { span } if span.start_time == Some(Timestamp::from_unix_nanos(5)))
+        );
+    }
+
+    #[test]
+    fn a_bad_event_is_refused_in_either_key_order() {
+        let cases = [
+            (
+                r#"{"type":"span_exploded"}"#,
+                "unknown variant `span_exploded`",
+            ),
+            (
+                r#"{"span":{},"type":"span_exploded"}"#,
+                "unknown variant `span_exploded`",
+            ),
+            (r#"{"type":"span_started"}"#, "missing field `span`"),
+            (r#"{"x":1}"#, "missing field `type`"),
+            (r#"{}"#, "missing field `type`"),
+            (
+                r#"{"type":"log","type":"log","message":"m"}"#,
+                "duplicate field `type`",
+            ),
+            (
+                r#"{"type":"span_started","type":"log","span":{"span_id":"00000000000000a1"}}"#,
+                "duplicate field `type`",
+            ),
+            (
+                r#"{"message":"m","type":"log","type":"log"}"#,
+                "duplicate field `type`",
+            ),
+            (r#"{"type":"log"}"#, "missing field `message`"),
+            (r#"{"type":7}"#, "invalid type"),
+            (
+                r#"{"type":"span_started","span":{"span_id":"00000000000000a1","lmm":{}}}"#,
+                "unknown field `lmm`",
+            ),
+            (
+                r#"{"span":{"span_id":"00000000000000a1","lmm":{}},"type":"span_started"}"#,
+                "unknown field `lmm`",
+            ),
+            (r#"["span_started"]"#, "invalid type: sequence"),
+        ];
+        for (text, needle) in cases {
+            let e = serde_json::from_str::<EventInput>(text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{text}: {e:?} should say {needle:?}");
+        }
+    }
 
     fn m(role: &str, content: &str) -> Message {
         Message {

@@ -9,7 +9,8 @@
 //! are still in flight. Two parts of one trace are sent in the order they were recorded
 //! (the later waits for the earlier). A step that started and ended within one round is
 //! sent once, as a whole `span_ended`. Every `span_ended` carries the whole span, so a
-//! lost or late `span_started` loses nothing but the live view.
+//! lost or late `span_started` loses nothing but the live view. The JSON is written
+//! straight from the recorded steps (`crate::wire`, ADR 038).
 //!
 //! A server older than ADR 030 refuses the two fields (400, unknown field): the exporter
 //! then falls back, for the rest of its life, to a create (`POST /api/v1/traces`, 409
@@ -25,9 +26,10 @@ use reqwest::StatusCode;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use traceway_core::{EventInput, Level, NewTrace, State, StatusCode as SpanStatus, TraceId};
+use traceway_core::{Level, NewTrace, State, StatusCode as SpanStatus, TraceId};
 
 use crate::tracer::{Command, Record, Shared};
+use crate::wire::{Events, WireEvent};
 
 pub(crate) struct ExportConfig {
     pub base: String,
@@ -73,7 +75,7 @@ impl Known {
 /// What one round sends for one trace.
 struct TraceBatch {
     trace_id: TraceId,
-    events: Vec<EventInput>,
+    events: Vec<WireEvent>,
     records: u64,
     started_at: HashMap<traceway_core::SpanId, usize>,
     /// Name of this process's root span of the trace, when it is in the batch.
@@ -136,7 +138,7 @@ pub(crate) async fn run(
             if batch.is_empty() {
                 break;
             }
-            for t in group(batch, ex.config.service.as_deref()) {
+            for t in group(batch) {
                 // At most `max_in_flight` parts at once: this waits for a slot, never
                 // for the round.
                 let permit = slots
@@ -205,7 +207,7 @@ pub(crate) async fn run(
     }
 }
 
-fn group(batch: Vec<Record>, service: Option<&str>) -> Vec<TraceBatch> {
+fn group(batch: Vec<Record>) -> Vec<TraceBatch> {
     let mut order: Vec<TraceBatch> = Vec::new();
     let mut index: HashMap<TraceId, usize> = HashMap::new();
     for record in batch {
@@ -232,14 +234,9 @@ fn group(batch: Vec<Record>, service: Option<&str>) -> Vec<TraceBatch> {
                     t.root_name = Some(d.name.to_string());
                 }
                 t.started_at.insert(d.span_id, t.events.len());
-                t.events.push(EventInput::SpanStarted {
-                    span: d.to_input(service),
-                });
+                t.events.push(WireEvent::Started(d));
             }
             Record::End(d) => {
-                let ended = EventInput::SpanEnded {
-                    span: d.to_input(service),
-                };
                 if d.trace_root {
                     t.root_name = Some(d.name.to_string());
                     t.end = Some(if d.status.code == SpanStatus::Error {
@@ -250,11 +247,11 @@ fn group(batch: Vec<Record>, service: Option<&str>) -> Vec<TraceBatch> {
                 }
                 match t.started_at.remove(&d.span_id) {
                     // Started and ended within the round: one whole span_ended.
-                    Some(at) => t.events[at] = ended,
-                    None => t.events.push(ended),
+                    Some(at) => t.events[at] = WireEvent::Ended(d),
+                    None => t.events.push(WireEvent::Ended(d)),
                 }
             }
-            Record::Event(e) => t.events.push(e.1),
+            Record::Event(e) => t.events.push(WireEvent::Other(e)),
         }
     }
     order
@@ -271,7 +268,7 @@ enum ExportError {
 /// The body of an append (ADR 030), borrowed from the round.
 #[derive(Serialize)]
 struct AppendBody<'a> {
-    events: &'a [EventInput],
+    events: Events<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     create_if_missing: Option<&'a NewTrace>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -329,7 +326,7 @@ async fn send_one(ex: &Exporter, t: &TraceBatch) -> Result<Sent, ExportError> {
     let config = &ex.config;
     let new = new_trace(config, t);
     let url = format!("{}/api/v1/traces/{}/events", config.base, t.trace_id);
-    let mut chunks: Vec<&[EventInput]> = t.events.chunks(MAX_EVENTS_PER_REQUEST).collect();
+    let mut chunks: Vec<&[WireEvent]> = t.events.chunks(MAX_EVENTS_PER_REQUEST).collect();
     if chunks.is_empty() {
         // Nothing but an end (cannot happen today: an end is an event), or nothing.
         chunks.push(&[]);
@@ -337,7 +334,10 @@ async fn send_one(ex: &Exporter, t: &TraceBatch) -> Result<Sent, ExportError> {
     let n = chunks.len();
     for (i, chunk) in chunks.into_iter().enumerate() {
         let body = AppendBody {
-            events: chunk,
+            events: Events {
+                events: chunk,
+                service: config.service.as_deref(),
+            },
             create_if_missing: Some(&new),
             end: t
                 .end
@@ -382,7 +382,10 @@ async fn send_legacy(ex: &Exporter, t: TraceBatch) -> Result<(), ExportError> {
     for chunk in t.events.chunks(MAX_EVENTS_PER_REQUEST) {
         let body = Bytes::from(
             serde_json::to_vec(&AppendBody {
-                events: chunk,
+                events: Events {
+                    events: chunk,
+                    service: config.service.as_deref(),
+                },
                 create_if_missing: None,
                 end: None,
             })
@@ -550,7 +553,7 @@ mod tests {
             Record::End(ended(span(1, 11, Some(10)), false)),
             Record::End(ended(span(1, 10, None), true)),
         ];
-        let traces = group(batch, Some("svc"));
+        let traces = group(batch);
         assert_eq!(traces.len(), 2);
         let t1 = &traces[0];
         assert_eq!(t1.records, 4);
@@ -559,18 +562,16 @@ mod tests {
             .events
             .iter()
             .map(|e| match e {
-                EventInput::SpanStarted { span } => ("started", span.span_id.as_u64()),
-                EventInput::SpanEnded { span } => ("ended", span.span_id.as_u64()),
-                _ => ("other", 0),
+                WireEvent::Started(d) => ("started", d.span_id.as_u64()),
+                WireEvent::Ended(d) => ("ended", d.span_id.as_u64()),
+                WireEvent::Other(_) => ("other", 0),
             })
             .collect();
         assert_eq!(kinds, [("ended", 10), ("ended", 11)]);
         assert_eq!(t1.end, Some(State::Errored), "the local root failed");
         assert_eq!(t1.root_name.as_deref(), Some("step"));
         let t2 = &traces[1];
-        assert!(
-            matches!(&t2.events[..], [EventInput::SpanStarted { span }] if span.service.as_deref() == Some("svc"))
-        );
+        assert!(matches!(&t2.events[..], [WireEvent::Started(d)] if d.span_id.as_u64() == 20));
         assert_eq!(t2.end, None, "a continued trace is not ended here");
     }
 }

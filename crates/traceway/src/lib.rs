@@ -82,6 +82,7 @@ pub mod otel;
 pub mod propagation;
 mod span;
 mod tracer;
+mod wire;
 pub mod workflow;
 
 pub use context::{current, spawn, SpanContext};

@@ -406,6 +406,50 @@ async fn malformed_input_gets_400_naming_the_problem(backend: Backend) {
 
 on_both! {
 #[tokio::test]
+async fn events_with_their_type_first_are_stored_alike_and_refused_by_field(backend: Backend) {
+    // The order the exporter writes ("type" first, decoded without buffering) and the
+    // order `json!` writes (keys sorted: "span" before "type") give the same trace.
+    let app = backend.app().await;
+    let post = |id: String, body: &'static str| {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/api/v1/traces/{id}/events"))
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .expect("request");
+        let app = &app;
+        async move { app.raw(req).await }
+    };
+    let first = create(&app, json!({})).await;
+    let last = create(&app, json!({})).await;
+    let (s1, v1) = post(first.clone(), r#"{"events":[{"type":"span_ended","span":{"span_id":"00000000000000a1","kind":"tool","name":"lookup","start_time":1763719200000000000,"end_time":1763719200250000000,"status":{"code":"ok"},"attributes":{"step":3}}},{"type":"log","span_id":"00000000000000a1","message":"hi","id":"l1"}]}"#).await;
+    let (s2, v2) = post(last.clone(), r#"{"events":[{"span":{"attributes":{"step":3},"end_time":"2025-11-21T10:00:00.25Z","kind":"tool","name":"lookup","span_id":"00000000000000a1","start_time":"2025-11-21T10:00:00Z","status":{"code":"ok"}},"type":"span_ended"},{"id":"l1","message":"hi","span_id":"00000000000000a1","type":"log"}]}"#).await;
+    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK), "{v1} {v2}");
+    assert_eq!(v1["accepted"], 2, "{v1}");
+    let (_, a) = app.call(Method::GET, &format!("/api/v1/traces/{first}"), None).await;
+    let (_, b) = app.call(Method::GET, &format!("/api/v1/traces/{last}"), None).await;
+    assert_eq!(a["spans"], b["spans"]);
+    assert_eq!(a["spans"][0]["attributes"]["step"], 3, "{a}");
+    assert_eq!(a["spans"][0]["start_time"], "2025-11-21T10:00:00Z", "{a}");
+    assert_eq!(a["trace"]["rollups"]["duration_ms"], 250.0, "{a}");
+    // A bad field of an event with its type first is named by its whole path.
+    let cases: [(&'static str, &str); 3] = [
+        (r#"{"events":[{"type":"span_started","span":{"span_id":"00000000000000a1","kind":"robot"}}]}"#, "events[0].span.kind"),
+        (r#"{"events":[{"type":"log","message":"m"},{"type":"span_started","span":{"span_id":"xyz"}}]}"#, "events[1].span.span_id"),
+        (r#"{"events":[{"type":"span_exploded"}]}"#, "span_exploded"),
+    ];
+    for (body, needle) in cases {
+        let (status, v) = post(first.clone(), body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_eq!(error_code(&v), "invalid_argument");
+        let msg = v["error"]["message"].as_str().expect("message");
+        assert!(msg.contains(needle), "{msg:?} should name {needle:?}");
+    }
+}
+}
+
+on_both! {
+#[tokio::test]
 async fn the_hyphenated_uuid_form_is_accepted_in_paths(backend: Backend) {
     let app = backend.app().await;
     let id = create(&app, json!({})).await;
