@@ -61,7 +61,10 @@ export class TraceView {
   async load() {
     let data;
     try {
-      data = await api(`/api/v1/traces/${this.id}`);
+      // Asked for in pages of the largest size (ADR 031): a trace of up to 10,000 spans
+      // comes in one answer. Without `span_limit`, a trace too large for the tree form is
+      // read whole to find that out and answered with its first 1,000 spans only.
+      data = await api(`/api/v1/traces/${this.id}`, { span_limit: SPAN_PAGE });
     } catch (e) {
       if (this.disposed) return;
       clear(this.main).append(h('div', { class: 'pad' },
@@ -76,13 +79,16 @@ export class TraceView {
     this.refreshRows();
     this.select(this.pendingSpan || this.selected, true);
     this.follow(data.trace.last_seq);
-    this.loadEvents();
-    this.loadAnalysis();
     this.timers.push(setInterval(() => this.tick(), 250));
     // A trace too large for one answer comes page by page (`span_page`, ADR 031): read
-    // the rest while the first page is already on screen.
+    // the rest while the first page is already on screen. The steps' events and the
+    // analysis (each a read of the whole trace on the server) wait for the spans, so as not
+    // to slow the waterfall down.
     await this.loadSpanPages(data.span_page);
     this.markInteractive();
+    if (this.disposed) return;
+    this.loadEvents();
+    this.loadAnalysis();
   }
 
   /** Marks, for the benchmark and the browser's performance panel, when the waterfall is
