@@ -720,6 +720,7 @@ async fn the_list_pages_through_the_cursor_as_it_scrolls_draws_only_the_rows_in_
             wait_js(c, "the first-render marks", "
                 return performance.getEntriesByName('tw:list-rows').length === 1 && performance.getEntriesByName('tw:list-drawn').length === 1;
             ").await;
+            screenshot(c, "list").await;
             // Scrolled to the end again and again: page after page through the cursor,
             // down to the oldest, with only the rows in view (and a margin) in the DOM.
             let end = wait_js(c, "the last page", "
