@@ -8,11 +8,16 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 use traceway_core::{Credentials, Timestamp};
 
 use crate::e2e::{client, example, get, post, Server};
@@ -180,6 +185,120 @@ async fn screenshot(c: &Client, name: &str) -> PathBuf {
     path
 }
 
+/// A TCP relay between the browser and the server on a loopback port: `cut` drops every
+/// connection through it (as a lost Wi-Fi or a restarted load balancer would) and refuses
+/// new ones until `restore`. It keeps what the browser sent (request heads: the page only
+/// sends GETs), so a test can read the headers of a reconnect.
+struct Relay {
+    url: String,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    sent: Arc<Mutex<Vec<u8>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(target: &str) -> Relay {
+        let target = target.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let sent: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let (up2, conns2, sent2) = (up.clone(), conns.clone(), sent.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut browser, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(browser);
+                    continue;
+                }
+                let (target, sent) = (target.clone(), sent2.clone());
+                let task = tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (mut br, mut bw) = browser.split();
+                    let (mut sr, mut sw) = server.split();
+                    let upstream = async {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match br.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            {
+                                let mut log = sent.lock().expect("log");
+                                if log.len() < (8 << 20) {
+                                    log.extend_from_slice(&buf[..n]);
+                                }
+                            }
+                            if sw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = sw.shutdown().await;
+                    };
+                    let downstream = async {
+                        let _ = tokio::io::copy(&mut sr, &mut bw).await;
+                        let _ = bw.shutdown().await;
+                    };
+                    tokio::join!(upstream, downstream);
+                });
+                let mut list = conns2.lock().expect("conns");
+                list.retain(|t| !t.is_finished());
+                list.push(task);
+            }
+        });
+        Relay {
+            url,
+            up,
+            conns,
+            sent,
+            accept,
+        }
+    }
+
+    /// Drops every open connection and refuses new ones.
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for t in self.conns.lock().expect("conns").drain(..) {
+            t.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// The `Last-Event-ID` of every request the browser sent for `path`, in order (`None`
+    /// for a request without one).
+    fn last_event_ids(&self, path: &str) -> Vec<Option<String>> {
+        let sent = String::from_utf8_lossy(&self.sent.lock().expect("log")).into_owned();
+        sent.split("\r\n\r\n")
+            .filter_map(|head| {
+                let start = head.find("GET ")?;
+                let head = &head[start..];
+                let target = head.split_whitespace().nth(1)?;
+                (target.split('?').next() == Some(path)).then(|| {
+                    head.lines().find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.trim()
+                            .eq_ignore_ascii_case("last-event-id")
+                            .then(|| value.trim().to_string())
+                    })
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
 async fn ingest_otlp_fixture(server: &Server, bearer: Option<&str>) {
     let path = format!(
         "{}/../traceway-core/tests/fixtures/otlp/genai_agent.json",
@@ -324,7 +443,32 @@ async fn an_ingested_otlp_trace_is_listed_and_opens_into_its_waterfall_and_step_
             wait_js(c, "its analysis", "return document.querySelectorAll('.wf-crit').length > 0 && !!document.querySelector('.analysis .bottlenecks td')").await;
             let retr = c.execute("return [...document.querySelectorAll('.wf-row')].some(r => r.querySelector('.kind.k-retriever'))", vec![]).await.expect("kinds");
             assert_eq!(retr, true);
-            screenshot(c, "walkthrough").await;
+            let shot = screenshot(c, "walkthrough").await;
+            assert!(std::fs::metadata(&shot).expect("the artefact").len() > 10_000, "a screenshot of a drawn page");
+            // One screenshot goes in the README (a copy of an artefact of this test).
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+            let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+            let img = readme
+                .split("](")
+                .filter_map(|s| s.split(')').next())
+                .find(|p| p.starts_with("docs/img/") && p.ends_with(".png"))
+                .expect("the README shows a screenshot of the page");
+            let png = std::fs::read(root.join(img)).expect("the README's screenshot");
+            assert!(png.starts_with(b"\x89PNG"), "{img} is a PNG");
+
+            // The retrieval: its query, and its documents with their scores, best first.
+            click(c, ".wf-row[data-id=\"c3c3c3c3c3c3c3c3\"] .wf-name").await;
+            let retrieval = wait_js(c, "the retrieval's query and documents", "
+                const d = document.querySelector('.detail[data-span=\"c3c3c3c3c3c3c3c3\"]');
+                return d && d.querySelector('.query') && [d.querySelector('.query').textContent,
+                    [...d.querySelectorAll('table.docs tr')].slice(1).map(r => [...r.cells].map(c => c.innerText))];
+            ").await;
+            assert_eq!(retrieval[0], "refund policy for orders", "{retrieval}");
+            assert_eq!(retrieval[1], json!([
+                ["1", "policy-7#2", "0.910", "Orders can be refunded within 30 days of delivery."],
+                ["2", "policy-7#3", "0.840", "Refunds go back to the original payment method."],
+                ["3", "faq-12#1", "0.620", "Digital goods are not refundable once downloaded."],
+            ]), "{retrieval}");
         })
         .await;
     server.stop();
@@ -455,6 +599,10 @@ async fn a_trace_of_10000_spans_opens_with_virtualised_rows() {
             c.goto(&format!("{base}/#/trace/{id}")).await.expect("open");
             wait_js(c, "10,000 spans in the header", "return document.querySelector('.span-count')?.textContent.startsWith('10,000 spans')").await;
             wait_js(c, "the first rows", "return document.querySelectorAll('.wf-row:not([hidden])').length > 0").await;
+            wait_js(c, "the interactive mark, once every span is read", "
+                const m = performance.getEntriesByName('tw:trace-interactive');
+                return m.length === 1 && document.querySelector('.span-count').textContent.startsWith('10,000 spans');
+            ").await;
             eprintln!("10,000-span trace shown after {:?} (page load included; not a benchmark)", started.elapsed());
             let shown = c.execute("return document.querySelectorAll('.wf-row').length", vec![]).await.expect("count");
             assert!(shown.as_u64().expect("n") < 200, "rows are virtualised: {shown} in the DOM");
@@ -462,12 +610,30 @@ async fn a_trace_of_10000_spans_opens_with_virtualised_rows() {
             assert_eq!(height, format!("{}px", SPANS * 24), "the scroll area holds every row");
             // Scrolled to the end, the last leaf is drawn.
             c.execute("const v = document.querySelector('.wf-viewport'); v.scrollTop = v.scrollHeight; return true", vec![]).await.expect("scroll");
-            wait_js(c, "the last leaf after scrolling", &format!("return !!document.querySelector('.wf-row:not([hidden])[data-id=\"{last_leaf}\"]')")).await;
+            let text = wait_js(c, "the last leaf after scrolling", &format!("
+                const r = document.querySelector('.wf-row:not([hidden])[data-id=\"{last_leaf}\"]');
+                const v = document.querySelector('.wf-viewport').getBoundingClientRect();
+                return r && r.getBoundingClientRect().bottom <= v.bottom + 1 && r.querySelector('.wf-name').textContent;
+            ")).await;
+            assert_eq!(text, "leaf-98-99", "the last span, drawn at the bottom");
+            let shown = c.execute("return document.querySelectorAll('.wf-row').length", vec![]).await.expect("count");
+            assert!(shown.as_u64().expect("n") < 200, "still virtualised at the bottom: {shown} rows in the DOM");
             // Collapsing the root leaves one row.
             c.execute("const v = document.querySelector('.wf-viewport'); v.scrollTop = 0; return true", vec![]).await.expect("scroll");
             wait_js(c, "the root drawn again", "return !!document.querySelector('.wf-row:not([hidden])[data-id=\"0000000000000001\"]')").await;
             click(c, ".wf-row[data-id=\"0000000000000001\"] .wf-toggle").await;
             wait_js(c, "the collapsed root", "return document.querySelector('.wf-spacer').style.height === '24px'").await;
+
+            // A permalink to a deep step, loaded afresh, opens that step and scrolls to it.
+            c.goto(&format!("{base}/#/trace/{id}/span/{last_leaf}")).await.expect("permalink");
+            c.refresh().await.expect("reload");
+            let step = wait_js(c, "the permalinked step", &format!("
+                const d = document.querySelector('.detail[data-span=\"{last_leaf}\"]');
+                const r = document.querySelector('.wf-row.selected:not([hidden])[data-id=\"{last_leaf}\"]');
+                const v = document.querySelector('.wf-viewport');
+                return d && r && v.scrollTop > 0 && [d.querySelector('h2').textContent, r.querySelector('.wf-name').textContent];
+            ")).await;
+            assert_eq!(step, json!(["leaf-98-99", "leaf-98-99"]));
         })
         .await;
     server.stop();
@@ -518,11 +684,13 @@ async fn with_auth_on_the_page_asks_for_a_key_then_lists_and_streams_with_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_list_pages_through_the_cursor_as_it_scrolls_and_filters_by_agent() {
-    const TRACES: usize = 130;
+async fn the_list_pages_through_the_cursor_as_it_scrolls_draws_only_the_rows_in_view_and_filters_by_agent(
+) {
+    const TRACES: usize = 1000;
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path());
     let c0 = client();
+    let mut ids = Vec::new();
     for i in 0..TRACES {
         let agent = if i % 2 == 0 { "even" } else { "odd" };
         let (status, t) = post(
@@ -532,44 +700,148 @@ async fn the_list_pages_through_the_cursor_as_it_scrolls_and_filters_by_agent() 
         )
         .await;
         assert_eq!(status, 201, "{t}");
+        ids.push(t["trace_id"].as_str().expect("id").to_string());
     }
     let browser = Browser::start().await;
     let base = server.url.clone();
+    let oldest = ids[0].clone();
     browser
         .run(|c| async move {
             let c = &c;
             c.goto(&format!("{base}/")).await.expect("open");
             let first = wait_js(c, "the first page", "
                 const rows = document.querySelectorAll('tr.trace-row');
-                return rows.length > 0 && [rows.length, rows[0].cells[0].innerText];
+                return rows.length > 0 && [rows[0].cells[0].innerText, document.querySelector('.list-status').innerText];
             ")
             .await;
             // Newest first; one page of 100 until the end of the table is scrolled to.
-            assert_eq!(first, json!([100, "run-129"]));
-            c.execute("window.scrollTo(0, document.body.scrollHeight); return true", vec![])
-                .await
-                .expect("scroll");
-            let all = wait_js(c, "the second page", &format!("
+            assert_eq!(first, json!(["run-999", "100 traces, scroll for more"]));
+            // The marks the benchmark reads (ADR 041), set once.
+            wait_js(c, "the first-render marks", "
+                return performance.getEntriesByName('tw:list-rows').length === 1 && performance.getEntriesByName('tw:list-drawn').length === 1;
+            ").await;
+            screenshot(c, "list").await;
+            // Scrolled to the end again and again: page after page through the cursor,
+            // down to the oldest, with only the rows in view (and a margin) in the DOM.
+            let end = wait_js(c, "the last page", "
+                window.scrollTo(0, document.body.scrollHeight);
                 const rows = document.querySelectorAll('tr.trace-row');
-                return rows.length === {TRACES} && rows[rows.length - 1].cells[0].innerText;
-            "))
+                const last = rows[rows.length - 1];
+                return document.querySelector('.list-status').innerText === '1,000 traces' && last
+                    && last.getBoundingClientRect().bottom <= window.innerHeight && last.cells[0].innerText === 'run-0'
+                    && [rows.length, last.dataset.id];
+            ")
             .await;
-            assert_eq!(all, "run-0");
-            let status = c.execute("return document.querySelector('.list-status').innerText", vec![]).await.expect("status");
-            assert_eq!(status, format!("{TRACES} traces"));
+            let drawn = end[0].as_u64().expect("n");
+            assert!(drawn < 150, "{drawn} of {TRACES} rows in the DOM");
+            assert_eq!(end[1], json!(oldest));
+            // A row drawn in a reused element opens its own trace.
+            c.execute("document.querySelector(`tr.trace-row[data-id=\"${arguments[0]}\"]`).cells[2].click(); return true", vec![json!(oldest)])
+                .await
+                .expect("click");
+            wait_js(c, "the oldest trace opened", &format!("return location.hash === '#/trace/{oldest}' && document.querySelector('.trace-head h1')?.innerText.startsWith('run-0')")).await;
+            c.back().await.expect("back");
+            wait_js(c, "the list again, newest on top", "
+                window.scrollTo(0, 0);
+                const r = document.querySelector('tr.trace-row'); return r && r.cells[0].innerText === 'run-999';
+            ").await;
 
             // The agent filter, typed in and applied, goes into the address and the query.
             c.execute("document.querySelector('.filters [name=agent_id]').value = 'odd'; document.querySelector('.filters').requestSubmit(); return true", vec![])
                 .await
                 .expect("filter");
-            let agents = wait_js(c, "the filtered list", &format!("
+            let agents = wait_js(c, "the filtered list", "
                 const rows = [...document.querySelectorAll('tr.trace-row')];
-                return location.hash === '#/?agent_id=odd' && rows.length === {} && rows.map(r => r.cells[1].innerText);
-            ", TRACES / 2))
+                return location.hash === '#/?agent_id=odd' && rows.length > 0 && rows[0].cells[0].innerText === 'run-999'
+                    && rows.map(r => r.cells[1].innerText);
+            ")
             .await;
             assert!(agents.as_array().expect("agents").iter().all(|a| a == "odd"), "{agents}");
+            wait_js(c, "every odd trace", &format!("
+                window.scrollTo(0, document.body.scrollHeight);
+                return document.querySelector('.list-status').innerText === '{} traces';
+            ", TRACES / 2))
+            .await;
             c.goto(&format!("{base}/#/?agent_id=nobody")).await.expect("no match");
             wait_js(c, "the empty list", "return document.querySelector('.list-status')?.innerText.startsWith('No traces')").await;
+        })
+        .await;
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_stream_is_resumed_with_last_event_id_and_misses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let (status, t) = post(
+        &client(),
+        format!("{}/api/v1/traces", server.url),
+        &json!({"name": "flaky-network-run", "agent_id": "support"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{t}");
+    let id = t["trace_id"].as_str().expect("id").to_string();
+    append(&server, None, &id, json!([{"type": "span_started", "span": {
+        "span_id": "a1a1a1a1a1a1a1a1", "kind": "agent", "name": "support-agent", "start_time": at(3000)}}])).await;
+    // The browser reaches the server through a relay the test can cut.
+    let relay = Relay::start(&server.url).await;
+    let browser = Browser::start().await;
+    let (page, api) = (relay.url.clone(), server.url.clone());
+    let (srv, relay) = (&server, &relay);
+    let stream_path = format!("/api/v1/traces/{id}/stream");
+    browser
+        .run(|c| async move {
+            let c = &c;
+            c.goto(&format!("{page}/#/trace/{id}")).await.expect("open");
+            wait_js(c, "the trace, following its stream", "
+                return !!document.querySelector('.wf-row[data-id=\"a1a1a1a1a1a1a1a1\"]') && document.getElementById('live').textContent === 'live'
+            ").await;
+            append(srv, None, &id, json!([{"type": "span_started", "span": {
+                "span_id": "b2b2b2b2b2b2b2b2", "parent_span_id": "a1a1a1a1a1a1a1a1", "kind": "llm", "name": "plan", "start_time": at(1000)}}])).await;
+            wait_js(c, "a step over the stream", "return !!document.querySelector('.wf-row[data-id=\"b2b2b2b2b2b2b2b2\"]')").await;
+            let seen = get(&client(), format!("{api}/api/v1/traces/{id}")).await.1["trace"]["last_seq"].as_u64().expect("last_seq");
+            wait_js(c, "every event so far applied", &format!("return document.querySelector('.trace-head').dataset.lastSeq === '{seen}'")).await;
+
+            relay.cut();
+            wait_js(c, "the page noticing the dropped connection", "return document.getElementById('live').textContent === 'reconnecting'").await;
+            // Steps that happen while the page is cut off.
+            append(srv, None, &id, json!([
+                {"type": "span_ended", "span": {"span_id": "b2b2b2b2b2b2b2b2", "end_time": at(500), "status": {"code": "ok"}}},
+                {"type": "span_started", "span": {"span_id": "c3c3c3c3c3c3c3c3", "parent_span_id": "a1a1a1a1a1a1a1a1",
+                    "kind": "tool", "name": "lookup_order", "start_time": at(400), "tool": {"name": "lookup_order", "arguments": {"order_id": "77"}}}},
+                {"type": "log", "span_id": "c3c3c3c3c3c3c3c3", "message": "sent while the page was offline", "severity": "warn"},
+            ])).await;
+            let during = c.execute("return !!document.querySelector('.wf-row[data-id=\"c3c3c3c3c3c3c3c3\"]')", vec![]).await.expect("probe");
+            assert_eq!(during, false, "nothing reaches the page while it is cut off");
+
+            relay.restore();
+            wait_js(c, "the stream open again", "return document.getElementById('live').textContent === 'live'").await;
+            wait_js(c, "the steps of the outage, replayed", "
+                const b = document.querySelector('.wf-row[data-id=\"b2b2b2b2b2b2b2b2\"]');
+                return b && !b.querySelector('.wf-bar.running') && !!document.querySelector('.wf-row[data-id=\"c3c3c3c3c3c3c3c3\"] .wf-bar.running');
+            ").await;
+            click(c, ".wf-row[data-id=\"c3c3c3c3c3c3c3c3\"] .wf-name").await;
+            let events = wait_js(c, "the log of the outage in the step's events", "
+                const d = document.querySelector('.detail[data-span=\"c3c3c3c3c3c3c3c3\"]');
+                const ev = d && d.querySelector('.events');
+                return ev && [...ev.querySelectorAll('li')].map(li => li.innerText);
+            ").await;
+            let events: Vec<&str> = events.as_array().expect("list").iter().map(|e| e.as_str().unwrap_or("")).collect();
+            assert_eq!(events.len(), 1, "exactly once: {events:?}");
+            assert!(events[0].contains("sent while the page was offline"), "{events:?}");
+            let rows = c.execute("return [...document.querySelectorAll('.wf-row[data-id]')].map(r => r.dataset.id)", vec![]).await.expect("rows");
+            let mut rows: Vec<&str> = rows.as_array().expect("rows").iter().map(|r| r.as_str().unwrap_or("")).collect();
+            rows.sort_unstable();
+            assert_eq!(rows, ["a1a1a1a1a1a1a1a1", "b2b2b2b2b2b2b2b2", "c3c3c3c3c3c3c3c3"], "each step once");
+            let header = c.execute("return document.querySelector('.span-count').textContent", vec![]).await.expect("count");
+            assert!(header.as_str().expect("text").starts_with("3 spans"), "{header}");
+
+            // What the page asked for: the stream from the trace's seq when it opened, then,
+            // after the cut, from the last event it had applied.
+            let ids = relay.last_event_ids(&stream_path);
+            assert!(ids.len() >= 2, "a reconnect: {ids:?}");
+            assert!(ids[0].is_some(), "the first request resumes from the trace read: {ids:?}");
+            assert_eq!(ids[1].as_deref(), Some(seen.to_string().as_str()), "{ids:?}");
         })
         .await;
     server.stop();
