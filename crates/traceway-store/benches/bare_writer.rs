@@ -35,6 +35,7 @@
 //!
 //! Prints spans/s (and, with `--json`, one JSON object); asserts nothing.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -385,25 +386,27 @@ fn write_trace(
 ) -> usize {
     let now = Timestamp::now();
     let mut rows: Vec<Row<'_>> = Vec::with_capacity(spans.len() + 3);
-    if !open.contains_key(&id) {
-        let started = TraceStarted {
-            name: Some("support_agent".into()),
-            agent_id: Some("support-agent".into()),
-            session_id: Some(format!("session-{}", n % 500)),
-            user_id: Some(format!("user-{}", n % 97)),
-            state: State::Running,
-            level: Level::Detailed,
-            metadata: BTreeMap::from([
-                ("service.name".to_string(), "support-bot".to_string()),
-                ("telemetry.sdk.language".to_string(), "python".to_string()),
-                (
-                    "telemetry.sdk.name".to_string(),
-                    "opentelemetry".to_string(),
-                ),
-            ]),
-        };
-        let rollups = Rollups::default();
-        tx.prepare_cached(
+    let o = match open.entry(id) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(slot) => {
+            let started = TraceStarted {
+                name: Some("support_agent".into()),
+                agent_id: Some("support-agent".into()),
+                session_id: Some(format!("session-{}", n % 500)),
+                user_id: Some(format!("user-{}", n % 97)),
+                state: State::Running,
+                level: Level::Detailed,
+                metadata: BTreeMap::from([
+                    ("service.name".to_string(), "support-bot".to_string()),
+                    ("telemetry.sdk.language".to_string(), "python".to_string()),
+                    (
+                        "telemetry.sdk.name".to_string(),
+                        "opentelemetry".to_string(),
+                    ),
+                ]),
+            };
+            let rollups = Rollups::default();
+            tx.prepare_cached(
             "INSERT INTO traces (tenant, trace_id, name, agent_id, session_id, user_id, state, \
              level, created_at, last_activity_at, ended_at, expires_at, data_expires_at, \
              last_seq, error_count, duration_ms, metadata, rollups) \
@@ -427,17 +430,14 @@ fn write_trace(
             ])
         })
         .expect("insert trace");
-        rows.push(event_row(1, now, &EventBody::TraceStarted(started)));
-        open.insert(
-            id,
-            Open {
+            rows.push(event_row(1, now, &EventBody::TraceStarted(started)));
+            slot.insert(Open {
                 rowid: tx.last_insert_rowid(),
                 last_seq: 1,
                 rollups,
-            },
-        );
-    }
-    let o = open.get_mut(&id).expect("open");
+            })
+        }
+    };
     let mut root = false;
     for s in spans {
         o.rollups.apply_span(None, s);
