@@ -15,6 +15,7 @@ pub mod clock;
 #[cfg(feature = "testsuite")]
 pub mod conformance;
 mod contract;
+mod duration_index;
 pub mod hub;
 mod keys;
 pub mod redis;

@@ -178,7 +178,7 @@ async fn every_trace_key_has_a_ttl_and_the_purge_empties_the_indexes() {
     );
 }
 
-/// A listing whose filter no index answers (`has_error`) examines at most
+/// A listing whose filter no index answers (`has_error=false`) examines at most
 /// `list_scan_rows` rows per request: a page may come back short, with a cursor that goes
 /// on, and following the cursors finds every match once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,8 +195,8 @@ async fn a_filter_without_an_index_reads_a_bounded_number_of_rows_per_page() {
     let store = RedisStore::open(cfg, Arc::new(clock.clone()))
         .await
         .expect("open");
-    // The oldest trace and one in the middle have an error; 30 others do not.
-    let mut with_error = Vec::new();
+    // The oldest trace and one in the middle have no error; 30 others do.
+    let mut without_error = Vec::new();
     for i in 0..32 {
         clock.advance(Duration::from_millis(1));
         let (t, _) = store
@@ -204,6 +204,8 @@ async fn a_filter_without_an_index_reads_a_bounded_number_of_rows_per_page() {
             .await
             .expect("create");
         if i == 0 || i == 16 {
+            without_error.push(t.trace_id);
+        } else {
             store
                 .append(AppendRequest {
                     fills: Vec::new(),
@@ -222,12 +224,11 @@ async fn a_filter_without_an_index_reads_a_bounded_number_of_rows_per_page() {
                 })
                 .await
                 .expect("error");
-            with_error.push(t.trace_id);
         }
     }
-    with_error.reverse();
+    without_error.reverse();
     let filter = TraceFilter {
-        has_error: Some(true),
+        has_error: Some(false),
         ..Default::default()
     };
     let (mut found, mut pages, mut cursor) = (Vec::new(), 0, None);
@@ -252,8 +253,124 @@ async fn a_filter_without_an_index_reads_a_bounded_number_of_rows_per_page() {
             None => break,
         }
     }
-    assert_eq!(found, with_error, "every match, newest first, once");
+    assert_eq!(found, without_error, "every match, newest first, once");
     assert!(pages >= 4, "32 rows at 10 per request: {pages} pages");
+}
+
+/// `has_error=true` and `min_duration_ms` are served by their own indexes (issue 17,
+/// ADR 042): with a scan bound of 10 rows, two matches among 40 traces come in one full
+/// page, not in pages cut short by the bound. Deleted and purged traces leave the
+/// indexes themselves, not only the listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errored_and_long_traces_are_listed_from_their_own_indexes() {
+    use std::time::Duration;
+    use traceway_core::{EventInput, NewTrace, SpanId, SpanInput, SpanStatus, StatusCode};
+    use traceway_store::{AppendRequest, PageRequest, TraceFilter, WATCHDOG_LEASE};
+
+    let server = redis_server::RedisServer::start();
+    let clock = ManualClock::new(traceway_store::conformance::start_time());
+    let mut cfg = RedisConfig::new(server.url());
+    let prefix = prefix();
+    cfg.prefix = prefix.clone();
+    cfg.list_scan_rows = 10;
+    let store = RedisStore::open(cfg, Arc::new(clock.clone()))
+        .await
+        .expect("open");
+    // Traces 5 and 30 fail after 3 s; the 38 others succeed in 10 ms.
+    let mut picked = Vec::new();
+    for i in 0..40 {
+        clock.advance(Duration::from_millis(1));
+        let (t, _) = store
+            .create_trace("t", NewTrace::default())
+            .await
+            .expect("create");
+        let long = i == 5 || i == 30;
+        let now = clock.now_for_tests();
+        let span = SpanInput {
+            start_time: Some(now),
+            end_time: Some(now.saturating_add(Duration::from_millis(if long { 3000 } else { 10 }))),
+            status: Some(SpanStatus {
+                code: if long {
+                    StatusCode::Error
+                } else {
+                    StatusCode::Ok
+                },
+                message: None,
+            }),
+            ..SpanInput::new(SpanId::from_u64(1).expect("span id"))
+        };
+        store
+            .append(AppendRequest {
+                fills: Vec::new(),
+                tenant: "t".into(),
+                trace_id: t.trace_id,
+                create_if_missing: None,
+                events: vec![EventInput::SpanEnded { span }],
+                end: None,
+            })
+            .await
+            .expect("span");
+        if long {
+            picked.push(t.trace_id);
+        }
+    }
+    picked.reverse();
+    for filter in [
+        TraceFilter {
+            has_error: Some(true),
+            ..Default::default()
+        },
+        TraceFilter {
+            min_duration_ms: Some(2000.0),
+            ..Default::default()
+        },
+    ] {
+        let page = store
+            .list_traces(
+                "t",
+                &filter,
+                &PageRequest {
+                    limit: 5,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("list");
+        let found: Vec<_> = page.items.iter().map(|t| t.trace_id).collect();
+        assert_eq!(found, picked, "{filter:?}");
+        assert_eq!(
+            page.next_cursor, None,
+            "one page, not cut short: {filter:?}"
+        );
+    }
+    // 3,000 ms is the lower bound of duration bucket 32 (`duration_index`).
+    let card = |which: &str| {
+        let reply = server
+            .command(&format!("ZCARD {prefix}:i:{{t}}:{which}"))
+            .expect("zcard");
+        reply
+            .trim()
+            .trim_start_matches(':')
+            .parse::<u64>()
+            .expect("count")
+    };
+    assert_eq!((card("err"), card("d:32")), (2, 2));
+    assert_eq!(card("d:10"), 38, "10 ms is bucket 10");
+    assert!(store.delete_trace("t", picked[0]).await.expect("delete"));
+    assert_eq!((card("err"), card("d:32")), (1, 1));
+    // Past the 24 h failsafe, the purge deletes the rest, and they leave the indexes.
+    clock.advance(Duration::from_secs(25 * 3600));
+    loop {
+        let lease = store
+            .try_acquire_lease(WATCHDOG_LEASE, "purger", Duration::from_secs(30))
+            .await
+            .expect("lease")
+            .expect("free");
+        if !store.purge_expired(&lease, 100).await.expect("purge").more {
+            break;
+        }
+    }
+    assert_eq!((card("err"), card("d:32"), card("d:10")), (0, 0, 0));
 }
 
 /// The `XRANGE` commands a store sent since the slow log was last reset (it logs every

@@ -27,6 +27,7 @@ use crate::{
 
 mod analysis;
 mod fills;
+mod filters;
 mod keys;
 mod leases;
 mod lifecycle;
@@ -37,6 +38,7 @@ mod workflows;
 
 pub use self::analysis::*;
 pub use self::fills::*;
+pub use self::filters::*;
 pub use self::keys::*;
 pub use self::leases::*;
 pub use self::lifecycle::*;
@@ -78,6 +80,8 @@ macro_rules! conformance_suite {
             an_append_can_end_its_trace_and_fill_what_was_unknown,
             listing_is_newest_first_with_cursor_and_pages,
             listing_filters,
+            has_error_listing_pages_and_follows_changes,
+            min_duration_listing_pages_and_follows_changes,
             expired_traces_are_never_returned,
             delete_and_delete_ended_before,
             level_is_applied_at_capture,
@@ -313,6 +317,7 @@ mod tests {
             include_str!("workflows.rs"),
             include_str!("keys.rs"),
             include_str!("fills.rs"),
+            include_str!("filters.rs"),
             include_str!("analysis.rs"),
         ]
         .concat();

@@ -1,6 +1,7 @@
 //! The tenant, active and expiry indexes, updated after a commit by idempotent commands.
 
 use super::*;
+use crate::duration_index::bucket_of;
 
 impl RedisStore {
     /// Brings the indexes in line with a trace as committed (idempotent; a retry repairs
@@ -39,6 +40,22 @@ impl RedisStore {
             &id,
             created,
         ));
+        // The index-served filters (ADR 042): errored traces, and traces by duration
+        // bucket, both by creation time like the listing.
+        if t.rollups.error_count > 0 {
+            p.push(Cmd::zadd(self.tenant_index(tenant, "err"), &id, created));
+        } else if before.is_some_and(|b| b.rollups.error_count > 0) {
+            p.push(Cmd::zrem(self.tenant_index(tenant, "err"), &id));
+        }
+        let bucket = t.rollups.duration_ms.map(bucket_of);
+        if let Some(old) = before.and_then(|b| b.rollups.duration_ms.map(bucket_of)) {
+            if Some(old) != bucket {
+                p.push(Cmd::zrem(self.duration_index(tenant, old), &id));
+            }
+        }
+        if let Some(b) = bucket {
+            p.push(Cmd::zadd(self.duration_index(tenant, b), &id, created));
+        }
         if t.state.is_terminal() {
             p.push(Cmd::zrem(self.global("active"), &member));
             p.push(Cmd::zrem(self.global("active_exp"), &member));
@@ -92,6 +109,10 @@ impl RedisStore {
             &id,
         ));
         p.push(Cmd::zrem(self.tenant_index(tenant, "ended"), &id));
+        p.push(Cmd::zrem(self.tenant_index(tenant, "err"), &id));
+        if let Some(d) = t.rollups.duration_ms {
+            p.push(Cmd::zrem(self.duration_index(tenant, bucket_of(d)), &id));
+        }
         for g in ["active", "active_exp", "exp", "dexp"] {
             p.push(Cmd::zrem(self.global(g), &member));
         }
@@ -111,15 +132,20 @@ impl RedisStore {
             .map_err(redis_err)
     }
 
-    pub(super) async fn zrem(&self, key: String, members: Vec<String>) -> Result<(), StoreError> {
+    /// Removes members from a sorted set; returns how many it held.
+    pub(super) async fn zrem(
+        &self,
+        key: String,
+        members: Vec<String>,
+    ) -> Result<usize, StoreError> {
         if members.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut conn = self.conn()?;
         ::redis::cmd("ZREM")
             .arg(key)
             .arg(members)
-            .query_async::<()>(&mut conn)
+            .query_async::<usize>(&mut conn)
             .await
             .map_err(redis_err)
     }

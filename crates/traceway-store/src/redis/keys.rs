@@ -25,6 +25,11 @@ impl RedisStore {
         format!("{}:i:{{{tenant}}}:{which}", self.prefix)
     }
 
+    /// The tenant's traces whose duration is in `bucket` (`duration_index`), by creation.
+    pub(super) fn duration_index(&self, tenant: &str, bucket: u32) -> String {
+        self.tenant_index(tenant, &format!("d:{bucket}"))
+    }
+
     pub(super) fn global(&self, which: &str) -> String {
         format!("{}:g:{which}", self.prefix)
     }

@@ -98,6 +98,110 @@ impl RedisStore {
     }
 }
 
+/// What a listing's index holds: every trace of the filter it serves, or (the
+/// index-served filters, ADR 042) only errored traces or one duration bucket. An entry
+/// whose trace no longer belongs is stale and is removed when read.
+#[derive(Clone, Copy)]
+pub(super) enum Holds {
+    Any,
+    Errored,
+    Bucket(u32),
+}
+
+impl Holds {
+    fn holds(self, t: &Trace) -> bool {
+        match self {
+            Holds::Any => true,
+            Holds::Errored => t.rollups.error_count > 0,
+            Holds::Bucket(b) => t
+                .rollups
+                .duration_ms
+                .is_some_and(|d| crate::duration_index::bucket_of(d) == b),
+        }
+    }
+}
+
+/// One sorted set a listing reads, newest first, and how far it got.
+pub(super) struct Source {
+    key: String,
+    holds: Holds,
+    offset: usize,
+    buf: std::collections::VecDeque<(String, f64)>,
+    done: bool,
+}
+
+impl Source {
+    fn new(key: String, holds: Holds) -> Source {
+        Source {
+            key,
+            holds,
+            offset: 0,
+            buf: Default::default(),
+            done: false,
+        }
+    }
+}
+
+impl RedisStore {
+    /// The next `take` entries of the merged sources, newest first (score, then member,
+    /// both descending, as `ZREVRANGEBYSCORE` orders one set), each with the source it
+    /// came from; and how many were read. One source is read `take` at a time, as a single
+    /// index always was; several (the duration buckets) a few at a time each, refilled in
+    /// one round trip as they run dry, so a page costs its rows plus one look per source.
+    async fn merged(
+        &self,
+        sources: &mut [Source],
+        max: &str,
+        min: &str,
+        take: usize,
+    ) -> Result<(Vec<(usize, String)>, usize), StoreError> {
+        let mut out: Vec<(usize, String)> = Vec::with_capacity(take);
+        while out.len() < take {
+            let dry: Vec<usize> = (0..sources.len())
+                .filter(|i| sources[*i].buf.is_empty() && !sources[*i].done)
+                .collect();
+            if !dry.is_empty() {
+                let want = take - out.len();
+                let count = if sources.len() == 1 {
+                    want
+                } else {
+                    want.clamp(8, 64)
+                };
+                let cmds = dry
+                    .iter()
+                    .map(|i| {
+                        let mut c = ::redis::cmd("ZREVRANGEBYSCORE");
+                        c.arg(&sources[*i].key)
+                            .arg(max)
+                            .arg(min)
+                            .arg("WITHSCORES")
+                            .arg("LIMIT")
+                            .arg(sources[*i].offset)
+                            .arg(count);
+                        c
+                    })
+                    .collect();
+                let got: Vec<Vec<(String, f64)>> = self.exec(cmds).await?;
+                for (i, entries) in dry.into_iter().zip(got) {
+                    let s = &mut sources[i];
+                    s.offset += entries.len();
+                    s.done = entries.len() < count;
+                    s.buf.extend(entries);
+                }
+            }
+            let best = (0..sources.len())
+                .filter_map(|i| sources[i].buf.front().map(|e| (i, e)))
+                .max_by(|(_, a), (_, b)| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)))
+                .map(|(i, _)| i);
+            let Some(i) = best else { break };
+            let (id, _) = sources[i].buf.pop_front().expect("a head");
+            out.push((i, id));
+        }
+        let n = out.len();
+        Ok((out, n))
+    }
+}
+
 pub(super) fn matches(t: &Trace, f: &TraceFilter) -> bool {
     let eq = |a: &Option<String>, b: &Option<String>| b.is_none() || a == b;
     eq(&t.agent_id, &f.agent_id)
@@ -305,8 +409,10 @@ impl Traces for RedisStore {
         let after = page.cursor.as_deref().map(decode_cursor).transpose()?;
         let limit = page.bounded_limit() as usize;
         let now = self.clock.now();
-        // The most selective index the filter allows; every other filter is checked on the
-        // trace itself.
+        // The index the filter is served by; every other filter is checked on the trace
+        // itself. `has_error=true`, then `min_duration_ms` first: their indexes (ADR 042)
+        // hold only what matches, so their pages cost what they return (with both, the
+        // errored traces are the smaller set, as on SQLite).
         let which = if let Some(a) = &filter.agent_id {
             format!("a:{a}")
         } else if let Some(s) = &filter.session_id {
@@ -318,7 +424,18 @@ impl Traces for RedisStore {
         } else {
             "all".to_string()
         };
-        let key = self.tenant_index(tenant, &which);
+        let mut sources: Vec<Source> = if filter.has_error == Some(true) {
+            vec![Source::new(
+                self.tenant_index(tenant, "err"),
+                Holds::Errored,
+            )]
+        } else if let Some(d) = filter.min_duration_ms {
+            crate::duration_index::buckets_from(d)
+                .map(|b| Source::new(self.duration_index(tenant, b), Holds::Bucket(b)))
+                .collect()
+        } else {
+            vec![Source::new(self.tenant_index(tenant, &which), Holds::Any)]
+        };
         let mut max = match filter.created_before {
             Some(b) => micros(b).to_string(),
             None => "+inf".to_string(),
@@ -339,35 +456,30 @@ impl Traces for RedisStore {
         // the cursor's own row (the score bound is inclusive), so an unfiltered listing
         // reads each row once.
         let chunk = (limit * 2).clamp(64, 1000).max(limit + 2);
-        let mut offset = 0usize;
         // Bounded: after `list_scan_rows` rows the page ends at the last row examined.
         let mut examined = 0usize;
         let mut last_examined: Option<(Timestamp, TraceId)> = None;
         let mut cut_short = false;
+        let mut seen: HashSet<TraceId> = HashSet::new();
         loop {
-            let mut conn = self.conn()?;
             let take = chunk.min(self.list_scan_rows.saturating_sub(examined).max(1));
-            let ids: Vec<String> = ::redis::cmd("ZREVRANGEBYSCORE")
-                .arg(&key)
-                .arg(&max)
-                .arg(&min)
-                .arg("LIMIT")
-                .arg(offset)
-                .arg(take)
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_err)?;
-            let n = ids.len();
-            offset += n;
+            let (picked, n) = self.merged(&mut sources, &max, &min, take).await?;
             examined += n;
-            let parsed: Vec<TraceId> = ids.iter().filter_map(|s| s.parse().ok()).collect();
+            let parsed: Vec<TraceId> = picked.iter().filter_map(|(_, s)| s.parse().ok()).collect();
             let docs = self.load_many(tenant, &parsed).await?;
-            let mut gone = Vec::new();
+            let mut stale: HashMap<usize, Vec<String>> = HashMap::new();
             let mut found: Vec<Trace> = Vec::new();
-            for (id, doc) in parsed.iter().zip(docs) {
+            let ids = picked.iter().filter(|(_, s)| s.parse::<TraceId>().is_ok());
+            for ((from, raw), doc) in ids.zip(docs) {
                 match doc {
-                    None => gone.push(id.to_string()),
+                    None => stale.entry(*from).or_default().push(raw.clone()),
                     Some(t) => {
+                        // An entry the trace has left (a write moved it; its own index
+                        // update removes it too): only the index it is in now lists it.
+                        if !sources[*from].holds.holds(&t) {
+                            stale.entry(*from).or_default().push(raw.clone());
+                            continue;
+                        }
                         if let Some((ct, cid)) = after {
                             if (t.created_at.unix_nanos(), t.trace_id) >= (ct, cid) {
                                 continue;
@@ -385,9 +497,20 @@ impl Traces for RedisStore {
                 }
             }
             // Index entries of traces that are gone (their keys expired): cleaned lazily.
-            self.zrem(key.clone(), gone).await?;
+            // They were read, so they stood before the source's offset: it moves back by
+            // as many, or the next read would pass over as many rows unseen.
+            for (from, gone) in stale {
+                let removed = self.zrem(sources[from].key.clone(), gone).await?;
+                let s = &mut sources[from];
+                s.offset = s.offset.saturating_sub(removed);
+            }
             found.sort_by_key(|t| std::cmp::Reverse((t.created_at, t.trace_id)));
             for t in found {
+                // Writers move entries while a listing reads (an offset may then see a row
+                // twice): a page lists a trace once.
+                if !seen.insert(t.trace_id) {
+                    continue;
+                }
                 if skip > 0 {
                     skip -= 1;
                     continue;

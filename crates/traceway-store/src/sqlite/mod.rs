@@ -22,6 +22,7 @@ use traceway_core::{
 
 use self::row::{read_trace_row, TRACE_COLUMNS};
 use self::schema::internal;
+pub use self::schema::open_writer_connection;
 use self::writer::{Msg, Op, OpResult, WriterCtx};
 use crate::shared::{decode_cursor, encode_cursor};
 use crate::{
@@ -85,7 +86,7 @@ pub struct SqliteStore {
 /// SQLite's default page size, which this schema keeps.
 const PAGE_BYTES: u64 = 4096;
 /// The WAL is started over once it holds this much.
-const WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+pub const WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Copies committed WAL frames into the database from its own connection and thread, so
 /// the writer never pays for the copying inside a commit. PASSIVE never blocks the writer
@@ -186,28 +187,7 @@ impl SqliteStore {
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let mut conn = Connection::open(&cfg.path).map_err(internal)?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(internal)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(internal)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Internal(format!(
-                "could not enable WAL (got {mode})"
-            )));
-        }
-        // NORMAL in WAL mode: a commit survives a crash of the process (the kill -9 test);
-        // only an OS crash or power loss can lose the last commits. See ADR 002.
-        // Checkpoints run on their own thread (`Checkpointer`), not inside the writer's commits.
-        conn.execute_batch(
-            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; \
-             PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 0;",
-        )
-        .map_err(internal)?;
-        schema::migrate(&mut conn)?;
-        // Multi-row INSERTs come in up to 16 shapes; keep them all prepared.
-        conn.set_prepared_statement_cache_capacity(64);
+        let conn = schema::open_writer_connection(&cfg.path)?;
 
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
         let wal_frames = Arc::new(AtomicU64::new(0));
@@ -311,6 +291,86 @@ impl Query {
         self.sql
             .push_str(&format!(" AND {clause} ?{}", self.args.len()));
     }
+}
+
+/// The listing's SQL and its parameters (the second, `now`, is filled in by the reader),
+/// and the page size.
+fn listing_query(
+    tenant: &str,
+    filter: &TraceFilter,
+    page: &PageRequest,
+) -> Result<(String, Vec<rusqlite::types::Value>, u32), StoreError> {
+    use rusqlite::types::Value;
+    let after = page.cursor.as_deref().map(decode_cursor).transpose()?;
+    let limit = page.bounded_limit();
+    let mut q = Query {
+        sql: format!("SELECT {TRACE_COLUMNS} FROM traces WHERE tenant = ?1 AND expires_at > ?2"),
+        args: vec![Value::Text(tenant.to_string()), Value::Null],
+    };
+    for (col, v) in [
+        ("agent_id", &filter.agent_id),
+        ("user_id", &filter.user_id),
+        ("session_id", &filter.session_id),
+    ] {
+        if let Some(v) = v {
+            q.and(&format!("{col} ="), Value::Text(v.clone()));
+        }
+    }
+    if let Some(s) = &filter.state {
+        q.and("state =", Value::Text(s.as_str().to_string()));
+    }
+    if let Some(t) = filter.created_after {
+        q.and("created_at >=", Value::Integer(t.unix_nanos()));
+    }
+    if let Some(t) = filter.created_before {
+        q.and("created_at <", Value::Integer(t.unix_nanos()));
+    }
+    match filter.has_error {
+        Some(true) => q.sql.push_str(" AND error_count > 0"),
+        Some(false) => q.sql.push_str(" AND error_count = 0"),
+        None => {}
+    }
+    if let Some(d) = filter.min_duration_ms {
+        q.and("duration_ms >=", Value::Real(d));
+    }
+    if let Some((t, id)) = after {
+        q.args.push(Value::Integer(t));
+        q.args.push(Value::Blob(id.to_bytes().to_vec()));
+        let n = q.args.len();
+        q.sql
+            .push_str(&format!(" AND (created_at, trace_id) < (?{}, ?{n})", n - 1));
+    }
+    let Query { mut sql, args } = q;
+    if let Some(d) = filter
+        .min_duration_ms
+        .filter(|_| filter.has_error != Some(true))
+    {
+        // Served by `traces_by_duration` (ADR 042): one arm per bucket from the
+        // threshold's up, each read newest first from the index; SQLite merges the
+        // ordered arms (MERGE (UNION ALL)) and stops at the LIMIT, so a page reads its
+        // own rows plus one look per bucket. The index is named: given another filter
+        // (an agent, a time range) the planner could pick that filter's index in every
+        // arm and read it once per bucket. With `has_error=true` the errored traces
+        // are the smaller set: the planner's own choice, `traces_errored`, serves it.
+        let arm = sql.replacen(
+            "FROM traces WHERE",
+            "FROM traces INDEXED BY traces_by_duration WHERE",
+            1,
+        );
+        sql = crate::duration_index::buckets_from(d)
+            .map(|b| format!("{arm} AND duration_bucket = {b}"))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+    }
+    // One row more than asked tells whether there is a next page.
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, trace_id DESC LIMIT {}",
+        limit + 1
+    ));
+    if after.is_none() && page.offset > 0 {
+        sql.push_str(&format!(" OFFSET {}", page.offset));
+    }
+    Ok((sql, args, limit))
 }
 
 #[async_trait]
@@ -496,56 +556,7 @@ impl Traces for SqliteStore {
         page: &PageRequest,
     ) -> Result<Page<Trace>, StoreError> {
         use rusqlite::types::Value;
-        let after = page.cursor.as_deref().map(decode_cursor).transpose()?;
-        let limit = page.bounded_limit();
-        let mut q = Query {
-            sql: format!(
-                "SELECT {TRACE_COLUMNS} FROM traces WHERE tenant = ?1 AND expires_at > ?2"
-            ),
-            args: vec![Value::Text(tenant.to_string()), Value::Null],
-        };
-        for (col, v) in [
-            ("agent_id", &filter.agent_id),
-            ("user_id", &filter.user_id),
-            ("session_id", &filter.session_id),
-        ] {
-            if let Some(v) = v {
-                q.and(&format!("{col} ="), Value::Text(v.clone()));
-            }
-        }
-        if let Some(s) = &filter.state {
-            q.and("state =", Value::Text(s.as_str().to_string()));
-        }
-        if let Some(t) = filter.created_after {
-            q.and("created_at >=", Value::Integer(t.unix_nanos()));
-        }
-        if let Some(t) = filter.created_before {
-            q.and("created_at <", Value::Integer(t.unix_nanos()));
-        }
-        match filter.has_error {
-            Some(true) => q.sql.push_str(" AND error_count > 0"),
-            Some(false) => q.sql.push_str(" AND error_count = 0"),
-            None => {}
-        }
-        if let Some(d) = filter.min_duration_ms {
-            q.and("duration_ms >=", Value::Real(d));
-        }
-        if let Some((t, id)) = after {
-            q.args.push(Value::Integer(t));
-            q.args.push(Value::Blob(id.to_bytes().to_vec()));
-            let n = q.args.len();
-            q.sql
-                .push_str(&format!(" AND (created_at, trace_id) < (?{}, ?{n})", n - 1));
-        }
-        let Query { mut sql, mut args } = q;
-        // One row more than asked tells whether there is a next page.
-        sql.push_str(&format!(
-            " ORDER BY created_at DESC, trace_id DESC LIMIT {}",
-            limit + 1
-        ));
-        if after.is_none() && page.offset > 0 {
-            sql.push_str(&format!(" OFFSET {}", page.offset));
-        }
+        let (sql, mut args, limit) = listing_query(tenant, filter, page)?;
         self.read(move |c, now| {
             args[1] = Value::Integer(now.unix_nanos());
             let mut stmt = c.prepare_cached(&sql).map_err(internal)?;
@@ -861,5 +872,100 @@ impl LiveFeed for SqliteStore {
 
     fn subscriber_count(&self) -> usize {
         self.hub.subscriber_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::encode_position;
+
+    /// The query plan of a listing, one line per step.
+    fn plan(filter: &TraceFilter, page: &PageRequest) -> String {
+        let mut conn = Connection::open_in_memory().expect("open");
+        schema::migrate(&mut conn).expect("migrate");
+        let (sql, mut args, _) = listing_query("t", filter, page).expect("query");
+        args[1] = rusqlite::types::Value::Integer(0);
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("prepare");
+        let rows: Vec<String> = stmt
+            .query_map(params_from_iter(args.iter()), |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        rows.join("; ")
+    }
+
+    fn pages() -> [PageRequest; 2] {
+        let cursor = encode_position(Timestamp::from_unix_nanos(1_000), TraceId::new_v7());
+        [
+            PageRequest {
+                limit: 50,
+                ..Default::default()
+            },
+            PageRequest {
+                cursor: Some(cursor),
+                limit: 50,
+                ..Default::default()
+            },
+        ]
+    }
+
+    /// `has_error=true` reads the partial index of errored traces in the listing's order:
+    /// no scan of the tenant's traces, no sort (issue 17, ADR 042); with `min_duration_ms`
+    /// too, the errored traces are read once, not once per duration bucket.
+    #[test]
+    fn has_error_is_served_by_the_errored_index() {
+        for page in pages() {
+            for min_duration_ms in [None, Some(100.0)] {
+                let p = plan(
+                    &TraceFilter {
+                        has_error: Some(true),
+                        min_duration_ms,
+                        ..Default::default()
+                    },
+                    &page,
+                );
+                assert!(
+                    p.contains("SEARCH traces USING INDEX traces_errored"),
+                    "{p}"
+                );
+                assert!(!p.contains("UNION"), "{p}");
+                assert!(!p.contains("SCAN"), "{p}");
+                assert!(!p.contains("TEMP B-TREE"), "{p}");
+            }
+        }
+    }
+
+    /// `min_duration_ms` merges one index search per bucket from the threshold's up, each
+    /// in the listing's order: no scan, no sort, with or without a cursor and other filters.
+    #[test]
+    fn min_duration_is_served_by_the_duration_index() {
+        for page in pages() {
+            for filter in [
+                TraceFilter {
+                    min_duration_ms: Some(2000.0),
+                    ..Default::default()
+                },
+                TraceFilter {
+                    min_duration_ms: Some(0.0),
+                    agent_id: Some("planner".into()),
+                    created_before: Some(Timestamp::from_unix_nanos(5_000)),
+                    ..Default::default()
+                },
+            ] {
+                let p = plan(&filter, &page);
+                let arms =
+                    crate::duration_index::buckets_from(filter.min_duration_ms.unwrap()).count();
+                let searches = p
+                    .matches("SEARCH traces USING INDEX traces_by_duration (tenant=? AND duration_bucket=?")
+                    .count();
+                assert_eq!(searches, arms, "{p}");
+                assert!(p.contains("MERGE (UNION ALL)"), "{p}");
+                assert!(!p.contains("SCAN"), "{p}");
+                assert!(!p.contains("TEMP B-TREE"), "{p}");
+            }
+        }
     }
 }
