@@ -53,6 +53,9 @@ pub async fn create_trace(
     tenant: Tenant,
     JsonBody(new): JsonBody<NewTrace>,
 ) -> Result<Response, ApiError> {
+    if let Err(stored) = app.stored_quota.check(app.store.as_ref(), &tenant.0).await {
+        return Err(app.stored_quota.api_refusal(&tenant.0, stored));
+    }
     let (trace, _events) = app.store.create_trace(&tenant.0, new).await?;
     let location = format!("/api/v1/traces/{}", trace.trace_id);
     Ok((
@@ -169,6 +172,9 @@ pub async fn append_events(
     };
     if let Err(wait) = app.ingest_quota.take(&tenant.0, spans as u64) {
         return Err(crate::quotas::api_refusal(&tenant.0, wait));
+    }
+    if let Err(stored) = app.stored_quota.check(app.store.as_ref(), &tenant.0).await {
+        return Err(app.stored_quota.api_refusal(&tenant.0, stored));
     }
     let out = app
         .store
