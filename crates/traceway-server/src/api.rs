@@ -84,11 +84,22 @@ pub struct AppendBody {
     pub end: Option<AppendEnd>,
 }
 
+/// The states an append may end its trace in (the document's type of `end.state`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, clippy::upper_case_acronyms)]
+pub enum EndState {
+    /// Ended well.
+    COMPLETED,
+    /// Ended in error.
+    ERRORED,
+}
+
 /// How an append ends its trace (`end` of [`AppendBody`]).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppendEnd {
     /// `COMPLETED` or `ERRORED`.
+    #[schema(value_type = EndState)]
     pub state: State,
     /// Why (`root span ended`, …).
     #[serde(default)]
@@ -367,7 +378,10 @@ pub struct GetParams {
     level: Option<Level>,
     /// Long-poll: answer once the trace is terminal, or after this long (`30s`, `2m`, or
     /// seconds), capped by `--max-wait`.
-    #[param(example = "30s")]
+    #[param(
+        example = "30s",
+        pattern = "^([0-9]{1,6}(\\.[0-9]{1,3})?|[0-9]{1,6} ?(ms|s|m|h))$"
+    )]
     wait: Option<String>,
     /// `compact`, `detailed` or `streaming` instead of the span tree.
     #[param(value_type = Option<TraceFormat>, inline)]
