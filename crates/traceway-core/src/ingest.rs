@@ -378,8 +378,10 @@ pub struct NewTrace {
     /// User.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
-    /// Initial state: `RECEIVED` (default) or `RUNNING`.
+    /// Initial state: `RECEIVED` (default), `RUNNING` or an intermediate state; never
+    /// `COMPLETED` or `ERRORED` (create it, then end it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::initial_state))]
     pub state: Option<State>,
     /// Detail kept (default: the server's `--default-level`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -69,6 +69,22 @@ impl utoipa::ToSchema for SpanId {
     }
 }
 
+/// The state a trace may be created in: any state but the terminal two (or `null`).
+pub fn initial_state() -> utoipa::openapi::schema::Object {
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::String,
+            Type::Null,
+        ]))
+        .pattern(Some("^(?!(COMPLETED|ERRORED)$)[A-Z][A-Z0-9_]{0,63}$"))
+        .description(Some(
+            "The state a trace is created in: `RECEIVED` (default), `RUNNING` or an \
+             intermediate state (upper-case letters, digits and `_`); never `COMPLETED` or \
+             `ERRORED`.",
+        ))
+        .build()
+}
+
 impl utoipa::PartialSchema for State {
     fn schema() -> RefOr<Schema> {
         string(

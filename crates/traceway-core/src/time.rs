@@ -246,6 +246,15 @@ impl<'de> Deserialize<'de> for Timestamp {
                 f.write_str("an RFC 3339 time string or integer Unix nanoseconds")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Timestamp, E> {
+                // Digits alone are Unix nanoseconds: a query string carries every value as
+                // a string, and the documented schema allows the integer form there too.
+                let digits = v.strip_prefix('-').unwrap_or(v);
+                if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return v
+                        .parse::<i64>()
+                        .map(Timestamp)
+                        .map_err(|_| E::custom("time out of range"));
+                }
                 Timestamp::parse_rfc3339(v).map_err(E::custom)
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Timestamp, E> {
@@ -264,6 +273,14 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_string_of_digits_is_unix_nanoseconds_as_in_a_query_string() {
+        let t: Timestamp = serde_json::from_str("\"1767261600000000000\"").expect("digits");
+        assert_eq!(t, Timestamp::from_unix_nanos(1_767_261_600_000_000_000));
+        assert!(serde_json::from_str::<Timestamp>("\"99999999999999999999\"").is_err());
+        assert!(serde_json::from_str::<Timestamp>("\"12ab\"").is_err());
+    }
 
     #[test]
     fn rfc3339_round_trip_keeps_nanoseconds() {

@@ -53,6 +53,9 @@ pub async fn create_trace(
     tenant: Tenant,
     JsonBody(new): JsonBody<NewTrace>,
 ) -> Result<Response, ApiError> {
+    if let Err(stored) = app.stored_quota.check(app.store.as_ref(), &tenant.0).await {
+        return Err(app.stored_quota.api_refusal(&tenant.0, stored));
+    }
     let (trace, _events) = app.store.create_trace(&tenant.0, new).await?;
     let location = format!("/api/v1/traces/{}", trace.trace_id);
     Ok((
@@ -81,11 +84,22 @@ pub struct AppendBody {
     pub end: Option<AppendEnd>,
 }
 
+/// The states an append may end its trace in (the document's type of `end.state`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, clippy::upper_case_acronyms)]
+pub enum EndState {
+    /// Ended well.
+    COMPLETED,
+    /// Ended in error.
+    ERRORED,
+}
+
 /// How an append ends its trace (`end` of [`AppendBody`]).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppendEnd {
     /// `COMPLETED` or `ERRORED`.
+    #[schema(value_type = EndState)]
     pub state: State,
     /// Why (`root span ended`, …).
     #[serde(default)]
@@ -169,6 +183,9 @@ pub async fn append_events(
     };
     if let Err(wait) = app.ingest_quota.take(&tenant.0, spans as u64) {
         return Err(crate::quotas::api_refusal(&tenant.0, wait));
+    }
+    if let Err(stored) = app.stored_quota.check(app.store.as_ref(), &tenant.0).await {
+        return Err(app.stored_quota.api_refusal(&tenant.0, stored));
     }
     let out = app
         .store
@@ -361,7 +378,10 @@ pub struct GetParams {
     level: Option<Level>,
     /// Long-poll: answer once the trace is terminal, or after this long (`30s`, `2m`, or
     /// seconds), capped by `--max-wait`.
-    #[param(example = "30s")]
+    #[param(
+        example = "30s",
+        pattern = "^([0-9]{1,6}(\\.[0-9]{1,3})?|[0-9]{1,6} ?(ms|s|m|h))$"
+    )]
     wait: Option<String>,
     /// `compact`, `detailed` or `streaming` instead of the span tree.
     #[param(value_type = Option<TraceFormat>, inline)]

@@ -299,6 +299,16 @@ pub async fn middleware(State(app): State<AppState>, mut req: Request, next: Nex
         .await;
     match verdict {
         Ok(p) => {
+            // The key decides the tenant, but a malformed X-Traceway-Tenant is still the
+            // 400 it is without keys (and the document says), not silently replaced.
+            if let Some(given) = req.headers().get(TENANT_HEADER) {
+                if let Err(m) = crate::extract::Tenant::parse(Some(given.as_bytes())) {
+                    if req.uri().path().starts_with("/v1/") {
+                        return crate::otlp::http::refuse(req.headers(), Failure::bad_data(m));
+                    }
+                    return ApiError::bad_request(m).into_response();
+                }
+            }
             match HeaderValue::from_str(&p.tenant) {
                 Ok(v) => {
                     req.headers_mut().insert(TENANT_HEADER, v);

@@ -163,6 +163,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TRACEWAY_QUOTA_LIVE_STREAMS")]
     pub quota_live_streams: Option<u32>,
 
+    /// Bytes of event log each tenant may keep stored (the JSON of its events, counted by
+    /// the store on every write, delete and purge); past it, writes answer 429 with
+    /// Retry-After (gRPC RESOURCE_EXHAUSTED with RetryInfo) until deletes or the retention
+    /// purge bring it under. Reads and deletes are never refused. 0: no quota [default: 0].
+    #[arg(long, env = "TRACEWAY_QUOTA_STORED_BYTES")]
+    pub quota_stored_bytes: Option<u64>,
+
     /// The tenant the admin key administers [default: default].
     #[arg(long, env = "TRACEWAY_ADMIN_KEY_TENANT")]
     pub admin_key_tenant: Option<String>,
@@ -277,6 +284,8 @@ pub struct Config {
     pub quota_spans_burst: u32,
     /// Concurrent live streams per tenant (0: none).
     pub quota_live_streams: u32,
+    /// Stored event-log bytes per tenant (0: none; ADR 040).
+    pub quota_stored_bytes: u64,
     /// Connection bounds of each listener (ADR 033).
     pub conn_limits: crate::transport::ConnLimits,
     /// Delay of a trace's analysis digest after it ends.
@@ -489,6 +498,10 @@ impl Config {
             quota_spans_per_sec,
             quota_spans_burst,
             quota_live_streams,
+            quota_stored_bytes: args
+                .quota_stored_bytes
+                .or(file.quota_stored_bytes)
+                .unwrap_or(0),
             auth,
             store,
             data_dir: args

@@ -22,7 +22,8 @@ use crate::AppState;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
-    /// A label (1 to 128 characters).
+    /// A label (1 to 128 characters, leading and trailing spaces not counted).
+    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
     pub name: String,
     /// At least one of `ingest`, `read`, `admin`.
     #[schema(example = json!(["ingest", "read"]))]

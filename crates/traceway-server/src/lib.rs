@@ -51,6 +51,8 @@ pub struct AppState {
     pub ingest_quota: Arc<quotas::IngestQuota>,
     /// The per-tenant quota of open live streams (ADR 025).
     pub stream_quota: Arc<quotas::StreamQuota>,
+    /// The per-tenant quota of stored bytes (ADR 040).
+    pub stored_quota: Arc<quotas::StoredQuota>,
 }
 
 impl AppState {
@@ -69,10 +71,12 @@ impl AppState {
             config.quota_spans_burst,
         ));
         let stream_quota = Arc::new(quotas::StreamQuota::new(config.quota_live_streams));
+        let stored_quota = Arc::new(quotas::StoredQuota::new(config.quota_stored_bytes));
         AppState {
             auth,
             ingest_quota,
             stream_quota,
+            stored_quota,
             store: Arc::new(metrics::MeteredStore::new(
                 Arc::new(traceway_store::AnalysedStore::new(
                     store,

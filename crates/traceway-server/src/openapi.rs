@@ -318,3 +318,20 @@ impl ToSchema for FreeObject {}
 pub fn document() -> utoipa::openapi::OpenApi {
     crate::routes().split_for_parts().1
 }
+
+/// One Server-Sent Event as a client's parser gives it (the `text/event-stream` answers
+/// are a sequence of these): `id` is the event's `seq` (resume with `Last-Event-ID`),
+/// `event` its type (`span_started`, …, or `lagged`/`end`), `data` one JSON document.
+/// Comment lines (`:` keep-alives) carry no event.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SseEvent {
+    /// The event's `seq`, when it has one.
+    id: Option<String>,
+    /// The event type.
+    event: Option<String>,
+    /// The payload: one JSON document.
+    data: String,
+    /// A reconnection delay in milliseconds, when the server sets one.
+    retry: Option<u64>,
+}

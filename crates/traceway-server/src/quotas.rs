@@ -126,6 +126,98 @@ impl Drop for StreamPermit {
     }
 }
 
+/// How long a tenant's stored-bytes figure is reused before it is read again.
+pub const STORED_BYTES_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Stored bytes per tenant (ADR 040): the store's counter, read at most once a
+/// [`STORED_BYTES_MAX_AGE`] per tenant on this replica, so a write costs no store read
+/// most of the time. 0 means no quota.
+pub struct StoredQuota {
+    max: u64,
+    seen: Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+impl StoredQuota {
+    /// At most `max` bytes of event log per tenant.
+    pub fn new(max: u64) -> StoredQuota {
+        StoredQuota {
+            max,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Err(stored)` when `tenant` stores `max` bytes or more. A figure that cannot be
+    /// read lets the write through (the write then meets the same store, and its error).
+    pub async fn check(&self, store: &dyn traceway_store::Store, tenant: &str) -> Result<(), u64> {
+        if self.max == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let cached = {
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.get(tenant)
+                .filter(|(_, at)| now.duration_since(*at) < STORED_BYTES_MAX_AGE)
+                .map(|(n, _)| *n)
+        };
+        let stored = match cached {
+            Some(n) => n,
+            None => match store.stored_bytes(tenant).await {
+                Ok(n) => {
+                    let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+                    if seen.len() >= MAX_TENANTS && !seen.contains_key(tenant) {
+                        seen.retain(|_, (_, at)| now.duration_since(*at) < STORED_BYTES_MAX_AGE);
+                        if seen.len() >= MAX_TENANTS {
+                            seen.clear();
+                        }
+                    }
+                    seen.insert(tenant.to_string(), (n, now));
+                    n
+                }
+                Err(e) => {
+                    tracing::warn!(tenant, error = %e, "stored bytes unreadable; quota not applied");
+                    return Ok(());
+                }
+            },
+        };
+        if stored >= self.max {
+            tracing::debug!(
+                tenant,
+                stored,
+                max = self.max,
+                "stored bytes quota exceeded"
+            );
+            Err(stored)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn message(&self, tenant: &str, stored: u64) -> String {
+        format!(
+            "tenant {tenant} stores {stored} bytes of events, at or over its quota of {} bytes; \
+             delete traces or wait for the retention purge, then retry",
+            self.max
+        )
+    }
+
+    /// A REST write past the quota: 429 `quota_exceeded` with `Retry-After`.
+    pub fn api_refusal(&self, tenant: &str, stored: u64) -> crate::error::ApiError {
+        crate::error::ApiError {
+            status: axum::http::StatusCode::TOO_MANY_REQUESTS,
+            code: "quota_exceeded",
+            message: self.message(tenant, stored),
+        }
+    }
+
+    /// An OTLP export past the quota: 429 / `RESOURCE_EXHAUSTED` with `RetryInfo`.
+    pub fn otlp_refusal(&self, tenant: &str, stored: u64) -> crate::otlp::Failure {
+        crate::otlp::Failure {
+            kind: crate::otlp::FailureKind::Overloaded,
+            message: self.message(tenant, stored),
+        }
+    }
+}
+
 /// A stream past the tenant's quota of live streams: 429 `quota_exceeded` with
 /// `Retry-After`.
 pub fn stream_refusal(tenant: &str, max: u32) -> crate::error::ApiError {

@@ -141,7 +141,7 @@ fn sse(
         TenantHeader,
     ),
     responses(
-        (status = 200, description = "The event stream.", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "The event stream.", body = crate::openapi::SseEvent, content_type = "text/event-stream"),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthenticated),
         (status = 403, response = Forbidden),
@@ -307,7 +307,7 @@ pub struct TenantStreamParams {
     description = "Server-sent events of the tenant's traces as they commit: trace started, state changed, errors and trace ended (every event with `all=true`), filtered by agent or state. Live only: each message's `id` is `trace_id:seq`, `event` the type, `data` the event's JSON or a readable line; resume a trace with its own stream. A subscriber that falls behind gets a final `lagged` event whose data is `{\"trace_id\", \"resume_after_seq\", \"resume\": [{\"trace_id\", \"after_seq\"}], \"resume_complete\"}`: per trace the stream sent, the seq to resume that trace's own stream after. Holds one slot of the tenant's live-stream quota while open.",
     params(TenantStreamParams, TenantHeader),
     responses(
-        (status = 200, description = "The event stream.", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "The event stream.", body = crate::openapi::SseEvent, content_type = "text/event-stream"),
         (status = 400, response = BadRequest),
         (status = 429, response = Overloaded),
         (status = 401, response = Unauthenticated),

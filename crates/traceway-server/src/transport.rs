@@ -6,16 +6,23 @@
 //!   runs from when a connection waits for a request head until the head is complete, so a
 //!   client trickling its headers is cut off. hyper has no such timer before it knows the
 //!   protocol or for HTTP/2, so a connection must also *begin* its first request within it
-//!   (a silent socket, or an HTTP/2 preface sent byte by byte, is closed).
-//! - **Idle timeout** (`--idle-timeout`): a connection with no request in flight on which no
-//!   byte moved either way for this long is closed (HTTP/2 gets a GOAWAY). It matters on
-//!   HTTP/2, where hyper has no idle timer; on HTTP/1 the header timer starts as soon as a
+//!   (a silent socket, an HTTP/2 preface or header block sent byte by byte, is closed).
+//! - **Idle timeout** (`--idle-timeout`): a connection on which no request has been in
+//!   flight for this long is closed (HTTP/2 gets a GOAWAY). A request is in flight from the
+//!   moment its head is complete until its response body has ended, so a `?wait=` long
+//!   poll or an SSE stream is never idle, while bytes that begin no request (a trickled
+//!   HTTP/2 header block, PING frames) do not keep a connection open. It matters on HTTP/2,
+//!   where hyper has no idle timer; on HTTP/1 the header timer starts as soon as a
 //!   kept-alive connection waits for its next request, so an idle HTTP/1 connection closes
-//!   after the shorter of the two. A request in flight (a `?wait=` long poll) or a stream
-//!   that writes (SSE keep-alives) is never idle.
+//!   after the shorter of the two.
 //! - **Connection limit** (`--max-connections`, per listener): past it the listener stops
 //!   accepting (new connections wait in the kernel's backlog) and the connections it holds
 //!   keep being served; one that closes makes room for the next.
+//!
+//! hyper answers an HTTP/1 request head it cannot parse (a request target over its fixed
+//! 64 KiB, a head over its read buffer or past its header count, a malformed line) itself,
+//! with an empty body. [`Tracked`] rewrites those answers on their way to the socket into
+//! the JSON error every other refusal carries (issue 15, failure 3.9; ADR 033).
 //!
 //! A closed connection is first shut down gracefully (in-flight requests finish), then
 //! dropped if it has not ended one header-read timeout later.
@@ -47,9 +54,17 @@ pub struct ConnLimits {
     pub max_connections: u32,
 }
 
-/// Headers a request may carry before hyper refuses it itself (with an empty 431). Our own
-/// limit, [`crate::limits::MAX_HEADERS`], is lower, so a request over it gets the JSON error.
-const HYPER_MAX_HEADERS: usize = 4 * crate::limits::MAX_HEADERS;
+/// Headers a request may carry before hyper refuses it itself (with a 431 that [`Tracked`]
+/// gives the JSON error). Our own limit, [`crate::limits::MAX_HEADERS`], is lower, so a
+/// request over it gets the middleware's more precise message.
+pub const HYPER_MAX_HEADERS: usize = 4 * crate::limits::MAX_HEADERS;
+
+/// The largest request head hyper reads before refusing it (431): its read buffer, set
+/// explicitly so the figure in the error message is the one in force.
+pub const HYPER_MAX_HEAD_BYTES: usize = 400 * 1024;
+
+/// The longest request target hyper's HTTP/1 parser accepts (fixed in hyper: 414 past it).
+pub const HYPER_MAX_URI_BYTES: usize = u16::MAX as usize - 1;
 
 /// Which protocols a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +102,8 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_headers(HYPER_MAX_HEADERS);
+        .max_headers(HYPER_MAX_HEADERS)
+        .max_buf_size(HYPER_MAX_HEAD_BYTES);
     builder.http2().timer(TokioTimer::new());
     if protocols == Protocols::Http2Only {
         builder = builder.http2_only();
@@ -137,9 +153,9 @@ where
 /// What a connection did, for the idle and first-request checks.
 struct Activity {
     epoch: Instant,
-    /// Milliseconds since `epoch` of the last byte read or written.
-    last_io_ms: AtomicU64,
-    /// Requests whose handler has not answered yet.
+    /// Milliseconds since `epoch` when the last request ended (its response body was done).
+    last_end_ms: AtomicU64,
+    /// Requests whose response has not ended yet (handler running, or body being sent).
     in_flight: AtomicUsize,
     /// Requests begun on this connection.
     begun: AtomicU64,
@@ -148,23 +164,24 @@ struct Activity {
 }
 
 impl Activity {
-    fn touch(&self) {
+    fn ended_now(&self) {
         let ms = self.epoch.elapsed().as_millis() as u64;
-        self.last_io_ms.fetch_max(ms, Ordering::Relaxed);
+        self.last_end_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
-    fn last_io(&self) -> Instant {
-        self.epoch + Duration::from_millis(self.last_io_ms.load(Ordering::Relaxed))
+    fn last_end(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.last_end_ms.load(Ordering::Relaxed))
     }
 }
 
-/// Counts a request in flight until dropped.
+/// Counts a request in flight until dropped; it lives in the response body, so a streamed
+/// answer (SSE, a page of spans) is in flight until its last byte is handed to hyper.
 struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        self.0.ended_now();
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.touch();
         self.0.changed.notify_one();
     }
 }
@@ -188,14 +205,14 @@ async fn connection<S, B>(
 {
     let activity = Arc::new(Activity {
         epoch: Instant::now(),
-        last_io_ms: AtomicU64::new(0),
+        last_end_ms: AtomicU64::new(0),
         in_flight: AtomicUsize::new(0),
         begun: AtomicU64::new(0),
         changed: tokio::sync::Notify::new(),
     });
     let io = TokioIo::new(Tracked {
         inner: stream,
-        activity: activity.clone(),
+        pending: None,
     });
     let counted = activity.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
@@ -204,9 +221,16 @@ async fn connection<S, B>(
         let guard = InFlight(counted.clone());
         let call = tower::ServiceExt::oneshot(service.clone(), req);
         async move {
-            let r = call.await;
-            drop(guard);
-            r
+            // The guard moves into the body: dropped when hyper has sent it (or the
+            // stream was reset), or here if the service failed.
+            call.await.map(|resp| {
+                resp.map(|body| {
+                    http_body_util::BodyExt::map_frame(body, move |frame| {
+                        let _in_flight = &guard;
+                        frame
+                    })
+                })
+            })
         }
     });
     let conn = builder.serve_connection(io, svc);
@@ -218,7 +242,7 @@ async fn connection<S, B>(
         let now = Instant::now();
         let begun = activity.begun.load(Ordering::Relaxed);
         let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
-        let idle_since = activity.last_io();
+        let idle_since = activity.last_end();
         match drop_at {
             Some(at) if now >= at => {
                 tracing::debug!("connection did not close in time; dropped");
@@ -258,10 +282,100 @@ async fn connection<S, B>(
     }
 }
 
-/// A socket that records when bytes move.
+/// The socket, with hyper's own HTTP/1 error answers (an empty-bodied 400, 414 or 431
+/// written when a request head cannot be parsed) rewritten into the JSON error.
+///
+/// hyper writes such an answer as one whole head with `content-length: 0` and no
+/// `content-type`, then closes the connection. Every answer of ours to those statuses has
+/// a JSON body, so a head of that shape can only be hyper's. The rewrite keeps hyper's
+/// header lines, adds the JSON body, and writes it in place of the head; hyper is told its
+/// bytes were written, and the rest of ours is written on the following calls (hyper
+/// flushes and shuts down next, both of which finish it first).
 struct Tracked {
     inner: TcpStream,
-    activity: Arc<Activity>,
+    /// The rewritten answer, and how much of it is written.
+    pending: Option<(Vec<u8>, usize)>,
+}
+
+impl Tracked {
+    /// Writes what is left of a rewritten answer; ready once it is all written.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while let Some((bytes, done)) = &mut self.pending {
+            if *done == bytes.len() {
+                self.pending = None;
+                break;
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*done..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => *done += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// hyper's error answer rewritten with the JSON error, or `None` if `buf` is not one.
+fn rewrite_parse_error(buf: &[u8]) -> Option<Vec<u8>> {
+    let status = buf
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| buf.strip_prefix(b"HTTP/1.0 "))?
+        .get(..4)?;
+    let (code, message) = match status {
+        b"400 " => (
+            "bad_request",
+            "the request head could not be parsed as HTTP/1.1".to_string(),
+        ),
+        b"414 " => (
+            "uri_too_long",
+            format!(
+                "the request target is over {HYPER_MAX_URI_BYTES} bytes; the limit is {}",
+                crate::limits::MAX_URI_BYTES
+            ),
+        ),
+        b"431 " => (
+            "headers_too_large",
+            format!(
+                "the request head is over {HYPER_MAX_HEAD_BYTES} bytes or {HYPER_MAX_HEADERS} \
+                 header fields; the limits are {} fields and {} bytes",
+                crate::limits::MAX_HEADERS,
+                crate::limits::MAX_HEADER_BYTES
+            ),
+        ),
+        _ => return None,
+    };
+    // One whole head, nothing after it: hyper's answer, never a response with a body.
+    let head = std::str::from_utf8(buf).ok()?.strip_suffix("\r\n\r\n")?;
+    if head.contains("\r\n\r\n") {
+        return None;
+    }
+    let lines: Vec<&str> = head.split("\r\n").collect();
+    let is =
+        |l: &&str, name: &str| l.len() >= name.len() && l[..name.len()].eq_ignore_ascii_case(name);
+    if lines.iter().any(|l| is(l, "content-type:"))
+        || !lines
+            .iter()
+            .any(|l| is(l, "content-length:") && l["content-length:".len()..].trim() == "0")
+    {
+        return None;
+    }
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    let mut out = String::with_capacity(head.len() + body.len() + 64);
+    for l in lines {
+        if is(&l, "content-length:") {
+            out.push_str("content-type: application/json\r\n");
+            out.push_str(&format!("content-length: {}\r\n", body.len()));
+        } else {
+            out.push_str(l);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("\r\n");
+    out.push_str(&body);
+    Some(out.into_bytes())
 }
 
 impl AsyncRead for Tracked {
@@ -270,12 +384,7 @@ impl AsyncRead for Tracked {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
@@ -285,11 +394,16 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+        std::task::ready!(self.drain(cx))?;
+        if let Some(answer) = rewrite_parse_error(buf) {
+            self.pending = Some((answer, 0));
+            // Written as far as the socket takes it now; the rest on flush or shutdown.
+            if let Poll::Ready(Err(e)) = self.drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+            return Poll::Ready(Ok(buf.len()));
         }
-        r
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -297,11 +411,15 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+        std::task::ready!(self.drain(cx))?;
+        // hyper's error answer is a head alone, so it is the only slice with bytes.
+        let mut filled = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (filled.next(), filled.next()) {
+            if rewrite_parse_error(only).is_some() {
+                return self.poll_write(cx, only);
+            }
         }
-        r
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -309,10 +427,50 @@ impl AsyncWrite for Tracked {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rewrite_parse_error;
+
+    #[test]
+    fn only_hypers_empty_error_heads_are_rewritten() {
+        let hyper = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\n\
+                      content-length: 0\r\ndate: Wed, 02 Dec 2026 14:00:00 GMT\r\n\r\n";
+        let out = String::from_utf8(rewrite_parse_error(hyper).expect("rewritten")).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").expect("a head");
+        assert!(head.starts_with("HTTP/1.1 431 "), "{head}");
+        assert!(
+            head.contains("connection: close") && head.contains("date: "),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(v["error"]["code"], "headers_too_large");
+        // Ours: a body, a content type; other statuses; a head with its body after it.
+        for not in [
+            &b"HTTP/1.1 431 X\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 414 X\r\ncontent-length: 12\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 400 X\r\ncontent-length: 0\r\n\r\nHTTP/1.1 400 X\r\n\r\n",
+            b"HTTP/1.1 400 X\r\ncontent-length: 0\r\n",
+        ] {
+            assert!(
+                rewrite_parse_error(not).is_none(),
+                "{}",
+                String::from_utf8_lossy(not)
+            );
+        }
     }
 }

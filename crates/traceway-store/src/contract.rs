@@ -573,6 +573,11 @@ pub trait Traces: Send + Sync + 'static {
         id: TraceId,
         digest: AnalysisDigest,
     ) -> Result<bool, StoreError>;
+
+    /// The bytes of the tenant's stored event log (its events' JSON), the figure of the
+    /// stored-bytes quota (ADR 040). A counter kept by every write, delete and purge, so
+    /// reading it costs one lookup; it is not the file's or the server's memory use.
+    async fn stored_bytes(&self, tenant: &str) -> Result<u64, StoreError>;
 }
 
 /// The store's lifecycle work across tenants: the active count, the watchdog's fenced
@@ -778,6 +783,11 @@ pub trait TracesLayer: Decorates {
     ) -> Result<bool, StoreError> {
         self.inner().put_analysis(tenant, id, digest).await
     }
+
+    /// [`Traces::stored_bytes`].
+    async fn stored_bytes(&self, tenant: &str) -> Result<u64, StoreError> {
+        self.inner().stored_bytes(tenant).await
+    }
 }
 
 #[async_trait]
@@ -878,6 +888,10 @@ impl<T: TracesLayer> Traces for T {
         digest: AnalysisDigest,
     ) -> Result<bool, StoreError> {
         TracesLayer::put_analysis(self, tenant, id, digest).await
+    }
+
+    async fn stored_bytes(&self, tenant: &str) -> Result<u64, StoreError> {
+        TracesLayer::stored_bytes(self, tenant).await
     }
 }
 

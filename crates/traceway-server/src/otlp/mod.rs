@@ -224,6 +224,9 @@ pub async fn ingest(
     if let Err(wait) = app.ingest_quota.take(tenant, spans as u64) {
         return Err(crate::quotas::otlp_refusal(tenant, wait));
     }
+    if let Err(stored) = app.stored_quota.check(app.store.as_ref(), tenant).await {
+        return Err(app.stored_quota.otlp_refusal(tenant, stored));
+    }
     let batch = map_request_with(request, &map_options(&app.config));
     let out = Ingested {
         rejected_spans: batch.rejected_spans,
@@ -258,6 +261,9 @@ pub async fn ingest_logs(
     tenant: &str,
     request: &ExportLogsServiceRequest,
 ) -> Result<Ingested, Failure> {
+    if let Err(stored) = app.stored_quota.check(app.store.as_ref(), tenant).await {
+        return Err(app.stored_quota.otlp_refusal(tenant, stored));
+    }
     let batch = map_logs_request(request);
     let out = Ingested {
         rejected_spans: batch.rejected_log_records,

@@ -509,3 +509,44 @@ async fn otlp_logs_and_metrics_need_an_ingest_key_like_traces() {
         }
     }
 }
+
+/// Found by schemathesis (issue 15, 3.9: the document and the server disagreed): with auth
+/// on, a malformed `X-Traceway-Tenant` was silently replaced by the key's tenant, where the
+/// document (and the server without keys) refuse it. It is 400 with the JSON error (a
+/// `google.rpc.Status` on OTLP/HTTP); a valid one is still overridden by the key.
+#[tokio::test]
+async fn with_auth_on_a_malformed_tenant_header_is_400_not_silently_replaced() {
+    let (app, admin) = secured();
+    for (path, body) in [
+        ("/api/v1/traces", Some(json!({}))),
+        ("/v1/traces", Some(json!({}))),
+    ] {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("x-traceway-tenant", "not a tenant!")
+            .header(header::AUTHORIZATION, bearer(&admin.token()))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.expect("body").to_string()))
+            .expect("request");
+        let resp = app.router.clone().oneshot(req).await.expect("infallible");
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let v: Value = serde_json::from_slice(&bytes).expect("json");
+        let message = if path.starts_with("/v1/") {
+            v["message"].as_str().map(str::to_string)
+        } else {
+            assert_eq!(v["error"]["code"], "invalid_argument", "{v}");
+            v["error"]["message"].as_str().map(str::to_string)
+        };
+        assert!(
+            message.unwrap_or_default().contains("X-Traceway-Tenant"),
+            "{v}"
+        );
+    }
+    // No key: 401 first, whatever the header.
+    let (status, _, _) = send(&app, Method::GET, "/api/v1/traces", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

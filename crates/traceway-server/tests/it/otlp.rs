@@ -1116,3 +1116,120 @@ async fn redis_restarting_and_loading_its_dataset_answers_503_or_unavailable_nev
     }
     assert!(refused > 0, "the restart was seen by the requests");
 }
+
+on_both! {
+/// Deliver 2: a tenant whose stored event log reaches its quota of stored bytes is refused
+/// on every write path (REST 429 with Retry-After, OTLP/HTTP 429 with a Status, gRPC
+/// `RESOURCE_EXHAUSTED` with `RetryInfo`); its reads and deletes still work, a delete
+/// brings it back under, and another tenant writes throughout.
+#[tokio::test]
+async fn a_tenant_past_its_stored_bytes_is_refused_with_retry_after_on_every_protocol_and_others_still_write(backend: Backend) {
+    const QUOTA: u64 = 8 * 1024;
+    let app = backend
+        .app_with(traceway_server::Config {
+            quota_stored_bytes: QUOTA,
+            ..traceway_server::Config::default()
+        })
+        .await;
+    let (status, t) = app
+        .call_as("full", Method::POST, "/api/v1/traces", Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{t}");
+    let id = t["trace_id"].as_str().expect("id").to_string();
+    let events = |base: u64| {
+        json!({"events": (0..10).map(|i| json!({"type": "span_ended", "span": {
+            "span_id": format!("{:016x}", base + i), "name": "step", "kind": "tool"}})).collect::<Vec<_>>()})
+    };
+    // Fill it past the quota (the figure is the store's own).
+    let mut base = 1;
+    while app.store.stored_bytes("full").await.expect("bytes") < QUOTA {
+        let (status, b) = app
+            .call_as("full", Method::POST, &format!("/api/v1/traces/{id}/events"), Some(events(base)))
+            .await;
+        assert!(status.is_success(), "{status} {b}");
+        base += 10;
+        assert!(base < 100_000, "never reached the quota");
+    }
+    // The server reads the figure at most once a second per tenant: poll for the refusal.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let refused = loop {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/api/v1/traces/{id}/events"))
+            .header("x-traceway-tenant", "full")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(events(base).to_string()))
+            .expect("request");
+        base += 10;
+        let resp = app.router.clone().oneshot(req).await.expect("infallible");
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            break resp;
+        }
+        assert!(resp.status().is_success(), "{}", resp.status());
+        assert!(tokio::time::Instant::now() < deadline, "never refused");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        refused.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap_or("")),
+        Some("1")
+    );
+    let body = axum::body::to_bytes(refused.into_body(), 1 << 20).await.expect("body");
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["error"]["code"], "quota_exceeded", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap_or("").contains("bytes"), "{v}");
+    let (status, _) = app
+        .call_as("full", Method::POST, "/api/v1/traces", Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "a new trace is a write too");
+
+    // OTLP/HTTP and gRPC refuse it as retryable.
+    let a = post_as(&app, "full", Some(PROTOBUF), None, to_protobuf(&fixture("genai_agent.json"))).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(a.headers.contains_key(header::RETRY_AFTER));
+    let st = a.status();
+    assert_eq!(st.code, tonic::Code::ResourceExhausted as i32);
+    assert_eq!(retry_delay(&st), Some(1));
+    let mut client = grpc_client(&app).await;
+    let mut req = tonic::Request::new(request_of(&fixture("genai_agent.json")));
+    req.metadata_mut()
+        .insert("x-traceway-tenant", "full".parse().expect("ascii"));
+    let err = client.export(req).await.expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    let st = RpcStatus::decode(err.details()).expect("google.rpc.Status details");
+    assert_eq!(retry_delay(&st), Some(1), "RetryInfo makes it retryable");
+
+    // Another tenant is not affected, on any protocol.
+    let a = post_as(&app, "other", Some(PROTOBUF), None, to_protobuf(&fixture("genai_agent.json"))).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let mut req = tonic::Request::new(request_of(&fixture("genai_agent.json")));
+    req.metadata_mut()
+        .insert("x-traceway-tenant", "other".parse().expect("ascii"));
+    client.export(req).await.expect("another tenant exports over gRPC");
+    let (status, _) = app
+        .call_as("other", Method::POST, "/api/v1/traces", Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Reads and deletes are never refused; the delete brings the tenant back under.
+    let (status, _) = app
+        .call_as("full", Method::GET, &format!("/api/v1/traces/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app
+        .call_as("full", Method::DELETE, &format!("/api/v1/traces/{id}"), None)
+        .await;
+    assert!(status.is_success(), "{status}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, b) = app
+            .call_as("full", Method::POST, "/api/v1/traces", Some(json!({})))
+            .await;
+        if status == StatusCode::CREATED {
+            break;
+        }
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{b}");
+        assert!(tokio::time::Instant::now() < deadline, "still refused after the delete");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+}

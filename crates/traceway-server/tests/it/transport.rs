@@ -470,3 +470,258 @@ async fn content_length_over_the_cap_is_413_before_the_body_is_sent() {
     let (status, _) = app.call(Method::GET, "/api/v1/traces", None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Sends `bytes` (a writer that ignores the server closing on it) and reads what comes
+/// back until the server closes: the status and JSON body of the one answer.
+async fn exchange_to_close(addr: SocketAddr, bytes: Vec<u8>) -> (u16, Value) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&bytes).await;
+        wr
+    });
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    assert!(read.await.is_ok(), "the server never closed");
+    drop(writer.await);
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("{text:?}"));
+    let status = head[9..12].parse().expect("status");
+    let len: usize = head
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().parse().expect("len"))
+        })
+        .expect("a content-length");
+    assert_eq!(body.len(), len, "{text:?}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn uri_over_the_parsers_64_kib_is_414_with_the_json_error() {
+    let app = test_app_with(Config::default());
+    let addr = serve_http(&app).await;
+    let long = "a".repeat(traceway_server::transport::HYPER_MAX_URI_BYTES + 1);
+    let (status, body) = exchange_to_close(
+        addr,
+        format!("GET /api/v1/traces?agent_id={long} HTTP/1.1\r\nhost: t\r\n\r\n").into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 414);
+    assert_eq!(body["error"]["code"], "uri_too_long", "{body}");
+    assert!(body["error"]["message"].as_str().is_some(), "{body}");
+}
+
+#[tokio::test]
+async fn header_block_over_the_parsers_buffer_is_431_with_the_json_error() {
+    let app = test_app_with(Config::default());
+    let addr = serve_http(&app).await;
+    // Fewer fields than the middleware's limit, together well past hyper's read buffer,
+    // so hyper refuses the head before it is complete.
+    let mut head = String::from("GET /healthz HTTP/1.1\r\nhost: t\r\n");
+    let value = "v".repeat(8192);
+    for i in 0..traceway_server::limits::MAX_HEADERS - 10 {
+        head.push_str(&format!("x-h{i}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let (status, body) = exchange_to_close(addr, head.into_bytes()).await;
+    assert_eq!(status, 431);
+    assert_eq!(body["error"]["code"], "headers_too_large", "{body}");
+}
+
+#[tokio::test]
+async fn more_header_fields_than_the_parser_holds_is_431_with_the_json_error() {
+    let app = test_app_with(Config::default());
+    let addr = serve_http(&app).await;
+    let mut head = String::from("GET /healthz HTTP/1.1\r\nhost: t\r\n");
+    for i in 0..=traceway_server::transport::HYPER_MAX_HEADERS {
+        head.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    head.push_str("\r\n");
+    let (status, body) = exchange_to_close(addr, head.into_bytes()).await;
+    assert_eq!(status, 431);
+    assert_eq!(body["error"]["code"], "headers_too_large", "{body}");
+}
+
+#[tokio::test]
+async fn malformed_request_head_is_400_with_the_json_error() {
+    let app = test_app_with(Config::default());
+    let addr = serve_http(&app).await;
+    let (status, body) = exchange_to_close(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nhost: t\r\nno colon here\r\n\r\n".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    // The server still answers the next connection.
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(healthz(&mut s).await, (200, json!({"status": "ok"})));
+}
+
+// ---------------------------------------------------------------------------------------
+// 3.6 over HTTP/2: trickled header blocks, PING-only connections, many held sockets.
+// ---------------------------------------------------------------------------------------
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The client preface and an empty SETTINGS frame.
+fn h2_open() -> Vec<u8> {
+    let mut b = H2_PREFACE.to_vec();
+    b.extend(h2_frame(0x4, 0, 0, &[]));
+    b
+}
+
+/// A complete HEADERS frame (END_STREAM | END_HEADERS) for `GET /healthz` on `stream`,
+/// HPACK without Huffman or indexing, with an `x-slow` field of `pad` bytes.
+fn h2_get_healthz(stream: u32, pad: usize) -> Vec<u8> {
+    assert!(pad < 127);
+    let mut block = vec![0x82, 0x86, 0x04, 8];
+    block.extend_from_slice(b"/healthz");
+    block.extend_from_slice(&[0x01, 1, b't', 0x00, 6]);
+    block.extend_from_slice(b"x-slow");
+    block.push(pad as u8);
+    block.extend(std::iter::repeat_n(b'a', pad));
+    h2_frame(0x1, 0x5, stream, &block)
+}
+
+#[tokio::test]
+async fn h2c_client_trickling_its_first_header_block_is_disconnected() {
+    let app = test_app_with(config(500, 60_000, 100));
+    let http = serve_http(&app).await;
+    let grpc = serve_grpc(&app).await;
+    for addr in [http, grpc] {
+        // The preface and SETTINGS at once, then a header block at 400 ms a byte: ~55 s.
+        let (closed, _) = trickle(
+            addr,
+            &h2_open(),
+            &h2_get_healthz(1, 120),
+            Duration::from_millis(400),
+        )
+        .await;
+        assert!(closed, "{addr} kept a client trickling its header block");
+    }
+}
+
+#[tokio::test]
+async fn h2c_client_trickling_a_header_block_after_a_request_is_disconnected() {
+    let app = test_app_with(config(500, 500, 100));
+    let http = serve_http(&app).await;
+    let grpc = serve_grpc(&app).await;
+    for addr in [http, grpc] {
+        // One request answered, then the next header block at 400 ms a byte: each byte
+        // arrives well within the idle timeout, but no request ever begins.
+        let mut first = h2_open();
+        first.extend(h2_get_healthz(1, 0));
+        let (closed, _) = trickle(
+            addr,
+            &first,
+            &h2_get_healthz(3, 120),
+            Duration::from_millis(400),
+        )
+        .await;
+        assert!(
+            closed,
+            "{addr} kept a client trickling its second header block"
+        );
+    }
+}
+
+#[tokio::test]
+async fn h2c_connection_kept_up_only_by_pings_is_closed_when_idle() {
+    let app = test_app_with(config(500, 500, 100));
+    let http = serve_http(&app).await;
+    let grpc = serve_grpc(&app).await;
+    let pings: Vec<u8> = (0..300u64)
+        .flat_map(|i| h2_frame(0x6, 0, 0, &i.to_be_bytes()))
+        .collect();
+    for addr in [http, grpc] {
+        let mut first = h2_open();
+        first.extend(h2_get_healthz(1, 0));
+        // A PING every ~170 ms (17 bytes at 10 ms a byte) for ~50 s.
+        let (closed, _) = trickle(addr, &first, &pings, Duration::from_millis(10)).await;
+        assert!(closed, "{addr} kept a connection that only sends PINGs");
+    }
+}
+
+#[tokio::test]
+async fn healthz_answers_while_1100_trickling_h2_sockets_are_held_on_each_listener_and_all_are_closed(
+) {
+    const HELD: usize = 1_100;
+    // What the server does at start (its soft limit raised to the hard one); this process
+    // holds both ends of every socket.
+    let limit = rlimit::increase_nofile_limit(u64::MAX).expect("descriptor limit");
+    assert!(
+        limit >= (4 * HELD + 500) as u64,
+        "the hard descriptor limit ({limit}) is too low for this test"
+    );
+    // Long enough to hold them all while /healthz is asked; closed by the timer after.
+    let app = test_app_with(config(30_000, 60_000, 10_000));
+    let http = serve_http(&app).await;
+    let grpc = serve_grpc(&app).await;
+    // The preface, SETTINGS and the first bytes of a header block, then nothing.
+    let mut partial = h2_open();
+    partial.extend_from_slice(&h2_get_healthz(1, 120)[..20]);
+    let mut held = Vec::new();
+    for addr in [http, grpc] {
+        for _ in 0..HELD {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            s.write_all(&partial).await.expect("write");
+            held.push(s);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while app.metrics.http_connections.get() < HELD as i64
+        || app.metrics.grpc_connections.get() < HELD as i64
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "held: http {}, grpc {}",
+            app.metrics.http_connections.get(),
+            app.metrics.grpc_connections.get()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut s = TcpStream::connect(http).await.expect("connect");
+    assert_eq!(healthz(&mut s).await, (200, json!({"status": "ok"})));
+    drop(s);
+    // Every held socket is closed by the server (read to its end).
+    let closes = held.into_iter().map(|mut s| async move {
+        let mut sink = Vec::new();
+        tokio::time::timeout(PATIENCE * 2, s.read_to_end(&mut sink))
+            .await
+            .is_ok()
+    });
+    let closed = futures::future::join_all(closes).await;
+    assert!(
+        closed.iter().all(|c| *c),
+        "{} of {} sockets stayed open",
+        closed.iter().filter(|c| !**c).count(),
+        closed.len()
+    );
+}

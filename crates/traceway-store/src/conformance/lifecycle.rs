@@ -311,3 +311,69 @@ pub async fn purge_deletes_expired_data_in_bounded_batches(h: &Harness) {
         .expect("reuse");
     assert_eq!(seqs(h, T, done).await, vec![1]);
 }
+
+/// The stored-bytes figure of the quota (ADR 040): it grows with each write of a tenant's
+/// events and no other tenant's, a delete takes off exactly what the trace added, and the
+/// purge of expired data brings it back to 0.
+pub async fn stored_bytes_follow_writes_deletes_and_purges_per_tenant(h: &Harness) {
+    let bytes = |tenant: &'static str| async move {
+        h.store.stored_bytes(tenant).await.expect("stored bytes")
+    };
+    assert_eq!(bytes(T).await, 0, "a new tenant stores nothing");
+    let kept = new_trace(h, T, "kept").await;
+    let steps: Vec<EventInput> = (1..=5)
+        .flat_map(|i| [started(i, None, SpanKind::Tool, "t"), ended(i)])
+        .collect();
+    append(h, T, kept, steps.clone()).await.expect("steps");
+    let after_kept = bytes(T).await;
+    assert!(after_kept > 0, "writes are counted");
+    assert_eq!(bytes("tenant-b").await, 0, "only the writer's tenant");
+
+    let deleted = new_trace(h, T, "deleted").await;
+    append(h, T, deleted, steps.clone()).await.expect("steps");
+    append(h, T, deleted, vec![llm_ended(9, 3, 4)])
+        .await
+        .expect("llm");
+    let both = bytes(T).await;
+    assert!(both > after_kept, "{both} after {after_kept}");
+
+    let other = new_trace(h, "tenant-b", "b").await;
+    append(h, "tenant-b", other, steps).await.expect("steps");
+    let b = bytes("tenant-b").await;
+    assert!(b > 0);
+    assert_eq!(
+        bytes(T).await,
+        both,
+        "another tenant's writes are not counted"
+    );
+
+    assert!(h.store.delete_trace(T, deleted).await.expect("delete"));
+    assert_eq!(
+        bytes(T).await,
+        after_kept,
+        "a delete takes off what the trace added"
+    );
+    assert_eq!(bytes("tenant-b").await, b);
+
+    h.store
+        .update_trace(
+            T,
+            kept,
+            TracePatch {
+                state: Some(State::Completed),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("done");
+    // Past the data retention (3 d) and the failsafe (24 h): every event is purged.
+    h.clock.advance(Duration::from_secs(3 * 24 * 3600 + 1));
+    for _ in 0..100 {
+        let l = lease(h, "purger").await;
+        if !h.store.purge_expired(&l, 1000).await.expect("purge").more {
+            break;
+        }
+    }
+    assert_eq!(bytes(T).await, 0, "the purge takes the bytes off");
+    assert_eq!(bytes("tenant-b").await, 0);
+}

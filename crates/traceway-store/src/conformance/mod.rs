@@ -98,6 +98,7 @@ macro_rules! conformance_suite {
             terminal_traces_are_untouched_by_the_sweep,
             failsafe_expiry_needs_no_watchdog,
             purge_deletes_expired_data_in_bounded_batches,
+            stored_bytes_follow_writes_deletes_and_purges_per_tenant,
             lease_is_exclusive_renewable_and_fenced,
             workflow_context_round_trip_per_tenant,
             workflow_context_ttl_is_refreshed_by_each_put,

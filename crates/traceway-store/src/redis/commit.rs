@@ -134,7 +134,8 @@ impl RedisStore {
         Ok(None)
     }
 
-    /// Commits a draft; false when another writer got there first (read again and retry).
+    /// Commits a draft; `None` when another writer got there first (read again and retry),
+    /// else how much the trace's stored bytes changed (ADR 040).
     ///
     /// The `EVALSHA` command is built by hand rather than with `ScriptInvocation`, which
     /// copies every argument into a vector of its own and then again into the command:
@@ -145,7 +146,7 @@ impl RedisStore {
         ver: &str,
         reset: bool,
         now: Timestamp,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         use ::redis::RedisWrite as _;
         use std::io::Write as _;
         let k = self.trace_keys(&d.trace.tenant, d.trace.trace_id);
@@ -244,20 +245,20 @@ impl RedisStore {
             rx
         });
         let mut conn = self.conn()?;
-        let r = match cmd.query_async::<i64>(&mut conn).await {
+        let r = match cmd.query_async::<(i64, i64)>(&mut conn).await {
             Err(e)
                 if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) =>
             {
                 // Redis restarted or flushed its scripts: load it and send again.
                 match self.commit.load_async(&mut conn).await {
-                    Ok(_) => cmd.query_async::<i64>(&mut conn).await,
+                    Ok(_) => cmd.query_async::<(i64, i64)>(&mut conn).await,
                     Err(e) => Err(e),
                 }
             }
             r => r,
         }
         .map_err(redis_err);
-        let committed = matches!(r, Ok(1));
+        let committed = matches!(r, Ok((1, _)));
         if let Some(rx) = echo {
             if committed && tokio::time::timeout(ECHO_WAIT, rx).await.is_err() {
                 tracing::warn!("live channel: own event not echoed in time");
@@ -268,7 +269,8 @@ impl RedisStore {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&version);
         }
-        Ok(r? == 1)
+        let (ok, delta) = r?;
+        Ok((ok == 1).then_some(delta))
     }
 
     /// Reads, computes and commits until no other writer interferes. `step` runs the
@@ -302,10 +304,15 @@ impl RedisStore {
             // A new trace over a stale one's keys replaces them.
             let reset = written.created && ver.is_some();
             let ver = ver.unwrap_or_default();
-            if self.commit(&written, &ver, reset, now).await? {
+            if let Some(bytes) = self.commit(&written, &ver, reset, now).await? {
                 let before = before.filter(|_| !reset);
-                self.index(&written.trace, written.data_expires_at, before.as_ref())
-                    .await?;
+                self.index(
+                    &written.trace,
+                    written.data_expires_at,
+                    before.as_ref(),
+                    bytes,
+                )
+                .await?;
                 return Ok(Some((written.trace, written.events, extra)));
             }
             if attempt > 3 {

@@ -5,12 +5,14 @@ use crate::duration_index::bucket_of;
 
 impl RedisStore {
     /// Brings the indexes in line with a trace as committed (idempotent; a retry repairs
-    /// what a failure between the commit and here left out).
+    /// what a failure between the commit and here left out), and moves the tenant's
+    /// stored-bytes counter by `usage` (ADR 040; not idempotent: 0 on a repair).
     pub(super) async fn index(
         &self,
         t: &Trace,
         dexp: i64,
         before: Option<&Trace>,
+        usage: i64,
     ) -> Result<(), StoreError> {
         let tenant = &t.tenant;
         let id = t.trace_id.to_string();
@@ -87,7 +89,17 @@ impl RedisStore {
                 dexp.div_euclid(1000),
             ));
         }
-        self.exec::<Value>(p).await.map(drop)
+        if usage > 0 {
+            let mut incr = ::redis::cmd("INCRBY");
+            incr.arg(self.tenant_index(tenant, "bytes")).arg(usage);
+            p.push(incr);
+        }
+        self.exec::<Value>(p).await?;
+        if usage < 0 {
+            // A new trace over a stale one's keys, which held more.
+            self.add_usage(tenant, usage).await?;
+        }
+        Ok(())
     }
 
     /// Removes a trace from every index (it was deleted or purged).
@@ -122,11 +134,32 @@ impl RedisStore {
     pub(super) async fn delete_keys(&self, tenant: &str, id: TraceId) -> Result<(), StoreError> {
         let k = self.trace_keys(tenant, id);
         let mut conn = self.conn()?;
-        ::redis::cmd("DEL")
-            .arg(&k.row)
-            .arg(&k.spans)
-            .arg(&k.keys)
-            .arg(&k.events)
+        let bytes: i64 = self
+            .delete_keys
+            .key(&k.row)
+            .key(&k.spans)
+            .key(&k.keys)
+            .key(&k.events)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        self.add_usage(tenant, -bytes).await
+    }
+
+    /// Moves the tenant's stored-bytes counter (ADR 040). It lives in the tenant's slot,
+    /// not the trace's, so it is moved after the change it follows, by a second command;
+    /// at 0 (or below, after a drift) it is deleted, so a tenant whose data is all purged
+    /// leaves no key behind.
+    pub(super) async fn add_usage(&self, tenant: &str, delta: i64) -> Result<(), StoreError> {
+        if delta == 0 {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        ::redis::cmd("EVAL")
+            .arg(scripts::ADD_USAGE)
+            .arg(1)
+            .arg(self.tenant_index(tenant, "bytes"))
+            .arg(delta)
             .query_async::<()>(&mut conn)
             .await
             .map_err(redis_err)

@@ -71,7 +71,7 @@ impl Lifecycle for RedisStore {
                     // repair its index entry from the trace itself.
                     match self.load(&tenant, id).await? {
                         Some(l) if !l.trace.state.is_terminal() && l.trace.expires_at > now => {
-                            self.index(&l.trace, l.dexp, None).await?
+                            self.index(&l.trace, l.dexp, None, 0).await?
                         }
                         _ => stale.push(m),
                     }
@@ -110,7 +110,7 @@ impl Lifecycle for RedisStore {
             match self.load(&tenant, id).await? {
                 Some(l) if l.trace.expires_at > now => {
                     // Its expiry moved on; the index entry was behind.
-                    self.index(&l.trace, l.dexp, None).await?;
+                    self.index(&l.trace, l.dexp, None, 0).await?;
                     continue;
                 }
                 None => {
@@ -157,7 +157,7 @@ impl Lifecycle for RedisStore {
             };
             match self.load(&tenant, id).await? {
                 Some(l) if l.dexp > now.unix_nanos() => {
-                    self.index(&l.trace, l.dexp, None).await?;
+                    self.index(&l.trace, l.dexp, None, 0).await?;
                     continue;
                 }
                 _ => {}
@@ -220,15 +220,17 @@ impl RedisStore {
     ) -> Result<(u64, u64, bool), StoreError> {
         let k = self.trace_keys(tenant, id);
         let mut conn = self.conn()?;
-        let (rows, complete, events): (u64, i64, u64) = self
+        let (rows, complete, events, bytes): (u64, i64, u64, i64) = self
             .purge_data
             .key(&k.spans)
             .key(&k.keys)
             .key(&k.events)
+            .key(&k.row)
             .arg(budget.max(0))
             .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
+        self.add_usage(tenant, -bytes).await?;
         Ok((rows, events, complete == 1))
     }
 }

@@ -737,6 +737,16 @@ impl Traces for RedisStore {
         Ok(below + edge)
     }
 
+    async fn stored_bytes(&self, tenant: &str) -> Result<u64, StoreError> {
+        let mut conn = self.conn()?;
+        let n: Option<i64> = ::redis::cmd("GET")
+            .arg(self.tenant_index(tenant, "bytes"))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
     async fn put_analysis(
         &self,
         tenant: &str,

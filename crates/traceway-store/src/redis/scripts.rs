@@ -11,14 +11,22 @@
 /// `HSET`/`SADD` per few hundred (`unpack` has a stack limit); `PEXPIRE` of a key that does
 /// not exist does nothing, so it needs no `EXISTS`.
 ///
+/// The row's `bytes` field is the size of the trace's stream entries (ADR 040): the entry
+/// adds its length, a reset (a new trace over a stale one) drops the old figure.
+///
 /// KEYS: row, spans, keys, events. ARGV: expected ver, new ver, reset (0/1), doc, data
 /// expiry (ns), row ttl (ms), data ttl (ms), #spans, #keys, entry id ('' when there are no
-/// events), channel, entry (the message), then span id/json pairs, then keys. Returns 1,
-/// or 0 on a conflict.
+/// events), channel, entry (the message), then span id/json pairs, then keys. Returns
+/// {1, change of the trace's bytes}, or {0, 0} on a conflict.
 pub(super) const COMMIT: &str = r#"
 local cur = redis.call('HGET', KEYS[1], 'ver') or ''
-if cur ~= ARGV[1] then return 0 end
-if ARGV[3] == '1' then redis.call('DEL', KEYS[2], KEYS[3], KEYS[4]) end
+if cur ~= ARGV[1] then return {0, 0} end
+local delta = 0
+if ARGV[3] == '1' then
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+  delta = -tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
+  redis.call('HDEL', KEYS[1], 'bytes')
+end
 redis.call('HSET', KEYS[1], 'doc', ARGV[4], 'ver', ARGV[2], 'dexp', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 local i = 13
@@ -39,14 +47,17 @@ end
 if ARGV[10] ~= '' then
   redis.call('XADD', KEYS[4], ARGV[10], 'd', ARGV[12])
   redis.call('PUBLISH', ARGV[11], ARGV[12])
+  redis.call('HINCRBY', KEYS[1], 'bytes', string.len(ARGV[12]))
+  delta = delta + string.len(ARGV[12])
 end
 for j = 2, 4 do redis.call('PEXPIRE', KEYS[j], ARGV[7]) end
-return 1
+return {1, delta}
 "#;
 
 /// Deletes up to ARGV[1] entries of a trace's event stream (oldest first; an entry is one
-/// commit's events); when none are left, deletes its spans and keys too. KEYS: spans,
-/// keys, events. Returns {deleted entries, complete (0/1), deleted events}.
+/// commit's events); when none are left, deletes its spans and keys too. The entries'
+/// bytes come off the row's `bytes` (if the row is still there). KEYS: spans, keys,
+/// events, row. Returns {deleted entries, complete (0/1), deleted events, deleted bytes}.
 ///
 /// An entry's id is its last event's seq; its first event's seq leads its JSON (events
 /// serialise `trace_id`, then `seq`), so an entry holds `last - first + 1` events without
@@ -56,6 +67,7 @@ pub(super) const PURGE_DATA: &str = r#"
 local n = tonumber(ARGV[1])
 local deleted = 0
 local events = 0
+local bytes = 0
 if n > 0 then
   local entries = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', n)
   for _, e in ipairs(entries) do
@@ -76,13 +88,33 @@ if n > 0 then
     end
     redis.call('XDEL', KEYS[3], e[1])
     deleted = deleted + 1
+    bytes = bytes + string.len(d)
   end
+end
+if bytes > 0 and redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('HINCRBY', KEYS[4], 'bytes', -bytes)
 end
 if redis.call('XLEN', KEYS[3]) == 0 then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-  return {deleted, 1, events}
+  return {deleted, 1, events, bytes}
 end
-return {deleted, 0, events}
+return {deleted, 0, events, bytes}
+"#;
+
+/// Adds ARGV[1] (negative to take off) to a tenant's stored-bytes counter, KEYS[1], and
+/// deletes it at 0 or below (ADR 040). Returns the new figure.
+pub(super) const ADD_USAGE: &str = r#"
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if n <= 0 then redis.call('DEL', KEYS[1]) end
+return n
+"#;
+
+/// Deletes a trace's keys and returns the bytes its row still counted (ADR 040).
+/// KEYS: row, spans, keys, events.
+pub(super) const DELETE_KEYS: &str = r#"
+local b = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return b
 "#;
 
 /// Takes or extends a lease. The holder record is `SET NX PX`-like (it lapses at its

@@ -731,6 +731,17 @@ impl Traces for SqliteStore {
         .await
     }
 
+    async fn stored_bytes(&self, tenant: &str) -> Result<u64, StoreError> {
+        let tenant = tenant.to_string();
+        self.read(move |c, _| {
+            c.prepare_cached("SELECT bytes FROM tenant_usage WHERE tenant = ?1")
+                .and_then(|mut s| s.query_row([tenant], |r| r.get::<_, i64>(0)).optional())
+                .map(|n| n.unwrap_or(0).max(0) as u64)
+                .map_err(internal)
+        })
+        .await
+    }
+
     async fn put_analysis(
         &self,
         tenant: &str,

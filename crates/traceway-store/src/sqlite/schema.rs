@@ -177,6 +177,24 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX traces_by_duration ON traces (tenant, duration_bucket, created_at, trace_id)
         WHERE duration_ms IS NOT NULL;
     "#,
+    // v7: the bytes of each tenant's event bodies, for the stored-bytes quota (ADR 040).
+    // The writer adds a command's bytes in its transaction (one statement per command);
+    // every delete of events (delete, cleanup, purge, a stale trace replaced) takes its
+    // rows' bytes off through the trigger, which deletes run before their trace row goes.
+    // Existing events are counted once, here.
+    r#"
+    CREATE TABLE tenant_usage (
+        tenant TEXT    PRIMARY KEY,
+        bytes  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO tenant_usage (tenant, bytes)
+        SELECT t.tenant, SUM(octet_length(e.body)) FROM events e
+        JOIN traces t ON t.id = e.trace_ref GROUP BY t.tenant;
+    CREATE TRIGGER events_usage_on_delete AFTER DELETE ON events BEGIN
+        UPDATE tenant_usage SET bytes = bytes - octet_length(OLD.body)
+        WHERE tenant = (SELECT tenant FROM traces WHERE id = OLD.trace_ref);
+    END;
+    "#,
 ];
 
 /// Brings the database to the newest schema.

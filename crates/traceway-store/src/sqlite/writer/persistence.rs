@@ -156,7 +156,8 @@ pub(super) fn persist(
             insert_row(tx, &t, data_expires_at)?
         }
     };
-    insert_events(tx, rowid, &events, &client_ids)?;
+    let bytes = insert_events(tx, rowid, &events, &client_ids)?;
+    add_usage(tx, &t.tenant, bytes)?;
     let (mut all_spans, mut pending) = stored.map(|s| (s.spans, s.pending)).unwrap_or_default();
     all_spans.extend(spans);
     persist_pending(tx, rowid, &mut pending, fills.into_pending())?;
@@ -335,14 +336,30 @@ pub(super) fn body_json(body: &EventBody) -> Result<String, StoreError> {
     String::from_utf8(buf).map_err(|e| StoreError::Internal(e.to_string()))
 }
 
+/// Adds a command's event bytes to its tenant's usage (ADR 040; deletes take them off
+/// through a trigger, see `schema.rs`).
+pub(super) fn add_usage(tx: &Transaction<'_>, tenant: &str, bytes: u64) -> Result<(), StoreError> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "INSERT INTO tenant_usage (tenant, bytes) VALUES (?1, ?2) \
+         ON CONFLICT (tenant) DO UPDATE SET bytes = bytes + excluded.bytes",
+    )
+    .and_then(|mut s| s.execute(params![tenant, bytes as i64]))
+    .map_err(internal)?;
+    Ok(())
+}
+
 /// Inserts a command's events, a few statements for the whole command; each event's client
-/// id (if any) goes into its row's `dedup_key`.
+/// id (if any) goes into its row's `dedup_key`. Returns the bytes of their bodies.
 pub(super) fn insert_events(
     tx: &Transaction<'_>,
     rowid: i64,
     events: &[Event],
     client_ids: &[(u64, String)],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
+    let mut bytes = 0u64;
     let mut ids = client_ids.iter().peekable();
     for chunk in events.chunks(ROWS_PER_INSERT) {
         let mut cols = Vec::with_capacity(chunk.len());
@@ -363,6 +380,7 @@ pub(super) fn insert_events(
                 body_json(&e.body)?,
             ));
         }
+        bytes += cols.iter().map(|c| c.5.len() as u64).sum::<u64>();
         let sql = insert_sql(chunk.len());
         let mut stmt = tx.prepare_cached(&sql).map_err(internal)?;
         let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 8);
@@ -380,7 +398,7 @@ pub(super) fn insert_events(
         }
         stmt.execute(args.as_slice()).map_err(internal)?;
     }
-    Ok(())
+    Ok(bytes)
 }
 
 pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
