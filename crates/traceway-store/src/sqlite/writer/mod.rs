@@ -16,7 +16,7 @@ use rusqlite::types::ToSql;
 use rusqlite::{params, OptionalExtension, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use traceway_core::{
-    Event, EventBody, MessageFill, NewTrace, Span, State, Timestamp, Trace, TraceId, TracePatch,
+    Event, MessageFill, NewTrace, Span, State, Timestamp, Trace, TraceId, TracePatch,
 };
 
 use super::cache::{CachedTrace, PendingFills, TraceCache};

@@ -325,17 +325,6 @@ pub(super) fn update_row(
     Ok(())
 }
 
-/// An event's body as stored: its JSON, written once into one buffer.
-pub(super) fn body_json(body: &EventBody) -> Result<String, StoreError> {
-    let capacity = match body {
-        EventBody::SpanStarted(_) | EventBody::SpanEnded(_) => 512,
-        _ => 128,
-    };
-    let mut buf = Vec::with_capacity(capacity);
-    serde_json::to_writer(&mut buf, body).map_err(|e| StoreError::Internal(e.to_string()))?;
-    String::from_utf8(buf).map_err(|e| StoreError::Internal(e.to_string()))
-}
-
 /// Adds a command's event bytes to its tenant's usage (ADR 040; deletes take them off
 /// through a trigger, see `schema.rs`).
 pub(super) fn add_usage(tx: &Transaction<'_>, tenant: &str, bytes: u64) -> Result<(), StoreError> {
@@ -353,6 +342,11 @@ pub(super) fn add_usage(tx: &Transaction<'_>, tenant: &str, bytes: u64) -> Resul
 
 /// Inserts a command's events, a few statements for the whole command; each event's client
 /// id (if any) goes into its row's `dedup_key`. Returns the bytes of their bodies.
+///
+/// The bodies of a statement's rows are encoded one after another into one buffer, kept
+/// for the whole command, and bound as slices of it: no allocation and no regrowth per
+/// body (span bodies run to a few KB, and growing a buffer per body was the largest share
+/// of the writer's copying; ADR 043).
 pub(super) fn insert_events(
     tx: &Transaction<'_>,
     rowid: i64,
@@ -361,9 +355,20 @@ pub(super) fn insert_events(
 ) -> Result<u64, StoreError> {
     let mut bytes = 0u64;
     let mut ids = client_ids.iter().peekable();
+    let mut buf: Vec<u8> = Vec::with_capacity(BODY_BYTES_GUESS * events.len().min(ROWS_PER_INSERT));
+    let mut ends = Vec::with_capacity(ROWS_PER_INSERT);
     for chunk in events.chunks(ROWS_PER_INSERT) {
-        let mut cols = Vec::with_capacity(chunk.len());
+        buf.clear();
+        ends.clear();
         for e in chunk {
+            serde_json::to_writer(&mut buf, &e.body)
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            ends.push(buf.len());
+        }
+        bytes += buf.len() as u64;
+        let mut cols = Vec::with_capacity(chunk.len());
+        let mut start = 0;
+        for (e, &end) in chunk.iter().zip(&ends) {
             let key = match ids.peek() {
                 Some((seq, k)) if *seq == e.seq => {
                     ids.next();
@@ -371,16 +376,18 @@ pub(super) fn insert_events(
                 }
                 _ => None,
             };
+            let body = std::str::from_utf8(&buf[start..end])
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            start = end;
             cols.push((
                 e.seq as i64,
                 e.time.unix_nanos(),
                 e.body.event_type().as_str(),
                 e.body.span_id().map(|s| s.as_u64() as i64),
                 key,
-                body_json(&e.body)?,
+                body,
             ));
         }
-        bytes += cols.iter().map(|c| c.5.len() as u64).sum::<u64>();
         let sql = insert_sql(chunk.len());
         let mut stmt = tx.prepare_cached(&sql).map_err(internal)?;
         let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 8);
@@ -400,6 +407,9 @@ pub(super) fn insert_events(
     }
     Ok(bytes)
 }
+
+/// A span body's usual size in JSON, for the first reservation of the bodies' buffer.
+const BODY_BYTES_GUESS: usize = 2048;
 
 pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))
