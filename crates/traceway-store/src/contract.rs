@@ -128,9 +128,10 @@ pub struct SpanPageRequest {
 }
 
 /// Builds a [`SpanPage`] from span events read in seq order: a span seen twice keeps its
-/// later form, at the later place. `full` says the read stopped at its limit.
-pub(crate) fn span_page_of(events: Vec<(u64, Span)>, full: bool) -> SpanPage {
-    let next_after = if full {
+/// later form, at the later place. `more` says another span event follows the last one
+/// read, so the page gets a cursor (a page that holds the last span events has none).
+pub(crate) fn span_page_of(events: Vec<(u64, Span)>, more: bool) -> SpanPage {
+    let next_after = if more {
         events.last().map(|(seq, _)| *seq)
     } else {
         None

@@ -89,6 +89,7 @@ macro_rules! conformance_suite {
             event_filters,
             event_reads_by_after_seq_and_limit_are_exact_at_commit_boundaries,
             span_pages_read_a_trace_back_completely,
+            a_page_that_holds_the_last_span_events_has_no_cursor,
             health_is_ok,
             live_events_follow_commits_in_order,
             resume_has_no_gap_and_no_duplicate_under_concurrent_writers,

@@ -540,6 +540,44 @@ pub async fn event_reads_by_after_seq_and_limit_are_exact_at_commit_boundaries(h
     assert_eq!(logs, want);
 }
 
+/// A page that reaches the last span event says so: no cursor, so a reader does not ask
+/// for an empty page after it (the web page did, for a trace of exactly one page), even
+/// when other events follow the last span event.
+pub async fn a_page_that_holds_the_last_span_events_has_no_cursor(h: &Harness) {
+    let id = new_trace(h, T, "exact pages").await;
+    let mut batch: Vec<EventInput> = (1..=30).map(ended).collect();
+    batch.push(EventInput::Log {
+        id: None,
+        time: None,
+        record: LogRecord {
+            message: "after the last span".into(),
+            ..Default::default()
+        },
+    });
+    append(h, T, id, batch).await.expect("spans and a log");
+    let page = |after_seq: u64, limit: u32| async move {
+        h.store
+            .get_span_page(T, id, &crate::SpanPageRequest { after_seq, limit })
+            .await
+            .expect("page")
+            .expect("exists")
+            .1
+    };
+    let whole = page(0, 30).await;
+    assert_eq!(whole.spans.len(), 30);
+    assert_eq!(whole.next_after, None, "the page holds every span event");
+    let first = page(0, 29).await;
+    assert_eq!(first.spans.len(), 29);
+    let after = first.next_after.expect("one span event is left");
+    let last = page(after, 29).await;
+    assert_eq!(last.spans.len(), 1);
+    assert_eq!(last.next_after, None);
+    let halves = page(0, 15).await;
+    let rest = page(halves.next_after.expect("a second page"), 15).await;
+    assert_eq!(rest.spans.len(), 15);
+    assert_eq!(rest.next_after, None, "an exact second page is the last");
+}
+
 /// A trace's spans read page by page (issue 15, failure 3.7) come back complete: every
 /// span, in its current form once the pages are merged (a later form wins), each page at
 /// most its limit and without a span twice, the last page without a cursor.

@@ -361,8 +361,11 @@ impl Traces for RedisStore {
         let mut from = page.after_seq.saturating_add(1);
         let mut events: Vec<(u64, Span)> = Vec::new();
         // As `read_events`: from the entry holding `from`, a growing number at a time.
+        // Once the page is full, the scan goes on to the next span event only to say
+        // whether another page follows (a full last page has no cursor).
         let mut count = 1usize;
-        loop {
+        let mut more = false;
+        'scan: loop {
             let (entries, full) = self.entries(&key, from, count).await?;
             for (last, d) in entries {
                 let raw = entry_raw_events(&d)?;
@@ -380,24 +383,20 @@ impl Traces for RedisStore {
                     }
                     let e: Event = serde_json::from_str(text).map_err(json_err)?;
                     if let EventBody::SpanStarted(s) | EventBody::SpanEnded(s) = e.body {
-                        events.push((e.seq, s));
                         if events.len() >= limit {
-                            return Ok(Some((
-                                l.trace,
-                                crate::contract::span_page_of(events, true),
-                            )));
+                            more = true;
+                            break 'scan;
                         }
+                        events.push((e.seq, s));
                     }
                 }
             }
             if !full {
-                return Ok(Some((
-                    l.trace,
-                    crate::contract::span_page_of(events, false),
-                )));
+                break;
             }
             count = (count * 2).min(100);
         }
+        Ok(Some((l.trace, crate::contract::span_page_of(events, more))))
     }
 
     async fn list_traces(

@@ -526,7 +526,8 @@ impl Traces for SqliteStore {
             if data_expires <= now.unix_nanos() {
                 return Ok(Some((trace, crate::SpanPage::default())));
             }
-            // A seek on (trace_ref, seq): the page costs its own rows.
+            // A seek on (trace_ref, seq): the page costs its own rows, and one more that
+            // says whether another page follows (a full last page has no cursor).
             let mut stmt = c
                 .prepare_cached(
                     "SELECT seq, body FROM events WHERE trace_ref = ?1 AND seq > ?2 \
@@ -534,7 +535,7 @@ impl Traces for SqliteStore {
                 )
                 .map_err(internal)?;
             let rows = stmt
-                .query_map(params![rowid, after, limit], |r| {
+                .query_map(params![rowid, after, limit + 1], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
                 })
                 .map_err(internal)?;
@@ -543,8 +544,9 @@ impl Traces for SqliteStore {
                 let (seq, body) = row.map_err(internal)?;
                 events.push((seq as u64, span_of_event_body(&body)?));
             }
-            let full = events.len() == limit as usize;
-            Ok(Some((trace, crate::contract::span_page_of(events, full))))
+            let more = events.len() > limit as usize;
+            events.truncate(limit as usize);
+            Ok(Some((trace, crate::contract::span_page_of(events, more))))
         })
         .await
     }
