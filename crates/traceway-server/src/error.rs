@@ -1,11 +1,15 @@
 //! Errors as the API shows them: `{"error": {"code", "message"}}` with the right status.
-//! One function, [`ApiError::from`] on a [`StoreError`], decides statuses for store
-//! failures; 5xx details are logged and never sent.
+//! One function, [`ApiError::from_store`], decides statuses for every store error (each
+//! family's [`From`] goes through it) from its [`StoreFailure::kind`] alone; 5xx details
+//! are logged with their chain of causes and never sent.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use traceway_store::{ErrorKind, StoreError};
+use traceway_store::{
+    BackendError, ErrorChain, ErrorKind, KeyError, LifecycleError, StoreFailure, TraceError,
+    WorkflowError,
+};
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,8 +70,10 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> ApiError {
+impl ApiError {
+    /// The answer to a store error, by its kind. Its message is the error's own for a
+    /// refusal (4xx); a 5xx answers a fixed message and logs the error with its causes.
+    pub fn from_store<E: StoreFailure>(e: &E) -> ApiError {
         let conflict = |message: String| ApiError {
             status: StatusCode::CONFLICT,
             code: "conflict",
@@ -80,7 +86,7 @@ impl From<StoreError> for ApiError {
             ErrorKind::LeaseLost => conflict(e.to_string()),
             ErrorKind::Invalid => ApiError::bad_request(e.to_string()),
             ErrorKind::Overloaded => {
-                tracing::warn!(reason = %e, "store overloaded");
+                tracing::warn!(reason = %ErrorChain(e), "store overloaded");
                 ApiError {
                     status: StatusCode::TOO_MANY_REQUESTS,
                     code: "overloaded",
@@ -88,17 +94,35 @@ impl From<StoreError> for ApiError {
                 }
             }
             ErrorKind::Unavailable => {
-                tracing::warn!(reason = %e, "store unavailable");
+                tracing::warn!(reason = %ErrorChain(e), "store unavailable");
                 ApiError {
                     status: StatusCode::SERVICE_UNAVAILABLE,
                     code: "unavailable",
                     message: "the store is unavailable; retry later".into(),
                 }
             }
-            ErrorKind::Internal => ApiError::internal(e),
+            ErrorKind::Internal => ApiError::internal(ErrorChain(e)),
         }
     }
 }
+
+macro_rules! from_store_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for ApiError {
+            fn from(e: $t) -> ApiError {
+                ApiError::from_store(&e)
+            }
+        }
+    )*};
+}
+
+from_store_error!(
+    TraceError,
+    LifecycleError,
+    BackendError,
+    WorkflowError,
+    KeyError
+);
 
 /// Seconds a client should wait before retrying after a 429 or 503 (the `Retry-After`
 /// header, and OTLP/gRPC's `RetryInfo`).

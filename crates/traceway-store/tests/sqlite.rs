@@ -392,7 +392,7 @@ async fn purge_physically_deletes_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_on_one_file_share_one_lease() {
     use std::time::Duration;
-    use traceway_store::{StoreError, WATCHDOG_LEASE};
+    use traceway_store::{LifecycleError, WATCHDOG_LEASE};
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("traceway.db");
     let clock = ManualClock::new(start_time());
@@ -432,7 +432,7 @@ async fn two_stores_on_one_file_share_one_lease() {
     assert!(lb.token > la.token);
     let r = a.sweep_orphans(&la, Duration::from_secs(60), 10).await;
     assert!(
-        matches!(r, Err(StoreError::LeaseLost(_))),
+        matches!(r, Err(LifecycleError::LeaseLost(_))),
         "a stale token is refused: {r:?}"
     );
 
