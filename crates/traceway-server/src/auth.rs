@@ -247,7 +247,7 @@ fn spawn_touch(store: &Arc<dyn Store>, key_id: String, now: Timestamp) {
     let store = store.clone();
     tokio::spawn(async move {
         if let Err(e) = store.touch_key(&key_id, now).await {
-            tracing::debug!(key_id, error = %e, "key use not recorded");
+            tracing::debug!(key_id, error = %traceway_store::ErrorChain(&e), "key use not recorded");
         }
     });
 }

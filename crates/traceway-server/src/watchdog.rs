@@ -89,7 +89,7 @@ impl Keeper {
                     }
                     // Keep it: the store refuses fenced writes if it lapsed meanwhile.
                     Err(e) => {
-                        tracing::warn!(error = %e, "watchdog lease renewal failed");
+                        tracing::warn!(error = %traceway_store::ErrorChain(&e), "watchdog lease renewal failed");
                         self.lease = Some(l);
                     }
                 }
@@ -109,7 +109,7 @@ impl Keeper {
                 }
                 Ok(None) => false,
                 Err(e) => {
-                    tracing::warn!(error = %e, "watchdog lease acquisition failed");
+                    tracing::warn!(error = %traceway_store::ErrorChain(&e), "watchdog lease acquisition failed");
                     false
                 }
             },

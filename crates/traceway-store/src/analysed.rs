@@ -148,7 +148,7 @@ async fn work(
             }
             Ok(false) => {}
             Err(e) => {
-                tracing::debug!(tenant = job.tenant, trace_id = %job.id, error = %e, "no digest")
+                tracing::debug!(tenant = job.tenant, trace_id = %job.id, error = %crate::ErrorChain(&e), "no digest")
             }
         }
     }
