@@ -47,25 +47,18 @@ impl Lifecycle for RedisStore {
             self.fence(fence).await?;
             let mut idle = Duration::ZERO;
             let r = self
-                .write_trace(
-                    &tenant,
-                    id,
-                    &[],
-                    &[],
-                    &[],
-                    |loaded, model| -> Result<_, BackendError> {
-                        let Some(l) = loaded else {
-                            return Ok(None);
-                        };
-                        match model.orphan(l, idle_before)? {
-                            Orphan::Ended(w, i) => {
-                                idle = i;
-                                Ok(Some((w, ())))
-                            }
-                            Orphan::NotIdle(_) => Ok(None),
+                .write_trace::<_, BackendError>(&tenant, id, &[], &[], &[], |loaded, model| {
+                    let Some(l) = loaded else {
+                        return Ok(None);
+                    };
+                    match model.orphan(l, idle_before)? {
+                        Orphan::Ended(w, i) => {
+                            idle = i;
+                            Ok(Some((w, ())))
                         }
-                    },
-                )
+                        Orphan::NotIdle(_) => Ok(None),
+                    }
+                })
                 .await?;
             match r {
                 Some(_) => out.push(Orphaned {

@@ -228,17 +228,10 @@ impl Traces for RedisStore {
     ) -> Result<(Trace, EventCounts), TraceError> {
         let id = new.trace_id.unwrap_or_else(TraceId::new_v7);
         let r = self
-            .write_trace(
-                tenant,
-                id,
-                &[],
-                &[],
-                &[],
-                |loaded, model| -> Result<_, TraceError> {
-                    let w = model.create(tenant, id, new.clone(), loaded)?;
-                    Ok(Some((w, ())))
-                },
-            )
+            .write_trace::<_, TraceError>(tenant, id, &[], &[], &[], |loaded, model| {
+                let w = model.create(tenant, id, new.clone(), loaded)?;
+                Ok(Some((w, ())))
+            })
             .await?;
         let (t, e, ()) = r.ok_or_else(|| BackendError::internal("create wrote nothing"))?;
         Ok((t, EventCounts::of(&e)))
@@ -256,7 +249,7 @@ impl Traces for RedisStore {
         } = req;
         let filled: Vec<u64> = fills.iter().map(|f| f.span_id.as_u64()).collect();
         let r = self
-            .write_trace(&tenant, trace_id, &span_ids, &keys, &filled, |loaded, model| -> Result<_, TraceError> {
+            .write_trace::<_, TraceError>(&tenant, trace_id, &span_ids, &keys, &filled, |loaded, model| {
                 let w = model.append(
                     &tenant,
                     trace_id,
@@ -293,17 +286,10 @@ impl Traces for RedisStore {
         patch: TracePatch,
     ) -> Result<(Trace, EventCounts), TraceError> {
         let r = self
-            .write_trace(
-                tenant,
-                id,
-                &[],
-                &[],
-                &[],
-                |loaded, model| -> Result<_, TraceError> {
-                    let w = model.patch(id, loaded, patch.clone())?;
-                    Ok(Some((w, ())))
-                },
-            )
+            .write_trace::<_, TraceError>(tenant, id, &[], &[], &[], |loaded, model| {
+                let w = model.patch(id, loaded, patch.clone())?;
+                Ok(Some((w, ())))
+            })
             .await?;
         let (t, e, ()) = r.ok_or_else(|| BackendError::internal("update wrote nothing"))?;
         Ok((t, EventCounts::of(&e)))
