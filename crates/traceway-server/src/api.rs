@@ -967,7 +967,7 @@ pub async fn metrics(AxumState(app): AxumState<AppState>) -> Response {
     let active = match app.store.active_traces().await {
         Ok(n) => Some(n),
         Err(e) => {
-            tracing::warn!(error = %e, "active trace count unavailable for /metrics");
+            tracing::warn!(error = %traceway_store::ErrorChain(&e), "active trace count unavailable for /metrics");
             None
         }
     };
@@ -1019,7 +1019,7 @@ pub async fn readyz(AxumState(app): AxumState<AppState>) -> Result<Json<Health>,
     match app.store.health().await {
         Ok(()) => Ok(Json(Health { status: "ready" })),
         Err(e) => {
-            tracing::warn!(error = %e, "not ready");
+            tracing::warn!(error = %traceway_store::ErrorChain(&e), "not ready");
             Err(ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "unavailable",

@@ -15,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use traceway_core::apikey::secret_matches;
 use traceway_core::{Credentials, KeyScope, KeyScopes, Timestamp};
-use traceway_store::{Store, StoreError};
+use traceway_store::{KeyError, Store};
 
 use crate::error::ApiError;
 use crate::extract::TENANT_HEADER;
@@ -42,14 +42,14 @@ pub struct Principal {
 }
 
 /// Why a request is refused.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Refusal {
     /// No key, a malformed one, an unknown or revoked one, or a wrong secret (401).
     Unauthenticated(String),
     /// A valid key without the scope the route needs (403).
     Forbidden(String),
     /// The store could not be read (its own status: 503, 429, 500).
-    Store(StoreError),
+    Store(KeyError),
 }
 
 impl Refusal {
@@ -66,7 +66,7 @@ impl Refusal {
                 code: "permission_denied",
                 message: m.clone(),
             },
-            Refusal::Store(e) => ApiError::from(e.clone()),
+            Refusal::Store(e) => ApiError::from_store(e),
         }
     }
 
@@ -81,7 +81,7 @@ impl Refusal {
                 kind: FailureKind::Forbidden,
                 message: m.clone(),
             },
-            Refusal::Store(e) => Failure::from(e.clone()),
+            Refusal::Store(e) => Failure::from_store(e),
         }
     }
 }
@@ -247,7 +247,7 @@ fn spawn_touch(store: &Arc<dyn Store>, key_id: String, now: Timestamp) {
     let store = store.clone();
     tokio::spawn(async move {
         if let Err(e) = store.touch_key(&key_id, now).await {
-            tracing::debug!(key_id, error = %e, "key use not recorded");
+            tracing::debug!(key_id, error = %traceway_store::ErrorChain(&e), "key use not recorded");
         }
     });
 }

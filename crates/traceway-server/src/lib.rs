@@ -201,7 +201,12 @@ pub async fn open_store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Resul
         redis.capture = config.capture.clone();
         let store = traceway_store::redis::RedisStore::open(redis, clock)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot open the Redis store at {url}: {e}"))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the Redis store at {url}: {}",
+                    traceway_store::ErrorChain(&e)
+                )
+            })?;
         return Ok(Arc::new(store));
     }
     let mut sqlite = SqliteConfig::new(config.data_dir.join("traceway.db"));

@@ -174,7 +174,7 @@ impl StoredQuota {
                     n
                 }
                 Err(e) => {
-                    tracing::warn!(tenant, error = %e, "stored bytes unreadable; quota not applied");
+                    tracing::warn!(tenant, error = %traceway_store::ErrorChain(&e), "stored bytes unreadable; quota not applied");
                     return Ok(());
                 }
             },

@@ -225,7 +225,7 @@ async fn follow_trace(
             Ok(Some(page)) => page,
             Ok(None) => return Ok(()), // deleted meanwhile
             Err(e) => {
-                tracing::warn!(error = %e, trace_id = %id, "replay failed");
+                tracing::warn!(error = %traceway_store::ErrorChain(&e), trace_id = %id, "replay failed");
                 return Err(());
             }
         };

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
-use traceway_store::{Lease, Store, StoreError, WATCHDOG_LEASE};
+use traceway_store::{ErrorChain, Lease, LifecycleError, Store, WATCHDOG_LEASE};
 
 use crate::config::Lifecycle;
 use crate::metrics::Metrics;
@@ -89,7 +89,7 @@ impl Keeper {
                     }
                     // Keep it: the store refuses fenced writes if it lapsed meanwhile.
                     Err(e) => {
-                        tracing::warn!(error = %e, "watchdog lease renewal failed");
+                        tracing::warn!(error = %traceway_store::ErrorChain(&e), "watchdog lease renewal failed");
                         self.lease = Some(l);
                     }
                 }
@@ -109,7 +109,7 @@ impl Keeper {
                 }
                 Ok(None) => false,
                 Err(e) => {
-                    tracing::warn!(error = %e, "watchdog lease acquisition failed");
+                    tracing::warn!(error = %traceway_store::ErrorChain(&e), "watchdog lease acquisition failed");
                     false
                 }
             },
@@ -150,13 +150,13 @@ async fn run(
         if keeper.lease.is_some() && Instant::now() >= next_sweep {
             match sweep(&mut keeper, &cfg, &stopped).await {
                 Ok(()) => {}
-                Err(StoreError::LeaseLost(_)) => {
+                Err(SweepStop::LeaseLost) => {
                     metrics.sweep_errors.add(1);
                     keeper.lost();
                 }
-                Err(e) => {
+                Err(SweepStop::Store(e)) => {
                     metrics.sweep_errors.add(1);
-                    tracing::warn!(error = %e, "watchdog sweep failed; retrying at the next interval");
+                    tracing::warn!(error = %ErrorChain(&e), "watchdog sweep failed; retrying at the next interval");
                 }
             }
             next_sweep = Instant::now() + cfg.sweep_interval;
@@ -176,10 +176,28 @@ async fn run(
     if let Some(l) = keeper.lease.take() {
         match store.release_lease(&l).await {
             Ok(_) => tracing::info!(token = l.token, "watchdog lease released"),
-            Err(e) => tracing::warn!(error = %e, "watchdog lease release failed"),
+            Err(e) => tracing::warn!(error = %ErrorChain(&e), "watchdog lease release failed"),
         }
     }
     metrics.set_leader(false);
+}
+
+/// Why a sweep stopped before its end.
+enum SweepStop {
+    /// The lease is gone: the store refused the fence, or the upkeep between batches lost
+    /// it.
+    LeaseLost,
+    /// The store failed.
+    Store(LifecycleError),
+}
+
+impl From<LifecycleError> for SweepStop {
+    fn from(e: LifecycleError) -> SweepStop {
+        match e {
+            LifecycleError::LeaseLost(_) => SweepStop::LeaseLost,
+            e => SweepStop::Store(e),
+        }
+    }
 }
 
 /// One sweep: orphans in batches, then expired data in batches, renewing the lease between
@@ -188,14 +206,14 @@ async fn sweep(
     keeper: &mut Keeper,
     cfg: &Lifecycle,
     stopped: &watch::Receiver<bool>,
-) -> Result<(), StoreError> {
+) -> Result<(), SweepStop> {
     let started = Instant::now();
     let store = keeper.store.clone();
     let metrics = keeper.metrics.clone();
     let mut orphaned = 0u64;
     loop {
         let Some(lease) = keeper.lease.clone() else {
-            return Err(StoreError::LeaseLost("not held".into()));
+            return Err(SweepStop::LeaseLost);
         };
         let batch = store
             .sweep_orphans(&lease, cfg.orphan_after, cfg.sweep_batch)
@@ -214,7 +232,7 @@ async fn sweep(
     let (mut traces, mut events) = (0u64, 0u64);
     loop {
         let Some(lease) = keeper.lease.clone() else {
-            return Err(StoreError::LeaseLost("not held".into()));
+            return Err(SweepStop::LeaseLost);
         };
         let p = store.purge_expired(&lease, cfg.purge_batch).await?;
         traces += p.traces;

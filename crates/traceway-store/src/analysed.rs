@@ -25,7 +25,7 @@ use traceway_core::{Event, EventType, Timestamp, Trace, TraceId, TracePatch};
 
 use crate::{
     AppendOutcome, AppendRequest, Clock, Decorates, EventCounts, EventFilter, Lease,
-    LifecycleLayer, Orphaned, Store, StoreError, TracesLayer, MAX_EVENTS_PAGE,
+    LifecycleError, LifecycleLayer, Orphaned, Store, TraceError, TracesLayer, MAX_EVENTS_PAGE,
 };
 
 /// Error events read for one digest (their types and messages make the error groups).
@@ -148,7 +148,7 @@ async fn work(
             }
             Ok(false) => {}
             Err(e) => {
-                tracing::debug!(tenant = job.tenant, trace_id = %job.id, error = %e, "no digest")
+                tracing::debug!(tenant = job.tenant, trace_id = %job.id, error = %crate::ErrorChain(&e), "no digest")
             }
         }
     }
@@ -162,7 +162,7 @@ pub async fn store_digest(
     tenant: &str,
     id: TraceId,
     now: Timestamp,
-) -> Result<bool, StoreError> {
+) -> Result<bool, TraceError> {
     let Some(trace) = store.get_trace(tenant, id).await? else {
         return Ok(false);
     };
@@ -181,7 +181,7 @@ pub async fn store_digest(
 }
 
 /// The trace's `error` events up to its `last_seq` as read, in pages.
-async fn error_events(store: &dyn Store, trace: &Trace) -> Result<Vec<Event>, StoreError> {
+async fn error_events(store: &dyn Store, trace: &Trace) -> Result<Vec<Event>, TraceError> {
     let read = read_events_paged(
         store,
         &trace.tenant,
@@ -204,7 +204,7 @@ pub async fn read_events_paged(
     types: &[EventType],
     upto: Option<u64>,
     max: usize,
-) -> Result<Option<(Vec<Event>, bool)>, StoreError> {
+) -> Result<Option<(Vec<Event>, bool)>, TraceError> {
     let upto = upto.unwrap_or(u64::MAX);
     let mut out: Vec<Event> = Vec::new();
     let mut after = 0;
@@ -243,7 +243,7 @@ impl Decorates for AnalysedStore {
 
 #[async_trait]
 impl TracesLayer for AnalysedStore {
-    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
+    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, TraceError> {
         let (tenant, id) = (req.tenant.clone(), req.trace_id);
         let out = self.inner.append(req).await?;
         if out.terminal && out.accepted + out.stored.get(EventType::TraceEnded) > 0 {
@@ -257,7 +257,7 @@ impl TracesLayer for AnalysedStore {
         tenant: &str,
         id: TraceId,
         patch: TracePatch,
-    ) -> Result<(Trace, EventCounts), StoreError> {
+    ) -> Result<(Trace, EventCounts), TraceError> {
         let (t, counts) = self.inner.update_trace(tenant, id, patch).await?;
         if counts.get(EventType::TraceEnded) > 0 {
             self.schedule(tenant, id);
@@ -273,7 +273,7 @@ impl LifecycleLayer for AnalysedStore {
         fence: &Lease,
         orphan_after: Duration,
         limit: u32,
-    ) -> Result<Vec<Orphaned>, StoreError> {
+    ) -> Result<Vec<Orphaned>, LifecycleError> {
         let v = self.inner.sweep_orphans(fence, orphan_after, limit).await?;
         for o in &v {
             self.schedule(&o.tenant, o.trace_id);

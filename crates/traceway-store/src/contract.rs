@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::error::{BackendError, LifecycleError, TraceError};
 use async_trait::async_trait;
 use traceway_core::analysis::AnalysisDigest;
 use traceway_core::{
@@ -10,102 +11,12 @@ use traceway_core::{
     TracePatch,
 };
 
-/// What a store operation can fail with. Every protocol maps it through [`StoreError::kind`]
-/// alone, so a new variant is mapped everywhere by giving it a kind.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum StoreError {
-    /// The trace does not exist for this tenant, or has expired.
-    #[error("trace {0} not found")]
-    NotFound(TraceId),
-    /// A live trace already has this id.
-    #[error("trace {0} already exists")]
-    IdTaken(TraceId),
-    /// The state change is not allowed (a terminal trace, or a return to `RECEIVED`).
-    #[error(transparent)]
-    IllegalTransition(#[from] traceway_core::StateError),
-    /// The request is not valid (a bad cursor, say).
-    #[error("{0}")]
-    Invalid(String),
-    /// The store cannot take more work now; try again later.
-    #[error("store overloaded: {0}")]
-    Overloaded(String),
-    /// The store is not reachable or is shutting down.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// The caller's lease (its fencing token) is no longer current: another holder took
-    /// it, or it expired. Nothing was changed.
-    #[error("lease lost: {0}")]
-    LeaseLost(String),
-    /// Anything else; details are logged, not shown to clients.
-    #[error("internal store error: {0}")]
-    Internal(String),
-}
-
-/// What kind of failure a [`StoreError`] is: the one thing the REST and OTLP mappings (and
-/// the metrics' error label) look at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// [`StoreError::NotFound`].
-    NotFound,
-    /// [`StoreError::IdTaken`].
-    IdTaken,
-    /// [`StoreError::IllegalTransition`].
-    IllegalTransition,
-    /// [`StoreError::Invalid`].
-    Invalid,
-    /// [`StoreError::Overloaded`]: retry later.
-    Overloaded,
-    /// [`StoreError::Unavailable`]: retry later.
-    Unavailable,
-    /// [`StoreError::LeaseLost`].
-    LeaseLost,
-    /// [`StoreError::Internal`].
-    Internal,
-}
-
-impl ErrorKind {
-    /// A stable lower-case name (`not_found`, `id_taken`, …), for labels and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::IdTaken => "id_taken",
-            ErrorKind::IllegalTransition => "illegal_transition",
-            ErrorKind::Invalid => "invalid",
-            ErrorKind::Overloaded => "overloaded",
-            ErrorKind::Unavailable => "unavailable",
-            ErrorKind::LeaseLost => "lease_lost",
-            ErrorKind::Internal => "internal",
-        }
-    }
-
-    /// Whether the same request may succeed later (overload, unavailability).
-    pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorKind::Overloaded | ErrorKind::Unavailable)
-    }
-}
-
-impl StoreError {
-    /// Its kind.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            StoreError::NotFound(_) => ErrorKind::NotFound,
-            StoreError::IdTaken(_) => ErrorKind::IdTaken,
-            StoreError::IllegalTransition(_) => ErrorKind::IllegalTransition,
-            StoreError::Invalid(_) => ErrorKind::Invalid,
-            StoreError::Overloaded(_) => ErrorKind::Overloaded,
-            StoreError::Unavailable(_) => ErrorKind::Unavailable,
-            StoreError::LeaseLost(_) => ErrorKind::LeaseLost,
-            StoreError::Internal(_) => ErrorKind::Internal,
-        }
-    }
-}
-
 /// The most traces one listing page returns; a larger `limit` is refused by the API and
 /// clamped by the store ([`PageRequest::bounded_limit`]).
 pub const MAX_PAGE: u32 = 1000;
 
 /// The most spans one trace may hold (ADR 025): an append that would pass it is refused
-/// with `Invalid` before anything is written.
+/// with [`TraceError::TooManySpans`] before anything is written.
 pub const MAX_SPANS_PER_TRACE: u64 = 100_000;
 
 /// The most events one read returns ([`EventFilter::bounded_limit`]).
@@ -438,7 +349,7 @@ pub const WATCHDOG_LEASE: &str = "watchdog";
 
 /// A held lease. `token` is the fencing token: it grows every time the lease changes
 /// hands, and fenced writes ([`Lifecycle::sweep_orphans`], [`Lifecycle::purge_expired`]) are
-/// refused with [`StoreError::LeaseLost`] unless it is still the current one.
+/// refused with [`LifecycleError::LeaseLost`] unless it is still the current one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     /// Which lease.
@@ -485,10 +396,10 @@ pub trait Traces: Send + Sync + 'static {
         &self,
         tenant: &str,
         new: NewTrace,
-    ) -> Result<(Trace, EventCounts), StoreError>;
+    ) -> Result<(Trace, EventCounts), TraceError>;
 
     /// Appends a batch of events; a retried batch is not stored twice.
-    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError>;
+    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, TraceError>;
 
     /// Changes a trace's state, name or metadata. `IllegalTransition` when leaving a terminal
     /// state.
@@ -497,13 +408,13 @@ pub trait Traces: Send + Sync + 'static {
         tenant: &str,
         id: TraceId,
         patch: TracePatch,
-    ) -> Result<(Trace, EventCounts), StoreError>;
+    ) -> Result<(Trace, EventCounts), TraceError>;
 
     /// One trace.
-    async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, StoreError>;
+    async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, TraceError>;
 
     /// A trace's spans, by start time. `None` when the trace does not exist.
-    async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError>;
+    async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, TraceError>;
 
     /// A trace with its spans (by start time), from one read of its row. `None` when the
     /// trace does not exist.
@@ -511,7 +422,7 @@ pub trait Traces: Send + Sync + 'static {
         &self,
         tenant: &str,
         id: TraceId,
-    ) -> Result<Option<(Trace, Vec<Span>)>, StoreError>;
+    ) -> Result<Option<(Trace, Vec<Span>)>, TraceError>;
 
     /// One page of a trace's spans with its row (issue 15, failure 3.7): what a read of
     /// a large trace holds in memory is one page, whatever the trace's size. `None` when
@@ -521,7 +432,7 @@ pub trait Traces: Send + Sync + 'static {
         tenant: &str,
         id: TraceId,
         page: &SpanPageRequest,
-    ) -> Result<Option<(Trace, SpanPage)>, StoreError>;
+    ) -> Result<Option<(Trace, SpanPage)>, TraceError>;
 
     /// Traces, newest first.
     async fn list_traces(
@@ -529,7 +440,7 @@ pub trait Traces: Send + Sync + 'static {
         tenant: &str,
         filter: &TraceFilter,
         page: &PageRequest,
-    ) -> Result<Page<Trace>, StoreError>;
+    ) -> Result<Page<Trace>, TraceError>;
 
     /// A trace's events in `seq` order. `None` when the trace does not exist.
     async fn read_events(
@@ -537,7 +448,7 @@ pub trait Traces: Send + Sync + 'static {
         tenant: &str,
         id: TraceId,
         filter: &EventFilter,
-    ) -> Result<Option<Vec<Event>>, StoreError>;
+    ) -> Result<Option<Vec<Event>>, TraceError>;
 
     /// How many events of each type a trace has (all of them, none returned): what the
     /// analysis needs of the log besides its `error` events (ADR 037). `None` when the
@@ -546,10 +457,10 @@ pub trait Traces: Send + Sync + 'static {
         &self,
         tenant: &str,
         id: TraceId,
-    ) -> Result<Option<EventCounts>, StoreError>;
+    ) -> Result<Option<EventCounts>, TraceError>;
 
     /// Deletes a trace with its spans and events. False when it did not exist.
-    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError>;
+    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, TraceError>;
 
     /// Deletes the tenant's terminal traces that ended before `cutoff`, at most `limit` of
     /// them when given (in small batches, so ingest keeps flowing); returns how many.
@@ -558,11 +469,11 @@ pub trait Traces: Send + Sync + 'static {
         tenant: &str,
         cutoff: Timestamp,
         limit: Option<u64>,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<u64, TraceError>;
 
     /// How many of the tenant's terminal traces ended before `cutoff` (what
     /// [`Traces::delete_ended_before`] would delete).
-    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError>;
+    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, TraceError>;
 
     /// Keeps a trace's analysis digest on its row (`rollups.analysis`, ADR 028) when the
     /// trace is live and its `last_seq` is still `digest.at_seq`: a digest of an older
@@ -573,12 +484,12 @@ pub trait Traces: Send + Sync + 'static {
         tenant: &str,
         id: TraceId,
         digest: AnalysisDigest,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, TraceError>;
 
     /// The bytes of the tenant's stored event log (its events' JSON), the figure of the
     /// stored-bytes quota (ADR 040). A counter kept by every write, delete and purge, so
     /// reading it costs one lookup; it is not the file's or the server's memory use.
-    async fn stored_bytes(&self, tenant: &str) -> Result<u64, StoreError>;
+    async fn stored_bytes(&self, tenant: &str) -> Result<u64, TraceError>;
 }
 
 /// The store's lifecycle work across tenants: the active count, the watchdog's fenced
@@ -586,7 +497,7 @@ pub trait Traces: Send + Sync + 'static {
 #[async_trait]
 pub trait Lifecycle: Send + Sync + 'static {
     /// Traces not yet terminal and not expired, all tenants (the active index).
-    async fn active_traces(&self) -> Result<u64, StoreError>;
+    async fn active_traces(&self) -> Result<u64, LifecycleError>;
 
     /// Ends traces that are not terminal and have had no activity for `orphan_after`:
     /// each becomes `ERRORED` (reason [`ORPHANED_REASON`], `state_changed` and `trace_ended`
@@ -598,15 +509,15 @@ pub trait Lifecycle: Send + Sync + 'static {
         fence: &Lease,
         orphan_after: Duration,
         limit: u32,
-    ) -> Result<Vec<Orphaned>, StoreError>;
+    ) -> Result<Vec<Orphaned>, LifecycleError>;
 
     /// Physically deletes one batch of expired data (about `max_rows` rows): traces whose
     /// row expired, with their events, then events of traces whose data expired. Call
     /// again while [`Purged::more`]. Refused with `LeaseLost` unless `fence` is current.
-    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, StoreError>;
+    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, LifecycleError>;
 
     /// Whether the store can serve.
-    async fn health(&self) -> Result<(), StoreError>;
+    async fn health(&self) -> Result<(), LifecycleError>;
 
     /// Finishes pending writes and stops. Later calls fail with `Unavailable`.
     async fn shutdown(&self);
@@ -623,15 +534,19 @@ pub trait Leases: Send + Sync + 'static {
         name: &str,
         holder: &str,
         ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError>;
+    ) -> Result<Option<Lease>, BackendError>;
 
     /// Extends a held lease to `ttl` from now, if it is still current (same holder and
     /// token, not lapsed); `None` when it was lost.
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError>;
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, BackendError>;
 
     /// Gives the lease up so another holder can take it at once; false if it was no
     /// longer held.
-    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError>;
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, BackendError>;
 }
 
 /// The live feed: subscriptions to events as they commit, over the process's
@@ -676,12 +591,12 @@ pub trait TracesLayer: Decorates {
         &self,
         tenant: &str,
         new: NewTrace,
-    ) -> Result<(Trace, EventCounts), StoreError> {
+    ) -> Result<(Trace, EventCounts), TraceError> {
         self.inner().create_trace(tenant, new).await
     }
 
     /// [`Traces::append`].
-    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
+    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, TraceError> {
         self.inner().append(req).await
     }
 
@@ -691,17 +606,17 @@ pub trait TracesLayer: Decorates {
         tenant: &str,
         id: TraceId,
         patch: TracePatch,
-    ) -> Result<(Trace, EventCounts), StoreError> {
+    ) -> Result<(Trace, EventCounts), TraceError> {
         self.inner().update_trace(tenant, id, patch).await
     }
 
     /// [`Traces::get_trace`].
-    async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, StoreError> {
+    async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, TraceError> {
         self.inner().get_trace(tenant, id).await
     }
 
     /// [`Traces::get_spans`].
-    async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError> {
+    async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, TraceError> {
         self.inner().get_spans(tenant, id).await
     }
 
@@ -710,7 +625,7 @@ pub trait TracesLayer: Decorates {
         &self,
         tenant: &str,
         id: TraceId,
-    ) -> Result<Option<(Trace, Vec<Span>)>, StoreError> {
+    ) -> Result<Option<(Trace, Vec<Span>)>, TraceError> {
         self.inner().get_trace_with_spans(tenant, id).await
     }
 
@@ -720,7 +635,7 @@ pub trait TracesLayer: Decorates {
         tenant: &str,
         id: TraceId,
         page: &SpanPageRequest,
-    ) -> Result<Option<(Trace, SpanPage)>, StoreError> {
+    ) -> Result<Option<(Trace, SpanPage)>, TraceError> {
         self.inner().get_span_page(tenant, id, page).await
     }
 
@@ -730,7 +645,7 @@ pub trait TracesLayer: Decorates {
         tenant: &str,
         filter: &TraceFilter,
         page: &PageRequest,
-    ) -> Result<Page<Trace>, StoreError> {
+    ) -> Result<Page<Trace>, TraceError> {
         self.inner().list_traces(tenant, filter, page).await
     }
 
@@ -740,7 +655,7 @@ pub trait TracesLayer: Decorates {
         tenant: &str,
         id: TraceId,
         filter: &EventFilter,
-    ) -> Result<Option<Vec<Event>>, StoreError> {
+    ) -> Result<Option<Vec<Event>>, TraceError> {
         self.inner().read_events(tenant, id, filter).await
     }
 
@@ -749,12 +664,12 @@ pub trait TracesLayer: Decorates {
         &self,
         tenant: &str,
         id: TraceId,
-    ) -> Result<Option<EventCounts>, StoreError> {
+    ) -> Result<Option<EventCounts>, TraceError> {
         self.inner().count_events(tenant, id).await
     }
 
     /// [`Traces::delete_trace`].
-    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError> {
+    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, TraceError> {
         self.inner().delete_trace(tenant, id).await
     }
 
@@ -764,14 +679,14 @@ pub trait TracesLayer: Decorates {
         tenant: &str,
         cutoff: Timestamp,
         limit: Option<u64>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<u64, TraceError> {
         self.inner()
             .delete_ended_before(tenant, cutoff, limit)
             .await
     }
 
     /// [`Traces::count_ended_before`].
-    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError> {
+    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, TraceError> {
         self.inner().count_ended_before(tenant, cutoff).await
     }
 
@@ -781,12 +696,12 @@ pub trait TracesLayer: Decorates {
         tenant: &str,
         id: TraceId,
         digest: AnalysisDigest,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, TraceError> {
         self.inner().put_analysis(tenant, id, digest).await
     }
 
     /// [`Traces::stored_bytes`].
-    async fn stored_bytes(&self, tenant: &str) -> Result<u64, StoreError> {
+    async fn stored_bytes(&self, tenant: &str) -> Result<u64, TraceError> {
         self.inner().stored_bytes(tenant).await
     }
 }
@@ -797,11 +712,11 @@ impl<T: TracesLayer> Traces for T {
         &self,
         tenant: &str,
         new: NewTrace,
-    ) -> Result<(Trace, EventCounts), StoreError> {
+    ) -> Result<(Trace, EventCounts), TraceError> {
         TracesLayer::create_trace(self, tenant, new).await
     }
 
-    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
+    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, TraceError> {
         TracesLayer::append(self, req).await
     }
 
@@ -810,15 +725,15 @@ impl<T: TracesLayer> Traces for T {
         tenant: &str,
         id: TraceId,
         patch: TracePatch,
-    ) -> Result<(Trace, EventCounts), StoreError> {
+    ) -> Result<(Trace, EventCounts), TraceError> {
         TracesLayer::update_trace(self, tenant, id, patch).await
     }
 
-    async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, StoreError> {
+    async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, TraceError> {
         TracesLayer::get_trace(self, tenant, id).await
     }
 
-    async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError> {
+    async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, TraceError> {
         TracesLayer::get_spans(self, tenant, id).await
     }
 
@@ -826,7 +741,7 @@ impl<T: TracesLayer> Traces for T {
         &self,
         tenant: &str,
         id: TraceId,
-    ) -> Result<Option<(Trace, Vec<Span>)>, StoreError> {
+    ) -> Result<Option<(Trace, Vec<Span>)>, TraceError> {
         TracesLayer::get_trace_with_spans(self, tenant, id).await
     }
 
@@ -835,7 +750,7 @@ impl<T: TracesLayer> Traces for T {
         tenant: &str,
         id: TraceId,
         page: &SpanPageRequest,
-    ) -> Result<Option<(Trace, SpanPage)>, StoreError> {
+    ) -> Result<Option<(Trace, SpanPage)>, TraceError> {
         TracesLayer::get_span_page(self, tenant, id, page).await
     }
 
@@ -844,7 +759,7 @@ impl<T: TracesLayer> Traces for T {
         tenant: &str,
         filter: &TraceFilter,
         page: &PageRequest,
-    ) -> Result<Page<Trace>, StoreError> {
+    ) -> Result<Page<Trace>, TraceError> {
         TracesLayer::list_traces(self, tenant, filter, page).await
     }
 
@@ -853,7 +768,7 @@ impl<T: TracesLayer> Traces for T {
         tenant: &str,
         id: TraceId,
         filter: &EventFilter,
-    ) -> Result<Option<Vec<Event>>, StoreError> {
+    ) -> Result<Option<Vec<Event>>, TraceError> {
         TracesLayer::read_events(self, tenant, id, filter).await
     }
 
@@ -861,11 +776,11 @@ impl<T: TracesLayer> Traces for T {
         &self,
         tenant: &str,
         id: TraceId,
-    ) -> Result<Option<EventCounts>, StoreError> {
+    ) -> Result<Option<EventCounts>, TraceError> {
         TracesLayer::count_events(self, tenant, id).await
     }
 
-    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError> {
+    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, TraceError> {
         TracesLayer::delete_trace(self, tenant, id).await
     }
 
@@ -874,11 +789,11 @@ impl<T: TracesLayer> Traces for T {
         tenant: &str,
         cutoff: Timestamp,
         limit: Option<u64>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<u64, TraceError> {
         TracesLayer::delete_ended_before(self, tenant, cutoff, limit).await
     }
 
-    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError> {
+    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, TraceError> {
         TracesLayer::count_ended_before(self, tenant, cutoff).await
     }
 
@@ -887,11 +802,11 @@ impl<T: TracesLayer> Traces for T {
         tenant: &str,
         id: TraceId,
         digest: AnalysisDigest,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, TraceError> {
         TracesLayer::put_analysis(self, tenant, id, digest).await
     }
 
-    async fn stored_bytes(&self, tenant: &str) -> Result<u64, StoreError> {
+    async fn stored_bytes(&self, tenant: &str) -> Result<u64, TraceError> {
         TracesLayer::stored_bytes(self, tenant).await
     }
 }
@@ -901,7 +816,7 @@ impl<T: TracesLayer> Traces for T {
 #[async_trait]
 pub trait LifecycleLayer: Decorates {
     /// [`Lifecycle::active_traces`].
-    async fn active_traces(&self) -> Result<u64, StoreError> {
+    async fn active_traces(&self) -> Result<u64, LifecycleError> {
         self.inner().active_traces().await
     }
 
@@ -911,17 +826,17 @@ pub trait LifecycleLayer: Decorates {
         fence: &Lease,
         orphan_after: Duration,
         limit: u32,
-    ) -> Result<Vec<Orphaned>, StoreError> {
+    ) -> Result<Vec<Orphaned>, LifecycleError> {
         self.inner().sweep_orphans(fence, orphan_after, limit).await
     }
 
     /// [`Lifecycle::purge_expired`].
-    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, StoreError> {
+    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, LifecycleError> {
         self.inner().purge_expired(fence, max_rows).await
     }
 
     /// [`Lifecycle::health`].
-    async fn health(&self) -> Result<(), StoreError> {
+    async fn health(&self) -> Result<(), LifecycleError> {
         self.inner().health().await
     }
 
@@ -933,7 +848,7 @@ pub trait LifecycleLayer: Decorates {
 
 #[async_trait]
 impl<T: LifecycleLayer> Lifecycle for T {
-    async fn active_traces(&self) -> Result<u64, StoreError> {
+    async fn active_traces(&self) -> Result<u64, LifecycleError> {
         LifecycleLayer::active_traces(self).await
     }
 
@@ -942,15 +857,15 @@ impl<T: LifecycleLayer> Lifecycle for T {
         fence: &Lease,
         orphan_after: Duration,
         limit: u32,
-    ) -> Result<Vec<Orphaned>, StoreError> {
+    ) -> Result<Vec<Orphaned>, LifecycleError> {
         LifecycleLayer::sweep_orphans(self, fence, orphan_after, limit).await
     }
 
-    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, StoreError> {
+    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, LifecycleError> {
         LifecycleLayer::purge_expired(self, fence, max_rows).await
     }
 
-    async fn health(&self) -> Result<(), StoreError> {
+    async fn health(&self) -> Result<(), LifecycleError> {
         LifecycleLayer::health(self).await
     }
 
@@ -969,17 +884,21 @@ pub trait LeasesLayer: Decorates {
         name: &str,
         holder: &str,
         ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
+    ) -> Result<Option<Lease>, BackendError> {
         self.inner().try_acquire_lease(name, holder, ttl).await
     }
 
     /// [`Leases::renew_lease`].
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, BackendError> {
         self.inner().renew_lease(lease, ttl).await
     }
 
     /// [`Leases::release_lease`].
-    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, BackendError> {
         self.inner().release_lease(lease).await
     }
 }
@@ -991,15 +910,19 @@ impl<T: LeasesLayer> Leases for T {
         name: &str,
         holder: &str,
         ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
+    ) -> Result<Option<Lease>, BackendError> {
         LeasesLayer::try_acquire_lease(self, name, holder, ttl).await
     }
 
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, BackendError> {
         LeasesLayer::renew_lease(self, lease, ttl).await
     }
 
-    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, BackendError> {
         LeasesLayer::release_lease(self, lease).await
     }
 }

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use traceway_core::{KeyScopes, Timestamp};
 
-use crate::{Decorates, StoreError};
+use crate::{Decorates, KeyError};
 
 /// A key as listed: everything but its secret's hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,23 +41,23 @@ pub const MAX_KEYS_PER_TENANT: usize = 1000;
 #[async_trait]
 pub trait ApiKeys: Send + Sync + 'static {
     /// Stores a new key (`revoked_at` and `last_used_at` are ignored). Refused with
-    /// `Invalid` if its id exists, or if the tenant already holds [`MAX_KEYS_PER_TENANT`]
-    /// keys.
-    async fn create_key(&self, key: StoredKey) -> Result<(), StoreError>;
+    /// [`KeyError::KeyIdExists`] if its id exists, or [`KeyError::TenantFull`] if the tenant
+    /// already holds [`MAX_KEYS_PER_TENANT`] keys.
+    async fn create_key(&self, key: StoredKey) -> Result<(), KeyError>;
 
     /// The key with this public id, whatever its tenant (the id is what a request
     /// presents); revoked keys are returned too, with `revoked_at` set.
-    async fn get_key(&self, key_id: &str) -> Result<Option<StoredKey>, StoreError>;
+    async fn get_key(&self, key_id: &str) -> Result<Option<StoredKey>, KeyError>;
 
     /// A tenant's keys, oldest first.
-    async fn list_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, StoreError>;
+    async fn list_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, KeyError>;
 
     /// Revokes a tenant's key; false if the tenant has no such key. Revoking twice keeps
     /// the first time.
-    async fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<bool, StoreError>;
+    async fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<bool, KeyError>;
 
     /// Records a use of the key at `at` (kept if later than the one stored).
-    async fn touch_key(&self, key_id: &str, at: Timestamp) -> Result<(), StoreError>;
+    async fn touch_key(&self, key_id: &str, at: Timestamp) -> Result<(), KeyError>;
 }
 
 /// [`ApiKeys`] for a decorator: every method goes to [`Decorates::inner`] unless the
@@ -65,50 +65,50 @@ pub trait ApiKeys: Send + Sync + 'static {
 #[async_trait]
 pub trait ApiKeysLayer: Decorates {
     /// [`ApiKeys::create_key`].
-    async fn create_key(&self, key: StoredKey) -> Result<(), StoreError> {
+    async fn create_key(&self, key: StoredKey) -> Result<(), KeyError> {
         self.inner().create_key(key).await
     }
 
     /// [`ApiKeys::get_key`].
-    async fn get_key(&self, key_id: &str) -> Result<Option<StoredKey>, StoreError> {
+    async fn get_key(&self, key_id: &str) -> Result<Option<StoredKey>, KeyError> {
         self.inner().get_key(key_id).await
     }
 
     /// [`ApiKeys::list_keys`].
-    async fn list_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, StoreError> {
+    async fn list_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, KeyError> {
         self.inner().list_keys(tenant).await
     }
 
     /// [`ApiKeys::revoke_key`].
-    async fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<bool, StoreError> {
+    async fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<bool, KeyError> {
         self.inner().revoke_key(tenant, key_id).await
     }
 
     /// [`ApiKeys::touch_key`].
-    async fn touch_key(&self, key_id: &str, at: Timestamp) -> Result<(), StoreError> {
+    async fn touch_key(&self, key_id: &str, at: Timestamp) -> Result<(), KeyError> {
         self.inner().touch_key(key_id, at).await
     }
 }
 
 #[async_trait]
 impl<T: ApiKeysLayer> ApiKeys for T {
-    async fn create_key(&self, key: StoredKey) -> Result<(), StoreError> {
+    async fn create_key(&self, key: StoredKey) -> Result<(), KeyError> {
         ApiKeysLayer::create_key(self, key).await
     }
 
-    async fn get_key(&self, key_id: &str) -> Result<Option<StoredKey>, StoreError> {
+    async fn get_key(&self, key_id: &str) -> Result<Option<StoredKey>, KeyError> {
         ApiKeysLayer::get_key(self, key_id).await
     }
 
-    async fn list_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, StoreError> {
+    async fn list_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, KeyError> {
         ApiKeysLayer::list_keys(self, tenant).await
     }
 
-    async fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<bool, StoreError> {
+    async fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<bool, KeyError> {
         ApiKeysLayer::revoke_key(self, tenant, key_id).await
     }
 
-    async fn touch_key(&self, key_id: &str, at: Timestamp) -> Result<(), StoreError> {
+    async fn touch_key(&self, key_id: &str, at: Timestamp) -> Result<(), KeyError> {
         ApiKeysLayer::touch_key(self, key_id, at).await
     }
 }

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod conformance;
 mod contract;
 mod duration_index;
+mod error;
 pub mod hub;
 mod keys;
 pub mod redis;
@@ -27,6 +28,10 @@ mod write;
 pub use analysed::{read_events_paged, AnalysedStore, AnalysisSettings};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use contract::*;
+pub use error::{
+    BackendError, Cause, ErrorChain, ErrorKind, KeyError, LeaseLost, LifecycleError, OpenError,
+    StoreFailure, TraceError, WorkflowError,
+};
 pub use hub::{InProcessHub, Lagged, Scope, Subscription, TraceMeta};
 pub use keys::{ApiKey, ApiKeys, ApiKeysLayer, StoredKey, MAX_KEYS_PER_TENANT};
 pub use workflows::*;
@@ -37,5 +42,7 @@ pub use write::{
 /// The contract's traits, for `use traceway_store::prelude::*` where a `dyn Store` is
 /// called (its methods belong to the five concerns).
 pub mod prelude {
-    pub use crate::{ApiKeys, Leases, Lifecycle, LiveFeed, Store, Traces, WorkflowContexts};
+    pub use crate::{
+        ApiKeys, Leases, Lifecycle, LiveFeed, Store, StoreFailure, Traces, WorkflowContexts,
+    };
 }

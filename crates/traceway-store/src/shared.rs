@@ -3,7 +3,7 @@
 use base64::Engine;
 use traceway_core::{Timestamp, Trace, TraceId};
 
-use crate::StoreError;
+use crate::TraceError;
 
 /// The opaque listing cursor after `t`: its `(created_at, trace_id)` position.
 pub(crate) fn encode_cursor(t: &Trace) -> String {
@@ -16,9 +16,9 @@ pub(crate) fn encode_position(created_at: Timestamp, id: TraceId) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
-/// The position a cursor stands for; `Invalid` for anything else.
-pub(crate) fn decode_cursor(c: &str) -> Result<(i64, TraceId), StoreError> {
-    let bad = || StoreError::Invalid(format!("invalid cursor {c:?}"));
+/// The position a cursor stands for; [`TraceError::BadCursor`] for anything else.
+pub(crate) fn decode_cursor(c: &str) -> Result<(i64, TraceId), TraceError> {
+    let bad = || TraceError::BadCursor(c.to_string());
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(c)
         .map_err(|_| bad())?;

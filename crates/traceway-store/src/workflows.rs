@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use traceway_core::workflow::{validate_context, validate_instance_id, ContextFields};
 use traceway_core::Timestamp;
 
-use crate::{Decorates, PageRequest, StoreError};
+use crate::{Decorates, PageRequest, WorkflowError};
 
 /// The most instance ids one stats page lists.
 pub const MAX_WORKFLOW_PAGE: u32 = 1000;
@@ -74,17 +74,17 @@ pub fn checked(
     ctx: NewWorkflowContext,
     now: Timestamp,
     ttl: Duration,
-) -> Result<WorkflowContext, StoreError> {
-    validate_instance_id(instance).map_err(|e| StoreError::Invalid(e.to_string()))?;
+) -> Result<WorkflowContext, WorkflowError> {
+    validate_instance_id(instance).map_err(WorkflowError::Invalid)?;
     let v = validate_context(ContextFields {
         traceparent: &ctx.traceparent,
         tracestate: ctx.tracestate.as_deref(),
         agent: ctx.agent.as_deref(),
         metadata: &ctx.metadata,
     })
-    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    .map_err(WorkflowError::Invalid)?;
     if ttl.is_zero() {
-        return Err(StoreError::Invalid("ttl must be positive".into()));
+        return Err(WorkflowError::ZeroTtl);
     }
     Ok(WorkflowContext {
         instance_id: instance.to_string(),
@@ -98,8 +98,8 @@ pub fn checked(
 }
 
 /// Checks an instance id given to a read or a delete.
-pub fn checked_instance(instance: &str) -> Result<(), StoreError> {
-    validate_instance_id(instance).map_err(|e| StoreError::Invalid(e.to_string()))
+pub fn checked_instance(instance: &str) -> Result<(), WorkflowError> {
+    validate_instance_id(instance).map_err(WorkflowError::Invalid)
 }
 
 /// The cursor of a stats page: the last instance id listed, hex-encoded so that any
@@ -109,8 +109,8 @@ pub fn encode_instance_cursor(last: &str) -> String {
 }
 
 /// The instance id a cursor continues after.
-pub fn decode_instance_cursor(c: &str) -> Result<String, StoreError> {
-    let bad = || StoreError::Invalid(format!("cursor {c:?} is not valid"));
+pub fn decode_instance_cursor(c: &str) -> Result<String, WorkflowError> {
+    let bad = || WorkflowError::BadCursor(c.to_string());
     if c.len() % 2 != 0 || c.len() > 4 * 256 * 2 {
         return Err(bad());
     }
@@ -126,28 +126,28 @@ pub fn decode_instance_cursor(c: &str) -> Result<String, StoreError> {
 #[async_trait]
 pub trait WorkflowContexts: Send + Sync + 'static {
     /// Stores (or replaces) the context of `instance`; it expires `ttl` from now unless
-    /// stored again. `Invalid` names the field that is wrong.
+    /// stored again. [`WorkflowError::Invalid`] names the field that is wrong.
     async fn put_workflow_context(
         &self,
         tenant: &str,
         instance: &str,
         ctx: NewWorkflowContext,
         ttl: Duration,
-    ) -> Result<WorkflowContext, StoreError>;
+    ) -> Result<WorkflowContext, WorkflowError>;
 
     /// The stored context of `instance`, if any.
     async fn get_workflow_context(
         &self,
         tenant: &str,
         instance: &str,
-    ) -> Result<Option<WorkflowContext>, StoreError>;
+    ) -> Result<Option<WorkflowContext>, WorkflowError>;
 
     /// Deletes the context of `instance`; false when none was stored.
     async fn delete_workflow_context(
         &self,
         tenant: &str,
         instance: &str,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, WorkflowError>;
 
     /// How many contexts the tenant has, and one page of their instance ids (ascending,
     /// at most [`MAX_WORKFLOW_PAGE`]; `page.offset` is ignored).
@@ -155,7 +155,7 @@ pub trait WorkflowContexts: Send + Sync + 'static {
         &self,
         tenant: &str,
         page: &PageRequest,
-    ) -> Result<WorkflowStats, StoreError>;
+    ) -> Result<WorkflowStats, WorkflowError>;
 }
 
 /// [`WorkflowContexts`] for a decorator: every method goes to [`Decorates::inner`] unless
@@ -169,7 +169,7 @@ pub trait WorkflowContextsLayer: Decorates {
         instance: &str,
         ctx: NewWorkflowContext,
         ttl: Duration,
-    ) -> Result<WorkflowContext, StoreError> {
+    ) -> Result<WorkflowContext, WorkflowError> {
         self.inner()
             .put_workflow_context(tenant, instance, ctx, ttl)
             .await
@@ -180,7 +180,7 @@ pub trait WorkflowContextsLayer: Decorates {
         &self,
         tenant: &str,
         instance: &str,
-    ) -> Result<Option<WorkflowContext>, StoreError> {
+    ) -> Result<Option<WorkflowContext>, WorkflowError> {
         self.inner().get_workflow_context(tenant, instance).await
     }
 
@@ -189,7 +189,7 @@ pub trait WorkflowContextsLayer: Decorates {
         &self,
         tenant: &str,
         instance: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, WorkflowError> {
         self.inner().delete_workflow_context(tenant, instance).await
     }
 
@@ -198,7 +198,7 @@ pub trait WorkflowContextsLayer: Decorates {
         &self,
         tenant: &str,
         page: &PageRequest,
-    ) -> Result<WorkflowStats, StoreError> {
+    ) -> Result<WorkflowStats, WorkflowError> {
         self.inner().workflow_stats(tenant, page).await
     }
 }
@@ -211,7 +211,7 @@ impl<T: WorkflowContextsLayer> WorkflowContexts for T {
         instance: &str,
         ctx: NewWorkflowContext,
         ttl: Duration,
-    ) -> Result<WorkflowContext, StoreError> {
+    ) -> Result<WorkflowContext, WorkflowError> {
         WorkflowContextsLayer::put_workflow_context(self, tenant, instance, ctx, ttl).await
     }
 
@@ -219,7 +219,7 @@ impl<T: WorkflowContextsLayer> WorkflowContexts for T {
         &self,
         tenant: &str,
         instance: &str,
-    ) -> Result<Option<WorkflowContext>, StoreError> {
+    ) -> Result<Option<WorkflowContext>, WorkflowError> {
         WorkflowContextsLayer::get_workflow_context(self, tenant, instance).await
     }
 
@@ -227,7 +227,7 @@ impl<T: WorkflowContextsLayer> WorkflowContexts for T {
         &self,
         tenant: &str,
         instance: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, WorkflowError> {
         WorkflowContextsLayer::delete_workflow_context(self, tenant, instance).await
     }
 
@@ -235,7 +235,7 @@ impl<T: WorkflowContextsLayer> WorkflowContexts for T {
         &self,
         tenant: &str,
         page: &PageRequest,
-    ) -> Result<WorkflowStats, StoreError> {
+    ) -> Result<WorkflowStats, WorkflowError> {
         WorkflowContextsLayer::workflow_stats(self, tenant, page).await
     }
 }

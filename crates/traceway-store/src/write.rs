@@ -17,7 +17,8 @@ use traceway_core::{
     TraceStarted,
 };
 
-use crate::{CaptureConfig, Retention, StoreError, TraceEnd, ORPHANED_REASON};
+use crate::{BackendError, CaptureConfig, Retention, TraceEnd, TraceError, ORPHANED_REASON};
+use traceway_core::StateError;
 
 mod fills;
 pub(crate) use fills::{FillChanges, PendingTotals};
@@ -51,10 +52,10 @@ pub(crate) trait Stored {
     fn span(&self, id: u64) -> Option<&SpanState>;
     /// Whether a client event id (a log's or error's `id`, a message fill's) is stored in
     /// the trace.
-    fn client_id_seen(&self, id: &str) -> Result<bool, StoreError>;
+    fn client_id_seen(&self, id: &str) -> Result<bool, BackendError>;
     /// The stored form of an ended span (its latest span event), for a message fill;
     /// `None` when its data is gone.
-    fn span_body(&self, id: u64) -> Result<Option<Span>, StoreError>;
+    fn span_body(&self, id: u64) -> Result<Option<Span>, BackendError>;
     /// The message fills waiting for a span not stored yet, in arrival order.
     fn pending_fills(&self, id: u64) -> Option<&[traceway_core::MessageFill]>;
     /// How much waits in the whole trace.
@@ -74,19 +75,19 @@ pub(crate) struct Loaded<S> {
 /// A refusal: nothing changed, and the loaded trace (if any) comes back as it was.
 pub(crate) struct Refused<S> {
     /// Why.
-    pub error: StoreError,
+    pub error: TraceError,
     /// The trace that was loaded, unchanged.
     pub loaded: Option<Loaded<S>>,
 }
 
 impl<S> Refused<S> {
-    fn new(error: StoreError, loaded: Option<Loaded<S>>) -> Refused<S> {
+    fn new(error: TraceError, loaded: Option<Loaded<S>>) -> Refused<S> {
         Refused { error, loaded }
     }
 }
 
-impl<S> From<Refused<S>> for StoreError {
-    fn from(r: Refused<S>) -> StoreError {
+impl<S> From<Refused<S>> for TraceError {
+    fn from(r: Refused<S>) -> TraceError {
         r.error
     }
 }
@@ -137,11 +138,9 @@ pub(crate) struct Model {
 }
 
 /// Refuses a trace that cannot be created, before anything is written.
-fn validate_new(new: &NewTrace) -> Result<(), StoreError> {
+fn validate_new(new: &NewTrace) -> Result<(), TraceError> {
     match &new.state {
-        Some(state) if state.is_terminal() => Err(StoreError::Invalid(format!(
-            "a trace cannot be created {state}; create it, then change its state"
-        ))),
+        Some(state) if state.is_terminal() => Err(TraceError::CreatedTerminal(state.clone())),
         _ => Ok(()),
     }
 }
@@ -167,7 +166,7 @@ impl Model {
             return Err(Refused::new(e, loaded));
         }
         if self.live(&loaded) {
-            return Err(Refused::new(StoreError::IdTaken(id), loaded));
+            return Err(Refused::new(TraceError::IdTaken(id), loaded));
         }
         Ok(self.fresh(tenant, id, new).into_written())
     }
@@ -202,10 +201,7 @@ impl Model {
                 .count() as u64;
             let has = l.trace.rollups.span_count;
             if adding > 0 && has.saturating_add(adding) > crate::MAX_SPANS_PER_TRACE {
-                let e = StoreError::Invalid(format!(
-                    "trace {id} has {has} spans; {adding} more would pass the limit of {} spans per trace",
-                    crate::MAX_SPANS_PER_TRACE
-                ));
+                let e = TraceError::TooManySpans { id, has, adding };
                 return Err(Refused::new(e, Some(l)));
             }
             let mut d = self.existing(l);
@@ -215,7 +211,7 @@ impl Model {
             d
         } else {
             let Some(new) = create_if_missing else {
-                return Err(Refused::new(StoreError::NotFound(id), loaded));
+                return Err(Refused::new(TraceError::NotFound(id), loaded));
             };
             if let Err(e) = validate_new(&new) {
                 return Err(Refused::new(e, loaded));
@@ -224,7 +220,7 @@ impl Model {
         };
         // From here on nothing refuses: a port failure is an internal error, which fails
         // the backend's whole write.
-        let go = || -> Result<(), StoreError> {
+        let go = || -> Result<(), TraceError> {
             for input in inputs {
                 if d.apply(input)? {
                     d.out.accepted += 1;
@@ -255,7 +251,7 @@ impl Model {
         patch: TracePatch,
     ) -> Result<Written<S>, Refused<S>> {
         if !self.live(&loaded) {
-            return Err(Refused::new(StoreError::NotFound(id), loaded));
+            return Err(Refused::new(TraceError::NotFound(id), loaded));
         }
         let Some(l) = loaded else {
             unreachable!("a live trace was loaded")
@@ -279,7 +275,7 @@ impl Model {
             d.reopen(patch.reason);
         } else if let Some(to) = patch.state {
             if let Err(e) = d.change_state(to, patch.reason) {
-                return Err(Refused::new(e, None));
+                return Err(Refused::new(e.into(), None));
             }
         }
         Ok(d.into_written())
@@ -292,14 +288,16 @@ impl Model {
         &self,
         loaded: Loaded<S>,
         idle_before: Timestamp,
-    ) -> Result<Orphan<S>, StoreError> {
+    ) -> Result<Orphan<S>, BackendError> {
         let t = &loaded.trace;
         if t.state.is_terminal() || t.last_activity_at >= idle_before || t.expires_at <= self.now {
             return Ok(Orphan::NotIdle(loaded));
         }
         let idle = self.now.since(t.last_activity_at);
         let mut d = self.existing(loaded);
-        d.change_state(State::Errored, Some(ORPHANED_REASON.into()))?;
+        // Every state that is not terminal may end as ERRORED: a refusal here is a bug.
+        d.change_state(State::Errored, Some(ORPHANED_REASON.into()))
+            .map_err(|e| BackendError::internal_by("orphaning a trace", e))?;
         // Marks the trace as ended by the sweep, which alone may reopen (ADR 022).
         d.out
             .trace
@@ -404,7 +402,7 @@ impl<S: Stored> Draft<S> {
     }
 
     /// Whether a client event id was stored before, or earlier in this write.
-    fn seen(&self, id: Option<&str>) -> Result<bool, StoreError> {
+    fn seen(&self, id: Option<&str>) -> Result<bool, BackendError> {
         let Some(id) = id else { return Ok(false) };
         if self.out.client_ids.iter().any(|(_, k)| k == id) {
             return Ok(true);
@@ -437,7 +435,7 @@ impl<S: Stored> Draft<S> {
     }
 
     /// Applies one input; false when it was a duplicate.
-    fn apply(&mut self, input: EventInput) -> Result<bool, StoreError> {
+    fn apply(&mut self, input: EventInput) -> Result<bool, TraceError> {
         let now = self.model.now;
         match input {
             EventInput::SpanStarted { span } => {
@@ -471,7 +469,7 @@ impl<S: Stored> Draft<S> {
         id: Option<String>,
         time: Option<Timestamp>,
         body: EventBody,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, TraceError> {
         if self.seen(id.as_deref())? {
             return Ok(false);
         }
@@ -488,7 +486,7 @@ impl<S: Stored> Draft<S> {
         Ok(true)
     }
 
-    fn record_span(&mut self, change: SpanChange, ended: bool) -> Result<bool, StoreError> {
+    fn record_span(&mut self, change: SpanChange, ended: bool) -> Result<bool, TraceError> {
         let (previous, mut span) = match change {
             SpanChange::Duplicate => return Ok(false),
             SpanChange::New(span) => (None, span),
@@ -562,9 +560,9 @@ impl<S: Stored> Draft<S> {
 
     /// Changes the state; callers that must refuse check the transition before changing
     /// anything else.
-    fn change_state(&mut self, to: State, reason: Option<String>) -> Result<(), StoreError> {
+    fn change_state(&mut self, to: State, reason: Option<String>) -> Result<(), StateError> {
         let from = self.out.trace.state.clone();
-        let changed = from.check_transition(&to).map_err(StoreError::from)?;
+        let changed = from.check_transition(&to)?;
         if !changed {
             return Ok(());
         }
@@ -633,6 +631,7 @@ fn reopens(t: &Trace, to: &State, reason: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::StoreFailure;
     use std::collections::HashSet;
     use traceway_core::{LogRecord, SpanKind};
 
@@ -649,10 +648,10 @@ mod tests {
         fn span(&self, id: u64) -> Option<&SpanState> {
             self.spans.get(&id)
         }
-        fn client_id_seen(&self, id: &str) -> Result<bool, StoreError> {
+        fn client_id_seen(&self, id: &str) -> Result<bool, BackendError> {
             Ok(self.ids.contains(id))
         }
-        fn span_body(&self, id: u64) -> Result<Option<Span>, StoreError> {
+        fn span_body(&self, id: u64) -> Result<Option<Span>, BackendError> {
             Ok(self.bodies.get(&id).cloned())
         }
         fn pending_fills(&self, id: u64) -> Option<&[traceway_core::MessageFill]> {
@@ -805,7 +804,14 @@ mod tests {
             .err()
             .expect("refused");
         assert!(
-            matches!(r.error, StoreError::Invalid(ref m) if m.contains("100000")),
+            matches!(
+                r.error,
+                TraceError::TooManySpans {
+                    has: 99_999,
+                    adding: 2,
+                    ..
+                }
+            ),
             "{:?}",
             r.error
         );
@@ -873,7 +879,7 @@ mod tests {
             .append::<Mem>("t", id(), None, None, Vec::new(), None)
             .err()
             .expect("missing");
-        assert_eq!(missing.error, StoreError::NotFound(id()));
+        assert!(matches!(missing.error, TraceError::NotFound(x) if x == id()));
     }
 
     #[test]

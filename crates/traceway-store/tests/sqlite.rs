@@ -155,6 +155,42 @@ async fn schema_is_versioned() {
     assert!(err.to_string().contains("newer"), "{err}");
 }
 
+/// A file that is not a database is refused at open with SQLite's own words one
+/// `source()` down (what an operator's log or the server's start-up error shows), not
+/// only a string.
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_refused_with_sqlites_error_as_the_cause() {
+    use std::error::Error as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("traceway.db");
+    std::fs::write(&path, vec![b'x'; 8192]).expect("write garbage");
+    let err = SqliteStore::open(
+        SqliteConfig::new(&path),
+        Arc::new(ManualClock::new(start_time())),
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        matches!(
+            err,
+            traceway_store::OpenError::Backend(traceway_store::BackendError::Internal { .. })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "internal store error: sqlite");
+    let cause = err.source().expect("a cause");
+    let sqlite = cause
+        .downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>()
+        .map(|a| a.as_ref() as &dyn std::error::Error)
+        .unwrap_or(cause);
+    assert!(
+        sqlite.downcast_ref::<rusqlite::Error>().is_some(),
+        "the cause is rusqlite's error: {sqlite:?}"
+    );
+    let chain = traceway_store::ErrorChain(&err).to_string();
+    assert!(chain.contains("not a database"), "{chain}");
+}
+
 /// With a writer cache far smaller than the number of active traces, every command
 /// reloads its trace from the event log: steps started in one batch still end, merge and
 /// deduplicate correctly in a later one.
@@ -392,7 +428,7 @@ async fn purge_physically_deletes_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_on_one_file_share_one_lease() {
     use std::time::Duration;
-    use traceway_store::{StoreError, WATCHDOG_LEASE};
+    use traceway_store::{LifecycleError, WATCHDOG_LEASE};
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("traceway.db");
     let clock = ManualClock::new(start_time());
@@ -432,7 +468,7 @@ async fn two_stores_on_one_file_share_one_lease() {
     assert!(lb.token > la.token);
     let r = a.sweep_orphans(&la, Duration::from_secs(60), 10).await;
     assert!(
-        matches!(r, Err(StoreError::LeaseLost(_))),
+        matches!(r, Err(LifecycleError::LeaseLost(_))),
         "a stale token is refused: {r:?}"
     );
 

@@ -1,6 +1,6 @@
 //! The label values of the metrics: which store write, and why one failed.
 
-use traceway_store::StoreError;
+use traceway_store::StoreFailure;
 
 /// Store writes, for the latency histograms' `op` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +51,8 @@ impl WriteOp {
     }
 }
 
-/// The `kind` label of a failed write: the store's [`StoreError::kind`], one small, fixed
-/// set of values, so the series stay few whatever the message says.
-pub fn error_kind_label(e: &StoreError) -> &'static str {
+/// The `kind` label of a failed write: the store error's [`StoreFailure::kind`], one
+/// small, fixed set of values, so the series stay few whatever the message says.
+pub fn error_kind_label(e: &impl StoreFailure) -> &'static str {
     e.kind().as_str()
 }

@@ -19,7 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram as PromHistogram;
 use prometheus_client::registry::Registry;
 use traceway_core::EventType;
-use traceway_store::{EventCounts, StoreError};
+use traceway_store::{EventCounts, StoreFailure};
 
 pub use labels::{error_kind_label, WriteOp};
 pub use store::MeteredStore;
@@ -280,7 +280,7 @@ impl Metrics {
     }
 
     /// Records a failed store write: counted and timed by op and error kind.
-    pub fn observe_failed_write(&self, op: WriteOp, e: &StoreError, d: Duration) {
+    pub fn observe_failed_write(&self, op: WriteOp, e: &impl StoreFailure, d: Duration) {
         let labels = vec![("op", op.label()), ("kind", error_kind_label(e))];
         self.write_errors.get_or_create(&labels).inc();
         self.failed_write_latency
@@ -328,6 +328,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use traceway_store::{BackendError, ErrorKind, LeaseLost, LifecycleError, TraceError};
 
     #[test]
     fn histograms_are_cumulative_with_sum_and_count() {
@@ -354,14 +355,15 @@ mod tests {
     #[test]
     fn failed_writes_are_counted_and_timed_by_kind() {
         let m = Metrics::new();
-        let busy = StoreError::Overloaded("queue full".into());
+        let busy = TraceError::from(BackendError::overloaded("queue full"));
         m.observe_failed_write(WriteOp::Append, &busy, Duration::from_millis(2));
         m.observe_failed_write(WriteOp::Append, &busy, Duration::from_millis(4));
-        m.observe_failed_write(
-            WriteOp::Lease,
-            &StoreError::LeaseLost("taken".into()),
-            Duration::from_millis(1),
-        );
+        let taken = LifecycleError::from(LeaseLost {
+            name: "watchdog".into(),
+            holder: "a".into(),
+            token: 1,
+        });
+        m.observe_failed_write(WriteOp::Lease, &taken, Duration::from_millis(1));
         assert_eq!(m.write_errors(WriteOp::Append, "overloaded"), 2);
         let out = m.render(Some(3), 1);
         let has = |line: &str| assert!(out.contains(line), "{line:?} not in\n{out}");
@@ -377,19 +379,32 @@ mod tests {
     #[test]
     fn every_error_kind_has_its_own_label() {
         let id = traceway_core::TraceId::from_u128(1).unwrap();
-        let kinds: std::collections::BTreeSet<_> = [
-            StoreError::NotFound(id),
-            StoreError::IdTaken(id),
-            StoreError::IllegalTransition(traceway_core::StateError::InvalidName(String::new())),
-            StoreError::Invalid(String::new()),
-            StoreError::Overloaded(String::new()),
-            StoreError::Unavailable(String::new()),
-            StoreError::LeaseLost(String::new()),
-            StoreError::Internal(String::new()),
-        ]
-        .iter()
-        .map(error_kind_label)
-        .collect();
-        assert_eq!(kinds.len(), 8);
+        let lost = LeaseLost {
+            name: "watchdog".into(),
+            holder: "a".into(),
+            token: 1,
+        };
+        let labels = [
+            error_kind_label(&TraceError::NotFound(id)),
+            error_kind_label(&TraceError::IdTaken(id)),
+            error_kind_label(&TraceError::IllegalTransition(
+                traceway_core::StateError::InvalidName(String::new()),
+            )),
+            error_kind_label(&TraceError::BadCursor(String::new())),
+            error_kind_label(&BackendError::overloaded("")),
+            error_kind_label(&BackendError::unavailable("")),
+            error_kind_label(&LifecycleError::from(lost)),
+            error_kind_label(&BackendError::internal("")),
+        ];
+        // The labels are the kinds' stable names, in ErrorKind::ALL order.
+        let want: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(labels.to_vec(), want);
+        assert_eq!(
+            labels
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            8
+        );
     }
 }

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use traceway_core::{NewTrace, Timestamp, Trace, TraceId, TracePatch};
 use traceway_store::{
-    AppendOutcome, AppendRequest, Decorates, EventCounts, Lease, LeasesLayer, LifecycleLayer,
-    LiveFeedLayer, Orphaned, Purged, Store, StoreError, TracesLayer,
+    AppendOutcome, AppendRequest, BackendError, Decorates, EventCounts, Lease, LeasesLayer,
+    LifecycleError, LifecycleLayer, LiveFeedLayer, Orphaned, Purged, Store, StoreFailure,
+    TraceError, TracesLayer,
 };
 
 use super::{Metrics, WriteOp};
@@ -28,11 +29,11 @@ impl MeteredStore {
         MeteredStore { inner, metrics }
     }
 
-    async fn timed<T>(
+    async fn timed<T, E: StoreFailure>(
         &self,
         op: WriteOp,
-        f: impl std::future::Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+        f: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         let start = Instant::now();
         let r = f.await;
         match &r {
@@ -55,7 +56,7 @@ impl TracesLayer for MeteredStore {
         &self,
         tenant: &str,
         new: NewTrace,
-    ) -> Result<(Trace, EventCounts), StoreError> {
+    ) -> Result<(Trace, EventCounts), TraceError> {
         let r = self
             .timed(WriteOp::Create, self.inner.create_trace(tenant, new))
             .await?;
@@ -64,7 +65,7 @@ impl TracesLayer for MeteredStore {
         Ok(r)
     }
 
-    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
+    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, TraceError> {
         let out = self.timed(WriteOp::Append, self.inner.append(req)).await?;
         if out.created {
             self.metrics.traces_created.add(1);
@@ -79,7 +80,7 @@ impl TracesLayer for MeteredStore {
         tenant: &str,
         id: TraceId,
         patch: TracePatch,
-    ) -> Result<(Trace, EventCounts), StoreError> {
+    ) -> Result<(Trace, EventCounts), TraceError> {
         let r = self
             .timed(WriteOp::Update, self.inner.update_trace(tenant, id, patch))
             .await?;
@@ -87,7 +88,7 @@ impl TracesLayer for MeteredStore {
         Ok(r)
     }
 
-    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError> {
+    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, TraceError> {
         self.timed(WriteOp::Delete, self.inner.delete_trace(tenant, id))
             .await
     }
@@ -97,7 +98,7 @@ impl TracesLayer for MeteredStore {
         tenant: &str,
         cutoff: Timestamp,
         limit: Option<u64>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<u64, TraceError> {
         self.timed(
             WriteOp::Cleanup,
             self.inner.delete_ended_before(tenant, cutoff, limit),
@@ -113,7 +114,7 @@ impl LifecycleLayer for MeteredStore {
         fence: &Lease,
         orphan_after: Duration,
         limit: u32,
-    ) -> Result<Vec<Orphaned>, StoreError> {
+    ) -> Result<Vec<Orphaned>, LifecycleError> {
         self.timed(
             WriteOp::Sweep,
             self.inner.sweep_orphans(fence, orphan_after, limit),
@@ -121,7 +122,7 @@ impl LifecycleLayer for MeteredStore {
         .await
     }
 
-    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, StoreError> {
+    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, LifecycleError> {
         self.timed(WriteOp::Purge, self.inner.purge_expired(fence, max_rows))
             .await
     }
@@ -134,7 +135,7 @@ impl LeasesLayer for MeteredStore {
         name: &str,
         holder: &str,
         ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
+    ) -> Result<Option<Lease>, BackendError> {
         self.timed(
             WriteOp::Lease,
             self.inner.try_acquire_lease(name, holder, ttl),
@@ -142,12 +143,16 @@ impl LeasesLayer for MeteredStore {
         .await
     }
 
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, BackendError> {
         self.timed(WriteOp::Lease, self.inner.renew_lease(lease, ttl))
             .await
     }
 
-    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, BackendError> {
         self.timed(WriteOp::Lease, self.inner.release_lease(lease))
             .await
     }

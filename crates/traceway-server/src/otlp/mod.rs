@@ -23,7 +23,7 @@ use traceway_core::otlp::{
     MapOptions, MappedLogTrace, MappedTrace,
 };
 use traceway_core::Level;
-use traceway_store::{AppendRequest, ErrorKind, StoreError};
+use traceway_store::{AppendRequest, ErrorChain, ErrorKind, StoreFailure, TraceError};
 
 use self::status::Detail;
 use crate::error::RETRY_AFTER_SECS;
@@ -161,20 +161,20 @@ impl Failure {
     }
 }
 
-/// The one mapping from store failures to OTLP failures. 5xx details are logged, never
-/// sent.
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Failure {
+impl Failure {
+    /// The one mapping from store errors to OTLP failures, by kind. 5xx details are logged
+    /// with their chain of causes, never sent.
+    pub fn from_store<E: StoreFailure>(e: &E) -> Failure {
         match e.kind() {
             ErrorKind::Overloaded => {
-                tracing::warn!(reason = %e, "otlp export refused: store overloaded");
+                tracing::warn!(reason = %ErrorChain(e), "otlp export refused: store overloaded");
                 Failure {
                     kind: FailureKind::Overloaded,
                     message: "the store is busy; retry later".into(),
                 }
             }
             ErrorKind::Unavailable => {
-                tracing::warn!(reason = %e, "otlp export refused: store unavailable");
+                tracing::warn!(reason = %ErrorChain(e), "otlp export refused: store unavailable");
                 Failure {
                     kind: FailureKind::Unavailable,
                     message: "the store is unavailable; retry later".into(),
@@ -186,13 +186,19 @@ impl From<StoreError> for Failure {
             | ErrorKind::IllegalTransition
             | ErrorKind::LeaseLost
             | ErrorKind::Internal => {
-                tracing::error!(error = %e, "otlp export failed");
+                tracing::error!(error = %ErrorChain(e), "otlp export failed");
                 Failure {
                     kind: FailureKind::Internal,
                     message: "internal error".into(),
                 }
             }
         }
+    }
+}
+
+impl From<TraceError> for Failure {
+    fn from(e: TraceError) -> Failure {
+        Failure::from_store(&e)
     }
 }
 
@@ -281,7 +287,7 @@ pub async fn ingest_logs(
 /// they stored, and answers the most severe failure if any failed.
 async fn gather<W>(mut out: Ingested, writes: impl Iterator<Item = W>) -> Result<Ingested, Failure>
 where
-    W: std::future::Future<Output = Result<(u32, u32), StoreError>>,
+    W: std::future::Future<Output = Result<(u32, u32), TraceError>>,
 {
     let mut failure: Option<Failure> = None;
     for result in futures::future::join_all(writes).await {
@@ -308,7 +314,7 @@ async fn store_logs(
     app: &AppState,
     tenant: &str,
     trace: MappedLogTrace,
-) -> Result<(u32, u32), StoreError> {
+) -> Result<(u32, u32), TraceError> {
     let create_if_missing = Some(trace.new_trace());
     let events = trace.log_events();
     let outcome = app
@@ -333,7 +339,7 @@ async fn store_trace(
     app: &AppState,
     tenant: &str,
     trace: MappedTrace,
-) -> Result<(u32, u32), StoreError> {
+) -> Result<(u32, u32), TraceError> {
     let end = trace.root_end().and_then(|patch| {
         Some(traceway_store::TraceEnd {
             state: patch.state?,

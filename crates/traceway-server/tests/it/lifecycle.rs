@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use traceway_core::{EventType, TraceId};
 use traceway_server::watchdog::Watchdog;
 use traceway_server::{Config, Lifecycle};
-use traceway_store::{Scope, StoreError, WATCHDOG_LEASE};
+use traceway_store::{BackendError, LifecycleError, Scope, WATCHDOG_LEASE};
 
 use crate::prom::parse_metrics;
 use crate::TestApp;
@@ -374,14 +374,14 @@ impl traceway_store::LifecycleLayer for Flaky {
         fence: &traceway_store::Lease,
         orphan_after: std::time::Duration,
         limit: u32,
-    ) -> Result<Vec<traceway_store::Orphaned>, StoreError> {
+    ) -> Result<Vec<traceway_store::Orphaned>, LifecycleError> {
         use std::sync::atomic::Ordering;
         if self
             .fail
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
         {
-            return Err(StoreError::Internal("disk on fire".into()));
+            return Err(BackendError::internal("disk on fire").into());
         }
         self.inner.sweep_orphans(fence, orphan_after, limit).await
     }

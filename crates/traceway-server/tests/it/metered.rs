@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use traceway_core::{EventInput, EventType, NewTrace, Span, SpanId, SpanKind, State, TraceId};
-use traceway_store::{AppendRequest, PageRequest, Scope, StoreError, TraceEnd, TraceFilter};
+use traceway_store::{AppendRequest, PageRequest, Scope, TraceEnd, TraceError, TraceFilter};
 
 use crate::test_app;
 
@@ -81,7 +81,7 @@ async fn the_metered_store_counts_stored_events_and_times_successful_writes() {
         })
         .await;
     assert!(
-        matches!(missing, Err(StoreError::NotFound(_))),
+        matches!(missing, Err(TraceError::NotFound(_))),
         "{missing:?}"
     );
     assert_eq!(writes_timed(m, "append"), 1);

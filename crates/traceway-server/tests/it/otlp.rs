@@ -20,7 +20,7 @@ use traceway_core::otlp::{decode_export_request, Encoding};
 use traceway_core::Level;
 use traceway_server::otlp::status::{BAD_REQUEST_TYPE, RETRY_INFO_TYPE};
 use traceway_server::Config;
-use traceway_store::{AppendOutcome, AppendRequest, Store, StoreError};
+use traceway_store::{AppendOutcome, AppendRequest, BackendError, Store, TraceError};
 
 use crate::{Backend, TestApp};
 
@@ -766,7 +766,7 @@ async fn the_tenant_header_scopes_otlp_traces(backend: Backend) {
 /// A store whose appends fail with `error`; everything else goes to `inner`.
 struct Refusing {
     inner: Arc<dyn Store>,
-    error: StoreError,
+    error: TraceError,
 }
 
 impl traceway_store::Decorates for Refusing {
@@ -777,7 +777,7 @@ impl traceway_store::Decorates for Refusing {
 
 #[async_trait::async_trait]
 impl traceway_store::TracesLayer for Refusing {
-    async fn append(&self, _: AppendRequest) -> Result<AppendOutcome, StoreError> {
+    async fn append(&self, _: AppendRequest) -> Result<AppendOutcome, TraceError> {
         Err(self.error.clone())
     }
 }
@@ -788,7 +788,7 @@ impl traceway_store::ApiKeysLayer for Refusing {}
 impl traceway_store::LiveFeedLayer for Refusing {}
 impl traceway_store::WorkflowContextsLayer for Refusing {}
 
-async fn refusing(backend: Backend, error: StoreError) -> TestApp {
+async fn refusing(backend: Backend, error: TraceError) -> TestApp {
     backend
         .app_wrapping(Config::default(), move |inner| {
             Arc::new(Refusing { inner, error })
@@ -811,11 +811,11 @@ async fn a_full_store_is_429_and_a_stopped_store_503_with_retry_after(backend: B
     let body = to_protobuf(&fixture("genai_agent.json"));
     for (error, want) in [
         (
-            StoreError::Overloaded("queue full".into()),
+            BackendError::overloaded("queue full").into(),
             StatusCode::TOO_MANY_REQUESTS,
         ),
         (
-            StoreError::Unavailable("shut down".into()),
+            BackendError::unavailable("shut down").into(),
             StatusCode::SERVICE_UNAVAILABLE,
         ),
     ] {
@@ -963,11 +963,11 @@ on_both! {
 async fn grpc_overload_is_resource_exhausted_and_shutdown_unavailable_with_retry_info(backend: Backend) {
     for (error, want) in [
         (
-            StoreError::Overloaded("queue full".into()),
+            BackendError::overloaded("queue full").into(),
             tonic::Code::ResourceExhausted,
         ),
         (
-            StoreError::Unavailable("shut down".into()),
+            BackendError::unavailable("shut down").into(),
             tonic::Code::Unavailable,
         ),
     ] {

@@ -6,7 +6,7 @@ use traceway_core::apikey::{hash_secret, secret_matches};
 use traceway_core::{Credentials, KeyScope, KeyScopes};
 
 use super::Harness;
-use crate::{ApiKey, Clock, StoreError, StoredKey};
+use crate::{ApiKey, Clock, KeyError, StoredKey};
 
 fn new_key(h: &Harness, tenant: &str, name: &str, scopes: &[KeyScope]) -> (Credentials, StoredKey) {
     let c = Credentials::generate();
@@ -48,7 +48,7 @@ pub async fn key_is_found_by_id_with_its_tenant_and_hash(h: &Harness) {
     );
     let again = h.store.create_key(k).await;
     assert!(
-        matches!(again, Err(StoreError::Invalid(_))),
+        matches!(again, Err(KeyError::KeyIdExists(_))),
         "an id is never reused: {again:?}"
     );
 }

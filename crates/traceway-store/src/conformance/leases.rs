@@ -45,9 +45,9 @@ pub async fn lease_is_exclusive_renewable_and_fenced(h: &Harness) {
     let b = take("b").await.expect("lapsed, so b takes it");
     assert!(b.token > a.token, "a new fencing token");
     let r = h.store.sweep_orphans(&a, ORPHAN_AFTER, 10).await;
-    assert!(matches!(r, Err(StoreError::LeaseLost(_))), "{r:?}");
+    assert!(matches!(r, Err(LifecycleError::LeaseLost(_))), "{r:?}");
     let r = h.store.purge_expired(&a, 10).await;
-    assert!(matches!(r, Err(StoreError::LeaseLost(_))), "{r:?}");
+    assert!(matches!(r, Err(LifecycleError::LeaseLost(_))), "{r:?}");
     assert!(
         !h.store.release_lease(&a).await.expect("release"),
         "not a's"
@@ -60,7 +60,7 @@ pub async fn lease_is_exclusive_renewable_and_fenced(h: &Harness) {
     // Released: free at once, with a larger token still.
     assert!(h.store.release_lease(&b).await.expect("release"));
     let r = h.store.sweep_orphans(&b, ORPHAN_AFTER, 10).await;
-    assert!(matches!(r, Err(StoreError::LeaseLost(_))), "{r:?}");
+    assert!(matches!(r, Err(LifecycleError::LeaseLost(_))), "{r:?}");
     let a2 = take("a").await.expect("free after release");
     assert!(a2.token > b.token);
     // Leases are independent of each other.

@@ -90,7 +90,7 @@ pub async fn idle_traces_are_orphaned_after_the_threshold_and_not_before(h: &Har
             },
         )
         .await;
-    assert!(matches!(r, Err(StoreError::IllegalTransition(_))), "{r:?}");
+    assert!(matches!(r, Err(TraceError::IllegalTransition(_))), "{r:?}");
 
     // The orphan retention: an hour, row and data alike.
     h.clock.advance(59 * MINUTE);
@@ -195,7 +195,7 @@ pub async fn failsafe_expiry_needs_no_watchdog(h: &Harness) {
     assert_eq!(h.store.get_spans(T, id).await.expect("spans"), None);
     assert_eq!(listed(h).await, 0);
     let r = append(h, T, id, vec![ended(99)]).await;
-    assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}");
+    assert!(matches!(r, Err(TraceError::NotFound(_))), "{r:?}");
     assert_eq!(h.store.active_traces().await.expect("active"), 0);
 }
 

@@ -21,8 +21,8 @@ use traceway_core::{
 };
 
 use crate::{
-    AppendRequest, EventFilter, Lease, ManualClock, Orphaned, PageRequest, Store, StoreError,
-    TraceFilter, ORPHANED_REASON, WATCHDOG_LEASE,
+    AppendRequest, EventFilter, Lease, LifecycleError, ManualClock, Orphaned, PageRequest, Store,
+    TraceError, TraceFilter, ORPHANED_REASON, WATCHDOG_LEASE,
 };
 
 mod analysis;
@@ -199,7 +199,7 @@ async fn append(
     tenant: &str,
     id: TraceId,
     events: Vec<EventInput>,
-) -> Result<crate::AppendOutcome, StoreError> {
+) -> Result<crate::AppendOutcome, TraceError> {
     h.store
         .append(AppendRequest {
             fills: Vec::new(),

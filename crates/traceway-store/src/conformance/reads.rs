@@ -85,7 +85,10 @@ pub async fn listing_is_newest_first_with_cursor_and_pages(h: &Harness) {
             },
         )
         .await;
-    assert!(matches!(r, Err(StoreError::Invalid(_))), "{r:?}");
+    assert!(
+        matches!(r, Err(TraceError::BadCursor(ref c)) if c == "not-a-cursor"),
+        "{r:?}"
+    );
 }
 
 /// Each filter narrows the listing to the matching traces.
@@ -298,7 +301,7 @@ pub async fn expired_traces_are_never_returned(h: &Harness) {
     );
     let r = append(h, T, open, vec![ended(5)]).await;
     assert!(
-        matches!(r, Err(StoreError::NotFound(_))),
+        matches!(r, Err(TraceError::NotFound(_))),
         "an expired trace takes no appends: {r:?}"
     );
     assert_eq!(listed(h).await, 1);

@@ -93,7 +93,7 @@ pub async fn create_with_taken_id_conflicts(h: &Harness) {
         )
         .await;
     assert!(
-        matches!(again, Err(StoreError::IdTaken(i)) if i == id),
+        matches!(again, Err(TraceError::IdTaken(i)) if i == id),
         "{again:?}"
     );
     let got = h
@@ -119,7 +119,7 @@ pub async fn tenants_are_isolated(h: &Harness) {
         None
     );
     let r = append(h, other, id, vec![started(1, None, SpanKind::Agent, "x")]).await;
-    assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}");
+    assert!(matches!(r, Err(TraceError::NotFound(_))), "{r:?}");
     let r = h
         .store
         .update_trace(
@@ -131,7 +131,7 @@ pub async fn tenants_are_isolated(h: &Harness) {
             },
         )
         .await;
-    assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}");
+    assert!(matches!(r, Err(TraceError::NotFound(_))), "{r:?}");
     assert!(!h.store.delete_trace(other, id).await.expect("delete"));
     let page = h
         .store
@@ -389,7 +389,7 @@ pub async fn state_machine_is_enforced(h: &Harness) {
                 },
             )
             .await;
-        assert!(matches!(r, Err(StoreError::IllegalTransition(_))), "{r:?}");
+        assert!(matches!(r, Err(TraceError::IllegalTransition(_))), "{r:?}");
     }
     // The same terminal state again is a harmless retry.
     let before = h
@@ -453,7 +453,10 @@ pub async fn state_machine_is_enforced(h: &Harness) {
             },
         )
         .await;
-    assert!(matches!(r, Err(StoreError::Invalid(_))), "{r:?}");
+    assert!(
+        matches!(r, Err(TraceError::CreatedTerminal(State::Completed))),
+        "{r:?}"
+    );
 }
 
 /// Spans that arrive after the trace ended are stored and counted; the state stays.
@@ -499,7 +502,7 @@ pub async fn append_to_unknown_trace(h: &Harness) {
     let id = TraceId::new_v7();
     let r = append(h, T, id, vec![ended(1)]).await;
     assert!(
-        matches!(r, Err(StoreError::NotFound(x)) if x == id),
+        matches!(r, Err(TraceError::NotFound(x)) if x == id),
         "{r:?}"
     );
     let out = h

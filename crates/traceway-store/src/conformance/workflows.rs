@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::Harness;
-use crate::{Clock, ErrorKind, NewWorkflowContext, PageRequest};
+use crate::{Clock, ErrorKind, NewWorkflowContext, PageRequest, StoreFailure};
 
 const T: &str = "tenant-a";
 const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";

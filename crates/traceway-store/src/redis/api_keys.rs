@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use traceway_core::{KeyScopes, Timestamp};
 
 use super::{redis_err, RedisStore};
-use crate::{ApiKey, ApiKeys, StoreError, StoredKey, MAX_KEYS_PER_TENANT};
+use crate::{ApiKey, ApiKeys, KeyError, StoredKey, MAX_KEYS_PER_TENANT};
 
 /// Creates the hash unless it exists: 1 if created, 0 if taken.
 const CREATE: &str = r#"
@@ -90,7 +90,7 @@ fn decode(key_id: &str, fields: HashMap<String, String>) -> Option<StoredKey> {
 
 #[async_trait]
 impl ApiKeys for RedisStore {
-    async fn create_key(&self, key: StoredKey) -> Result<(), StoreError> {
+    async fn create_key(&self, key: StoredKey) -> Result<(), KeyError> {
         let index = self.api_key_index(&key.key.tenant);
         let mut conn = self.conn()?;
         let held: u64 = ::redis::cmd("ZCARD")
@@ -99,9 +99,7 @@ impl ApiKeys for RedisStore {
             .await
             .map_err(redis_err)?;
         if held as usize >= MAX_KEYS_PER_TENANT {
-            return Err(StoreError::Invalid(format!(
-                "tenant holds {MAX_KEYS_PER_TENANT} keys, the most allowed; revoked keys count too"
-            )));
+            return Err(KeyError::TenantFull);
         }
         let created = key.key.created_at.unix_nanos();
         let made: i64 = Script::new(CREATE)
@@ -115,10 +113,7 @@ impl ApiKeys for RedisStore {
             .await
             .map_err(redis_err)?;
         if made == 0 {
-            return Err(StoreError::Invalid(format!(
-                "key {} already exists",
-                key.key.key_id
-            )));
+            return Err(KeyError::KeyIdExists(key.key.key_id));
         }
         ::redis::cmd("ZADD")
             .arg(&index)
@@ -126,10 +121,11 @@ impl ApiKeys for RedisStore {
             .arg(&key.key.key_id)
             .query_async::<()>(&mut conn)
             .await
-            .map_err(redis_err)
+            .map_err(redis_err)?;
+        Ok(())
     }
 
-    async fn get_key(&self, key_id: &str) -> Result<Option<StoredKey>, StoreError> {
+    async fn get_key(&self, key_id: &str) -> Result<Option<StoredKey>, KeyError> {
         let mut conn = self.conn()?;
         let fields: HashMap<String, String> = ::redis::cmd("HGETALL")
             .arg(self.api_key(key_id))
@@ -139,7 +135,7 @@ impl ApiKeys for RedisStore {
         Ok(decode(key_id, fields))
     }
 
-    async fn list_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, StoreError> {
+    async fn list_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, KeyError> {
         let mut conn = self.conn()?;
         let ids: Vec<String> = ::redis::cmd("ZRANGE")
             .arg(self.api_key_index(tenant))
@@ -166,7 +162,7 @@ impl ApiKeys for RedisStore {
             .collect())
     }
 
-    async fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<bool, StoreError> {
+    async fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<bool, KeyError> {
         let mut conn = self.conn()?;
         let n: i64 = Script::new(REVOKE)
             .key(self.api_key(key_id))
@@ -178,14 +174,14 @@ impl ApiKeys for RedisStore {
         Ok(n == 1)
     }
 
-    async fn touch_key(&self, key_id: &str, at: Timestamp) -> Result<(), StoreError> {
+    async fn touch_key(&self, key_id: &str, at: Timestamp) -> Result<(), KeyError> {
         let mut conn = self.conn()?;
         Script::new(TOUCH)
             .key(self.api_key(key_id))
             .arg(at.unix_nanos())
             .invoke_async::<i64>(&mut conn)
             .await
-            .map_err(redis_err)
-            .map(|_| ())
+            .map_err(redis_err)?;
+        Ok(())
     }
 }

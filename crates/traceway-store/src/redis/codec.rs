@@ -87,11 +87,11 @@ impl Stored for Port {
         self.spans.get(&id)
     }
 
-    fn client_id_seen(&self, id: &str) -> Result<bool, StoreError> {
+    fn client_id_seen(&self, id: &str) -> Result<bool, BackendError> {
         Ok(self.seen.contains(id))
     }
 
-    fn span_body(&self, id: u64) -> Result<Option<Span>, StoreError> {
+    fn span_body(&self, id: u64) -> Result<Option<Span>, BackendError> {
         Ok(self.bodies.get(&id).cloned())
     }
 
@@ -129,7 +129,7 @@ pub(super) struct LiveHeaderRef<'a> {
 /// The events of one stream entry: a commit's batch (`header\n[events]`), or a single
 /// event (as entries were written before batches). Compact JSON has no raw newline, so
 /// the newline tells them apart.
-pub(super) fn entry_events(d: &[u8]) -> Result<Vec<Event>, StoreError> {
+pub(super) fn entry_events(d: &[u8]) -> Result<Vec<Event>, BackendError> {
     match d.iter().position(|b| *b == b'\n') {
         Some(i) => serde_json::from_slice(&d[i + 1..]).map_err(json_err),
         None => Ok(vec![serde_json::from_slice(d).map_err(json_err)?]),
@@ -138,7 +138,9 @@ pub(super) fn entry_events(d: &[u8]) -> Result<Vec<Event>, StoreError> {
 
 /// The events of one stream entry as raw JSON, in seq order, parsed only as far as
 /// finding where each one starts and ends: a reader parses the ones it wants.
-pub(super) fn entry_raw_events(d: &[u8]) -> Result<Vec<&serde_json::value::RawValue>, StoreError> {
+pub(super) fn entry_raw_events(
+    d: &[u8],
+) -> Result<Vec<&serde_json::value::RawValue>, BackendError> {
     match d.iter().position(|b| *b == b'\n') {
         Some(i) => serde_json::from_slice(&d[i + 1..]).map_err(json_err),
         None => Ok(vec![serde_json::from_slice(d).map_err(json_err)?]),

@@ -13,7 +13,7 @@ impl RedisStore {
         span_ids: &[u64],
         client_keys: &[String],
         filled: &[u64],
-    ) -> Result<Option<(String, Loaded<Port>)>, StoreError> {
+    ) -> Result<Option<(String, Loaded<Port>)>, BackendError> {
         // One round trip: the three reads share the trace's slot. The empty string is never
         // a client key, so it stands in for an empty list.
         let k = self.trace_keys(tenant, id);
@@ -81,7 +81,7 @@ impl RedisStore {
 
     /// An ended span's latest form, read from the newest stream entries backwards (a fill
     /// usually follows its span closely), at most `MAX_ENTRIES` of them.
-    async fn latest_span_body(&self, key: &str, sid: u64) -> Result<Option<Span>, StoreError> {
+    async fn latest_span_body(&self, key: &str, sid: u64) -> Result<Option<Span>, BackendError> {
         const PAGE: usize = 64;
         const MAX_ENTRIES: usize = 4096;
         let mut end = "+".to_string();
@@ -146,7 +146,7 @@ impl RedisStore {
         ver: &str,
         reset: bool,
         now: Timestamp,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<i64>, BackendError> {
         use ::redis::RedisWrite as _;
         use std::io::Write as _;
         let k = self.trace_keys(&d.trace.tenant, d.trace.trace_id);
@@ -205,12 +205,12 @@ impl RedisStore {
             let mut sep = b"\n[".as_slice();
             for e in &d.events {
                 w.write_all(sep)
-                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                    .map_err(|e| BackendError::internal_by("encode events", e))?;
                 serde_json::to_writer(&mut w, e).map_err(json_err)?;
                 sep = b",";
             }
             w.write_all(b"]")
-                .map_err(|e| StoreError::Internal(e.to_string()))?;
+                .map_err(|e| BackendError::internal_by("encode events", e))?;
             let per_event = w.n / d.events.len();
             self.event_bytes
                 .store(per_event + per_event / 4, Ordering::Relaxed);
@@ -275,18 +275,15 @@ impl RedisStore {
 
     /// Reads, computes and commits until no other writer interferes. `step` runs the
     /// write model on what was read; `Ok(None)` writes nothing.
-    pub(super) async fn write_trace<T>(
+    pub(super) async fn write_trace<T, E: From<BackendError>>(
         &self,
         tenant: &str,
         id: TraceId,
         span_ids: &[u64],
         client_keys: &[String],
         filled: &[u64],
-        mut step: impl FnMut(
-            Option<Loaded<Port>>,
-            Model,
-        ) -> Result<Option<(Written<Port>, T)>, StoreError>,
-    ) -> Result<Option<(Trace, Vec<Event>, T)>, StoreError> {
+        mut step: impl FnMut(Option<Loaded<Port>>, Model) -> Result<Option<(Written<Port>, T)>, E>,
+    ) -> Result<Option<(Trace, Vec<Event>, T)>, E> {
         const ATTEMPTS: u32 = 200;
         for attempt in 0..ATTEMPTS {
             let (ver, loaded) = match self
@@ -321,9 +318,7 @@ impl RedisStore {
                 tokio::task::yield_now().await;
             }
         }
-        Err(StoreError::Overloaded(format!(
-            "trace {id}: too many concurrent writers"
-        )))
+        Err(BackendError::overloaded(format!("trace {id}: too many concurrent writers")).into())
     }
 }
 

@@ -44,7 +44,7 @@ pub(super) enum Target {
     Cluster(Vec<String>),
 }
 
-pub(super) fn parse_url(url: &str) -> Result<Target, StoreError> {
+pub(super) fn parse_url(url: &str) -> Result<Target, OpenError> {
     if let Some(rest) = url.strip_prefix("redis+cluster://") {
         let nodes: Vec<String> = rest
             .trim_end_matches('/')
@@ -53,7 +53,7 @@ pub(super) fn parse_url(url: &str) -> Result<Target, StoreError> {
             .map(|s| format!("redis://{s}"))
             .collect();
         if nodes.is_empty() {
-            return Err(StoreError::Invalid(format!("no cluster nodes in {url:?}")));
+            return Err(OpenError::Config(format!("no cluster nodes in {url:?}")));
         }
         Ok(Target::Cluster(nodes))
     } else if ["redis://", "rediss://", "redis+unix://", "unix://"]
@@ -62,7 +62,7 @@ pub(super) fn parse_url(url: &str) -> Result<Target, StoreError> {
     {
         Ok(Target::Single(url.to_string()))
     } else {
-        Err(StoreError::Invalid(format!(
+        Err(OpenError::Config(format!(
             "not a Redis URL: {url:?} (redis://host:port/db, redis+unix:///path?db=N or \
              redis+cluster://h1:p1,h2:p2)"
         )))

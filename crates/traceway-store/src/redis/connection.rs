@@ -38,11 +38,11 @@ impl ConnectionLike for Conn {
     }
 }
 
-pub(super) fn redis_err(e: RedisError) -> StoreError {
+pub(super) fn redis_err(e: RedisError) -> BackendError {
     if is_transient(&e) {
-        StoreError::Unavailable(e.to_string())
+        BackendError::unavailable_by("redis", e)
     } else {
-        StoreError::Internal(format!("redis: {e}"))
+        BackendError::internal_by("redis", e)
     }
 }
 
@@ -105,8 +105,8 @@ pub(super) fn is_transient(e: &RedisError) -> bool {
     )
 }
 
-pub(super) fn json_err(e: serde_json::Error) -> StoreError {
-    StoreError::Internal(format!("stored json: {e}"))
+pub(super) fn json_err(e: serde_json::Error) -> BackendError {
+    BackendError::internal_by("stored json", e)
 }
 
 impl RedisStore {
@@ -116,7 +116,7 @@ impl RedisStore {
     pub(super) async fn exec<T: ::redis::FromRedisValue>(
         &self,
         cmds: Vec<Cmd>,
-    ) -> Result<Vec<T>, StoreError> {
+    ) -> Result<Vec<T>, BackendError> {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
@@ -143,6 +143,7 @@ impl RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::StoreFailure;
 
     fn server_reply(raw: &[u8]) -> RedisError {
         match ::redis::parse_redis_value(raw) {

@@ -13,7 +13,7 @@ impl RedisStore {
         dexp: i64,
         before: Option<&Trace>,
         usage: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), BackendError> {
         let tenant = &t.tenant;
         let id = t.trace_id.to_string();
         let created = micros(t.created_at);
@@ -103,7 +103,7 @@ impl RedisStore {
     }
 
     /// Removes a trace from every index (it was deleted or purged).
-    pub(super) async fn unindex(&self, t: &Trace) -> Result<(), StoreError> {
+    pub(super) async fn unindex(&self, t: &Trace) -> Result<(), BackendError> {
         let tenant = &t.tenant;
         let id = t.trace_id.to_string();
         let member = Self::member(tenant, t.trace_id);
@@ -131,7 +131,7 @@ impl RedisStore {
         self.exec::<Value>(p).await.map(drop)
     }
 
-    pub(super) async fn delete_keys(&self, tenant: &str, id: TraceId) -> Result<(), StoreError> {
+    pub(super) async fn delete_keys(&self, tenant: &str, id: TraceId) -> Result<(), BackendError> {
         let k = self.trace_keys(tenant, id);
         let mut conn = self.conn()?;
         let bytes: i64 = self
@@ -150,7 +150,7 @@ impl RedisStore {
     /// not the trace's, so it is moved after the change it follows, by a second command;
     /// at 0 (or below, after a drift) it is deleted, so a tenant whose data is all purged
     /// leaves no key behind.
-    pub(super) async fn add_usage(&self, tenant: &str, delta: i64) -> Result<(), StoreError> {
+    pub(super) async fn add_usage(&self, tenant: &str, delta: i64) -> Result<(), BackendError> {
         if delta == 0 {
             return Ok(());
         }
@@ -170,7 +170,7 @@ impl RedisStore {
         &self,
         key: String,
         members: Vec<String>,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<usize, BackendError> {
         if members.is_empty() {
             return Ok(0);
         }
@@ -187,7 +187,7 @@ impl RedisStore {
         &self,
         tenant: &str,
         id: TraceId,
-    ) -> Result<Option<Trace>, StoreError> {
+    ) -> Result<Option<Trace>, BackendError> {
         let Some(l) = self.load(tenant, id).await? else {
             return Ok(None);
         };

@@ -3,14 +3,11 @@
 use super::*;
 
 impl RedisStore {
-    pub(super) async fn fence(&self, fence: &Lease) -> Result<(), StoreError> {
+    pub(super) async fn fence(&self, fence: &Lease) -> Result<(), LifecycleError> {
         if self.lease_cas_call("check", fence, Duration::ZERO).await? {
             Ok(())
         } else {
-            Err(StoreError::LeaseLost(format!(
-                "lease {} token {} is no longer held by {}",
-                fence.name, fence.token, fence.holder
-            )))
+            Err(LeaseLost::of(fence).into())
         }
     }
 
@@ -19,7 +16,7 @@ impl RedisStore {
         mode: &str,
         lease: &Lease,
         ttl: Duration,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, BackendError> {
         let now = self.clock.now();
         let (key, _) = self.lease_keys(&lease.name);
         let mut conn = self.conn()?;
@@ -46,7 +43,7 @@ impl Leases for RedisStore {
         name: &str,
         holder: &str,
         ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
+    ) -> Result<Option<Lease>, BackendError> {
         let now = self.clock.now();
         let expires_at = now.saturating_add(ttl);
         let (key, token_key) = self.lease_keys(name);
@@ -70,7 +67,11 @@ impl Leases for RedisStore {
         }))
     }
 
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, BackendError> {
         let expires_at = self.clock.now().saturating_add(ttl);
         Ok(self
             .lease_cas_call("renew", lease, ttl)
@@ -81,7 +82,7 @@ impl Leases for RedisStore {
             }))
     }
 
-    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, BackendError> {
         self.lease_cas_call("release", lease, Duration::ZERO).await
     }
 }

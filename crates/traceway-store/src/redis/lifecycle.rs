@@ -4,16 +4,16 @@ use super::*;
 
 #[async_trait]
 impl Lifecycle for RedisStore {
-    async fn active_traces(&self) -> Result<u64, StoreError> {
+    async fn active_traces(&self) -> Result<u64, LifecycleError> {
         let now = self.clock.now();
         let mut conn = self.conn()?;
-        ::redis::cmd("ZCOUNT")
+        Ok(::redis::cmd("ZCOUNT")
             .arg(self.global("active_exp"))
             .arg(format!("({}", micros(now)))
             .arg("+inf")
             .query_async(&mut conn)
             .await
-            .map_err(redis_err)
+            .map_err(redis_err)?)
     }
 
     async fn sweep_orphans(
@@ -21,7 +21,7 @@ impl Lifecycle for RedisStore {
         fence: &Lease,
         orphan_after: Duration,
         limit: u32,
-    ) -> Result<Vec<Orphaned>, StoreError> {
+    ) -> Result<Vec<Orphaned>, LifecycleError> {
         self.fence(fence).await?;
         let now = self.clock.now();
         let idle_before = now.saturating_sub(orphan_after);
@@ -47,7 +47,7 @@ impl Lifecycle for RedisStore {
             self.fence(fence).await?;
             let mut idle = Duration::ZERO;
             let r = self
-                .write_trace(&tenant, id, &[], &[], &[], |loaded, model| {
+                .write_trace::<_, BackendError>(&tenant, id, &[], &[], &[], |loaded, model| {
                     let Some(l) = loaded else {
                         return Ok(None);
                     };
@@ -85,7 +85,7 @@ impl Lifecycle for RedisStore {
         Ok(out)
     }
 
-    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, StoreError> {
+    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, LifecycleError> {
         self.fence(fence).await?;
         let now = self.clock.now();
         let mut budget = i64::from(max_rows.max(1));
@@ -178,12 +178,10 @@ impl Lifecycle for RedisStore {
         Ok(out)
     }
 
-    async fn health(&self) -> Result<(), StoreError> {
+    async fn health(&self) -> Result<(), LifecycleError> {
         // A replica that cannot hear the live channel would serve streams that miss events.
         if !self.echoes.up.load(Ordering::Relaxed) {
-            return Err(StoreError::Unavailable(
-                "redis: live channel not subscribed".into(),
-            ));
+            return Err(BackendError::unavailable("redis: live channel not subscribed").into());
         }
         let mut conn = self.conn()?;
         tokio::time::timeout(
@@ -191,7 +189,7 @@ impl Lifecycle for RedisStore {
             ::redis::cmd("PING").query_async::<String>(&mut conn),
         )
         .await
-        .map_err(|_| StoreError::Unavailable("redis: ping timed out".into()))?
+        .map_err(|_| BackendError::unavailable("redis: ping timed out"))?
         .map_err(redis_err)?;
         Ok(())
     }
@@ -217,7 +215,7 @@ impl RedisStore {
         tenant: &str,
         id: TraceId,
         budget: i64,
-    ) -> Result<(u64, u64, bool), StoreError> {
+    ) -> Result<(u64, u64, bool), BackendError> {
         let k = self.trace_keys(tenant, id);
         let mut conn = self.conn()?;
         let (rows, complete, events, bytes): (u64, i64, u64, i64) = self

@@ -56,9 +56,9 @@ use traceway_core::{
 use crate::shared::{decode_cursor, encode_cursor, encode_position};
 use crate::write::{Loaded, Model, Orphan, PendingTotals, SpanState, Stored, Written};
 use crate::{
-    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventCounts, EventFilter, Lease, Leases,
-    Lifecycle, LiveFeed, Orphaned, Page, PageRequest, Purged, Retention, StoreError, TraceFilter,
-    TraceMeta, Traces,
+    AppendOutcome, AppendRequest, BackendError, CaptureConfig, Clock, EventCounts, EventFilter,
+    Lease, LeaseLost, Leases, Lifecycle, LifecycleError, LiveFeed, OpenError, Orphaned, Page,
+    PageRequest, Purged, Retention, TraceError, TraceFilter, TraceMeta, Traces,
 };
 
 /// The Redis store. Cheap to share behind an `Arc`.
@@ -94,12 +94,12 @@ struct Row {
 
 impl RedisStore {
     /// Connects, subscribes to the live channel, and returns once both work.
-    pub async fn open(cfg: RedisConfig, clock: Arc<dyn Clock>) -> Result<RedisStore, StoreError> {
+    pub async fn open(cfg: RedisConfig, clock: Arc<dyn Clock>) -> Result<RedisStore, OpenError> {
         let target = parse_url(&cfg.url)?;
         let (conn, pubsub_urls) = match &target {
             Target::Single(url) => {
                 let client = ::redis::Client::open(url.as_str())
-                    .map_err(|e| StoreError::Invalid(format!("redis url: {e}")))?;
+                    .map_err(|e| OpenError::Config(format!("redis url: {e}")))?;
                 let mc = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(cfg.timeout))
                     .set_response_timeout(Some(cfg.timeout))
@@ -110,7 +110,7 @@ impl RedisStore {
                     client.get_connection_manager_with_config(mc),
                 )
                 .await
-                .map_err(|_| StoreError::Unavailable(format!("connect to {url}: timed out")))?
+                .map_err(|_| BackendError::unavailable(format!("connect to {url}: timed out")))?
                 .map_err(redis_err)?;
                 (Conn::Single(m), vec![url.clone()])
             }
@@ -120,10 +120,10 @@ impl RedisStore {
                     .response_timeout(cfg.timeout)
                     .retries(2)
                     .build()
-                    .map_err(|e| StoreError::Invalid(format!("redis cluster: {e}")))?;
+                    .map_err(|e| OpenError::Config(format!("redis cluster: {e}")))?;
                 let c = tokio::time::timeout(cfg.timeout * 2, client.get_async_connection())
                     .await
-                    .map_err(|_| StoreError::Unavailable("connect to cluster: timed out".into()))?
+                    .map_err(|_| BackendError::unavailable("connect to cluster: timed out"))?
                     .map_err(redis_err)?;
                 // PUBLISH reaches every node of a Cluster: any seed will do, the next one
                 // when it fails.
@@ -147,9 +147,9 @@ impl RedisStore {
             Ok(Ok(())) => {}
             _ => {
                 listener.abort();
-                return Err(StoreError::Unavailable(
-                    "could not subscribe to the live channel".into(),
-                ));
+                return Err(
+                    BackendError::unavailable("could not subscribe to the live channel").into(),
+                );
             }
         }
         let seed = std::collections::hash_map::RandomState::new()
@@ -178,9 +178,9 @@ impl RedisStore {
         })
     }
 
-    fn conn(&self) -> Result<Conn, StoreError> {
+    fn conn(&self) -> Result<Conn, BackendError> {
         if self.closed.load(Ordering::Relaxed) {
-            return Err(StoreError::Unavailable("store is shut down".into()));
+            return Err(BackendError::unavailable("store is shut down"));
         }
         Ok(self.conn.clone())
     }

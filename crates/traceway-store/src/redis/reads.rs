@@ -3,7 +3,11 @@
 use super::*;
 
 impl RedisStore {
-    pub(super) async fn load(&self, tenant: &str, id: TraceId) -> Result<Option<Row>, StoreError> {
+    pub(super) async fn load(
+        &self,
+        tenant: &str,
+        id: TraceId,
+    ) -> Result<Option<Row>, BackendError> {
         let k = self.trace_keys(tenant, id);
         let mut conn = self.conn()?;
         let (doc, ver, dexp): (Option<String>, Option<String>, Option<i64>) = ::redis::cmd("HMGET")
@@ -29,7 +33,7 @@ impl RedisStore {
         &self,
         tenant: &str,
         ids: &[TraceId],
-    ) -> Result<Vec<Option<Trace>>, StoreError> {
+    ) -> Result<Vec<Option<Trace>>, BackendError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -55,7 +59,7 @@ impl RedisStore {
         key: &str,
         from: u64,
         count: usize,
-    ) -> Result<(Vec<(u64, Vec<u8>)>, bool), StoreError> {
+    ) -> Result<(Vec<(u64, Vec<u8>)>, bool), BackendError> {
         let mut conn = self.conn()?;
         let entries: Vec<(String, HashMap<String, Vec<u8>>)> = ::redis::cmd("XRANGE")
             .arg(key)
@@ -73,7 +77,7 @@ impl RedisStore {
                 .split('-')
                 .next()
                 .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| StoreError::Internal(format!("event stream entry id {id}")))?;
+                .ok_or_else(|| BackendError::internal(format!("event stream entry id {id}")))?;
             if let Some(d) = fields.remove("d") {
                 out.push((last, d));
             }
@@ -87,7 +91,7 @@ impl RedisStore {
         &self,
         key: &str,
         from: u64,
-    ) -> Result<(Vec<Event>, bool), StoreError> {
+    ) -> Result<(Vec<Event>, bool), BackendError> {
         const PAGE: usize = 100;
         let (entries, more) = self.entries(key, from, PAGE).await?;
         let mut events = Vec::new();
@@ -154,7 +158,7 @@ impl RedisStore {
         max: &str,
         min: &str,
         take: usize,
-    ) -> Result<(Vec<(usize, String)>, usize), StoreError> {
+    ) -> Result<(Vec<(usize, String)>, usize), BackendError> {
         let mut out: Vec<(usize, String)> = Vec::with_capacity(take);
         while out.len() < take {
             let dry: Vec<usize> = (0..sources.len())
@@ -221,19 +225,19 @@ impl Traces for RedisStore {
         &self,
         tenant: &str,
         new: NewTrace,
-    ) -> Result<(Trace, EventCounts), StoreError> {
+    ) -> Result<(Trace, EventCounts), TraceError> {
         let id = new.trace_id.unwrap_or_else(TraceId::new_v7);
         let r = self
-            .write_trace(tenant, id, &[], &[], &[], |loaded, model| {
+            .write_trace::<_, TraceError>(tenant, id, &[], &[], &[], |loaded, model| {
                 let w = model.create(tenant, id, new.clone(), loaded)?;
                 Ok(Some((w, ())))
             })
             .await?;
-        let (t, e, ()) = r.ok_or_else(|| StoreError::Internal("create wrote nothing".into()))?;
+        let (t, e, ()) = r.ok_or_else(|| BackendError::internal("create wrote nothing"))?;
         Ok((t, EventCounts::of(&e)))
     }
 
-    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
+    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, TraceError> {
         let (span_ids, keys) = needs(&req.events, &req.fills);
         let AppendRequest {
             tenant,
@@ -245,7 +249,7 @@ impl Traces for RedisStore {
         } = req;
         let filled: Vec<u64> = fills.iter().map(|f| f.span_id.as_u64()).collect();
         let r = self
-            .write_trace(&tenant, trace_id, &span_ids, &keys, &filled, |loaded, model| {
+            .write_trace::<_, TraceError>(&tenant, trace_id, &span_ids, &keys, &filled, |loaded, model| {
                 let w = model.append(
                     &tenant,
                     trace_id,
@@ -270,7 +274,7 @@ impl Traces for RedisStore {
             })
             .await?;
         let (_, events, mut outcome) =
-            r.ok_or_else(|| StoreError::Internal("append wrote nothing".into()))?;
+            r.ok_or_else(|| BackendError::internal("append wrote nothing"))?;
         outcome.stored = EventCounts::of(&events);
         Ok(outcome)
     }
@@ -280,18 +284,18 @@ impl Traces for RedisStore {
         tenant: &str,
         id: TraceId,
         patch: TracePatch,
-    ) -> Result<(Trace, EventCounts), StoreError> {
+    ) -> Result<(Trace, EventCounts), TraceError> {
         let r = self
-            .write_trace(tenant, id, &[], &[], &[], |loaded, model| {
+            .write_trace::<_, TraceError>(tenant, id, &[], &[], &[], |loaded, model| {
                 let w = model.patch(id, loaded, patch.clone())?;
                 Ok(Some((w, ())))
             })
             .await?;
-        let (t, e, ()) = r.ok_or_else(|| StoreError::Internal("update wrote nothing".into()))?;
+        let (t, e, ()) = r.ok_or_else(|| BackendError::internal("update wrote nothing"))?;
         Ok((t, EventCounts::of(&e)))
     }
 
-    async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, StoreError> {
+    async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, TraceError> {
         let now = self.clock.now();
         Ok(self
             .load(tenant, id)
@@ -300,7 +304,7 @@ impl Traces for RedisStore {
             .filter(|t| t.expires_at > now))
     }
 
-    async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError> {
+    async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, TraceError> {
         Ok(self.get_trace_with_spans(tenant, id).await?.map(|(_, s)| s))
     }
 
@@ -308,7 +312,7 @@ impl Traces for RedisStore {
         &self,
         tenant: &str,
         id: TraceId,
-    ) -> Result<Option<(Trace, Vec<Span>)>, StoreError> {
+    ) -> Result<Option<(Trace, Vec<Span>)>, TraceError> {
         let now = self.clock.now();
         let Some(l) = self.load(tenant, id).await? else {
             return Ok(None);
@@ -345,7 +349,7 @@ impl Traces for RedisStore {
         tenant: &str,
         id: TraceId,
         page: &crate::SpanPageRequest,
-    ) -> Result<Option<(Trace, crate::SpanPage)>, StoreError> {
+    ) -> Result<Option<(Trace, crate::SpanPage)>, TraceError> {
         let now = self.clock.now();
         let Some(l) = self.load(tenant, id).await? else {
             return Ok(None);
@@ -404,7 +408,7 @@ impl Traces for RedisStore {
         tenant: &str,
         filter: &TraceFilter,
         page: &PageRequest,
-    ) -> Result<Page<Trace>, StoreError> {
+    ) -> Result<Page<Trace>, TraceError> {
         let after = page.cursor.as_deref().map(decode_cursor).transpose()?;
         let limit = page.bounded_limit() as usize;
         let now = self.clock.now();
@@ -542,7 +546,7 @@ impl Traces for RedisStore {
         tenant: &str,
         id: TraceId,
         filter: &EventFilter,
-    ) -> Result<Option<Vec<Event>>, StoreError> {
+    ) -> Result<Option<Vec<Event>>, TraceError> {
         let now = self.clock.now();
         let Some(l) = self.load(tenant, id).await? else {
             return Ok(None);
@@ -581,10 +585,11 @@ impl Traces for RedisStore {
                     }
                     let e: Event = serde_json::from_str(r.get()).map_err(json_err)?;
                     if e.seq != seq {
-                        return Err(StoreError::Internal(format!(
+                        return Err(BackendError::internal(format!(
                             "event stream entry {last} holds seq {} at {seq}",
                             e.seq
-                        )));
+                        ))
+                        .into());
                     }
                     from = seq + 1;
                     if !filter.types.is_empty() && !filter.types.contains(&e.body.event_type()) {
@@ -614,7 +619,7 @@ impl Traces for RedisStore {
         &self,
         tenant: &str,
         id: TraceId,
-    ) -> Result<Option<EventCounts>, StoreError> {
+    ) -> Result<Option<EventCounts>, TraceError> {
         let now = self.clock.now();
         let Some(l) = self.load(tenant, id).await? else {
             return Ok(None);
@@ -643,7 +648,7 @@ impl Traces for RedisStore {
                     let t: Typed = serde_json::from_str(r.get()).map_err(json_err)?;
                     let t: traceway_core::EventType =
                         t.ty.parse()
-                            .map_err(|e| StoreError::Internal(format!("stored event: {e}")))?;
+                            .map_err(|e| BackendError::internal(format!("stored event: {e}")))?;
                     counts.add(t);
                 }
                 from = last + 1;
@@ -654,7 +659,7 @@ impl Traces for RedisStore {
         }
     }
 
-    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError> {
+    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, TraceError> {
         let now = self.clock.now();
         Ok(self
             .delete_one(tenant, id)
@@ -667,7 +672,7 @@ impl Traces for RedisStore {
         tenant: &str,
         cutoff: Timestamp,
         limit: Option<u64>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<u64, TraceError> {
         let key = self.tenant_index(tenant, "ended");
         let limit = limit.unwrap_or(u64::MAX);
         let mut total = 0;
@@ -707,7 +712,7 @@ impl Traces for RedisStore {
         Ok(total)
     }
 
-    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError> {
+    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, TraceError> {
         let key = self.tenant_index(tenant, "ended");
         let c = micros(cutoff);
         let mut conn = self.conn()?;
@@ -736,7 +741,7 @@ impl Traces for RedisStore {
         Ok(below + edge)
     }
 
-    async fn stored_bytes(&self, tenant: &str) -> Result<u64, StoreError> {
+    async fn stored_bytes(&self, tenant: &str) -> Result<u64, TraceError> {
         let mut conn = self.conn()?;
         let n: Option<i64> = ::redis::cmd("GET")
             .arg(self.tenant_index(tenant, "bytes"))
@@ -751,7 +756,7 @@ impl Traces for RedisStore {
         tenant: &str,
         id: TraceId,
         digest: traceway_core::analysis::AnalysisDigest,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, TraceError> {
         let k = self.trace_keys(tenant, id);
         // A conflict is another write since the read: read again; a write that moved
         // `last_seq` makes the digest stale and it is dropped below.

@@ -22,8 +22,8 @@ use super::connection::redis_err;
 use super::RedisStore;
 use crate::workflows::{checked, checked_instance, decode_instance_cursor, encode_instance_cursor};
 use crate::{
-    NewWorkflowContext, PageRequest, StoreError, WorkflowContext, WorkflowContexts, WorkflowStats,
-    MAX_WORKFLOW_PAGE,
+    BackendError, NewWorkflowContext, PageRequest, WorkflowContext, WorkflowContexts,
+    WorkflowError, WorkflowStats, MAX_WORKFLOW_PAGE,
 };
 
 /// KEYS: context, exp, lex. ARGV: instance, body, ttl ms, expiry ms, now ms.
@@ -122,8 +122,8 @@ impl RedisStore {
     }
 }
 
-fn decode(v: &[u8]) -> Result<WorkflowContext, StoreError> {
-    serde_json::from_slice(v).map_err(|e| StoreError::Internal(format!("decode context: {e}")))
+fn decode(v: &[u8]) -> Result<WorkflowContext, BackendError> {
+    serde_json::from_slice(v).map_err(|e| BackendError::internal_by("decode context", e))
 }
 
 #[async_trait]
@@ -134,11 +134,11 @@ impl WorkflowContexts for RedisStore {
         instance: &str,
         ctx: NewWorkflowContext,
         ttl: Duration,
-    ) -> Result<WorkflowContext, StoreError> {
+    ) -> Result<WorkflowContext, WorkflowError> {
         let now = self.clock.now();
         let ctx = checked(instance, ctx, now, ttl)?;
-        let body = serde_json::to_vec(&ctx)
-            .map_err(|e| StoreError::Internal(format!("encode context: {e}")))?;
+        let body =
+            serde_json::to_vec(&ctx).map_err(|e| BackendError::internal_by("encode context", e))?;
         let [key, exp, lex] = self.workflow_keys(tenant, instance);
         let mut conn = self.conn()?;
         let _: i64 = PUT_SCRIPT
@@ -160,7 +160,7 @@ impl WorkflowContexts for RedisStore {
         &self,
         tenant: &str,
         instance: &str,
-    ) -> Result<Option<WorkflowContext>, StoreError> {
+    ) -> Result<Option<WorkflowContext>, WorkflowError> {
         checked_instance(instance)?;
         let [key, _, _] = self.workflow_keys(tenant, instance);
         let mut conn = self.conn()?;
@@ -180,7 +180,7 @@ impl WorkflowContexts for RedisStore {
         &self,
         tenant: &str,
         instance: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, WorkflowError> {
         checked_instance(instance)?;
         let [key, exp, lex] = self.workflow_keys(tenant, instance);
         let mut conn = self.conn()?;
@@ -203,7 +203,7 @@ impl WorkflowContexts for RedisStore {
         &self,
         tenant: &str,
         page: &PageRequest,
-    ) -> Result<WorkflowStats, StoreError> {
+    ) -> Result<WorkflowStats, WorkflowError> {
         let after = page
             .cursor
             .as_deref()
@@ -223,7 +223,7 @@ impl WorkflowContexts for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
-        let bad = || StoreError::Internal("unexpected stats reply".into());
+        let bad = || BackendError::internal("unexpected stats reply");
         let mut it = r.into_iter();
         let count: u64 =
             ::redis::from_redis_value(it.next().ok_or_else(bad)?).map_err(|_| bad())?;

@@ -17,7 +17,7 @@ use traceway_core::{MessageFill, TraceId};
 use super::row::{read_trace_row, TraceRow, TRACE_COLUMNS};
 use super::schema::internal;
 use crate::write::SpanState;
-use crate::StoreError;
+use crate::BackendError;
 
 /// A trace as the writer holds it between commands.
 pub(crate) struct CachedTrace {
@@ -77,7 +77,7 @@ impl TraceCache {
     /// it ends): forgets everything if another connection committed since the last group.
     /// Our own commits do not move `data_version`; a WAL reset by a `TRUNCATE` checkpoint
     /// may, which costs only a reload.
-    pub fn sync(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+    pub fn sync(&mut self, tx: &Transaction<'_>) -> Result<(), BackendError> {
         let v: i64 = tx
             .query_row("PRAGMA data_version", [], |r| r.get(0))
             .map_err(internal)?;
@@ -108,7 +108,7 @@ impl TraceCache {
         tx: &Transaction<'_>,
         tenant: &str,
         id: TraceId,
-    ) -> Result<Option<CachedTrace>, StoreError> {
+    ) -> Result<Option<CachedTrace>, BackendError> {
         if let Some(t) = self.map.remove(&(tenant.to_string(), id)) {
             return Ok(Some(t));
         }
@@ -166,7 +166,7 @@ fn load_row(
     tx: &Transaction<'_>,
     tenant: &str,
     id: TraceId,
-) -> Result<Option<TraceRow>, StoreError> {
+) -> Result<Option<TraceRow>, BackendError> {
     let mut stmt = tx
         .prepare_cached(&format!(
             "SELECT id, data_expires_at, {TRACE_COLUMNS} FROM traces WHERE tenant = ?1 AND trace_id = ?2"
@@ -184,7 +184,7 @@ fn load_row(
 }
 
 /// The trace's pending message fills (usually none: one indexed probe per cache miss).
-fn load_pending(tx: &Transaction<'_>, rowid: i64) -> Result<PendingFills, StoreError> {
+fn load_pending(tx: &Transaction<'_>, rowid: i64) -> Result<PendingFills, BackendError> {
     let mut stmt = tx
         .prepare_cached("SELECT span_id, body FROM pending_fills WHERE trace_ref = ?1 ORDER BY id")
         .map_err(internal)?;
@@ -193,14 +193,15 @@ fn load_pending(tx: &Transaction<'_>, rowid: i64) -> Result<PendingFills, StoreE
     while let Some(r) = rows.next().map_err(internal)? {
         let span_id = r.get::<_, i64>(0).map_err(internal)? as u64;
         let body: String = r.get(1).map_err(internal)?;
-        let fill = serde_json::from_str(&body).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let fill =
+            serde_json::from_str(&body).map_err(|e| BackendError::internal_by("stored fill", e))?;
         pending.entry(span_id).or_default().push(fill);
     }
     Ok(pending)
 }
 
 /// Rebuilds span states from the event log; only spans still running are parsed.
-fn load_spans(tx: &Transaction<'_>, rowid: i64) -> Result<HashMap<u64, SpanState>, StoreError> {
+fn load_spans(tx: &Transaction<'_>, rowid: i64) -> Result<HashMap<u64, SpanState>, BackendError> {
     let mut stmt = tx
         .prepare_cached(
             "SELECT type, span_id, component_id, body FROM events \

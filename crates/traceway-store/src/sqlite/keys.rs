@@ -8,7 +8,7 @@ use traceway_core::{KeyScopes, Timestamp};
 use super::schema::internal;
 use super::writer::{Op, OpResult};
 use super::SqliteStore;
-use crate::{ApiKey, ApiKeys, StoreError, StoredKey, MAX_KEYS_PER_TENANT};
+use crate::{ApiKey, ApiKeys, BackendError, KeyError, StoredKey, MAX_KEYS_PER_TENANT};
 
 /// The schema step that adds the table (appended to the migrations).
 pub(crate) const MIGRATION: &str = r#"
@@ -44,7 +44,7 @@ pub(crate) fn execute(
     tx: &Transaction<'_>,
     op: KeyOp,
     now: Timestamp,
-) -> Result<KeyReply, StoreError> {
+) -> Result<KeyReply, KeyError> {
     match op {
         KeyOp::Create(k) => {
             let taken: bool = tx
@@ -52,19 +52,14 @@ pub(crate) fn execute(
                 .and_then(|mut s| s.exists(params![k.key.key_id]))
                 .map_err(internal)?;
             if taken {
-                return Err(StoreError::Invalid(format!(
-                    "key {} already exists",
-                    k.key.key_id
-                )));
+                return Err(KeyError::KeyIdExists(k.key.key_id));
             }
             let held: i64 = tx
                 .prepare_cached("SELECT count(*) FROM api_keys WHERE tenant = ?1")
                 .and_then(|mut s| s.query_row(params![k.key.tenant], |r| r.get(0)))
                 .map_err(internal)?;
             if held as usize >= MAX_KEYS_PER_TENANT {
-                return Err(StoreError::Invalid(format!(
-                    "tenant holds {MAX_KEYS_PER_TENANT} keys, the most allowed; revoked keys count too"
-                )));
+                return Err(KeyError::TenantFull);
             }
             tx.prepare_cached(
                 "INSERT INTO api_keys (key_id, tenant, name, scopes, secret_hash, created_at) \
@@ -140,14 +135,14 @@ fn with_scopes((mut key, scopes, hash): (ApiKey, String, String)) -> StoredKey {
     }
 }
 
-fn get(conn: &Connection, key_id: &str) -> Result<Option<StoredKey>, StoreError> {
+fn get(conn: &Connection, key_id: &str) -> Result<Option<StoredKey>, BackendError> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys WHERE key_id = ?1"))
         .and_then(|mut s| s.query_row(params![key_id], read_row).optional())
         .map(|r| r.map(with_scopes))
         .map_err(internal)
 }
 
-fn list(conn: &Connection, tenant: &str) -> Result<Vec<ApiKey>, StoreError> {
+fn list(conn: &Connection, tenant: &str) -> Result<Vec<ApiKey>, BackendError> {
     let mut s = conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM api_keys WHERE tenant = ?1 ORDER BY created_at, key_id LIMIT ?2"
@@ -162,31 +157,31 @@ fn list(conn: &Connection, tenant: &str) -> Result<Vec<ApiKey>, StoreError> {
 }
 
 impl SqliteStore {
-    async fn key_write(&self, op: KeyOp) -> Result<KeyReply, StoreError> {
+    async fn key_write(&self, op: KeyOp) -> Result<KeyReply, KeyError> {
         match self.write(Op::Keys(op)).await? {
             OpResult::Keys(r) => Ok(r),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+            _ => Err(super::unexpected_reply()),
         }
     }
 }
 
 #[async_trait]
 impl ApiKeys for SqliteStore {
-    async fn create_key(&self, key: StoredKey) -> Result<(), StoreError> {
+    async fn create_key(&self, key: StoredKey) -> Result<(), KeyError> {
         self.key_write(KeyOp::Create(key)).await.map(|_| ())
     }
 
-    async fn get_key(&self, key_id: &str) -> Result<Option<StoredKey>, StoreError> {
+    async fn get_key(&self, key_id: &str) -> Result<Option<StoredKey>, KeyError> {
         let key_id = key_id.to_string();
         self.read(move |c, _| get(c, &key_id)).await
     }
 
-    async fn list_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, StoreError> {
+    async fn list_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, KeyError> {
         let tenant = tenant.to_string();
         self.read(move |c, _| list(c, &tenant)).await
     }
 
-    async fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<bool, StoreError> {
+    async fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<bool, KeyError> {
         let op = KeyOp::Revoke {
             tenant: tenant.to_string(),
             key_id: key_id.to_string(),
@@ -197,7 +192,7 @@ impl ApiKeys for SqliteStore {
         }
     }
 
-    async fn touch_key(&self, key_id: &str, at: Timestamp) -> Result<(), StoreError> {
+    async fn touch_key(&self, key_id: &str, at: Timestamp) -> Result<(), KeyError> {
         let op = KeyOp::Touch {
             key_id: key_id.to_string(),
             at,

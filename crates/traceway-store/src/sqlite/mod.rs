@@ -23,12 +23,12 @@ use traceway_core::{
 use self::row::{read_trace_row, TRACE_COLUMNS};
 use self::schema::internal;
 pub use self::schema::open_writer_connection;
-use self::writer::{Msg, Op, OpResult, WriterCtx};
+use self::writer::{Msg, Op, OpError, OpResult, WriterCtx};
 use crate::shared::{decode_cursor, encode_cursor};
 use crate::{
-    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventCounts, EventFilter, Lease, Leases,
-    Lifecycle, LiveFeed, Orphaned, Page, PageRequest, Purged, Retention, StoreError, TraceFilter,
-    Traces,
+    AppendOutcome, AppendRequest, BackendError, CaptureConfig, Clock, EventCounts, EventFilter,
+    Lease, Leases, Lifecycle, LifecycleError, LiveFeed, OpenError, Orphaned, Page, PageRequest,
+    Purged, Retention, TraceError, TraceFilter, Traces,
 };
 
 /// Settings of the SQLite backend.
@@ -106,7 +106,7 @@ impl Checkpointer {
     fn start(
         path: &std::path::Path,
         wal_frames: Arc<AtomicU64>,
-    ) -> Result<Checkpointer, StoreError> {
+    ) -> Result<Checkpointer, BackendError> {
         let conn = Connection::open(path).map_err(internal)?;
         conn.busy_timeout(Duration::from_secs(1))
             .map_err(internal)?;
@@ -120,7 +120,7 @@ impl Checkpointer {
                     Self::checkpoint(&conn, &wal_frames);
                 }
             })
-            .map_err(|e| StoreError::Internal(format!("spawn checkpointer: {e}")))?;
+            .map_err(|e| BackendError::internal_by("spawn checkpointer", e))?;
         Ok(Checkpointer {
             stop,
             handle: Mutex::new(Some(handle)),
@@ -150,7 +150,7 @@ struct ReaderPool {
 }
 
 impl ReaderPool {
-    fn open(&self) -> Result<Connection, StoreError> {
+    fn open(&self) -> Result<Connection, BackendError> {
         let conn = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -163,8 +163,8 @@ impl ReaderPool {
 
     fn with<T>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+        f: impl FnOnce(&Connection) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
         let conn = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match conn {
             Some(c) => c,
@@ -181,10 +181,10 @@ impl ReaderPool {
 
 impl SqliteStore {
     /// Opens (creating and migrating if needed) the database and starts the writer.
-    pub fn open(cfg: SqliteConfig, clock: Arc<dyn Clock>) -> Result<SqliteStore, StoreError> {
+    pub fn open(cfg: SqliteConfig, clock: Arc<dyn Clock>) -> Result<SqliteStore, OpenError> {
         if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                BackendError::unavailable_by(format!("cannot create {}", dir.display()), e)
             })?;
         }
         let conn = schema::open_writer_connection(&cfg.path)?;
@@ -206,7 +206,7 @@ impl SqliteStore {
         let writer = std::thread::Builder::new()
             .name("tw-sqlite-write".into())
             .spawn(move || writer::run(conn, rx, ctx))
-            .map_err(|e| StoreError::Internal(format!("spawn writer: {e}")))?;
+            .map_err(|e| BackendError::internal_by("spawn writer", e))?;
         Ok(SqliteStore {
             tx,
             readers: Arc::new(ReaderPool {
@@ -227,27 +227,35 @@ impl SqliteStore {
         schema::latest_version()
     }
 
-    async fn write(&self, op: Op) -> Result<OpResult, StoreError> {
+    async fn write(&self, op: Op) -> Result<OpResult, OpError> {
         let (reply, rx) = oneshot::channel();
         match tokio::time::timeout(self.enqueue_timeout, self.tx.send(Msg::Op(op, reply))).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(StoreError::Unavailable("store is shut down".into())),
-            Err(_) => return Err(StoreError::Overloaded("write queue full".into())),
+            Ok(Err(_)) => return Err(BackendError::unavailable("store is shut down").into()),
+            Err(_) => return Err(BackendError::overloaded("write queue full").into()),
         }
         rx.await
-            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+            .map_err(|_| BackendError::unavailable("writer stopped"))?
     }
 
-    async fn read<T: Send + 'static>(
+    /// Runs `f` on a reader connection. A read never refuses, so it fails only with the
+    /// backend's error, which comes back as the caller's family error.
+    async fn read<T: Send + 'static, E: From<BackendError>>(
         &self,
-        f: impl FnOnce(&Connection, Timestamp) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
+        f: impl FnOnce(&Connection, Timestamp) -> Result<T, BackendError> + Send + 'static,
+    ) -> Result<T, E> {
         let pool = self.readers.clone();
         let now = self.clock.now();
-        tokio::task::spawn_blocking(move || pool.with(|c| f(c, now)))
+        let r = tokio::task::spawn_blocking(move || pool.with(|c| f(c, now)))
             .await
-            .map_err(|e| StoreError::Internal(format!("reader task: {e}")))?
+            .map_err(|e| BackendError::internal_by("reader task", e))?;
+        Ok(r?)
     }
+}
+
+/// A writer reply of the wrong kind (a bug).
+pub(crate) fn unexpected_reply<E: From<BackendError>>() -> E {
+    BackendError::internal("unexpected writer reply").into()
 }
 
 /// The live row id and data expiry of a trace, if it exists and has not expired.
@@ -256,7 +264,7 @@ fn live_trace_ref(
     tenant: &str,
     id: TraceId,
     now: Timestamp,
-) -> Result<Option<(i64, i64)>, StoreError> {
+) -> Result<Option<(i64, i64)>, BackendError> {
     c.prepare_cached(
         "SELECT id, data_expires_at FROM traces WHERE tenant = ?1 AND trace_id = ?2 AND expires_at > ?3",
     )
@@ -268,14 +276,14 @@ fn live_trace_ref(
 }
 
 /// The span inside a stored `span_started` / `span_ended` event body.
-pub(crate) fn span_of_event_body(body: &str) -> Result<Span, StoreError> {
+pub(crate) fn span_of_event_body(body: &str) -> Result<Span, BackendError> {
     match serde_json::from_str(body) {
         Ok(EventBody::SpanStarted(s) | EventBody::SpanEnded(s)) => Ok(s),
-        Ok(other) => Err(StoreError::Internal(format!(
+        Ok(other) => Err(BackendError::internal(format!(
             "span points at a {} event",
             other.event_type().as_str()
         ))),
-        Err(e) => Err(StoreError::Internal(format!("stored span: {e}"))),
+        Err(e) => Err(BackendError::internal(format!("stored span: {e}"))),
     }
 }
 
@@ -299,7 +307,7 @@ fn listing_query(
     tenant: &str,
     filter: &TraceFilter,
     page: &PageRequest,
-) -> Result<(String, Vec<rusqlite::types::Value>, u32), StoreError> {
+) -> Result<(String, Vec<rusqlite::types::Value>, u32), TraceError> {
     use rusqlite::types::Value;
     let after = page.cursor.as_deref().map(decode_cursor).transpose()?;
     let limit = page.bounded_limit();
@@ -379,7 +387,7 @@ impl Traces for SqliteStore {
         &self,
         tenant: &str,
         new: NewTrace,
-    ) -> Result<(Trace, EventCounts), StoreError> {
+    ) -> Result<(Trace, EventCounts), TraceError> {
         match self
             .write(Op::Create {
                 tenant: tenant.to_string(),
@@ -388,14 +396,14 @@ impl Traces for SqliteStore {
             .await?
         {
             OpResult::Trace(t, e) => Ok((t, EventCounts::of(&e))),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+            _ => Err(unexpected_reply()),
         }
     }
 
-    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StoreError> {
+    async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, TraceError> {
         match self.write(Op::Append(req)).await? {
             OpResult::Append(o, _, _) => Ok(o),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+            _ => Err(unexpected_reply()),
         }
     }
 
@@ -404,7 +412,7 @@ impl Traces for SqliteStore {
         tenant: &str,
         id: TraceId,
         patch: TracePatch,
-    ) -> Result<(Trace, EventCounts), StoreError> {
+    ) -> Result<(Trace, EventCounts), TraceError> {
         match self
             .write(Op::Update {
                 tenant: tenant.to_string(),
@@ -414,11 +422,11 @@ impl Traces for SqliteStore {
             .await?
         {
             OpResult::Trace(t, e) => Ok((t, EventCounts::of(&e))),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+            _ => Err(unexpected_reply()),
         }
     }
 
-    async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, StoreError> {
+    async fn get_trace(&self, tenant: &str, id: TraceId) -> Result<Option<Trace>, TraceError> {
         let tenant = tenant.to_string();
         self.read(move |c, now| {
             c.prepare_cached(&format!(
@@ -433,7 +441,7 @@ impl Traces for SqliteStore {
         .await
     }
 
-    async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, StoreError> {
+    async fn get_spans(&self, tenant: &str, id: TraceId) -> Result<Option<Vec<Span>>, TraceError> {
         Ok(self.get_trace_with_spans(tenant, id).await?.map(|(_, s)| s))
     }
 
@@ -441,7 +449,7 @@ impl Traces for SqliteStore {
         &self,
         tenant: &str,
         id: TraceId,
-    ) -> Result<Option<(Trace, Vec<Span>)>, StoreError> {
+    ) -> Result<Option<(Trace, Vec<Span>)>, TraceError> {
         let tenant = tenant.to_string();
         self.read(move |c, now| {
             let row = c
@@ -499,7 +507,7 @@ impl Traces for SqliteStore {
         tenant: &str,
         id: TraceId,
         page: &crate::SpanPageRequest,
-    ) -> Result<Option<(Trace, crate::SpanPage)>, StoreError> {
+    ) -> Result<Option<(Trace, crate::SpanPage)>, TraceError> {
         let tenant = tenant.to_string();
         let limit = page.bounded_limit();
         let after = i64::try_from(page.after_seq).unwrap_or(i64::MAX);
@@ -556,7 +564,7 @@ impl Traces for SqliteStore {
         tenant: &str,
         filter: &TraceFilter,
         page: &PageRequest,
-    ) -> Result<Page<Trace>, StoreError> {
+    ) -> Result<Page<Trace>, TraceError> {
         use rusqlite::types::Value;
         let (sql, mut args, limit) = listing_query(tenant, filter, page)?;
         self.read(move |c, now| {
@@ -582,7 +590,7 @@ impl Traces for SqliteStore {
         tenant: &str,
         id: TraceId,
         filter: &EventFilter,
-    ) -> Result<Option<Vec<Event>>, StoreError> {
+    ) -> Result<Option<Vec<Event>>, TraceError> {
         use rusqlite::types::Value;
         let tenant = tenant.to_string();
         let mut sql = String::from(
@@ -632,7 +640,7 @@ impl Traces for SqliteStore {
             for row in rows {
                 let (seq, time, component_id, body) = row.map_err(internal)?;
                 let body: EventBody = serde_json::from_str(&body)
-                    .map_err(|e| StoreError::Internal(format!("stored event: {e}")))?;
+                    .map_err(|e| BackendError::internal(format!("stored event: {e}")))?;
                 events.push(Event {
                     trace_id: id,
                     seq: seq as u64,
@@ -650,7 +658,7 @@ impl Traces for SqliteStore {
         &self,
         tenant: &str,
         id: TraceId,
-    ) -> Result<Option<EventCounts>, StoreError> {
+    ) -> Result<Option<EventCounts>, TraceError> {
         let tenant = tenant.to_string();
         self.read(move |c, now| {
             let Some((rowid, data_expires)) = live_trace_ref(c, &tenant, id, now)? else {
@@ -675,7 +683,7 @@ impl Traces for SqliteStore {
                 let (t, n) = row.map_err(internal)?;
                 let t: EventType = t
                     .parse()
-                    .map_err(|e| StoreError::Internal(format!("stored event: {e}")))?;
+                    .map_err(|e| BackendError::internal(format!("stored event: {e}")))?;
                 counts.add_n(t, u32::try_from(n).unwrap_or(u32::MAX));
             }
             Ok(Some(counts))
@@ -683,7 +691,7 @@ impl Traces for SqliteStore {
         .await
     }
 
-    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, StoreError> {
+    async fn delete_trace(&self, tenant: &str, id: TraceId) -> Result<bool, TraceError> {
         match self
             .write(Op::Delete {
                 tenant: tenant.to_string(),
@@ -692,7 +700,7 @@ impl Traces for SqliteStore {
             .await?
         {
             OpResult::Deleted(d) => Ok(d),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+            _ => Err(unexpected_reply()),
         }
     }
 
@@ -701,7 +709,7 @@ impl Traces for SqliteStore {
         tenant: &str,
         cutoff: Timestamp,
         limit: Option<u64>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<u64, TraceError> {
         // Small batches, each its own command, so ingest keeps flowing between them.
         let mut total = 0;
         let limit = limit.unwrap_or(u64::MAX);
@@ -714,13 +722,13 @@ impl Traces for SqliteStore {
             match self.write(op).await? {
                 OpResult::Count(0) => break,
                 OpResult::Count(n) => total += n,
-                _ => return Err(StoreError::Internal("unexpected writer reply".into())),
+                _ => return Err(unexpected_reply()),
             }
         }
         Ok(total)
     }
 
-    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, StoreError> {
+    async fn count_ended_before(&self, tenant: &str, cutoff: Timestamp) -> Result<u64, TraceError> {
         let tenant = tenant.to_string();
         self.read(move |c, _| {
             c.prepare_cached("SELECT count(*) FROM traces WHERE tenant = ?1 AND ended_at < ?2")
@@ -733,7 +741,7 @@ impl Traces for SqliteStore {
         .await
     }
 
-    async fn stored_bytes(&self, tenant: &str) -> Result<u64, StoreError> {
+    async fn stored_bytes(&self, tenant: &str) -> Result<u64, TraceError> {
         let tenant = tenant.to_string();
         self.read(move |c, _| {
             c.prepare_cached("SELECT bytes FROM tenant_usage WHERE tenant = ?1")
@@ -749,7 +757,7 @@ impl Traces for SqliteStore {
         tenant: &str,
         id: TraceId,
         digest: traceway_core::analysis::AnalysisDigest,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, TraceError> {
         let op = Op::PutAnalysis {
             tenant: tenant.to_string(),
             id,
@@ -757,14 +765,14 @@ impl Traces for SqliteStore {
         };
         match self.write(op).await? {
             OpResult::Count(n) => Ok(n > 0),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+            _ => Err(unexpected_reply()),
         }
     }
 }
 
 #[async_trait]
 impl Lifecycle for SqliteStore {
-    async fn active_traces(&self) -> Result<u64, StoreError> {
+    async fn active_traces(&self) -> Result<u64, LifecycleError> {
         self.read(|c, now| {
             // Covered by the active index (last_activity_at, expires_at) WHERE ended_at IS NULL.
             c.prepare_cached(
@@ -782,7 +790,7 @@ impl Lifecycle for SqliteStore {
         fence: &Lease,
         orphan_after: Duration,
         limit: u32,
-    ) -> Result<Vec<Orphaned>, StoreError> {
+    ) -> Result<Vec<Orphaned>, LifecycleError> {
         let op = Op::SweepOrphans {
             fence: fence.clone(),
             orphan_after,
@@ -790,24 +798,24 @@ impl Lifecycle for SqliteStore {
         };
         match self.write(op).await? {
             OpResult::Orphaned(list) => Ok(list.into_iter().map(|o| o.orphan).collect()),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+            _ => Err(unexpected_reply()),
         }
     }
 
-    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, StoreError> {
+    async fn purge_expired(&self, fence: &Lease, max_rows: u32) -> Result<Purged, LifecycleError> {
         let op = Op::PurgeExpired {
             fence: fence.clone(),
             max_rows,
         };
         match self.write(op).await? {
             OpResult::Purged(p) => Ok(p),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+            _ => Err(unexpected_reply()),
         }
     }
 
-    async fn health(&self) -> Result<(), StoreError> {
+    async fn health(&self) -> Result<(), LifecycleError> {
         if self.tx.is_closed() {
-            return Err(StoreError::Unavailable("writer stopped".into()));
+            return Err(BackendError::unavailable("writer stopped").into());
         }
         self.read(|c, _| c.query_row("SELECT 1", [], |_| Ok(())).map_err(internal))
             .await
@@ -844,7 +852,7 @@ impl Leases for SqliteStore {
         name: &str,
         holder: &str,
         ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
+    ) -> Result<Option<Lease>, BackendError> {
         let op = Op::AcquireLease {
             name: name.to_string(),
             holder: holder.to_string(),
@@ -852,28 +860,32 @@ impl Leases for SqliteStore {
         };
         match self.write(op).await? {
             OpResult::Lease(l) => Ok(l),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+            _ => Err(unexpected_reply()),
         }
     }
 
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, BackendError> {
         let op = Op::RenewLease {
             lease: lease.clone(),
             ttl,
         };
         match self.write(op).await? {
             OpResult::Lease(l) => Ok(l),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+            _ => Err(unexpected_reply()),
         }
     }
 
-    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, BackendError> {
         let op = Op::ReleaseLease {
             lease: lease.clone(),
         };
         match self.write(op).await? {
             OpResult::Deleted(released) => Ok(released),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+            _ => Err(unexpected_reply()),
         }
     }
 }

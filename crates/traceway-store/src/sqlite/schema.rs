@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::StoreError;
+use crate::BackendError;
 
 /// The writer's connection to the database at `path`: WAL, the writer's pragmas and the
 /// newest schema. The store's writer opens its connection with it, and so does the
 /// bare-writer bench (`benches/bare_writer.rs`, issue 17), so the ceiling it measures is
 /// always that of this schema and these pragmas.
-pub fn open_writer_connection(path: &Path) -> Result<Connection, StoreError> {
+pub fn open_writer_connection(path: &Path) -> Result<Connection, BackendError> {
     let mut conn = Connection::open(path).map_err(internal)?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(internal)?;
@@ -20,7 +20,7 @@ pub fn open_writer_connection(path: &Path) -> Result<Connection, StoreError> {
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(internal)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Internal(format!(
+        return Err(BackendError::internal(format!(
             "could not enable WAL (got {mode})"
         )));
     }
@@ -198,12 +198,12 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// Brings the database to the newest schema.
-pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), BackendError> {
     let current: usize = conn
         .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
         .map_err(internal)? as usize;
     if current > MIGRATIONS.len() {
-        return Err(StoreError::Internal(format!(
+        return Err(BackendError::internal(format!(
             "database schema version {current} is newer than this binary knows ({})",
             MIGRATIONS.len()
         )));
@@ -224,8 +224,8 @@ pub(crate) const fn latest_version() -> usize {
     MIGRATIONS.len()
 }
 
-pub(crate) fn internal(e: rusqlite::Error) -> StoreError {
-    StoreError::Internal(e.to_string())
+pub(crate) fn internal(e: rusqlite::Error) -> BackendError {
+    BackendError::internal_by("sqlite", e)
 }
 
 #[cfg(test)]

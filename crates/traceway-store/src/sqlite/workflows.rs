@@ -14,8 +14,8 @@ use super::writer::{Op, OpResult};
 use super::SqliteStore;
 use crate::workflows::{checked, checked_instance, decode_instance_cursor, encode_instance_cursor};
 use crate::{
-    NewWorkflowContext, PageRequest, StoreError, WorkflowContext, WorkflowContexts, WorkflowStats,
-    MAX_WORKFLOW_PAGE,
+    BackendError, NewWorkflowContext, PageRequest, WorkflowContext, WorkflowContexts,
+    WorkflowError, WorkflowStats, MAX_WORKFLOW_PAGE,
 };
 
 /// Expired rows one write deletes at most.
@@ -38,7 +38,7 @@ pub(crate) fn execute(
     tx: &Transaction<'_>,
     op: WorkflowOp,
     now: Timestamp,
-) -> Result<OpResult, StoreError> {
+) -> Result<OpResult, BackendError> {
     let now_ns = now.unix_nanos();
     match op {
         WorkflowOp::Put { tenant, ctx } => {
@@ -49,7 +49,7 @@ pub(crate) fn execute(
             .and_then(|mut s| s.execute(params![now_ns, PURGE_PER_WRITE]))
             .map_err(internal)?;
             let body = serde_json::to_string(&ctx)
-                .map_err(|e| StoreError::Internal(format!("encode context: {e}")))?;
+                .map_err(|e| BackendError::internal_by("encode context", e))?;
             tx.prepare_cached(
                 "INSERT INTO workflow_contexts (tenant, instance_id, body, expires_at) \
                  VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tenant, instance_id) \
@@ -82,8 +82,8 @@ pub(crate) fn execute(
     }
 }
 
-fn decode(body: &str) -> Result<WorkflowContext, StoreError> {
-    serde_json::from_str(body).map_err(|e| StoreError::Internal(format!("decode context: {e}")))
+fn decode(body: &str) -> Result<WorkflowContext, BackendError> {
+    serde_json::from_str(body).map_err(|e| BackendError::internal_by("decode context", e))
 }
 
 #[async_trait]
@@ -94,7 +94,7 @@ impl WorkflowContexts for SqliteStore {
         instance: &str,
         ctx: NewWorkflowContext,
         ttl: Duration,
-    ) -> Result<WorkflowContext, StoreError> {
+    ) -> Result<WorkflowContext, WorkflowError> {
         let ctx = checked(instance, ctx, self.clock.now(), ttl)?;
         let op = Op::Workflow(WorkflowOp::Put {
             tenant: tenant.to_string(),
@@ -102,7 +102,7 @@ impl WorkflowContexts for SqliteStore {
         });
         match self.write(op).await? {
             OpResult::Deleted(_) => Ok(ctx),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+            _ => Err(super::unexpected_reply()),
         }
     }
 
@@ -110,7 +110,7 @@ impl WorkflowContexts for SqliteStore {
         &self,
         tenant: &str,
         instance: &str,
-    ) -> Result<Option<WorkflowContext>, StoreError> {
+    ) -> Result<Option<WorkflowContext>, WorkflowError> {
         checked_instance(instance)?;
         let (tenant, instance) = (tenant.to_string(), instance.to_string());
         self.read(move |c, now| {
@@ -133,7 +133,7 @@ impl WorkflowContexts for SqliteStore {
         &self,
         tenant: &str,
         instance: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, WorkflowError> {
         checked_instance(instance)?;
         let op = Op::Workflow(WorkflowOp::Delete {
             tenant: tenant.to_string(),
@@ -141,7 +141,7 @@ impl WorkflowContexts for SqliteStore {
         });
         match self.write(op).await? {
             OpResult::Deleted(d) => Ok(d),
-            _ => Err(StoreError::Internal("unexpected writer reply".into())),
+            _ => Err(super::unexpected_reply()),
         }
     }
 
@@ -149,7 +149,7 @@ impl WorkflowContexts for SqliteStore {
         &self,
         tenant: &str,
         page: &PageRequest,
-    ) -> Result<WorkflowStats, StoreError> {
+    ) -> Result<WorkflowStats, WorkflowError> {
         let after = page
             .cursor
             .as_deref()

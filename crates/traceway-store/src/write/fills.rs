@@ -16,7 +16,7 @@ use traceway_core::{
 };
 
 use super::{Draft, Model, SpanState, Stored, Written};
-use crate::StoreError;
+use crate::BackendError;
 
 /// At most this many fills wait for their spans in one trace; more are dropped (counted in
 /// [`FillChanges::dropped`]).
@@ -114,7 +114,7 @@ impl Model {
         &self,
         written: Written<S>,
         fills: Vec<MessageFill>,
-    ) -> Result<Written<S>, StoreError> {
+    ) -> Result<Written<S>, BackendError> {
         if fills.is_empty() {
             return Ok(written);
         }
@@ -134,7 +134,7 @@ impl Model {
 }
 
 impl<S: Stored> Draft<S> {
-    fn apply_fill(&mut self, mut fill: MessageFill) -> Result<Outcome, StoreError> {
+    fn apply_fill(&mut self, mut fill: MessageFill) -> Result<Outcome, BackendError> {
         if !fill.id.is_empty() && self.seen(Some(&fill.id))? {
             return Ok(Outcome::Duplicate);
         }
@@ -222,7 +222,7 @@ impl<S: Stored> Draft<S> {
 
     /// An ended span's latest form: filled earlier in this write, written earlier in this
     /// write, or stored.
-    fn ended_body(&mut self, sid: u64) -> Result<Option<Span>, StoreError> {
+    fn ended_body(&mut self, sid: u64) -> Result<Option<Span>, BackendError> {
         if let Some(b) = self.out.fills.get().and_then(|f| f.bodies.get(&sid)) {
             return Ok(Some(b.clone()));
         }

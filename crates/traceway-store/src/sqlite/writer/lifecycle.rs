@@ -14,7 +14,7 @@ pub(super) fn sweep_orphans(
     limit: u32,
     now: Timestamp,
     ctx: &WriterCtx,
-) -> Result<Vec<OrphanedTrace>, StoreError> {
+) -> Result<Vec<OrphanedTrace>, BackendError> {
     let candidates: Vec<(String, [u8; 16])> = {
         let mut stmt = tx.prepare_cached(ORPHAN_CANDIDATES_SQL).map_err(internal)?;
         let rows = stmt
@@ -28,7 +28,7 @@ pub(super) fn sweep_orphans(
     let mut out = Vec::with_capacity(candidates.len());
     for (tenant, id) in candidates {
         let id = TraceId::from_bytes(id)
-            .ok_or_else(|| StoreError::Internal("zero trace id in the active index".into()))?;
+            .ok_or_else(|| BackendError::internal("zero trace id in the active index"))?;
         let (prior, Some(loaded)) = load(tx, cache, &tenant, id)? else {
             continue;
         };
@@ -62,7 +62,7 @@ pub(super) fn purge_expired(
     cache: &mut TraceCache,
     max_rows: u32,
     now: Timestamp,
-) -> Result<Purged, StoreError> {
+) -> Result<Purged, BackendError> {
     let mut budget = i64::from(max_rows);
     let mut out = Purged::default();
     let now_ns = now.unix_nanos();
@@ -127,7 +127,7 @@ pub(super) fn expired_traces(
     sql: &str,
     now_ns: i64,
     limit: i64,
-) -> Result<Vec<(i64, String, TraceId)>, StoreError> {
+) -> Result<Vec<(i64, String, TraceId)>, BackendError> {
     let mut stmt = tx.prepare_cached(sql).map_err(internal)?;
     let rows = stmt
         .query_map(params![now_ns, limit], |r| {
@@ -154,7 +154,7 @@ pub(super) fn delete_events(
     tx: &Transaction<'_>,
     rowid: i64,
     limit: i64,
-) -> Result<(u64, bool), StoreError> {
+) -> Result<(u64, bool), BackendError> {
     let (n, complete) = if limit <= 0 {
         let any = tx
             .prepare_cached("SELECT 1 FROM events WHERE trace_ref = ?1 LIMIT 1")

@@ -24,8 +24,8 @@ use super::row::TraceRow;
 use super::schema::internal;
 use crate::write::{Loaded, Model, Orphan, PendingTotals, SpanState, Stored, Written};
 use crate::{
-    AppendOutcome, AppendRequest, CaptureConfig, Clock, EventCounts, Lease, Orphaned, Purged,
-    Retention, StoreError,
+    AppendOutcome, AppendRequest, BackendError, CaptureConfig, Clock, EventCounts, KeyError, Lease,
+    LeaseLost, LifecycleError, Orphaned, Purged, Retention, TraceError, WorkflowError,
 };
 
 mod lifecycle;
@@ -118,8 +118,106 @@ pub(crate) enum OpResult {
 // Queue slots are bounded (capacity × ~270 bytes); a shutdown message is rare.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Msg {
-    Op(Op, oneshot::Sender<Result<OpResult, StoreError>>),
+    Op(Op, oneshot::Sender<Result<OpResult, OpError>>),
     Shutdown(oneshot::Sender<()>),
+}
+
+/// What a command fails with: a refusal of its family, or a backend failure. An internal
+/// backend failure fails the command's whole group. Each family's error is taken back out
+/// at the store's method (`From<OpError>`); a refusal of another family there would be a
+/// bug, and is an internal error.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpError {
+    #[error(transparent)]
+    Backend(BackendError),
+    #[error(transparent)]
+    Trace(TraceError),
+    #[error(transparent)]
+    LeaseLost(LeaseLost),
+    #[error(transparent)]
+    Key(KeyError),
+}
+
+impl From<BackendError> for OpError {
+    fn from(e: BackendError) -> OpError {
+        OpError::Backend(e)
+    }
+}
+
+impl From<TraceError> for OpError {
+    fn from(e: TraceError) -> OpError {
+        match e {
+            TraceError::Backend(e) => OpError::Backend(e),
+            e => OpError::Trace(e),
+        }
+    }
+}
+
+impl From<LifecycleError> for OpError {
+    fn from(e: LifecycleError) -> OpError {
+        match e {
+            LifecycleError::Backend(e) => OpError::Backend(e),
+            LifecycleError::LeaseLost(e) => OpError::LeaseLost(e),
+        }
+    }
+}
+
+impl From<KeyError> for OpError {
+    fn from(e: KeyError) -> OpError {
+        match e {
+            KeyError::Backend(e) => OpError::Backend(e),
+            e => OpError::Key(e),
+        }
+    }
+}
+
+impl OpError {
+    /// The backend failure, or a refusal that the caller's family cannot have as one.
+    fn into_backend(self) -> BackendError {
+        match self {
+            OpError::Backend(e) => e,
+            other => BackendError::internal(format!("unexpected writer refusal: {other}")),
+        }
+    }
+}
+
+impl From<OpError> for BackendError {
+    fn from(e: OpError) -> BackendError {
+        e.into_backend()
+    }
+}
+
+impl From<OpError> for TraceError {
+    fn from(e: OpError) -> TraceError {
+        match e {
+            OpError::Trace(e) => e,
+            other => other.into_backend().into(),
+        }
+    }
+}
+
+impl From<OpError> for LifecycleError {
+    fn from(e: OpError) -> LifecycleError {
+        match e {
+            OpError::LeaseLost(e) => e.into(),
+            other => other.into_backend().into(),
+        }
+    }
+}
+
+impl From<OpError> for KeyError {
+    fn from(e: OpError) -> KeyError {
+        match e {
+            OpError::Key(e) => e,
+            other => other.into_backend().into(),
+        }
+    }
+}
+
+impl From<OpError> for WorkflowError {
+    fn from(e: OpError) -> WorkflowError {
+        e.into_backend().into()
+    }
 }
 
 pub(crate) struct WriterCtx {

@@ -8,17 +8,19 @@ pub(super) fn execute(
     op: Op,
     now: Timestamp,
     ctx: &WriterCtx,
-) -> Result<OpResult, StoreError> {
+) -> Result<OpResult, OpError> {
     match op {
-        Op::Workflow(op) => super::super::workflows::execute(tx, op, now),
+        Op::Workflow(op) => Ok(super::super::workflows::execute(tx, op, now)?),
         Op::Create { tenant, new } => {
             let id = new.trace_id.unwrap_or_else(TraceId::new_v7);
             let (prior, loaded) = load(tx, cache, &tenant, id)?;
             match ctx.model(now).create(&tenant, id, new, loaded) {
-                Ok(w) => persist(tx, cache, prior, w).map(|p| OpResult::Trace(p.trace, p.events)),
+                Ok(w) => {
+                    Ok(persist(tx, cache, prior, w).map(|p| OpResult::Trace(p.trace, p.events))?)
+                }
                 Err(r) => {
                     put_back(cache, prior, r.loaded);
-                    Err(r.error)
+                    Err(r.error.into())
                 }
             }
         }
@@ -52,17 +54,19 @@ pub(super) fn execute(
                 }
                 Err(r) => {
                     put_back(cache, prior, r.loaded);
-                    Err(r.error)
+                    Err(r.error.into())
                 }
             }
         }
         Op::Update { tenant, id, patch } => {
             let (prior, loaded) = load(tx, cache, &tenant, id)?;
             match ctx.model(now).patch(id, loaded, patch) {
-                Ok(w) => persist(tx, cache, prior, w).map(|p| OpResult::Trace(p.trace, p.events)),
+                Ok(w) => {
+                    Ok(persist(tx, cache, prior, w).map(|p| OpResult::Trace(p.trace, p.events))?)
+                }
                 Err(r) => {
                     put_back(cache, prior, r.loaded);
-                    Err(r.error)
+                    Err(r.error.into())
                 }
             }
         }
@@ -97,12 +101,12 @@ pub(super) fn execute(
             }
             Ok(OpResult::Count(rowids.len() as u64))
         }
-        Op::Keys(op) => crate::sqlite::keys::execute(tx, op, now).map(OpResult::Keys),
+        Op::Keys(op) => Ok(crate::sqlite::keys::execute(tx, op, now).map(OpResult::Keys)?),
         Op::PutAnalysis { tenant, id, digest } => {
-            put_analysis(tx, cache, &tenant, id, *digest, now).map(OpResult::Count)
+            Ok(put_analysis(tx, cache, &tenant, id, *digest, now).map(OpResult::Count)?)
         }
         Op::AcquireLease { name, holder, ttl } => {
-            acquire_lease(tx, name, holder, ttl, now).map(OpResult::Lease)
+            Ok(acquire_lease(tx, name, holder, ttl, now).map(OpResult::Lease)?)
         }
         Op::RenewLease { lease, ttl } => {
             let expires_at = now.saturating_add(ttl);
@@ -149,12 +153,14 @@ pub(super) fn execute(
             limit,
         } => {
             check_fence(tx, &fence, now)?;
-            sweep_orphans(tx, cache, now.saturating_sub(orphan_after), limit, now, ctx)
-                .map(OpResult::Orphaned)
+            Ok(
+                sweep_orphans(tx, cache, now.saturating_sub(orphan_after), limit, now, ctx)
+                    .map(OpResult::Orphaned)?,
+            )
         }
         Op::PurgeExpired { fence, max_rows } => {
             check_fence(tx, &fence, now)?;
-            purge_expired(tx, cache, max_rows.max(1), now).map(OpResult::Purged)
+            Ok(purge_expired(tx, cache, max_rows.max(1), now).map(OpResult::Purged)?)
         }
     }
 }
@@ -164,7 +170,7 @@ pub(super) fn check_fence(
     tx: &Transaction<'_>,
     fence: &Lease,
     now: Timestamp,
-) -> Result<(), StoreError> {
+) -> Result<(), LifecycleError> {
     let current = tx
         .prepare_cached(
             "SELECT 1 FROM leases WHERE name = ?1 AND holder = ?2 AND token = ?3 AND expires_at > ?4",
@@ -181,10 +187,7 @@ pub(super) fn check_fence(
     if current {
         Ok(())
     } else {
-        Err(StoreError::LeaseLost(format!(
-            "lease {} token {} is no longer held by {}",
-            fence.name, fence.token, fence.holder
-        )))
+        Err(LeaseLost::of(fence).into())
     }
 }
 
@@ -194,7 +197,7 @@ pub(super) fn acquire_lease(
     holder: String,
     ttl: Duration,
     now: Timestamp,
-) -> Result<Option<Lease>, StoreError> {
+) -> Result<Option<Lease>, BackendError> {
     let current: Option<(String, i64, i64)> = tx
         .prepare_cached("SELECT holder, token, expires_at FROM leases WHERE name = ?1")
         .and_then(|mut s| {
@@ -236,8 +239,8 @@ fn put_analysis(
     id: TraceId,
     digest: traceway_core::analysis::AnalysisDigest,
     now: Timestamp,
-) -> Result<u64, StoreError> {
-    let write = |rowid: i64, rollups: &traceway_core::Rollups| -> Result<(), StoreError> {
+) -> Result<u64, BackendError> {
+    let write = |rowid: i64, rollups: &traceway_core::Rollups| -> Result<(), BackendError> {
         let json = to_json(rollups)?;
         tx.prepare_cached("UPDATE traces SET rollups = ?2 WHERE id = ?1")
             .and_then(|mut s| s.execute(params![rowid, json]))
@@ -274,8 +277,8 @@ fn put_analysis(
     let Some((rowid, json)) = found else {
         return Ok(0);
     };
-    let mut rollups: traceway_core::Rollups = serde_json::from_str(&json)
-        .map_err(|e| StoreError::Internal(format!("stored rollups: {e}")))?;
+    let mut rollups: traceway_core::Rollups =
+        serde_json::from_str(&json).map_err(|e| BackendError::internal_by("stored rollups", e))?;
     rollups.analysis = Some(digest);
     write(rowid, &rollups)?;
     Ok(1)

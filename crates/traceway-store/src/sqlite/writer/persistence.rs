@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) fn delete_trace_data(tx: &Transaction<'_>, rowid: i64) -> Result<(), StoreError> {
+pub(super) fn delete_trace_data(tx: &Transaction<'_>, rowid: i64) -> Result<(), BackendError> {
     for sql in [
         "DELETE FROM events WHERE trace_ref = ?1",
         "DELETE FROM pending_fills WHERE trace_ref = ?1",
@@ -32,14 +32,14 @@ impl Stored for Port<'_, '_> {
         self.spans.get(&id)
     }
 
-    fn client_id_seen(&self, id: &str) -> Result<bool, StoreError> {
+    fn client_id_seen(&self, id: &str) -> Result<bool, BackendError> {
         self.tx
             .prepare_cached("SELECT 1 FROM events WHERE trace_ref = ?1 AND dedup_key = ?2")
             .and_then(|mut s| s.exists(params![self.rowid, id]))
             .map_err(internal)
     }
 
-    fn span_body(&self, id: u64) -> Result<Option<Span>, StoreError> {
+    fn span_body(&self, id: u64) -> Result<Option<Span>, BackendError> {
         let body: Option<String> = self
             .tx
             .prepare_cached(
@@ -78,7 +78,7 @@ pub(super) fn load<'a, 'c>(
     cache: &mut TraceCache,
     tenant: &str,
     id: TraceId,
-) -> Result<(Option<Prior>, Option<Loaded<Port<'a, 'c>>>), StoreError> {
+) -> Result<(Option<Prior>, Option<Loaded<Port<'a, 'c>>>), BackendError> {
     let Some(t) = cache.take(tx, tenant, id)? else {
         return Ok((None, None));
     };
@@ -130,7 +130,7 @@ pub(super) fn persist(
     cache: &mut TraceCache,
     prior: Option<Prior>,
     w: Written<Port<'_, '_>>,
-) -> Result<Persisted, StoreError> {
+) -> Result<Persisted, BackendError> {
     let Written {
         trace: t,
         data_expires_at,
@@ -184,7 +184,7 @@ fn persist_pending(
     rowid: i64,
     cached: &mut PendingFills,
     changed: HashMap<u64, Vec<MessageFill>>,
-) -> Result<(), StoreError> {
+) -> Result<(), BackendError> {
     for (sid, list) in changed {
         tx.prepare_cached("DELETE FROM pending_fills WHERE trace_ref = ?1 AND span_id = ?2")
             .and_then(|mut s| s.execute(params![rowid, sid as i64]))
@@ -219,7 +219,7 @@ pub(super) fn insert_row(
     tx: &Transaction<'_>,
     t: &Trace,
     data_expires_at: i64,
-) -> Result<i64, StoreError> {
+) -> Result<i64, BackendError> {
     let metadata = to_json(&t.metadata)?;
     let rollups = to_json(&t.rollups)?;
     tx.prepare_cached(
@@ -263,7 +263,7 @@ pub(super) fn update_row(
     t: &Trace,
     data_expires_at: i64,
     metadata_changed: bool,
-) -> Result<(), StoreError> {
+) -> Result<(), BackendError> {
     use rusqlite::types::Value;
     let indexed = IndexedColumns::of(t, data_expires_at);
     let mut sql = String::from(
@@ -327,7 +327,11 @@ pub(super) fn update_row(
 
 /// Adds a command's event bytes to its tenant's usage (ADR 040; deletes take them off
 /// through a trigger, see `schema.rs`).
-pub(super) fn add_usage(tx: &Transaction<'_>, tenant: &str, bytes: u64) -> Result<(), StoreError> {
+pub(super) fn add_usage(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    bytes: u64,
+) -> Result<(), BackendError> {
     if bytes == 0 {
         return Ok(());
     }
@@ -352,7 +356,7 @@ pub(super) fn insert_events(
     rowid: i64,
     events: &[Event],
     client_ids: &[(u64, String)],
-) -> Result<u64, StoreError> {
+) -> Result<u64, BackendError> {
     let mut bytes = 0u64;
     let mut ids = client_ids.iter().peekable();
     let mut buf: Vec<u8> = Vec::with_capacity(BODY_BYTES_GUESS * events.len().min(ROWS_PER_INSERT));
@@ -362,7 +366,7 @@ pub(super) fn insert_events(
         ends.clear();
         for e in chunk {
             serde_json::to_writer(&mut buf, &e.body)
-                .map_err(|e| StoreError::Internal(e.to_string()))?;
+                .map_err(|e| BackendError::internal_by("encode event", e))?;
             ends.push(buf.len());
         }
         bytes += buf.len() as u64;
@@ -377,7 +381,7 @@ pub(super) fn insert_events(
                 _ => None,
             };
             let body = std::str::from_utf8(&buf[start..end])
-                .map_err(|e| StoreError::Internal(e.to_string()))?;
+                .map_err(|e| BackendError::internal_by("encode event", e))?;
             start = end;
             cols.push((
                 e.seq as i64,
@@ -411,8 +415,8 @@ pub(super) fn insert_events(
 /// A span body's usual size in JSON, for the first reservation of the bodies' buffer.
 const BODY_BYTES_GUESS: usize = 2048;
 
-pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))
+pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, BackendError> {
+    serde_json::to_string(v).map_err(|e| BackendError::internal_by("encode json", e))
 }
 
 /// The indexed columns of `traces` other than `last_activity_at` (which `save` handles on

@@ -2,16 +2,16 @@
 
 use super::*;
 
-pub(super) type ReplyTo = oneshot::Sender<Result<OpResult, StoreError>>;
+pub(super) type ReplyTo = oneshot::Sender<Result<OpResult, OpError>>;
 
 pub(super) type Pending = (Op, ReplyTo);
 
 /// A group's outcome, handed to the reply thread in commit order.
 pub(super) enum Acks {
     /// Committed: publish, then reply.
-    Committed(Vec<(ReplyTo, Result<OpResult, StoreError>)>),
+    Committed(Vec<(ReplyTo, Result<OpResult, OpError>)>),
     /// Not committed: reply with the error.
-    Failed(Vec<ReplyTo>, StoreError),
+    Failed(Vec<ReplyTo>, BackendError),
 }
 
 /// The reply thread: publishes what a committed group wrote to the hub (in commit order,
@@ -40,7 +40,7 @@ impl Acker {
                         }
                         Acks::Failed(replies, e) => {
                             for reply in replies {
-                                let _ = reply.send(Err(e.clone()));
+                                let _ = reply.send(Err(OpError::Backend(e.clone())));
                             }
                         }
                     }
@@ -49,7 +49,7 @@ impl Acker {
         Ok((tx, handle))
     }
 
-    fn publish(hub: &crate::InProcessHub, results: &[(ReplyTo, Result<OpResult, StoreError>)]) {
+    fn publish(hub: &crate::InProcessHub, results: &[(ReplyTo, Result<OpResult, OpError>)]) {
         let publish = |trace: &Trace, events: &[Event]| {
             let meta = crate::TraceMeta {
                 agent_id: trace.agent_id.clone(),

@@ -125,7 +125,7 @@ pub(super) fn commit_group(
     let tx = match begun {
         Ok(tx) => tx,
         Err(e) => {
-            tracing::error!(error = %e, "begin failed");
+            tracing::error!(error = %crate::ErrorChain(&e), "begin failed");
             cache.clear();
             let replies = group.drain(..).map(|(_, reply)| reply).collect();
             send_acks(acks, Acks::Failed(replies, e));
@@ -133,32 +133,34 @@ pub(super) fn commit_group(
         }
     };
     let mut results = Vec::with_capacity(group.len());
-    let mut failure: Option<String> = None;
+    let mut failure: Option<BackendError> = None;
     for (op, reply) in group.drain(..) {
         if failure.is_some() {
             results.push((
                 reply,
-                Err(StoreError::Internal("aborted with its write group".into())),
+                Err(BackendError::internal("aborted with its write group").into()),
             ));
             continue;
         }
         let r = execute(&tx, cache, op, now, ctx);
-        if let Err(StoreError::Internal(m)) = &r {
-            failure = Some(m.clone());
+        if let Err(OpError::Backend(e @ BackendError::Internal { .. })) = &r {
+            failure = Some(e.clone());
         }
         results.push((reply, r));
     }
     let outcome = match failure {
-        Some(m) => Err(m),
-        None => tx.commit().map_err(|e| e.to_string()),
+        Some(e) => Err(e),
+        None => tx
+            .commit()
+            .map_err(|e| BackendError::internal_by("commit", e)),
     };
     match outcome {
         Ok(()) => send_acks(acks, Acks::Committed(results)),
-        Err(m) => {
+        Err(e) => {
             cache.clear();
-            tracing::error!(error = %m, commands = results.len(), "write group failed and was rolled back");
+            tracing::error!(error = %crate::ErrorChain(&e), commands = results.len(), "write group failed and was rolled back");
             let replies = results.into_iter().map(|(reply, _)| reply).collect();
-            send_acks(acks, Acks::Failed(replies, StoreError::Internal(m)));
+            send_acks(acks, Acks::Failed(replies, e));
         }
     }
 }
