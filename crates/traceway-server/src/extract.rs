@@ -119,6 +119,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::too_large(limit)
+            } else if let Some(t) = crate::transport::BodyTimeout::find(&e) {
+                ApiError::request_timeout(t)
             } else {
                 ApiError::bad_request(format!("could not read the body: {}", e.body_text()))
             }

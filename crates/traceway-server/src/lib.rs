@@ -179,7 +179,7 @@ pub async fn serve_http(
     let router = app(state);
     let service = tower::ServiceExt::map_request(
         router,
-        |req: axum::http::Request<hyper::body::Incoming>| req.map(axum::body::Body::new),
+        |req: axum::http::Request<transport::RequestBody>| req.map(axum::body::Body::new),
     );
     transport::serve(
         listener,

@@ -215,6 +215,8 @@ async fn read_body(app: &AppState, req: Request) -> Result<(Tenant, Bytes), Fail
     let body = Bytes::from_request(req, app).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Failure::too_large("request body", limit)
+        } else if let Some(t) = crate::transport::BodyTimeout::find(&e) {
+            Failure::timed_out(t)
         } else {
             Failure::bad_data(format!("could not read the body: {}", e.body_text()))
         }
