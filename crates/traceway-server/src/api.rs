@@ -934,8 +934,12 @@ pub async fn cleanup(
             "older_than_days must be a number >= 0",
         ));
     }
-    if body.limit == Some(0) {
-        return Err(ApiError::bad_request("limit must be at least 1"));
+    // The document's `int64`: a larger limit is refused as the store could not hold it.
+    if body.limit.is_some_and(|l| l == 0 || l > i64::MAX as u64) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {}",
+            i64::MAX
+        )));
     }
     let age = std::time::Duration::from_secs_f64((body.older_than_days * 86_400.0).min(1e12));
     let cutoff = app.clock.now().saturating_sub(age);

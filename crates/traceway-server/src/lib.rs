@@ -12,6 +12,7 @@ pub mod extract;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod objects_only;
 pub mod openapi;
 pub mod otlp;
 pub mod quotas;
