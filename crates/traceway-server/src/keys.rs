@@ -13,8 +13,8 @@ use traceway_store::{ApiKey, StoredKey};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Tenant};
 use crate::openapi::{
-    BadRequest, Forbidden, Internal, NotFound, Overloaded, PayloadTooLarge, TenantHeader,
-    Unauthenticated, Unavailable, UnsupportedMediaType,
+    BadRequest, Forbidden, Internal, NotFound, Overloaded, PayloadTooLarge, RequestTimeout,
+    TenantHeader, Unauthenticated, Unavailable, UnsupportedMediaType,
 };
 use crate::AppState;
 
@@ -122,6 +122,7 @@ pub struct KeyIdPath {
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthenticated),
         (status = 403, response = Forbidden),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 429, response = Overloaded),
