@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::extract::{JsonBody, QueryArgs, Tenant, TraceIdPath};
 use crate::openapi::{
     BadRequest, Conflict, Forbidden, FreeObject, Internal, NotFound, Overloaded, PayloadTooLarge,
-    TenantHeader, Unauthenticated, Unavailable, UnsupportedMediaType,
+    RequestTimeout, TenantHeader, Unauthenticated, Unavailable, UnsupportedMediaType,
 };
 use crate::AppState;
 
@@ -40,6 +40,7 @@ use crate::AppState;
         (status = 401, response = Unauthenticated),
         (status = 403, response = Forbidden),
         (status = 409, response = Conflict),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 429, response = Overloaded),
@@ -137,6 +138,7 @@ pub struct AppendResponse {
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 429, response = Overloaded),
@@ -228,6 +230,7 @@ pub async fn append_events(
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 429, response = Overloaded),
@@ -916,6 +919,7 @@ pub struct CleanupResponse {
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthenticated),
         (status = 403, response = Forbidden),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 429, response = Overloaded),
@@ -934,8 +938,12 @@ pub async fn cleanup(
             "older_than_days must be a number >= 0",
         ));
     }
-    if body.limit == Some(0) {
-        return Err(ApiError::bad_request("limit must be at least 1"));
+    // The document's `int64`: a larger limit is refused as the store could not hold it.
+    if body.limit.is_some_and(|l| l == 0 || l > i64::MAX as u64) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {}",
+            i64::MAX
+        )));
     }
     let age = std::time::Duration::from_secs_f64((body.older_than_days * 86_400.0).min(1e12));
     let cutoff = app.clock.now().saturating_sub(age);

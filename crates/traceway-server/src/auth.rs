@@ -3,7 +3,8 @@
 //! answers 401 or 403 and otherwise makes the key's tenant the request's tenant.
 //!
 //! With auth on, the tenant comes from the key alone: the middleware overwrites any
-//! `X-Traceway-Tenant` the client sent (and OTLP/gRPC ignores the metadata).
+//! valid `X-Traceway-Tenant` the client sent (and OTLP/gRPC ignores a valid
+//! `x-traceway-tenant`); a malformed one is refused on both, as it is with auth off.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -340,17 +341,21 @@ pub async fn middleware(State(app): State<AppState>, mut req: Request, next: Nex
 
 /// OTLP/gRPC: the tenant of the call. With auth on for the gRPC listener, it is the
 /// verified key's (from the `authorization` metadata) and needs the ingest scope;
-/// otherwise it is `x-traceway-tenant`, or `default`.
+/// otherwise it is `x-traceway-tenant`, or `default`. As on HTTP, a malformed
+/// `x-traceway-tenant` (empty, over 128 bytes, other characters, non-ASCII bytes) is
+/// refused, `INVALID_ARGUMENT`, with auth on too (after the key is checked, as HTTP
+/// answers 401 before 400), never silently replaced by the key's tenant.
 pub async fn grpc_tenant(
     app: &AppState,
     metadata: &tonic::metadata::MetadataMap,
 ) -> Result<String, tonic::Status> {
+    let given = crate::extract::Tenant::parse(metadata.get(TENANT_HEADER).map(|v| v.as_bytes()))
+        .map_err(|m| crate::otlp::grpc::to_status(Failure::bad_data(m)));
     if !app.config.auth.grpc {
-        return crate::extract::Tenant::parse(metadata.get(TENANT_HEADER).map(|v| v.as_bytes()))
-            .map(|t| t.0)
-            .map_err(|m| crate::otlp::grpc::to_status(Failure::bad_data(m)));
+        return given.map(|t| t.0);
     }
-    app.auth
+    let principal = app
+        .auth
         .authorize(
             &app.store,
             metadata.get("authorization").map(|v| v.as_bytes()),
@@ -358,8 +363,9 @@ pub async fn grpc_tenant(
             app.clock.now(),
         )
         .await
-        .map(|p| p.tenant)
-        .map_err(|r| crate::otlp::grpc::to_status(r.to_failure()))
+        .map_err(|r| crate::otlp::grpc::to_status(r.to_failure()))?;
+    given?;
+    Ok(principal.tenant)
 }
 
 #[cfg(test)]

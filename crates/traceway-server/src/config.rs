@@ -187,6 +187,13 @@ pub struct ServeArgs {
     #[serde(default, deserialize_with = "opt_duration")]
     pub idle_timeout: Option<Duration>,
 
+    /// Time a client has to send a request's whole body, from the end of its headers; past
+    /// it the request is answered 408 (gRPC `DEADLINE_EXCEEDED`). A body of
+    /// --max-body-bytes must arrive at that size over this time on average [default: 60s].
+    #[arg(long, env = "TRACEWAY_BODY_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub body_read_timeout: Option<Duration>,
+
     /// Connections each listener serves at once; past it, new connections wait until one
     /// closes [default: 10000].
     #[arg(long, env = "TRACEWAY_MAX_CONNECTIONS")]
@@ -468,13 +475,22 @@ impl Config {
                 .idle_timeout
                 .or(file.idle_timeout)
                 .unwrap_or(Duration::from_secs(60)),
+            body_read_timeout: args
+                .body_read_timeout
+                .or(file.body_read_timeout)
+                .unwrap_or(Duration::from_secs(60)),
             max_connections: args
                 .max_connections
                 .or(file.max_connections)
                 .unwrap_or(10_000),
         };
-        if conn_limits.header_read_timeout.is_zero() || conn_limits.idle_timeout.is_zero() {
-            anyhow::bail!("header_read_timeout and idle_timeout must be positive");
+        if conn_limits.header_read_timeout.is_zero()
+            || conn_limits.idle_timeout.is_zero()
+            || conn_limits.body_read_timeout.is_zero()
+        {
+            anyhow::bail!(
+                "header_read_timeout, idle_timeout and body_read_timeout must be positive"
+            );
         }
         if conn_limits.max_connections == 0 {
             anyhow::bail!("max_connections must be positive");
@@ -786,6 +802,27 @@ mod tests {
             Config::resolve(cli.serve).unwrap().workflow_context_ttl,
             Duration::from_secs(300)
         );
+    }
+
+    #[test]
+    fn body_read_timeout_defaults_to_60s_comes_from_the_file_or_a_flag_and_is_positive() {
+        assert_eq!(
+            Config::default().conn_limits.body_read_timeout,
+            Duration::from_secs(60)
+        );
+        let cfg = resolve_file("body_read_timeout = \"15s\"\n").unwrap();
+        assert_eq!(cfg.conn_limits.body_read_timeout, Duration::from_secs(15));
+        let cli = Cli::try_parse_from(["t", "--body-read-timeout", "2m"]).unwrap();
+        assert_eq!(
+            Config::resolve(cli.serve)
+                .unwrap()
+                .conn_limits
+                .body_read_timeout,
+            Duration::from_secs(120)
+        );
+        let cli = Cli::try_parse_from(["t", "--body-read-timeout", "0s"]).unwrap();
+        let err = Config::resolve(cli.serve).unwrap_err().to_string();
+        assert!(err.contains("body_read_timeout"), "{err}");
     }
 
     #[test]

@@ -50,6 +50,15 @@ impl ApiError {
         }
     }
 
+    /// 408: the body did not arrive within `--body-read-timeout` (ADR 033).
+    pub fn request_timeout(t: &crate::transport::BodyTimeout) -> ApiError {
+        ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "request_timeout",
+            message: t.to_string(),
+        }
+    }
+
     /// 415.
     pub fn unsupported_media_type(message: impl Into<String>) -> ApiError {
         ApiError {

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod objects_only;
 pub mod openapi;
 pub mod otlp;
 pub mod quotas;
@@ -179,7 +180,7 @@ pub async fn serve_http(
     let router = app(state);
     let service = tower::ServiceExt::map_request(
         router,
-        |req: axum::http::Request<hyper::body::Incoming>| req.map(axum::body::Body::new),
+        |req: axum::http::Request<transport::RequestBody>| req.map(axum::body::Body::new),
     );
     transport::serve(
         listener,

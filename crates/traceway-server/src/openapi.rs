@@ -61,6 +61,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
             NotFound,
             Conflict,
             PayloadTooLarge,
+            RequestTimeout,
             UnsupportedMediaType,
             Overloaded,
             Internal,
@@ -166,6 +167,13 @@ pub struct Conflict(pub ErrorBody);
 #[derive(ToResponse)]
 #[response(description = "The body is larger than `max_body_bytes`.")]
 pub struct PayloadTooLarge(pub ErrorBody);
+
+/// The body came too slowly.
+#[derive(ToResponse)]
+#[response(
+    description = "The body did not arrive within `--body-read-timeout` of the headers (`request_timeout`, ADR 033); the connection is closed on HTTP/1."
+)]
+pub struct RequestTimeout(pub ErrorBody);
 
 /// Not JSON.
 #[derive(ToResponse)]
@@ -291,7 +299,7 @@ pub struct OtlpStatus {
 /// itself is the problem).
 #[derive(ToResponse)]
 #[response(
-    description = "A `google.rpc.Status` in the request's encoding: 400 malformed data, 401/403 keys, 413 too large, 415 media type or coding, 429 quota or busy store, 503 store unavailable (both with `Retry-After`), 500 internal."
+    description = "A `google.rpc.Status` in the request's encoding: 400 malformed data, 401/403 keys, 408 body too slow (`DEADLINE_EXCEEDED`), 413 too large, 415 media type or coding, 429 quota or busy store, 503 store unavailable (both with `Retry-After`), 500 internal."
 )]
 pub enum OtlpFailure {
     /// OTLP/JSON.

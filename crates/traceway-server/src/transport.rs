@@ -15,6 +15,12 @@
 //!   where hyper has no idle timer; on HTTP/1 the header timer starts as soon as a
 //!   kept-alive connection waits for its next request, so an idle HTTP/1 connection closes
 //!   after the shorter of the two.
+//! - **Body read timeout** (`--body-read-timeout`): a request's whole body must arrive
+//!   within this time of its head. A request whose body is trickled is in flight (its
+//!   handler is reading it), so neither timeout above cuts it; past this one the body
+//!   ([`RequestBody`]) ends with a [`BodyTimeout`] error, which the handlers answer with a
+//!   408 (the JSON error; a `google.rpc.Status` on `/v1/*`) and gRPC with
+//!   `DEADLINE_EXCEEDED`. An HTTP/1 408 carries `connection: close`.
 //! - **Connection limit** (`--max-connections`, per listener): past it the listener stops
 //!   accepting (new connections wait in the kernel's backlog) and the connections it holds
 //!   keep being served; one that closes makes room for the next.
@@ -50,6 +56,8 @@ pub struct ConnLimits {
     pub header_read_timeout: Duration,
     /// A connection with nothing in flight and no traffic this long is closed.
     pub idle_timeout: Duration,
+    /// Time from a request's head to the end of its body.
+    pub body_read_timeout: Duration,
     /// Connections served at once; past it the listener stops accepting.
     pub max_connections: u32,
 }
@@ -65,6 +73,94 @@ pub const HYPER_MAX_HEAD_BYTES: usize = 400 * 1024;
 
 /// The longest request target hyper's HTTP/1 parser accepts (fixed in hyper: 414 past it).
 pub const HYPER_MAX_URI_BYTES: usize = u16::MAX as usize - 1;
+
+/// A request body that did not arrive within `--body-read-timeout` of its head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTimeout {
+    /// The timeout in force.
+    pub limit: Duration,
+}
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body was not received within {} of its headers",
+            humantime::format_duration(self.limit)
+        )
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
+
+impl BodyTimeout {
+    /// The [`BodyTimeout`] in `err`'s chain of sources (axum and tonic wrap body errors).
+    pub fn find<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyTimeout> {
+        let mut next = Some(err);
+        while let Some(e) = next {
+            if let Some(t) = e.downcast_ref::<BodyTimeout>() {
+                return Some(t);
+            }
+            next = e.source();
+        }
+        None
+    }
+}
+
+/// Boxed errors, as hyper and tower pass them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request's body with its read deadline: once the deadline passes while the body is
+/// still awaited, it yields a [`BodyTimeout`] error. The timer is made only when the body
+/// first has to be waited for, so a body that is already there costs none.
+pub struct RequestBody {
+    inner: Incoming,
+    deadline: Instant,
+    limit: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl RequestBody {
+    fn new(inner: Incoming, limit: Duration) -> RequestBody {
+        RequestBody {
+            inner,
+            deadline: Instant::now() + limit,
+            limit,
+            timer: None,
+        }
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let deadline = this.deadline;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout { limit: this.limit })))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// Which protocols a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +183,7 @@ pub async fn serve<S, B>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()>
 where
-    S: tower::Service<http::Request<Incoming>, Response = http::Response<B>>
+    S: tower::Service<http::Request<RequestBody>, Response = http::Response<B>>
         + Clone
         + Send
         + 'static,
@@ -193,7 +289,7 @@ async fn connection<S, B>(
     limits: ConnLimits,
     mut close: watch::Receiver<bool>,
 ) where
-    S: tower::Service<http::Request<Incoming>, Response = http::Response<B>>
+    S: tower::Service<http::Request<RequestBody>, Response = http::Response<B>>
         + Clone
         + Send
         + 'static,
@@ -219,11 +315,21 @@ async fn connection<S, B>(
         counted.begun.fetch_add(1, Ordering::Relaxed);
         counted.in_flight.fetch_add(1, Ordering::Relaxed);
         let guard = InFlight(counted.clone());
+        let http1 = req.version() < http::Version::HTTP_2;
+        let req = req.map(|body| RequestBody::new(body, limits.body_read_timeout));
         let call = tower::ServiceExt::oneshot(service.clone(), req);
         async move {
             // The guard moves into the body: dropped when hyper has sent it (or the
             // stream was reset), or here if the service failed.
-            call.await.map(|resp| {
+            call.await.map(|mut resp| {
+                // Only a body read timeout answers 408. The rest of that body is never
+                // read, so the connection cannot carry another request (RFC 9110, 15.5.9).
+                if http1 && resp.status() == http::StatusCode::REQUEST_TIMEOUT {
+                    resp.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
                 resp.map(|body| {
                     http_body_util::BodyExt::map_frame(body, move |frame| {
                         let _in_flight = &guard;

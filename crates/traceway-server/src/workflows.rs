@@ -16,8 +16,8 @@ use traceway_store::{
 use crate::error::ApiError;
 use crate::extract::{JsonBody, QueryArgs, Tenant};
 use crate::openapi::{
-    BadRequest, Forbidden, Internal, NotFound, Overloaded, PayloadTooLarge, TenantHeader,
-    Unauthenticated, Unavailable, UnsupportedMediaType,
+    BadRequest, Forbidden, Internal, NotFound, Overloaded, PayloadTooLarge, RequestTimeout,
+    TenantHeader, Unauthenticated, Unavailable, UnsupportedMediaType,
 };
 use crate::AppState;
 
@@ -89,6 +89,7 @@ fn missing(instance: &str) -> ApiError {
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthenticated),
         (status = 403, response = Forbidden),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 429, response = Overloaded),

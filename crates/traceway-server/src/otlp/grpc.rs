@@ -161,9 +161,17 @@ pub async fn serve(
         .add_service(logs_service(app.clone()))
         .add_service(service(app))
         .prepare();
-    let service = tower::ServiceExt::<http::Request<hyper::body::Incoming>>::map_response(
-        routes,
-        client_fault,
+    type Body = http_body_util::combinators::MapErr<
+        crate::transport::RequestBody,
+        fn(crate::transport::BoxError) -> crate::transport::BoxError,
+    >;
+    let service = tower::ServiceExt::<http::Request<Body>>::map_response(routes, client_fault);
+    // A body past its read deadline fails as a status, which tonic answers as it is.
+    let service = tower::ServiceExt::map_request(
+        service,
+        |req: http::Request<crate::transport::RequestBody>| -> http::Request<Body> {
+            req.map(|body| http_body_util::BodyExt::map_err(body, deadline_exceeded as fn(_) -> _))
+        },
     );
     crate::transport::serve(
         listener,
@@ -174,6 +182,15 @@ pub async fn serve(
         shutdown,
     )
     .await
+}
+
+/// A [`BodyTimeout`](crate::transport::BodyTimeout) as `DEADLINE_EXCEEDED`; other body
+/// errors as they are.
+fn deadline_exceeded(e: crate::transport::BoxError) -> crate::transport::BoxError {
+    match crate::transport::BodyTimeout::find(&*e) {
+        Some(t) => Box::new(to_status(Failure::timed_out(t))),
+        None => e,
+    }
 }
 
 /// What tonic's decoder says, before any handler runs, about a request the client got

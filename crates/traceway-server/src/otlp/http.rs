@@ -63,6 +63,7 @@ const JSON: &str = "application/json";
         (status = 400, response = OtlpFailure),
         (status = 401, response = OtlpFailure),
         (status = 403, response = OtlpFailure),
+        (status = 408, response = OtlpFailure),
         (status = 413, response = OtlpFailure),
         (status = 415, response = OtlpFailure),
         (status = 429, response = OtlpFailure),
@@ -112,6 +113,7 @@ pub async fn export(State(app): State<AppState>, req: Request) -> Response {
         (status = 400, response = OtlpFailure),
         (status = 401, response = OtlpFailure),
         (status = 403, response = OtlpFailure),
+        (status = 408, response = OtlpFailure),
         (status = 413, response = OtlpFailure),
         (status = 415, response = OtlpFailure),
         (status = 429, response = OtlpFailure),
@@ -138,14 +140,15 @@ pub async fn export_logs(State(app): State<AppState>, req: Request) -> Response 
 }
 
 /// The handler of `POST /v1/metrics`: the body is read (tenant, encoding, size and gzip
-/// checked as for traces) and dropped, and the answer says so (ADR 021).
+/// checked as for traces, and that it decodes) and dropped, and the answer says so
+/// (ADR 021).
 #[utoipa::path(
     post,
     path = "/v1/metrics",
     tag = "otlp",
     operation_id = "otlpExportMetrics",
     summary = "Export metrics (OTLP/HTTP): accepted and dropped",
-    description = "Traceway stores no metrics (ADR 021): the body is checked (encoding, size, gzip) and dropped, and the answer's `partialSuccess.errorMessage` says so, so an SDK exporting every signal to one endpoint gets no errors. A refusal for the key (401, 403, ingest scope) is a `google.rpc.Status`, as on `/v1/traces`.",
+    description = "Traceway stores no metrics (ADR 021): the body is checked (encoding, size, gzip, and that it is an `ExportMetricsServiceRequest` in protobuf or a JSON object) and dropped, and the answer's `partialSuccess.errorMessage` says so, so an SDK exporting every signal to one endpoint gets no errors. A refusal for the key (401, 403, ingest scope) is a `google.rpc.Status`, as on `/v1/traces`.",
     params(
         TenantHeader,
         ("Content-Encoding" = Option<String>, Header, description = "`gzip` (or `x-gzip`, `identity`); any other coding is 415."),
@@ -166,6 +169,7 @@ pub async fn export_logs(State(app): State<AppState>, req: Request) -> Response 
         (status = 400, response = OtlpFailure),
         (status = 401, response = OtlpFailure),
         (status = 403, response = OtlpFailure),
+        (status = 408, response = OtlpFailure),
         (status = 413, response = OtlpFailure),
         (status = 415, response = OtlpFailure),
         (status = 429, response = OtlpFailure),
@@ -179,7 +183,11 @@ pub async fn export_metrics(State(app): State<AppState>, req: Request) -> Respon
         Ok(e) => e,
         Err(f) => return failure(Encoding::Protobuf, f),
     };
-    if let Err(f) = read_body(&app, req).await {
+    let checked = match read_body(&app, req).await {
+        Ok((_, body)) => check_metrics(&body, encoding),
+        Err(f) => Err(f),
+    };
+    if let Err(f) = checked {
         return failure(encoding, f);
     }
     let body = match encoding {
@@ -199,6 +207,41 @@ pub async fn export_metrics(State(app): State<AppState>, req: Request) -> Respon
     ([(CONTENT_TYPE, content_type(encoding))], body).into_response()
 }
 
+/// A metrics body is dropped, but only if it is one: a protobuf
+/// `ExportMetricsServiceRequest`, or a JSON object (the document's OTLP/JSON; before, any
+/// bytes at all were answered 200, found by schemathesis).
+fn check_metrics(body: &[u8], encoding: Encoding) -> Result<(), Failure> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use serde::Deserializer as _;
+    match encoding {
+        Encoding::Protobuf => ExportMetricsServiceRequest::decode(body)
+            .map(drop)
+            .map_err(|e| Failure::bad_data(format!("invalid protobuf body: {e}"))),
+        Encoding::Json => {
+            // An object of any content, read without keeping any of it.
+            struct AnyObject;
+            impl<'de> serde::de::Visitor<'de> for AnyObject {
+                type Value = ();
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("an ExportMetricsServiceRequest object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+                    while m
+                        .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                        .is_some()
+                    {}
+                    Ok(())
+                }
+            }
+            let mut de = serde_json::Deserializer::from_slice(body);
+            (&mut de)
+                .deserialize_map(AnyObject)
+                .and_then(|()| de.end())
+                .map_err(|e| Failure::bad_data(format!("invalid JSON body: {e}")))
+        }
+    }
+}
+
 async fn handle(app: &AppState, encoding: Encoding, req: Request) -> Result<Ingested, Failure> {
     let (tenant, body) = read_body(app, req).await?;
     let request =
@@ -215,6 +258,8 @@ async fn read_body(app: &AppState, req: Request) -> Result<(Tenant, Bytes), Fail
     let body = Bytes::from_request(req, app).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Failure::too_large("request body", limit)
+        } else if let Some(t) = crate::transport::BodyTimeout::find(&e) {
+            Failure::timed_out(t)
         } else {
             Failure::bad_data(format!("could not read the body: {}", e.body_text()))
         }

@@ -74,6 +74,9 @@ pub enum FailureKind {
     Unauthenticated,
     /// A valid key without the scope (HTTP 403, gRPC `PERMISSION_DENIED`).
     Forbidden,
+    /// The body did not arrive within `--body-read-timeout` (HTTP 408, gRPC
+    /// `DEADLINE_EXCEEDED`; ADR 033).
+    TimedOut,
 }
 
 impl Failure {
@@ -101,6 +104,14 @@ impl Failure {
         }
     }
 
+    /// A body that did not arrive in time.
+    pub fn timed_out(t: &crate::transport::BodyTimeout) -> Failure {
+        Failure {
+            kind: FailureKind::TimedOut,
+            message: t.to_string(),
+        }
+    }
+
     /// The HTTP status of this failure.
     pub fn http_status(&self) -> StatusCode {
         match self.kind {
@@ -112,6 +123,7 @@ impl Failure {
             FailureKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             FailureKind::Unauthenticated => StatusCode::UNAUTHORIZED,
             FailureKind::Forbidden => StatusCode::FORBIDDEN,
+            FailureKind::TimedOut => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -126,6 +138,7 @@ impl Failure {
             FailureKind::Internal => tonic::Code::Internal,
             FailureKind::Unauthenticated => tonic::Code::Unauthenticated,
             FailureKind::Forbidden => tonic::Code::PermissionDenied,
+            FailureKind::TimedOut => tonic::Code::DeadlineExceeded,
         }
     }
 

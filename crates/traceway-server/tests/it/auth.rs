@@ -550,3 +550,100 @@ async fn with_auth_on_a_malformed_tenant_header_is_400_not_silently_replaced() {
     let (status, _, _) = send(&app, Method::GET, "/api/v1/traces", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+/// gRPC agrees with HTTP on a malformed tenant: with auth off the metadata names the
+/// tenant and a malformed one was already `INVALID_ARGUMENT`, but with auth on it was
+/// ignored (the key names the tenant) where HTTP answers 400. Each malformed value is now
+/// `INVALID_ARGUMENT` on gRPC and 400 on HTTP, with auth on and off; with auth on and no
+/// key, both answer the missing key first.
+#[tokio::test]
+async fn a_malformed_tenant_is_invalid_argument_on_grpc_and_400_on_http_with_auth_on_and_off() {
+    let malformed: [(&str, Vec<u8>); 5] = [
+        ("bad characters", b"not a tenant!".to_vec()),
+        ("too long", vec![b'a'; 129]),
+        ("empty", Vec::new()),
+        ("non-ASCII (UTF-8)", "t\u{e9}nant".as_bytes().to_vec()),
+        ("non-ASCII (a lone byte)", vec![b'a', 0xff]),
+    ];
+    let (secured, admin) = secured();
+    let open = test_app_with(Config::default());
+    let ingest = bearer(&create_key(&secured, &admin, "exporter", &["ingest"]).await);
+    for (app, auth) in [(&secured, Some(ingest.as_str())), (&open, None)] {
+        let mut client = grpc_client(app).await;
+        for (what, value) in &malformed {
+            let mut req = tonic::Request::new(export_request());
+            req.metadata_mut().insert(
+                "x-traceway-tenant",
+                tonic::metadata::MetadataValue::try_from(value.as_slice()).expect("a value"),
+            );
+            if let Some(a) = auth {
+                req.metadata_mut()
+                    .insert("authorization", a.parse().expect("ascii"));
+            }
+            let err = client
+                .export(req)
+                .await
+                .expect_err(&format!("{what}, auth {}", auth.is_some()));
+            assert_eq!(
+                err.code(),
+                tonic::Code::InvalidArgument,
+                "{what}, auth {}: {err:?}",
+                auth.is_some()
+            );
+            assert!(err.message().contains("X-Traceway-Tenant"), "{err:?}");
+            let details = RpcStatus::decode(err.details()).expect("google.rpc.Status");
+            assert_eq!(details.code, tonic::Code::InvalidArgument as i32);
+
+            for path in ["/api/v1/traces", "/v1/traces"] {
+                let mut r = Request::builder()
+                    .method(Method::POST)
+                    .uri(path)
+                    .header(
+                        "x-traceway-tenant",
+                        axum::http::HeaderValue::from_bytes(value).expect("a header value"),
+                    )
+                    .header(header::CONTENT_TYPE, "application/json");
+                if let Some(a) = auth {
+                    r = r.header(header::AUTHORIZATION, a);
+                }
+                let resp = app
+                    .router
+                    .clone()
+                    .oneshot(r.body(Body::from("{}")).expect("request"))
+                    .await
+                    .expect("infallible");
+                assert_eq!(
+                    resp.status(),
+                    StatusCode::BAD_REQUEST,
+                    "{path}, {what}, auth {}",
+                    auth.is_some()
+                );
+            }
+        }
+    }
+    // Nothing was stored, under the key's tenant or the default one.
+    for (app, tenant) in [(&secured, "acme"), (&open, "default")] {
+        let got = app.store.get_trace(tenant, TRACE.parse().unwrap()).await;
+        assert!(got.expect("read").is_none(), "stored under {tenant}");
+    }
+    // With auth on and no key, the key is refused first, as on HTTP.
+    let mut client = grpc_client(&secured).await;
+    let mut req = tonic::Request::new(export_request());
+    req.metadata_mut()
+        .insert("x-traceway-tenant", "not a tenant!".parse().expect("ascii"));
+    let err = client.export(req).await.expect_err("no key");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    // A valid tenant in the metadata is still overridden by the key.
+    let mut req = tonic::Request::new(export_request());
+    req.metadata_mut()
+        .insert("x-traceway-tenant", "intruder".parse().expect("ascii"));
+    req.metadata_mut()
+        .insert("authorization", ingest.parse().expect("ascii"));
+    client.export(req).await.expect("a valid tenant and a key");
+    assert!(secured
+        .store
+        .get_trace("acme", TRACE.parse().unwrap())
+        .await
+        .unwrap()
+        .is_some());
+}

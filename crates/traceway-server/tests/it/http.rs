@@ -386,6 +386,15 @@ async fn malformed_input_gets_400_naming_the_problem(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Found by schemathesis: a limit over the document's int64 was accepted.
+    let (status, v) = app
+        .call(
+            Method::POST,
+            "/api/v1/traces/cleanup",
+            Some(json!({"older_than_days": 0, "limit": 9_223_372_036_854_775_808_u64})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
     let uri = format!("/api/v1/traces/{id}/events?type=log&type=error");
     let (status, v) = app.call(Method::GET, &uri, None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -899,6 +908,10 @@ async fn a_bad_create_if_missing_or_end_is_400_and_writes_nothing(backend: Backe
         json!({"events": [], "create_if_missing": {"bogus": 1}}),
         json!({"events": [], "create_if_missing": {"state": "COMPLETED"}}),
         json!({"events": [], "create_if_missing": "yes"}),
+        // Found by schemathesis: serde reads a struct from an array too, so this was a
+        // valid (empty) create_if_missing and the append created the trace.
+        json!({"events": [], "create_if_missing": [null, null]}),
+        json!({"events": [], "end": ["COMPLETED"]}),
     ];
     for body in bad {
         let (status, v) = app.call(Method::POST, &uri, Some(body.clone())).await;

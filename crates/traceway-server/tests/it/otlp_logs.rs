@@ -376,6 +376,42 @@ async fn metrics_are_accepted_dropped_and_answered_with_a_message() {
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
 
+/// Found by schemathesis: a metrics body was dropped unread, so `[null, null]` or bytes
+/// that are no protobuf were answered 200 where the document says an
+/// `ExportMetricsServiceRequest`. They are 400, in the request's encoding.
+#[tokio::test]
+async fn a_metrics_body_that_is_no_export_request_is_400() {
+    let app = test_app();
+    for (ct, body) in [
+        (JSON, b"[null, null]".to_vec()),
+        (JSON, b"\"metrics\"".to_vec()),
+        (JSON, b"{\"resourceMetrics\": []} trailing".to_vec()),
+        (PROTOBUF, vec![0x0f, 0xff, 0xff, 0xff]),
+    ] {
+        let (status, got_ct, answer) = post(&app, "/v1/metrics", ct, None, body.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{ct} {:?}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(got_ct, ct);
+        if ct == JSON {
+            let v: Value = serde_json::from_slice(&answer).expect("json");
+            assert_eq!(v["code"], tonic::Code::InvalidArgument as i32, "{v}");
+        }
+    }
+    let (status, _, _) = post(
+        &app,
+        "/v1/metrics",
+        JSON,
+        None,
+        br#"{"resourceMetrics": [{"scopeMetrics": []}]}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 async fn grpc_channel(app: &TestApp) -> tonic::transport::Channel {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -1,6 +1,7 @@
 //! Regression tests of issue 15's transport failures over real loopback sockets: gRPC
 //! codes of undecodable requests (3.5), header-read and idle timeouts and the connection
-//! limit (3.6), and the JSON bodies of 414, 431 and an early 413 (3.9). ADR 033.
+//! limit (3.6), the body read timeout, and the JSON bodies of 414, 431 and an early 413
+//! (3.9). ADR 033.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -29,6 +30,7 @@ fn config(header_read_ms: u64, idle_ms: u64, max_connections: u32) -> Config {
         conn_limits: ConnLimits {
             header_read_timeout: Duration::from_millis(header_read_ms),
             idle_timeout: Duration::from_millis(idle_ms),
+            body_read_timeout: Duration::from_secs(60),
             max_connections,
         },
         ..Config::default()
@@ -724,4 +726,151 @@ async fn healthz_answers_while_1100_trickling_h2_sockets_are_held_on_each_listen
         closed.iter().filter(|c| !**c).count(),
         closed.len()
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Trickled request bodies: the body read timeout, on HTTP/1.1, HTTP/2 and gRPC.
+// ---------------------------------------------------------------------------------------
+
+/// A server whose bodies must arrive within 1 s; the other bounds are far off.
+fn body_timeout_config() -> Config {
+    let mut c = config(60_000, 60_000, 100);
+    c.conn_limits.body_read_timeout = Duration::from_secs(1);
+    c
+}
+
+/// The status and JSON body of one HTTP/1.1 response in `got`.
+fn parse_response(got: &[u8]) -> (u16, String, Value) {
+    let text = String::from_utf8_lossy(got).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response: {text:?}"));
+    let status = head[9..12].parse().expect("status");
+    (
+        status,
+        head.to_ascii_lowercase(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn http1_client_trickling_its_body_is_answered_408_and_disconnected() {
+    let app = test_app_with(body_timeout_config());
+    let addr = serve_http(&app).await;
+    for (path, content_type) in [
+        ("/api/v1/traces", "application/json"),
+        ("/v1/traces", "application/json"),
+    ] {
+        // 1,000 bytes announced, then a byte every 300 ms: five minutes of body, far past
+        // the second allowed. Before the timeout, the server waited for all of it.
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: t\r\ncontent-type: {content_type}\r\n\
+             content-length: 1000\r\n\r\n{{"
+        );
+        let (closed, got) = trickle(
+            addr,
+            head.as_bytes(),
+            &[b' '; 1000],
+            Duration::from_millis(300),
+        )
+        .await;
+        assert!(closed, "{path}: the server kept a trickling body");
+        let (status, head, body) = parse_response(&got);
+        assert_eq!(status, 408, "{path}: {head} {body}");
+        assert!(head.contains("connection: close"), "{path}: {head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        if path.starts_with("/v1/") {
+            // OTLP/HTTP answers with its google.rpc.Status, as for every refusal.
+            assert_eq!(body["code"], tonic::Code::DeadlineExceeded as i32, "{body}");
+            assert!(body["message"].as_str().is_some(), "{body}");
+        } else {
+            assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("body")),
+                "{body}"
+            );
+        }
+    }
+    // The server still answers.
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(healthz(&mut s).await, (200, json!({"status": "ok"})));
+}
+
+/// A request body that sends `first`, then one byte of `rest` every `every`.
+fn trickled_body(first: Bytes, rest: usize, every: Duration) -> tonic::body::Body {
+    use futures::StreamExt as _;
+    let bytes = futures::stream::once(async move { first }).chain(futures::stream::unfold(
+        0usize,
+        move |sent| async move {
+            if sent == rest {
+                return None;
+            }
+            tokio::time::sleep(every).await;
+            Some((Bytes::from_static(b" "), sent + 1))
+        },
+    ));
+    let frames = bytes.map(|b| Ok::<_, std::convert::Infallible>(http_body::Frame::data(b)));
+    tonic::body::Body::new(http_body_util::StreamBody::new(frames))
+}
+
+#[tokio::test]
+async fn h2c_client_trickling_its_body_is_answered_408() {
+    let app = test_app_with(body_timeout_config());
+    let addr = serve_http(&app).await;
+    // tonic's channel is a plain HTTP/2 (prior knowledge) client.
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/api/v1/traces"))
+        .header("content-type", "application/json")
+        .body(trickled_body(
+            Bytes::from_static(b"{"),
+            1000,
+            Duration::from_millis(300),
+        ))
+        .expect("request");
+    let resp = tokio::time::timeout(PATIENCE, channel(addr).await.oneshot(req))
+        .await
+        .expect("an answer while the body is still trickling")
+        .expect("answered");
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let body: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+}
+
+#[tokio::test]
+async fn grpc_client_trickling_its_message_is_answered_deadline_exceeded() {
+    let app = test_app_with(body_timeout_config());
+    let addr = serve_grpc(&app).await;
+    // A frame that announces 1,000 bytes, then a byte every 300 ms.
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{addr}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(trickled_body(
+            frame(0, 1000, b""),
+            1000,
+            Duration::from_millis(300),
+        ))
+        .expect("request");
+    let resp = tokio::time::timeout(PATIENCE, channel(addr).await.oneshot(req))
+        .await
+        .expect("an answer while the message is still trickling")
+        .expect("answered");
+    let st = match tonic::Status::from_header_map(resp.headers()) {
+        Some(st) => st,
+        None => {
+            let collected = resp.into_body().collect().await.expect("body");
+            let trailers = collected.trailers().cloned().expect("trailers");
+            tonic::Status::from_header_map(&trailers).expect("a grpc-status")
+        }
+    };
+    assert_eq!(st.code(), tonic::Code::DeadlineExceeded, "{st:?}");
+    assert!(st.message().contains("body"), "{}", st.message());
+    assert_eq!(rpc_status(&st).code, tonic::Code::DeadlineExceeded as i32);
 }
