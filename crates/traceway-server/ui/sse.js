@@ -3,29 +3,51 @@
 // other calls, without putting the key in a URL (ADR 036). The parser follows the
 // text/event-stream rules the server uses: `event:`, `id:`, `data:` lines, a blank line
 // ends an event, `:` starts a comment (the keep-alives).
+//
+// Every stream is paused when the page is hidden for another (`pagehide`) and resumed if
+// the browser shows it again from its back-forward cache (`pageshow` with `persisted`):
+// a page kept in that cache with its stream open holds one of the browser's six HTTP/1.1
+// connections to the server until the browser evicts it, about a minute later, and the
+// seventh page load waits for one (ADR 041).
 
 import { authHeaders, errorOf, qs } from './api.js';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** The streams open now, paused and resumed together with the page. */
+const streams = new Set();
+
+window.addEventListener('pagehide', () => { for (const s of streams) s.pause(); });
+window.addEventListener('pageshow', (e) => {
+  if (e.persisted) for (const s of streams) s.resume();
+});
 
 /**
  * Follows `path` until closed. Reconnects after a dropped connection with exponential
  * backoff (0.2 s to 5 s), sending `Last-Event-ID` of the last event seen when `resume`.
  * `onEvent({type, id, data})` gets each event; `onState('open'|'retrying'|'closed', err)`
  * the connection's state; `shouldReconnect()` is asked when the server ends the stream.
- * Stops for good on 400, 401, 403 and 404.
+ * Stops for good on 400, 401, 403 and 404. While the page is in the back-forward cache the
+ * stream is closed; shown again, it reconnects (from the last event seen when `resume`)
+ * and calls `onResume()`, for what a stream that resumes nothing missed meanwhile.
  */
 export function openStream(path, opts) {
-  const { params, resume = true, onEvent, onState = () => {}, shouldReconnect = () => true } = opts;
+  const {
+    params, resume = true, onEvent, onState = () => {}, shouldReconnect = () => true, onResume = () => {},
+  } = opts;
   let last = opts.lastEventId == null ? null : String(opts.lastEventId);
   let closed = false;
   let backoff = 200;
-  const ctrl = new AbortController();
+  /** The connection of the moment (one per attempt, so a paused one can be reopened). */
+  let ctrl = null;
+  /** Paused: no connection until `wake` is called (by `resume` or `close`). */
+  let paused = false;
+  let wake = null;
 
-  async function once() {
+  async function once(attempt) {
     const headers = { Accept: 'text/event-stream', ...authHeaders() };
     if (resume && last != null) headers['Last-Event-ID'] = last;
-    const r = await fetch(path + qs(params), { headers, signal: ctrl.signal, cache: 'no-store' });
+    const r = await fetch(path + qs(params), { headers, signal: attempt.signal, cache: 'no-store' });
     if (!r.ok) {
       const err = await errorOf(r);
       err.fatal = [400, 401, 403, 404].includes(r.status);
@@ -65,24 +87,56 @@ export function openStream(path, opts) {
     }
   }
 
+  const handle = {
+    close() {
+      closed = true;
+      if (ctrl) ctrl.abort();
+      if (wake) wake();
+    },
+    pause() {
+      if (closed || paused) return;
+      paused = true;
+      if (ctrl) ctrl.abort();
+    },
+    resume() {
+      if (closed || !paused) return;
+      paused = false;
+      backoff = 200;
+      if (wake) wake();
+      try { onResume(); } catch (e) { console.error(e); }
+    },
+    get lastEventId() { return last; },
+  };
+  streams.add(handle);
+
   (async () => {
     while (!closed) {
+      if (paused) {
+        await new Promise((r) => { wake = r; });
+        wake = null;
+        continue;
+      }
+      const attempt = new AbortController();
+      ctrl = attempt;
       try {
-        await once();
-        if (closed || !shouldReconnect()) break;
+        await once(attempt);
+        if (closed) break;
+        // Aborted by `pause` (the page may already be shown again): wait, or reconnect.
+        if (attempt.signal.aborted) continue;
+        if (!shouldReconnect()) break;
       } catch (e) {
-        if (closed || (e && e.name === 'AbortError')) break;
-        if (e && e.fatal) { onState('closed', e); closed = true; return; }
+        if (closed) break;
+        if (attempt.signal.aborted) continue;
+        if (e && e.fatal) { closed = true; streams.delete(handle); onState('closed', e); return; }
         onState('retrying', e);
       }
       await sleep(backoff);
       backoff = Math.min(backoff * 2, 5000);
     }
+    closed = true;
+    streams.delete(handle);
     onState('closed');
   })();
 
-  return {
-    close() { closed = true; ctrl.abort(); },
-    get lastEventId() { return last; },
-  };
+  return handle;
 }

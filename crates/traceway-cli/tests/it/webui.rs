@@ -846,3 +846,126 @@ async fn a_dropped_stream_is_resumed_with_last_event_id_and_misses_nothing() {
         .await;
     server.stop();
 }
+
+/// The server's count of live stream subscribers (`traceway_live_subscribers` on
+/// `/metrics`), polled until it is `want`.
+async fn wait_subscribers(server: &Server, want: f64, what: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let m = crate::e2e::metrics(&client(), server).await;
+        let n = m.get("traceway_live_subscribers").copied();
+        if n == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {n:?} live subscribers, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A page navigated away from goes into Chromium's back-forward cache. With its stream
+/// open it would keep one of the six HTTP/1.1 connections to the server for about a
+/// minute (the 7th page load then waits: the stall the web bench showed, ADR 041), so the
+/// page closes its streams on `pagehide` and, shown again (`pageshow`, `persisted`),
+/// resumes the trace's from the last event it applied and re-reads the list's newest page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_left_for_another_gives_back_its_stream_and_resumes_it_when_shown_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let (status, t) = post(
+        &client(),
+        format!("{}/api/v1/traces", server.url),
+        &json!({"name": "left-and-back-run", "agent_id": "support"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{t}");
+    let id = t["trace_id"].as_str().expect("id").to_string();
+    append(&server, None, &id, json!([{"type": "span_started", "span": {
+        "span_id": "a1a1a1a1a1a1a1a1", "kind": "agent", "name": "support-agent", "start_time": at(3000)}}])).await;
+    // Through a relay that keeps the requests' heads, to read the resumed stream's.
+    let relay = Relay::start(&server.url).await;
+    let browser = Browser::start().await;
+    let (page, api) = (relay.url.clone(), server.url.clone());
+    let (srv, relay) = (&server, &relay);
+    let stream_path = format!("/api/v1/traces/{id}/stream");
+    browser
+        .run(|c| async move {
+            let c = &c;
+            c.goto(&format!("{page}/#/trace/{id}")).await.expect("open");
+            wait_js(c, "the trace, following its stream", "
+                return !!document.querySelector('.wf-row[data-id=\"a1a1a1a1a1a1a1a1\"]') && document.getElementById('live').textContent === 'live'
+            ").await;
+            wait_subscribers(srv, 1.0, "the trace's stream").await;
+            let seen = get(&client(), format!("{api}/api/v1/traces/{id}")).await.1["trace"]["last_seq"].as_u64().expect("last_seq");
+            wait_js(c, "every event so far applied", &format!("return document.querySelector('.trace-head').dataset.lastSeq === '{seen}'")).await;
+            // Kept only if this very page (its scripts' memory) is shown again, not reloaded.
+            c.execute("window.twKept = 'trace'; return true", vec![]).await.expect("mark");
+
+            c.goto("about:blank").await.expect("away");
+            wait_subscribers(srv, 0.0, "the stream given back by the page left").await;
+            // Steps while the page is away.
+            append(srv, None, &id, json!([
+                {"type": "span_started", "span": {"span_id": "b2b2b2b2b2b2b2b2", "parent_span_id": "a1a1a1a1a1a1a1a1",
+                    "kind": "tool", "name": "lookup_order", "start_time": at(400), "tool": {"name": "lookup_order", "arguments": {"order_id": "77"}}}},
+                {"type": "log", "span_id": "b2b2b2b2b2b2b2b2", "message": "sent while the page was away", "severity": "info"},
+            ])).await;
+            let after = get(&client(), format!("{api}/api/v1/traces/{id}")).await.1["trace"]["last_seq"].as_u64().expect("last_seq");
+            assert!(after > seen);
+
+            c.back().await.expect("back");
+            wait_js(c, "the trace view shown again", &format!("return !!document.querySelector('.trace-view[data-trace=\"{id}\"]')")).await;
+            let kept = c.execute("return window.twKept || null", vec![]).await.expect("probe");
+            assert_eq!(kept, json!("trace"), "the page came back from the back-forward cache, not reloaded");
+            wait_js(c, "the step of the absence", "return !!document.querySelector('.wf-row[data-id=\"b2b2b2b2b2b2b2b2\"] .wf-bar.running')").await;
+            wait_js(c, "every event applied", &format!("return document.querySelector('.trace-head').dataset.lastSeq === '{after}'")).await;
+            wait_subscribers(srv, 1.0, "the trace's stream, open again").await;
+            click(c, ".wf-row[data-id=\"b2b2b2b2b2b2b2b2\"] .wf-name").await;
+            let events = wait_js(c, "the log of the absence in the step's events", "
+                const d = document.querySelector('.detail[data-span=\"b2b2b2b2b2b2b2b2\"]');
+                const ev = d && d.querySelector('.events');
+                return ev && [...ev.querySelectorAll('li')].map(li => li.innerText);
+            ").await;
+            let events: Vec<&str> = events.as_array().expect("list").iter().map(|e| e.as_str().unwrap_or("")).collect();
+            assert_eq!(events.len(), 1, "exactly once: {events:?}");
+            assert!(events[0].contains("sent while the page was away"), "{events:?}");
+            let rows = c.execute("return [...document.querySelectorAll('.wf-row[data-id]')].map(r => r.dataset.id)", vec![]).await.expect("rows");
+            let mut rows: Vec<&str> = rows.as_array().expect("rows").iter().map(|r| r.as_str().unwrap_or("")).collect();
+            rows.sort_unstable();
+            assert_eq!(rows, ["a1a1a1a1a1a1a1a1", "b2b2b2b2b2b2b2b2"], "each step once");
+            let header = c.execute("return document.querySelector('.span-count').textContent", vec![]).await.expect("count");
+            assert!(header.as_str().expect("text").starts_with("2 spans"), "{header}");
+            // The stream asked for twice: when the trace opened, then from the last event
+            // applied before the page was left.
+            let ids = relay.last_event_ids(&stream_path);
+            assert_eq!(ids.len(), 2, "{ids:?}");
+            assert_eq!(ids[1].as_deref(), Some(seen.to_string().as_str()), "{ids:?}");
+
+            // The list: its tenant stream given back too and, shown again, what started
+            // meanwhile read from the newest page (the tenant stream resumes nothing).
+            c.goto(&format!("{page}/#/")).await.expect("list");
+            wait_js(c, "the list, following the tenant stream", &format!(
+                "return !!document.querySelector('tr.trace-row[data-id=\"{id}\"]') && document.getElementById('live').textContent === 'live'"
+            )).await;
+            wait_subscribers(srv, 1.0, "the tenant stream").await;
+            c.execute("window.twKept = 'list'; return true", vec![]).await.expect("mark");
+            c.goto("about:blank").await.expect("away");
+            wait_subscribers(srv, 0.0, "the tenant stream given back by the page left").await;
+            let (status, t2) = post(&client(), format!("{api}/api/v1/traces"), &json!({"name": "started-while-away", "agent_id": "support"})).await;
+            assert_eq!(status, 201, "{t2}");
+            let id2 = t2["trace_id"].as_str().expect("id").to_string();
+            c.back().await.expect("back");
+            wait_js(c, "the list shown again", "return !!document.querySelector('.list-view')").await;
+            let kept = c.execute("return window.twKept || null", vec![]).await.expect("probe");
+            assert_eq!(kept, json!("list"), "the list came back from the back-forward cache, not reloaded");
+            wait_js(c, "the trace started while away, on top", &format!(
+                "const r = document.querySelector('tr.trace-row'); return r && r.dataset.id === '{id2}'"
+            )).await;
+            wait_subscribers(srv, 1.0, "the tenant stream, open again").await;
+            let n = c.execute(&format!("return document.querySelectorAll('tr.trace-row[data-id=\"{id}\"]').length"), vec![]).await.expect("rows");
+            assert_eq!(n, json!(1), "each trace once");
+        })
+        .await;
+    server.stop();
+}
