@@ -10,7 +10,7 @@ use crate::test_app;
 
 /// The `_count` of the write-latency histogram for `op`, as `/metrics` shows it.
 fn writes_timed(m: &traceway_server::Metrics, op: &str) -> u64 {
-    let text = m.render(None, 0);
+    let text = m.render(&traceway_server::metrics::AtScrape::default());
     let prefix = format!("traceway_store_write_seconds_count{{op=\"{op}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
