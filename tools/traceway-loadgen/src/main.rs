@@ -145,7 +145,8 @@ async fn main() -> anyhow::Result<()> {
         args.traces * SPANS_PER_TRACE,
         args.spans_per_request
     );
-    let (requests, sample_trace) = encode_requests(args.traces, args.spans_per_request, args.same_trace);
+    let (requests, sample_trace) =
+        encode_requests(args.traces, args.spans_per_request, args.same_trace);
     let total_spans = (args.traces * SPANS_PER_TRACE) as u64;
     let bytes: usize = requests.iter().map(|r| r.body.len()).sum();
     eprintln!(
