@@ -979,7 +979,11 @@ pub async fn metrics(AxumState(app): AxumState<AppState>) -> Response {
             None
         }
     };
-    let body = app.metrics.render(active, app.store.subscriber_count());
+    let body = app.metrics.render(&crate::metrics::AtScrape {
+        active,
+        subscribers: app.store.subscriber_count(),
+        commit_retries: app.store.commit_retries(),
+    });
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 

@@ -521,6 +521,13 @@ pub trait Lifecycle: Send + Sync + 'static {
 
     /// Finishes pending writes and stops. Later calls fail with `Unavailable`.
     async fn shutdown(&self);
+
+    /// Trace commits this process had to read and compute again because another writer
+    /// committed the trace first (a compare-and-set conflict), since it opened the store.
+    /// Always 0 on a store with one writer (SQLite).
+    fn commit_retries(&self) -> u64 {
+        0
+    }
 }
 
 /// Leases with fencing tokens, which elect the one watchdog of a store.
@@ -844,6 +851,11 @@ pub trait LifecycleLayer: Decorates {
     async fn shutdown(&self) {
         self.inner().shutdown().await
     }
+
+    /// [`Lifecycle::commit_retries`].
+    fn commit_retries(&self) -> u64 {
+        self.inner().commit_retries()
+    }
 }
 
 #[async_trait]
@@ -871,6 +883,10 @@ impl<T: LifecycleLayer> Lifecycle for T {
 
     async fn shutdown(&self) {
         LifecycleLayer::shutdown(self).await
+    }
+
+    fn commit_retries(&self) -> u64 {
+        LifecycleLayer::commit_retries(self)
     }
 }
 

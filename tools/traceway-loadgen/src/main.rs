@@ -7,7 +7,9 @@
 //! token counts, two tool calls, and a retrieval of five documents. Spans are batched into
 //! export requests of `--spans-per-request` spans, children before their root, as an OTel
 //! batch span processor exports them; a trace may straddle two requests. Every request is
-//! encoded before the clock starts, so the generator's own work is sending bytes.
+//! encoded before the clock starts, so the generator's own work is sending bytes. With
+//! `--same-trace`, every run's spans carry one trace id, so the concurrent requests all
+//! append to one trace (the contention case of issue 17).
 //!
 //! Loopback only: the target must be 127.0.0.0/8, ::1 or localhost. Bounded: at most
 //! `--traces` traces, and the run stops after `--timeout`.
@@ -76,6 +78,11 @@ struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Send every agent run into one trace (its spans all carry one trace id), so that
+    /// the concurrent requests all append to the same trace; at most 9,090 runs (a trace
+    /// holds at most 100,000 spans).
+    #[arg(long)]
+    same_trace: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -102,6 +109,8 @@ fn auth_headers(api_key: Option<&str>) -> anyhow::Result<reqwest::header::Header
     Ok(headers)
 }
 const MAX_TRACES: usize = 1_000_000;
+/// The store's bound on one trace (`traceway_store::MAX_SPANS_PER_TRACE`).
+const MAX_SPANS_PER_TRACE: usize = 100_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -111,6 +120,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.concurrency == 0 || args.concurrency > 1024 {
         bail!("--concurrency must be 1 to 1024");
+    }
+    if args.same_trace && args.traces * SPANS_PER_TRACE > MAX_SPANS_PER_TRACE {
+        bail!(
+            "--same-trace takes at most {} traces ({MAX_SPANS_PER_TRACE} spans in one trace)",
+            MAX_SPANS_PER_TRACE / SPANS_PER_TRACE
+        );
     }
     if args.spans_per_request == 0 {
         bail!("--spans-per-request must be positive");
@@ -130,7 +145,8 @@ async fn main() -> anyhow::Result<()> {
         args.traces * SPANS_PER_TRACE,
         args.spans_per_request
     );
-    let (requests, sample_trace) = encode_requests(args.traces, args.spans_per_request);
+    let (requests, sample_trace) =
+        encode_requests(args.traces, args.spans_per_request, args.same_trace);
     let total_spans = (args.traces * SPANS_PER_TRACE) as u64;
     let bytes: usize = requests.iter().map(|r| r.body.len()).sum();
     eprintln!(
@@ -165,17 +181,20 @@ async fn main() -> anyhow::Result<()> {
         .timeout(Duration::from_secs(30))
         .default_headers(auth_headers(args.api_key.as_deref())?)
         .build()?;
+    let traces_sent = if args.same_trace { 1 } else { args.traces };
     let (traces_seen, spans_seen) = wait_queryable(
         &client,
         &args.http,
         &tenant,
-        args.traces as u64,
+        traces_sent as u64,
         total_spans,
         deadline,
     )
     .await?;
     let queryable_after = start.elapsed();
-    check_sample(&client, &args.http, &tenant, sample_trace).await?;
+    if !args.same_trace {
+        check_sample(&client, &args.http, &tenant, sample_trace).await?;
+    }
     let memory = memory.map(MemoryWatch::stop);
 
     let accepted = stats.spans.load(Ordering::Relaxed);
@@ -184,6 +203,7 @@ async fn main() -> anyhow::Result<()> {
         "protocol": format!("{:?}", args.protocol).to_lowercase(),
         "concurrency": args.concurrency,
         "traces": args.traces,
+        "same_trace": args.same_trace,
         "spans": total_spans,
         "spans_per_request": args.spans_per_request,
         "requests": requests.len(),

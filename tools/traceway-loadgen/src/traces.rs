@@ -298,14 +298,28 @@ pub(crate) fn export_request(spans: Vec<Span>) -> ExportTraceServiceRequest {
     }
 }
 
-/// All requests, encoded; and one trace id to check in full at the end.
-pub(crate) fn encode_requests(traces: usize, per_request: usize) -> (Vec<Encoded>, TraceId) {
+/// All requests, encoded; and one trace id to check in full at the end. With
+/// `same_trace`, every agent run's spans carry the first run's trace id: one trace, which
+/// the first root to arrive ends, takes them all (the later ones as late spans, ADR 008).
+pub(crate) fn encode_requests(
+    traces: usize,
+    per_request: usize,
+    same_trace: bool,
+) -> (Vec<Encoded>, TraceId) {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut out = Vec::new();
     let mut pending: Vec<Span> = Vec::with_capacity(per_request);
     let mut sample = None;
+    let mut shared: Option<(TraceId, Vec<u8>)> = None;
     for n in 0..traces {
-        let (id, spans) = agent_trace(n, &mut seed);
+        let (mut id, mut spans) = agent_trace(n, &mut seed);
+        if same_trace {
+            let (first, bytes) = shared.get_or_insert_with(|| (id, id.to_bytes().to_vec()));
+            id = *first;
+            for span in &mut spans {
+                span.trace_id.clone_from(bytes);
+            }
+        }
         if n == traces / 2 {
             sample = Some(id);
         }

@@ -72,6 +72,17 @@ impl Counter {
     }
 }
 
+/// What `/metrics` reads from the store at scrape time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AtScrape {
+    /// The store's count of active traces; `None` when the store could not answer.
+    pub active: Option<u64>,
+    /// Live subscribers of this process.
+    pub subscribers: usize,
+    /// [`traceway_store::Lifecycle::commit_retries`].
+    pub commit_retries: u64,
+}
+
 /// Everything `/metrics` shows that is not read from the store at scrape time. The
 /// handles are resolved once, here, so recording never looks a label set up.
 pub struct Metrics {
@@ -295,10 +306,14 @@ impl Metrics {
             .get()
     }
 
-    /// The OpenMetrics text exposition ([`CONTENT_TYPE`]). `active` is the store's count
-    /// of active traces (absent when the store could not answer), `subscribers` its live
-    /// subscribers.
-    pub fn render(&self, active: Option<u64>, subscribers: usize) -> String {
+    /// The OpenMetrics text exposition ([`CONTENT_TYPE`]). `at_scrape` is what is read
+    /// from the store when it is scraped.
+    pub fn render(&self, at_scrape: &AtScrape) -> String {
+        let AtScrape {
+            active,
+            subscribers,
+            commit_retries,
+        } = *at_scrape;
         let mut scrape = Registry::default();
         if let Some(active) = active {
             let g = Gauge::<i64>::default();
@@ -315,6 +330,14 @@ impl Metrics {
             "traceway_live_subscribers",
             "Live stream subscribers connected to this process",
             g,
+        );
+        let retries = PromCounter::<u64, AtomicU64>::default();
+        retries.inc_by(commit_retries);
+        scrape.register(
+            "traceway_store_commit_retries",
+            "Trace commits read and computed again because another writer committed the \
+             trace first (a compare-and-set conflict; Redis only, between processes)",
+            retries,
         );
         let mut out = String::with_capacity(8192);
         // Writing into a String cannot fail.
@@ -336,7 +359,7 @@ mod tests {
         m.observe_write(WriteOp::Append, Duration::from_micros(50));
         m.observe_write(WriteOp::Append, Duration::from_millis(3));
         m.observe_write(WriteOp::Append, Duration::from_secs(60));
-        let out = m.render(None, 0);
+        let out = m.render(&AtScrape::default());
         let has = |line: &str| assert!(out.contains(line), "{line:?} not in\n{out}");
         has("traceway_store_write_seconds_bucket{le=\"0.0001\",op=\"append\"} 1\n");
         has("traceway_store_write_seconds_bucket{le=\"0.005\",op=\"append\"} 2\n");
@@ -365,7 +388,11 @@ mod tests {
         });
         m.observe_failed_write(WriteOp::Lease, &taken, Duration::from_millis(1));
         assert_eq!(m.write_errors(WriteOp::Append, "overloaded"), 2);
-        let out = m.render(Some(3), 1);
+        let out = m.render(&AtScrape {
+            active: Some(3),
+            subscribers: 1,
+            commit_retries: 7,
+        });
         let has = |line: &str| assert!(out.contains(line), "{line:?} not in\n{out}");
         has("traceway_store_write_errors_total{op=\"append\",kind=\"overloaded\"} 2\n");
         has("traceway_store_write_errors_total{op=\"lease\",kind=\"lease_lost\"} 1\n");
@@ -373,6 +400,7 @@ mod tests {
         has("traceway_store_write_failed_seconds_sum{op=\"append\",kind=\"overloaded\"} 0.006\n");
         has("traceway_active_traces 3\n");
         has("traceway_live_subscribers 1\n");
+        has("traceway_store_commit_retries_total 7\n");
         assert_eq!(m.write_errors(WriteOp::Create, "overloaded"), 0);
     }
 

@@ -275,6 +275,10 @@ impl RedisStore {
 
     /// Reads, computes and commits until no other writer interferes. `step` runs the
     /// write model on what was read; `Ok(None)` writes nothing.
+    ///
+    /// The writers of one trace in this process take turns (the trace's shard of
+    /// `trace_turns`, held from the read to the end of the index update), so a conflict comes
+    /// only from another process; each one is counted in `commit_retries`.
     pub(super) async fn write_trace<T, E: From<BackendError>>(
         &self,
         tenant: &str,
@@ -285,6 +289,9 @@ impl RedisStore {
         mut step: impl FnMut(Option<Loaded<Port>>, Model) -> Result<Option<(Written<Port>, T)>, E>,
     ) -> Result<Option<(Trace, Vec<Event>, T)>, E> {
         const ATTEMPTS: u32 = 200;
+        // Held to the end, the index update included: this process's index updates of
+        // one trace then run in commit order too.
+        let _turn = self.trace_turn(tenant, id).lock().await;
         for attempt in 0..ATTEMPTS {
             let (ver, loaded) = match self
                 .load_for(tenant, id, span_ids, client_keys, filled)
@@ -312,6 +319,7 @@ impl RedisStore {
                 .await?;
                 return Ok(Some((written.trace, written.events, extra)));
             }
+            self.commit_retries.fetch_add(1, Ordering::Relaxed);
             if attempt > 3 {
                 tokio::time::sleep(Duration::from_micros(50 * u64::from(attempt.min(40)))).await;
             } else {

@@ -4,6 +4,10 @@ use super::*;
 
 #[async_trait]
 impl Lifecycle for RedisStore {
+    fn commit_retries(&self) -> u64 {
+        self.commit_retries.load(Ordering::Relaxed)
+    }
+
     async fn active_traces(&self) -> Result<u64, LifecycleError> {
         let now = self.clock.now();
         let mut conn = self.conn()?;

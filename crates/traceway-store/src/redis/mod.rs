@@ -30,6 +30,12 @@ mod reads;
 mod scripts;
 mod workflows;
 
+#[cfg(test)]
+#[path = "../../tests/support/redis_server.rs"]
+mod redis_server;
+#[cfg(test)]
+mod tests;
+
 use self::codec::*;
 use self::commit::*;
 pub use self::config::RedisConfig;
@@ -84,7 +90,16 @@ pub struct RedisStore {
     event_bytes: AtomicUsize,
     seed: u64,
     echoes: Echoes,
+    /// Commits that lost the compare-and-set and were read and computed again.
+    commit_retries: AtomicU64,
+    /// Writes to one trace from this process take turns (ADR 010): a trace's writers
+    /// queue on the shard its tenant and id hash to, so that they do not all read the same
+    /// version and all but one retry. Fixed size, whatever the number of traces.
+    trace_turns: Box<[tokio::sync::Mutex<()>]>,
 }
+
+/// Shards of [`RedisStore::trace_turns`]: enough that two busy traces rarely share one.
+const TRACE_TURNS: usize = 1024;
 
 /// How a trace was found.
 struct Row {
@@ -175,6 +190,10 @@ impl RedisStore {
             event_bytes: AtomicUsize::new(1024),
             seed,
             echoes,
+            commit_retries: AtomicU64::new(0),
+            trace_turns: (0..TRACE_TURNS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         })
     }
 
@@ -192,6 +211,18 @@ impl RedisStore {
     fn new_version(&self) -> String {
         let n = self.versions.fetch_add(1, Ordering::Relaxed);
         format!("{:x}-{n:x}", self.seed)
+    }
+
+    /// The turn the writers of one trace in this process queue on.
+    fn trace_turn(&self, tenant: &str, id: TraceId) -> &tokio::sync::Mutex<()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&self.seed, &mut h);
+        std::hash::Hash::hash(tenant, &mut h);
+        std::hash::Hash::hash(&id, &mut h);
+        // The modulo keeps the index below TRACE_TURNS, which fits in usize.
+        #[allow(clippy::cast_possible_truncation)]
+        let i = (h.finish() % TRACE_TURNS as u64) as usize;
+        &self.trace_turns[i]
     }
 
     fn model(&self, now: Timestamp) -> Model {

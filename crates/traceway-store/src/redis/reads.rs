@@ -758,8 +758,10 @@ impl Traces for RedisStore {
         digest: traceway_core::analysis::AnalysisDigest,
     ) -> Result<bool, TraceError> {
         let k = self.trace_keys(tenant, id);
-        // A conflict is another write since the read: read again; a write that moved
+        // The trace's writers in this process wait (see `write_trace`), so a conflict is
+        // another process's write since the read: read again; a write that moved
         // `last_seq` makes the digest stale and it is dropped below.
+        let _turn = self.trace_turn(tenant, id).lock().await;
         for _ in 0..4 {
             let mut conn = self.conn()?;
             let (doc, ver): (Option<String>, Option<String>) = ::redis::cmd("HMGET")
@@ -790,6 +792,7 @@ impl Traces for RedisStore {
             if n == 1 {
                 return Ok(true);
             }
+            self.commit_retries.fetch_add(1, Ordering::Relaxed);
         }
         Ok(false)
     }
