@@ -1,7 +1,7 @@
 //! Normal forms for comparing calls: tool arguments and results, prompts and error
 //! messages. See ADR 016.
 
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 
 use serde_json::Value;
 
@@ -32,8 +32,13 @@ fn key_form(k: &str) -> String {
 }
 
 /// Keys prepared for [`canonical`], with the set of their lengths (bit `n` for length
-/// `n` < 64), so that most keys are told apart by their length alone.
-pub(crate) struct Volatile(Vec<String>, u64);
+/// `n` < 64) and of their first bytes (ASCII), so that most keys are told apart by their
+/// length or first byte alone.
+pub(crate) struct Volatile {
+    forms: Vec<String>,
+    lengths: u64,
+    firsts: u128,
+}
 
 impl Volatile {
     pub fn new(keys: &[String]) -> Volatile {
@@ -42,28 +47,46 @@ impl Volatile {
             .iter()
             .filter(|f| f.len() < 64)
             .fold(0u64, |m, f| m | 1 << f.len());
-        Volatile(forms, lengths)
+        let firsts = forms
+            .iter()
+            .filter_map(|f| f.bytes().next())
+            .filter(u8::is_ascii)
+            .fold(0u128, |m, b| m | 1 << b);
+        Volatile {
+            forms,
+            lengths,
+            firsts,
+        }
     }
     fn contains(&self, k: &str) -> bool {
-        // This runs for every key of every argument object: the normal form is built on
-        // the stack, once per key. Volatile keys are ASCII and short; a key that is not
-        // (or longer than 64 bytes) is never one.
+        // This runs for every key of every argument object. Volatile keys are ASCII and
+        // short; a key that is not (or whose normal form is longer than 64 bytes) is never
+        // one. The length of the normal form and its first byte are checked before it is
+        // built (on the stack).
+        let bytes = k.as_bytes();
+        let n = bytes.iter().filter(|&&b| b != b'_' && b != b'-').count();
+        if n > 64 || (n < 64 && self.lengths & (1 << n) == 0) {
+            return false;
+        }
+        let first = bytes.iter().copied().find(|&b| b != b'_' && b != b'-');
+        if let Some(b) = first {
+            if !b.is_ascii() || self.firsts & (1 << b.to_ascii_lowercase()) == 0 {
+                return false;
+            }
+        }
         let mut buf = [0u8; 64];
-        let mut n = 0;
-        for b in k.bytes() {
+        let mut i = 0;
+        for &b in bytes {
             if b == b'_' || b == b'-' {
                 continue;
             }
-            if n == buf.len() || !b.is_ascii() {
+            if !b.is_ascii() {
                 return false;
             }
-            buf[n] = b.to_ascii_lowercase();
-            n += 1;
+            buf[i] = b.to_ascii_lowercase();
+            i += 1;
         }
-        if n < 64 && self.1 & (1 << n) == 0 {
-            return false;
-        }
-        self.0.iter().any(|v| v.as_bytes() == &buf[..n])
+        self.forms.iter().any(|v| v.as_bytes() == &buf[..n])
     }
 }
 
@@ -170,11 +193,19 @@ pub(crate) fn canonical(v: &Value, volatile: &Volatile, out: &mut String) {
     }
 }
 
-/// A stable 64-bit fingerprint of a canonical form.
-pub(crate) fn fingerprint(s: &str) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
+/// The 64-bit fingerprints of canonical forms within one analysis: foldhash, seeded per
+/// process and per analysis, so equal forms get equal fingerprints in the analysis and a
+/// client cannot prepare two forms that collide (SipHash with fixed keys, used before, was
+/// both ~5 times slower and unseeded; ADR 037). Fingerprints are never stored.
+pub(crate) struct Fingerprints(foldhash::fast::RandomState);
+
+impl Fingerprints {
+    pub fn new() -> Fingerprints {
+        Fingerprints(foldhash::fast::RandomState::default())
+    }
+    pub fn of(&self, s: &str) -> u64 {
+        self.0.hash_one(s)
+    }
 }
 
 /// At most `max` characters of `s`, with `…` when cut.
@@ -270,5 +301,44 @@ mod tests {
             normalize_message("rate limited (503)")
         );
         assert_eq!(normalize_message("KeyError: user"), "KeyError: user");
+    }
+
+    /// What `Volatile::contains` must answer: the key's normal form is one of the forms.
+    fn contains_by_definition(keys: &[String], k: &str) -> bool {
+        k.is_ascii() && keys.iter().any(|v| key_form(v) == key_form(k))
+    }
+
+    #[test]
+    fn volatile_keys_match_by_their_normal_form() {
+        let keys: Vec<String> = DEFAULT_VOLATILE_KEYS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let v = Volatile::new(&keys);
+        for k in ["Request-ID", "request_id", "TS", "_ts_", "created-At", "nonce"] {
+            assert!(v.contains(k), "{k}");
+        }
+        for k in ["", "_", "turn", "ok", "k", "tss", "requestidx", "tïme", "ſs"] {
+            assert!(!v.contains(k), "{k}");
+        }
+        // A normal form of 64 bytes is compared; a longer one never matches.
+        let long = format!("{}x", "a".repeat(63));
+        let longer = format!("{}x", "a".repeat(64));
+        let v = Volatile::new(&[long.clone(), longer.clone(), "_".into()]);
+        assert!(v.contains(&long.to_uppercase()) && v.contains("") && v.contains("-"));
+        assert!(!v.contains(&long[1..]) && !v.contains(&longer));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn volatile_contains_is_the_normal_form_test(
+            keys in proptest::collection::vec("[a-zA-Z_\\-é]{0,6}", 0..6),
+            k in "[a-zA-Z_\\-é]{0,7}",
+        ) {
+            let v = Volatile::new(&keys);
+            proptest::prop_assert_eq!(v.contains(&k), contains_by_definition(&keys, &k));
+            let known = keys.first().cloned().unwrap_or_default();
+            proptest::prop_assert_eq!(v.contains(&known), contains_by_definition(&keys, &known));
+        }
     }
 }
