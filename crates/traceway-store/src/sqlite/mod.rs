@@ -497,12 +497,11 @@ impl Traces for SqliteStore {
                 bodies.push_str(body);
                 latest.insert(span_id, (at, bodies.len()));
             }
-            let mut spans = latest
+            let spans = latest
                 .values()
                 .map(|&(from, to)| span_of_event_body(&bodies[from..to]))
                 .collect::<Result<Vec<Span>, _>>()?;
-            spans.sort_by_key(|s| (s.start_time, s.span_id));
-            Ok(Some((trace, spans)))
+            Ok(Some((trace, crate::shared::sort_spans(spans))))
         })
         .await
     }
