@@ -32,13 +32,8 @@ fn key_form(k: &str) -> String {
 }
 
 /// Keys prepared for [`canonical`], with the set of their lengths (bit `n` for length
-/// `n` < 64) and of their first bytes (ASCII), so that most keys are told apart by their
-/// length or first byte alone.
-pub(crate) struct Volatile {
-    forms: Vec<String>,
-    lengths: u64,
-    firsts: u128,
-}
+/// `n` < 64), so that most keys are told apart by their length alone.
+pub(crate) struct Volatile(Vec<String>, u64);
 
 impl Volatile {
     pub fn new(keys: &[String]) -> Volatile {
@@ -47,46 +42,28 @@ impl Volatile {
             .iter()
             .filter(|f| f.len() < 64)
             .fold(0u64, |m, f| m | 1 << f.len());
-        let firsts = forms
-            .iter()
-            .filter_map(|f| f.bytes().next())
-            .filter(u8::is_ascii)
-            .fold(0u128, |m, b| m | 1 << b);
-        Volatile {
-            forms,
-            lengths,
-            firsts,
-        }
+        Volatile(forms, lengths)
     }
     fn contains(&self, k: &str) -> bool {
-        // This runs for every key of every argument object. Volatile keys are ASCII and
-        // short; a key that is not (or whose normal form is longer than 64 bytes) is never
-        // one. The length of the normal form and its first byte are checked before it is
-        // built (on the stack).
-        let bytes = k.as_bytes();
-        let n = bytes.iter().filter(|&&b| b != b'_' && b != b'-').count();
-        if n > 64 || (n < 64 && self.lengths & (1 << n) == 0) {
-            return false;
-        }
-        let first = bytes.iter().copied().find(|&b| b != b'_' && b != b'-');
-        if let Some(b) = first {
-            if !b.is_ascii() || self.firsts & (1 << b.to_ascii_lowercase()) == 0 {
-                return false;
-            }
-        }
+        // This runs for every key of every argument object: the normal form is built on
+        // the stack, once per key. Volatile keys are ASCII and short; a key that is not
+        // (or longer than 64 bytes) is never one.
         let mut buf = [0u8; 64];
-        let mut i = 0;
-        for &b in bytes {
+        let mut n = 0;
+        for b in k.bytes() {
             if b == b'_' || b == b'-' {
                 continue;
             }
-            if !b.is_ascii() {
+            if n == buf.len() || !b.is_ascii() {
                 return false;
             }
-            buf[i] = b.to_ascii_lowercase();
-            i += 1;
+            buf[n] = b.to_ascii_lowercase();
+            n += 1;
         }
-        self.forms.iter().any(|v| v.as_bytes() == &buf[..n])
+        if n < 64 && self.1 & (1 << n) == 0 {
+            return false;
+        }
+        self.0.iter().any(|v| v.as_bytes() == &buf[..n])
     }
 }
 
@@ -196,7 +173,8 @@ pub(crate) fn canonical(v: &Value, volatile: &Volatile, out: &mut String) {
 /// The 64-bit fingerprints of canonical forms within one analysis: foldhash, seeded per
 /// process and per analysis, so equal forms get equal fingerprints in the analysis and a
 /// client cannot prepare two forms that collide (SipHash with fixed keys, used before, was
-/// both ~5 times slower and unseeded; ADR 037). Fingerprints are never stored.
+/// unseeded and ~2 M instructions of the bench trace's analysis; ADR 037). Fingerprints
+/// are never stored.
 pub(crate) struct Fingerprints(foldhash::fast::RandomState);
 
 impl Fingerprints {
