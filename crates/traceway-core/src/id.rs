@@ -426,12 +426,21 @@ mod tests {
     fn ids_serialize_with_their_leading_zeros() {
         for v in [1u64, 0xf, 1 << 63, u64::MAX] {
             let id = SpanId::from_u64(v).unwrap();
-            assert_eq!(serde_json::to_value(id).unwrap(), serde_json::json!(format!("{v:016x}")));
+            assert_eq!(
+                serde_json::to_value(id).unwrap(),
+                serde_json::json!(format!("{v:016x}"))
+            );
             let t = TraceId::from_u128(u128::from(v)).unwrap();
-            assert_eq!(serde_json::to_value(t).unwrap(), serde_json::json!(format!("{v:032x}")));
+            assert_eq!(
+                serde_json::to_value(t).unwrap(),
+                serde_json::json!(format!("{v:032x}"))
+            );
         }
         let t = TraceId::from_u128(u128::MAX).unwrap();
-        assert_eq!(serde_json::to_value(t).unwrap(), serde_json::json!("f".repeat(32)));
+        assert_eq!(
+            serde_json::to_value(t).unwrap(),
+            serde_json::json!("f".repeat(32))
+        );
     }
 
     proptest! {

@@ -293,10 +293,27 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         let v = Volatile::new(&keys);
-        for k in ["Request-ID", "request_id", "TS", "_ts_", "created-At", "nonce"] {
+        for k in [
+            "Request-ID",
+            "request_id",
+            "TS",
+            "_ts_",
+            "created-At",
+            "nonce",
+        ] {
             assert!(v.contains(k), "{k}");
         }
-        for k in ["", "_", "turn", "ok", "k", "tss", "requestidx", "tïme", "ſs"] {
+        for k in [
+            "",
+            "_",
+            "turn",
+            "ok",
+            "k",
+            "tss",
+            "requestidx",
+            "tïme",
+            "ſs",
+        ] {
             assert!(!v.contains(k), "{k}");
         }
         // A normal form of 64 bytes is compared; a longer one never matches.

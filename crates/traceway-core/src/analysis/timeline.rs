@@ -225,8 +225,9 @@ pub struct Segment {
     pub span_id: SpanId,
     /// Its kind.
     pub kind: SpanKind,
-    /// Its name (shared by the segments of spans with the same name: a path of thousands
-    /// of stretches has a handful of names; ADR 037).
+    // Shared by the segments of spans with the same name: a path of thousands of
+    // stretches has a handful of names (ADR 037). Serialised as a string.
+    /// Its name.
     #[serde(serialize_with = "shared_str")]
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub name: Arc<str>,
@@ -338,9 +339,8 @@ impl Timeline {
         let mut by_kind: rustc_hash::FxHashMap<&'static str, i64> = Default::default();
         let mut by_model: rustc_hash::FxHashMap<&str, i64> = Default::default();
         let mut shared: rustc_hash::FxHashMap<&'s str, Arc<str>> = Default::default();
-        let mut share = |s: &'s str| -> Arc<str> {
-            shared.entry(s).or_insert_with(|| Arc::from(s)).clone()
-        };
+        let mut share =
+            |s: &'s str| -> Arc<str> { shared.entry(s).or_insert_with(|| Arc::from(s)).clone() };
         let segments = self
             .segments
             .iter()
