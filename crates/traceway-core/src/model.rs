@@ -999,6 +999,14 @@ pub struct Event {
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_kind_sits_at_its_discriminant_in_all() {
+        // The analysis counts spans per kind in an array indexed by `kind as usize`.
+        for (i, k) in SpanKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{k:?}");
+        }
+    }
+
     fn st(s: &str) -> State {
         s.parse().unwrap()
     }

@@ -27,7 +27,7 @@ pub use digest::{
 pub use normalize::{normalize_message, DEFAULT_VOLATILE_KEYS};
 pub use timeline::{critical_path, span_timings, CriticalPath, PathShare, Segment, SpanTiming};
 
-use normalize::{canonical, fingerprint, preview, Volatile};
+use normalize::{canonical, preview, Fingerprints, Volatile};
 use timeline::{end_or_now, ms, Timeline};
 
 /// Thresholds of the analysis. Every field has a default; the HTTP route takes them as
@@ -473,14 +473,16 @@ impl<'a> Prepared<'a> {
 
     fn summary(&mut self) -> Summary {
         let (spans, now, t) = (self.spans, self.now, &self.timeline);
-        let mut kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let mut components: BTreeMap<&str, Group> = BTreeMap::new();
-        let mut models: BTreeMap<&str, ModelStats> = BTreeMap::new();
-        let mut tools: BTreeMap<&str, ToolStats> = BTreeMap::new();
+        // Hash maps and a count per kind, ordered once at the end: a B-tree of string keys
+        // compared every span's keys against several others (ADR 037).
+        let mut kinds = [0u64; SpanKind::ALL.len()];
+        let mut components: HashMap<&str, Group> = HashMap::default();
+        let mut models: HashMap<&str, ModelStats> = HashMap::default();
+        let mut tools: HashMap<&str, ToolStats> = HashMap::default();
         let mut retrievals = RetrievalStats::default();
         let mut error_count = 0;
         for (i, s) in spans.iter().enumerate() {
-            *kinds.entry(s.kind.as_str()).or_default() += 1;
+            kinds[s.kind as usize] += 1;
             error_count += u64::from(s.status.code == StatusCode::Error);
             if let Some(c) = &s.component_id {
                 components
@@ -562,6 +564,12 @@ impl<'a> Prepared<'a> {
                 .then(a.model.cmp(&b.model))
         });
         let mut tools: Vec<ToolStats> = tools.into_values().collect();
+        let mut components: Vec<(&str, Group)> = components.into_iter().collect();
+        components.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let components: Vec<TimingStats> = components
+            .into_iter()
+            .map(|(k, mut g)| g.stats(k.to_string(), None))
+            .collect();
         tools.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.tool.cmp(&b.tool)));
         Summary {
             state: self.trace.state.clone(),
@@ -576,11 +584,13 @@ impl<'a> Prepared<'a> {
             span_count: spans.len() as u64,
             running_spans: spans.iter().filter(|s| !s.is_ended()).count() as u64,
             error_count,
-            kinds: kinds.into_iter().map(|(k, n)| (k.to_string(), n)).collect(),
-            components: components
-                .into_iter()
-                .map(|(k, mut g)| g.stats(k.to_string(), None))
+            kinds: SpanKind::ALL
+                .iter()
+                .zip(kinds)
+                .filter(|&(_, n)| n > 0)
+                .map(|(k, n)| (k.as_str().to_string(), n))
                 .collect(),
+            components,
             names,
             models,
             tools,
@@ -788,11 +798,12 @@ impl<'a> Prepared<'a> {
         };
         // Calls are compared by the fingerprint of their canonical form, written into one
         // buffer; the form itself is kept only for the findings reported.
+        let fingerprints = Fingerprints::new();
         let mut buf = String::new();
         let mut fp = |v: &Value| -> u64 {
             buf.clear();
             canonical(v, &volatile, &mut buf);
-            fingerprint(&buf)
+            fingerprints.of(&buf)
         };
         let shown = |v: &Value| -> String {
             let mut out = String::new();
@@ -951,7 +962,7 @@ impl<'a> Prepared<'a> {
             } else {
                 continue;
             }
-            let k = (l.model.as_deref(), fingerprint(&p));
+            let k = (l.model.as_deref(), fingerprints.of(&p));
             prompts
                 .entry(k)
                 .or_insert_with(|| {

@@ -2,6 +2,8 @@
 //! (children clamped to their parent, running spans counted up to `now`), self time, and
 //! the critical path. See ADR 016.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::index::SpanIndex;
@@ -223,11 +225,19 @@ pub struct Segment {
     pub span_id: SpanId,
     /// Its kind.
     pub kind: SpanKind,
+    // Shared by the segments of spans with the same name: a path of thousands of
+    // stretches has a handful of names (ADR 037). Serialised as a string.
     /// Its name.
-    pub name: String,
+    #[serde(serialize_with = "shared_str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub name: Arc<str>,
     /// Its model, for an LLM span.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "shared_opt_str"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub model: Option<Arc<str>>,
     /// Distance from its root.
     pub depth: usize,
     /// Where the stretch starts.
@@ -242,6 +252,17 @@ pub struct Segment {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     #[cfg_attr(feature = "openapi", schema(required = false))]
     pub running: bool,
+}
+
+fn shared_str<S: serde::Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v)
+}
+
+fn shared_opt_str<S: serde::Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_some(&**v),
+        None => s.serialize_none(),
+    }
 }
 
 /// One group's share of the critical path.
@@ -312,11 +333,14 @@ fn shares(mut v: Vec<(String, i64)>, total: i64) -> Vec<PathShare> {
 }
 
 impl Timeline {
-    pub fn critical_path(&self, spans: &[Span]) -> CriticalPath {
+    pub fn critical_path<'s>(&self, spans: &'s [Span]) -> CriticalPath {
         let depth = &self.depth;
         let total: i64 = self.segments.iter().map(|&(_, s, e)| e - s).sum();
         let mut by_kind: rustc_hash::FxHashMap<&'static str, i64> = Default::default();
         let mut by_model: rustc_hash::FxHashMap<&str, i64> = Default::default();
+        let mut shared: rustc_hash::FxHashMap<&'s str, Arc<str>> = Default::default();
+        let mut share =
+            |s: &'s str| -> Arc<str> { shared.entry(s).or_insert_with(|| Arc::from(s)).clone() };
         let segments = self
             .segments
             .iter()
@@ -330,8 +354,8 @@ impl Timeline {
                 Segment {
                     span_id: span.span_id,
                     kind: span.kind,
-                    name: span.name.clone(),
-                    model: model.map(str::to_string),
+                    name: share(&span.name),
+                    model: model.map(&mut share),
                     depth: depth[i],
                     start: Timestamp::from_unix_nanos(s),
                     offset_ms: ms(s - self.window.map_or(s, |w| w.0)),

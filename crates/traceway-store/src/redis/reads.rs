@@ -339,8 +339,7 @@ impl Traces for RedisStore {
                 break;
             }
         }
-        let mut spans: Vec<Span> = latest.into_values().collect();
-        spans.sort_by_key(|s| (s.start_time, s.span_id));
+        let spans = crate::shared::sort_spans(latest.into_values().collect());
         Ok(Some((l.trace, spans)))
     }
 

@@ -481,23 +481,27 @@ impl Traces for SqliteStore {
                      AND type IN ('span_started', 'span_ended') ORDER BY seq",
                 )
                 .map_err(internal)?;
-            let rows = stmt
-                .query_map([rowid], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-                })
-                .map_err(internal)?;
-            let mut latest: std::collections::HashMap<i64, String> =
+            // The bodies are copied into one buffer and each span's latest is kept by its
+            // place in it: one allocation for the trace rather than one per event (ADR 037).
+            let mut rows = stmt.query([rowid]).map_err(internal)?;
+            let mut bodies = String::new();
+            let mut latest: std::collections::HashMap<i64, (usize, usize)> =
                 std::collections::HashMap::new();
-            for row in rows {
-                let (span_id, body) = row.map_err(internal)?;
-                latest.insert(span_id, body);
+            while let Some(r) = rows.next().map_err(internal)? {
+                let span_id = r.get::<_, i64>(0).map_err(internal)?;
+                let body = r
+                    .get_ref(1)
+                    .and_then(|v| Ok(v.as_str()?))
+                    .map_err(internal)?;
+                let at = bodies.len();
+                bodies.push_str(body);
+                latest.insert(span_id, (at, bodies.len()));
             }
-            let mut spans = latest
+            let spans = latest
                 .values()
-                .map(|b| span_of_event_body(b))
+                .map(|&(from, to)| span_of_event_body(&bodies[from..to]))
                 .collect::<Result<Vec<Span>, _>>()?;
-            spans.sort_by_key(|s| (s.start_time, s.span_id));
-            Ok(Some((trace, spans)))
+            Ok(Some((trace, crate::shared::sort_spans(spans))))
         })
         .await
     }
