@@ -113,7 +113,7 @@ impl WorkflowContexts for SqliteStore {
     ) -> Result<Option<WorkflowContext>, WorkflowError> {
         checked_instance(instance)?;
         let (tenant, instance) = (tenant.to_string(), instance.to_string());
-        self.read(move |c, now| {
+        self.read_point(move |c, now| {
             let body: Option<String> = c
                 .prepare_cached(
                     "SELECT body FROM workflow_contexts WHERE tenant = ?1 AND instance_id = ?2 \
