@@ -391,8 +391,13 @@ async fn every_acknowledged_workflow_context_survives_kill_9() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path());
     let c = client();
-    let traceparent =
-        |w: u64, i: u64| format!("00-{:032x}-{:016x}-01", (u128::from(w) << 64) | u128::from(i + 1), i + 1);
+    let traceparent = |w: u64, i: u64| {
+        format!(
+            "00-{:032x}-{:016x}-01",
+            (u128::from(w) << 64) | u128::from(i + 1),
+            i + 1
+        )
+    };
     let acked: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
     let mut writers = Vec::new();
     for w in 1..=2u64 {
