@@ -39,6 +39,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// This process's CPU time (user + system), from `/proc/self/stat` (Linux; ticks of
+/// 1/100 s), so a run shows whether the load tool itself used up the machine.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -76,6 +87,9 @@ async fn main() -> anyhow::Result<()> {
                     .send()
                     .await?;
                 anyhow::ensure!(r.status() == 200, "PUT answered {}", r.status());
+                // Read to the end: a response dropped unread closes its connection, and
+                // the next request would pay for a new one.
+                let _ = r.bytes().await?;
                 puts += t0.elapsed();
                 let r = client
                     .get(&url)
@@ -100,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
     lat.sort();
     let n = lat.len();
     println!(
-        "contexts={n} concurrency={} elapsed_s={:.3} put_get_p50_ms={:.3} put_get_p99_ms={:.3} put_get_max_ms={:.3} contexts_per_s={:.0} mean_put_ms={:.3}",
+        "contexts={n} concurrency={} elapsed_s={:.3} put_get_p50_ms={:.3} put_get_p99_ms={:.3} put_get_max_ms={:.3} contexts_per_s={:.0} mean_put_ms={:.3} client_cpu_s={}",
         args.concurrency,
         elapsed.as_secs_f64(),
         percentile(&lat, 0.50).as_secs_f64() * 1e3,
@@ -108,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
         n as f64 / elapsed.as_secs_f64(),
         put_time.as_secs_f64() * 1e3 / n.max(1) as f64,
+        cpu_seconds().map_or_else(|| "unknown".to_string(), |s| format!("{s:.2}")),
     );
     Ok(())
 }

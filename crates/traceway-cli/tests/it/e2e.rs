@@ -384,6 +384,72 @@ async fn every_acknowledged_event_survives_kill_9() {
     server.stop();
 }
 
+/// A lone PUT is answered by the writer thread itself (ADR 002), two at once through the
+/// reply thread; either way the answer comes only after the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_workflow_context_survives_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let c = client();
+    let traceparent = |w: u64, i: u64| {
+        format!(
+            "00-{:032x}-{:016x}-01",
+            (u128::from(w) << 64) | u128::from(i + 1),
+            i + 1
+        )
+    };
+    let acked: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 1..=2u64 {
+        let (c, base, acked) = (c.clone(), server.url.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..100_000u64 {
+                let url = format!("{base}/api/v1/workflows/crash-{w}-{i}/context");
+                let body = json!({"traceparent": traceparent(w, i)});
+                match c.put(&url).json(&body).send().await {
+                    Ok(r) if r.status().is_success() => acked.lock().expect("lock").push((w, i)),
+                    _ => return,
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.lock().expect("lock").len() < 2_000 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.kill9();
+    for w in writers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(
+        acked.len() >= 2_000,
+        "only {} acknowledged before the kill",
+        acked.len()
+    );
+
+    let server = Server::start(dir.path());
+    let mut lost = Vec::new();
+    for &(w, i) in &acked {
+        let (status, v) = get(
+            &c,
+            format!("{}/api/v1/workflows/crash-{w}-{i}/context", server.url),
+        )
+        .await;
+        if status != 200 || v["traceparent"] != json!(traceparent(w, i)) {
+            lost.push((w, i, status));
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged contexts lost, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
+    server.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_shows_running_and_ended_steps_and_resumes_after_a_server_restart() {
     let dir = tempfile::tempdir().expect("tempdir");

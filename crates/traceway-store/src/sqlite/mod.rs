@@ -161,6 +161,19 @@ impl ReaderPool {
         Ok(conn)
     }
 
+    /// An idle connection, if one is open; never opens one.
+    fn try_take(&self) -> Option<Connection> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// Returns a connection taken with [`ReaderPool::try_take`].
+    fn put_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.keep {
+            idle.push(conn);
+        }
+    }
+
     fn with<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, BackendError>,
@@ -249,6 +262,24 @@ impl SqliteStore {
         let r = tokio::task::spawn_blocking(move || pool.with(|c| f(c, now)))
             .await
             .map_err(|e| BackendError::internal_by("reader task", e))?;
+        Ok(r?)
+    }
+}
+
+impl SqliteStore {
+    /// Runs a point read (one primary-key lookup of a small row) on the calling task when
+    /// a reader connection is idle: it takes a few microseconds, less than handing it to
+    /// the blocking pool and waking the task again. Without an idle connection (opening
+    /// one reads the schema) it goes the way of [`SqliteStore::read`].
+    async fn read_point<T: Send + 'static, E: From<BackendError>>(
+        &self,
+        f: impl FnOnce(&Connection, Timestamp) -> Result<T, BackendError> + Send + 'static,
+    ) -> Result<T, E> {
+        let Some(conn) = self.readers.try_take() else {
+            return self.read(f).await;
+        };
+        let r = f(&conn, self.clock.now());
+        self.readers.put_back(conn);
         Ok(r?)
     }
 }

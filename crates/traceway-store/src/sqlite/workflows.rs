@@ -18,8 +18,11 @@ use crate::{
     WorkflowError, WorkflowStats, MAX_WORKFLOW_PAGE,
 };
 
-/// Expired rows one write deletes at most.
-const PURGE_PER_WRITE: u32 = 16;
+/// Deletes up to 16 expired rows, those one write deletes at most. The limit is written into the SQL: with
+/// `LIMIT ?` SQLite (this build, with STAT4) re-prepared the statement on every execution,
+/// about 80,000 instructions, a quarter of the server's work per PUT in callgrind.
+const PURGE_SQL: &str = "DELETE FROM workflow_contexts WHERE (tenant, instance_id) IN \
+     (SELECT tenant, instance_id FROM workflow_contexts WHERE expires_at <= ?1 LIMIT 16)";
 
 /// A write to the table, run by the writer thread inside its group's transaction.
 pub(crate) enum WorkflowOp {
@@ -42,12 +45,9 @@ pub(crate) fn execute(
     let now_ns = now.unix_nanos();
     match op {
         WorkflowOp::Put { tenant, ctx } => {
-            tx.prepare_cached(
-                "DELETE FROM workflow_contexts WHERE (tenant, instance_id) IN \
-                 (SELECT tenant, instance_id FROM workflow_contexts WHERE expires_at <= ?1 LIMIT ?2)",
-            )
-            .and_then(|mut s| s.execute(params![now_ns, PURGE_PER_WRITE]))
-            .map_err(internal)?;
+            tx.prepare_cached(PURGE_SQL)
+                .and_then(|mut s| s.execute(params![now_ns]))
+                .map_err(internal)?;
             let body = serde_json::to_string(&ctx)
                 .map_err(|e| BackendError::internal_by("encode context", e))?;
             tx.prepare_cached(
@@ -113,7 +113,7 @@ impl WorkflowContexts for SqliteStore {
     ) -> Result<Option<WorkflowContext>, WorkflowError> {
         checked_instance(instance)?;
         let (tenant, instance) = (tenant.to_string(), instance.to_string());
-        self.read(move |c, now| {
+        self.read_point(move |c, now| {
             let body: Option<String> = c
                 .prepare_cached(
                     "SELECT body FROM workflow_contexts WHERE tenant = ?1 AND instance_id = ?2 \
@@ -190,5 +190,58 @@ impl WorkflowContexts for SqliteStore {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::StatementStatus;
+
+    fn put(tx: &Transaction<'_>, instance: &str, now: i64, expires: i64) {
+        let ctx = WorkflowContext {
+            instance_id: instance.to_string(),
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: None,
+            agent: None,
+            metadata: Default::default(),
+            stored_at: Timestamp::from_unix_nanos(now),
+            expires_at: Timestamp::from_unix_nanos(expires),
+        };
+        let op = WorkflowOp::Put {
+            tenant: "t".into(),
+            ctx: Box::new(ctx),
+        };
+        execute(tx, op, Timestamp::from_unix_nanos(now)).expect("put");
+    }
+
+    /// Each PUT deletes at most 16 expired rows, and its statements stay prepared from one
+    /// PUT to the next (a re-prepare compiles the SQL again on every write).
+    #[test]
+    fn a_put_purges_sixteen_expired_rows_without_re_preparing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn =
+            super::super::schema::open_writer_connection(&dir.path().join("t.db")).expect("open");
+        let tx = conn.transaction().expect("begin");
+        for i in 0..20 {
+            put(&tx, &format!("old-{i}"), 1_000, 2_000 + i);
+        }
+        let expired = |tx: &Transaction<'_>| -> i64 {
+            tx.query_row(
+                "SELECT count(*) FROM workflow_contexts WHERE expires_at <= 1000000",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count")
+        };
+        assert_eq!(expired(&tx), 20);
+        put(&tx, "new-0", 1_000_000, 9_000_000);
+        assert_eq!(expired(&tx), 4, "one PUT deletes 16 expired rows");
+        for i in 1..5 {
+            put(&tx, &format!("new-{i}"), 1_000_000 + i, 9_000_000);
+        }
+        assert_eq!(expired(&tx), 0);
+        let s = tx.prepare_cached(PURGE_SQL).expect("cached");
+        assert_eq!(s.get_status(StatementStatus::RePrepare), 0);
     }
 }

@@ -49,6 +49,14 @@ impl Acker {
         Ok((tx, handle))
     }
 
+    /// Whether a committed command's result has something for the hub.
+    pub(super) fn publishes(r: &Result<OpResult, OpError>) -> bool {
+        matches!(
+            r,
+            Ok(OpResult::Trace(..) | OpResult::Append(..) | OpResult::Orphaned(_))
+        )
+    }
+
     fn publish(hub: &crate::InProcessHub, results: &[(ReplyTo, Result<OpResult, OpError>)]) {
         let publish = |trace: &Trace, events: &[Event]| {
             let meta = crate::TraceMeta {

@@ -155,6 +155,15 @@ pub(super) fn commit_group(
             .map_err(|e| BackendError::internal_by("commit", e)),
     };
     match outcome {
+        // A lone command with nothing to publish (a workflow context, a lease, a key) is
+        // answered here: one wake-up of its caller instead of two (this thread waking the
+        // reply thread, which wakes the caller). Nothing it wrote goes to the hub, so the
+        // hub's commit order does not depend on which thread replies.
+        Ok(()) if results.len() == 1 && !Acker::publishes(&results[0].1) => {
+            for (reply, r) in results {
+                let _ = reply.send(r);
+            }
+        }
         Ok(()) => send_acks(acks, Acks::Committed(results)),
         Err(e) => {
             cache.clear();
