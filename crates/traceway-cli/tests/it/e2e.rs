@@ -327,20 +327,7 @@ async fn every_acknowledged_event_survives_kill_9() {
         }));
     }
     // Let a few hundred batches through, then kill without warning.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while acked.lock().expect("lock").len() < 3_000 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    server.kill9();
-    for w in writers {
-        let _ = w.await;
-    }
-    let acked = acked.lock().expect("lock").clone();
-    assert!(
-        acked.len() >= 3_000,
-        "only {} acknowledged before the kill",
-        acked.len()
-    );
+    let acked = kill9_once_acknowledged(server, &acked, 3_000, writers).await;
 
     let server = Server::start(dir.path());
     let (status, v) = get(&c, format!("{}/api/v1/traces/{id}", server.url)).await;
@@ -413,20 +400,7 @@ async fn every_acknowledged_workflow_context_survives_kill_9() {
             }
         }));
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while acked.lock().expect("lock").len() < 2_000 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    server.kill9();
-    for w in writers {
-        let _ = w.await;
-    }
-    let acked = acked.lock().expect("lock").clone();
-    assert!(
-        acked.len() >= 2_000,
-        "only {} acknowledged before the kill",
-        acked.len()
-    );
+    let acked = kill9_once_acknowledged(server, &acked, 2_000, writers).await;
 
     let server = Server::start(dir.path());
     let mut lost = Vec::new();
@@ -776,4 +750,30 @@ async fn show_prints_every_span_of_a_trace_answered_page_by_page() {
         v["spans"][0]["children"].as_array().map(Vec::len),
         Some((SPANS - 1) as usize)
     );
+}
+
+/// Waits (up to 20 s) until the writers have `n` writes acknowledged, kills the server
+/// with SIGKILL, waits for the writers to stop and returns every write acknowledged;
+/// fails if fewer than `n` were.
+async fn kill9_once_acknowledged<T: Clone>(
+    server: Server,
+    acked: &Mutex<Vec<T>>,
+    n: usize,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+) -> Vec<T> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.lock().expect("lock").len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.kill9();
+    for w in writers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(
+        acked.len() >= n,
+        "only {} acknowledged before the kill",
+        acked.len()
+    );
+    acked
 }

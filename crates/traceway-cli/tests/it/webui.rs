@@ -330,6 +330,22 @@ async fn append(server: &Server, bearer: Option<&str>, trace: &str, events: Valu
     assert_eq!(r.status(), reqwest::StatusCode::OK, "{:?}", r.text().await);
 }
 
+/// A running trace of agent `support` named `name`, with its root agent step started 3 s
+/// ago; its id.
+async fn running_trace(server: &Server, name: &str) -> String {
+    let (status, t) = post(
+        &client(),
+        format!("{}/api/v1/traces", server.url),
+        &json!({"name": name, "agent_id": "support"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{t}");
+    let id = t["trace_id"].as_str().expect("id").to_string();
+    append(server, None, &id, json!([{"type": "span_started", "span": {
+        "span_id": "a1a1a1a1a1a1a1a1", "kind": "agent", "name": "support-agent", "start_time": at(3000)}}])).await;
+    id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ingested_otlp_trace_is_listed_and_opens_into_its_waterfall_and_step_details() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -773,16 +789,7 @@ async fn the_list_pages_through_the_cursor_as_it_scrolls_draws_only_the_rows_in_
 async fn a_dropped_stream_is_resumed_with_last_event_id_and_misses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path());
-    let (status, t) = post(
-        &client(),
-        format!("{}/api/v1/traces", server.url),
-        &json!({"name": "flaky-network-run", "agent_id": "support"}),
-    )
-    .await;
-    assert_eq!(status, 201, "{t}");
-    let id = t["trace_id"].as_str().expect("id").to_string();
-    append(&server, None, &id, json!([{"type": "span_started", "span": {
-        "span_id": "a1a1a1a1a1a1a1a1", "kind": "agent", "name": "support-agent", "start_time": at(3000)}}])).await;
+    let id = running_trace(&server, "flaky-network-run").await;
     // The browser reaches the server through a relay the test can cut.
     let relay = Relay::start(&server.url).await;
     let browser = Browser::start().await;
@@ -874,16 +881,7 @@ async fn wait_subscribers(server: &Server, want: f64, what: &str) {
 async fn a_page_left_for_another_gives_back_its_stream_and_resumes_it_when_shown_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path());
-    let (status, t) = post(
-        &client(),
-        format!("{}/api/v1/traces", server.url),
-        &json!({"name": "left-and-back-run", "agent_id": "support"}),
-    )
-    .await;
-    assert_eq!(status, 201, "{t}");
-    let id = t["trace_id"].as_str().expect("id").to_string();
-    append(&server, None, &id, json!([{"type": "span_started", "span": {
-        "span_id": "a1a1a1a1a1a1a1a1", "kind": "agent", "name": "support-agent", "start_time": at(3000)}}])).await;
+    let id = running_trace(&server, "left-and-back-run").await;
     // Through a relay that keeps the requests' heads, to read the resumed stream's.
     let relay = Relay::start(&server.url).await;
     let browser = Browser::start().await;
