@@ -89,6 +89,14 @@ pub struct ServeArgs {
     #[serde(default, deserialize_with = "opt_duration")]
     pub stream_grace: Option<Duration>,
 
+    /// Longest time one live-stream response stays open: then the server sends a last
+    /// comment and ends it, and the client reconnects (a trace's stream with
+    /// `Last-Event-ID`, resuming exactly); a bound on each connection's resources, as
+    /// proxies and load balancers put on long responses (ADR 007) [default: 30m].
+    #[arg(long, env = "TRACEWAY_STREAM_MAX_LIFETIME", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub stream_max_lifetime: Option<Duration>,
+
     /// Longest `wait=` a read may ask for [default: 60s].
     #[arg(long, env = "TRACEWAY_MAX_WAIT", value_parser = humantime::parse_duration)]
     #[serde(default, deserialize_with = "opt_duration")]
@@ -277,6 +285,8 @@ pub struct Config {
     pub sse_keepalive: Duration,
     /// Time a trace's stream stays open after it ended.
     pub stream_grace: Duration,
+    /// Longest time one live-stream response stays open.
+    pub stream_max_lifetime: Duration,
     /// Cap on `wait=`.
     pub max_wait: Duration,
     /// The watchdog.
@@ -505,7 +515,15 @@ impl Config {
                 traceway_store::Prices::with_overrides(o)
             }
         };
+        let stream_max_lifetime = args
+            .stream_max_lifetime
+            .or(file.stream_max_lifetime)
+            .unwrap_or(Duration::from_secs(30 * 60));
+        if stream_max_lifetime.is_zero() {
+            anyhow::bail!("stream_max_lifetime must be positive");
+        }
         Ok(Config {
+            stream_max_lifetime,
             conn_limits,
             analysis_delay: args
                 .analysis_delay
@@ -823,6 +841,24 @@ mod tests {
         let cli = Cli::try_parse_from(["t", "--body-read-timeout", "0s"]).unwrap();
         let err = Config::resolve(cli.serve).unwrap_err().to_string();
         assert!(err.contains("body_read_timeout"), "{err}");
+    }
+
+    #[test]
+    fn stream_max_lifetime_defaults_to_30m_comes_from_the_file_or_a_flag_and_is_positive() {
+        assert_eq!(
+            Config::default().stream_max_lifetime,
+            Duration::from_secs(30 * 60)
+        );
+        let cfg = resolve_file("stream_max_lifetime = \"2h\"\n").unwrap();
+        assert_eq!(cfg.stream_max_lifetime, Duration::from_secs(7200));
+        let cli = Cli::try_parse_from(["t", "--stream-max-lifetime", "2s"]).unwrap();
+        assert_eq!(
+            Config::resolve(cli.serve).unwrap().stream_max_lifetime,
+            Duration::from_secs(2)
+        );
+        let cli = Cli::try_parse_from(["t", "--stream-max-lifetime", "0s"]).unwrap();
+        let err = Config::resolve(cli.serve).unwrap_err().to_string();
+        assert!(err.contains("stream_max_lifetime"), "{err}");
     }
 
     #[test]

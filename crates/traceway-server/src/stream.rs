@@ -43,8 +43,8 @@ pub enum StreamFormat {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct TraceStreamParams {
-    /// Resume after this seq (the `Last-Event-ID` header wins when both are given; at
-    /// most 2^63 - 1).
+    /// Resume after this seq (the `Last-Event-ID` header wins when both are given; each
+    /// must be at most 2^63 - 1, or the request is refused).
     #[param(maximum = 9_223_372_036_854_775_807_u64)]
     after_seq: Option<u64>,
     /// `json` (each event's JSON, default) or `streaming` (one readable line per event).
@@ -71,6 +71,13 @@ pub struct LastEventId {
 const REPLAY_PAGE: u32 = 1000;
 /// SSE events a connection may have waiting before its writer task waits for the client.
 const CONNECTION_BUFFER: usize = 64;
+/// The comment a stream's last message is when it has been open `--stream-max-lifetime`.
+const LIFETIME_COMMENT: &str = "stream lifetime reached; reconnect (with Last-Event-ID to resume)";
+
+/// The last message of a stream open for its whole lifetime (ADR 007).
+fn lifetime_reached() -> SseEvent {
+    SseEvent::default().comment(LIFETIME_COMMENT)
+}
 
 fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     match headers.get("last-event-id") {
@@ -126,14 +133,15 @@ fn sse(
 /// `GET /api/v1/traces/{id}/stream`: stored events, then live ones; `Last-Event-ID` (or
 /// `after_seq`) resumes exactly. After `trace_ended` the stream stays open for the grace
 /// period (late spans), then closes. A subscriber that falls behind gets a final `lagged`
-/// event with the seq to resume from.
+/// event with the seq to resume from. Open `--stream-max-lifetime` at most: then a last
+/// comment, and the client resumes with `Last-Event-ID` (ADR 007).
 #[utoipa::path(
     get,
     path = "/api/v1/traces/{id}/stream",
     tag = "streaming",
     operation_id = "traceStream",
     summary = "Stream a trace (SSE)",
-    description = "Server-sent events: the stored events after `after_seq` (or `Last-Event-ID`), then live ones, with no gap and no duplicate. Each SSE message has `id` = the event's `seq`, `event` = its type, and `data` = the event's JSON (`Event`) or, with `format=streaming`, one readable line. After `trace_ended` the stream stays open for the grace period (late spans), then closes. A subscriber that falls behind gets a final `lagged` event whose data is `{\"trace_id\", \"resume_after_seq\"}`. Comments keep the connection alive.",
+    description = "Server-sent events: the stored events after `after_seq` (or `Last-Event-ID`), then live ones, with no gap and no duplicate. Each SSE message has `id` = the event's `seq`, `event` = its type, and `data` = the event's JSON (`Event`) or, with `format=streaming`, one readable line. After `trace_ended` the stream stays open for the grace period (late spans), then closes. A subscriber that falls behind gets a final `lagged` event whose data is `{\"trace_id\", \"resume_after_seq\"}`. Comments keep the connection alive. A response stays open at most the server's `--stream-max-lifetime` (default 30 min): then a last comment says so and the server ends it; reconnecting with `Last-Event-ID` resumes with no gap and no duplicate.",
     params(
         ("id" = TraceId, Path, description = "The trace id: 32 hex digits or a hyphenated UUID, not all zeros."),
         TraceStreamParams,
@@ -159,7 +167,13 @@ pub async fn trace_stream(
     headers: HeaderMap,
     QueryArgs(p): QueryArgs<TraceStreamParams>,
 ) -> Result<Response, ApiError> {
-    let after = crate::bounds::after_seq(last_event_id(&headers)?.or(p.after_seq).unwrap_or(0))?;
+    // Both are checked, even when the header wins: a request is refused for a bad value in
+    // either (schemathesis: `after_seq=2^63` with `Last-Event-ID` was served).
+    let query = p.after_seq.map(crate::bounds::after_seq).transpose()?;
+    let header = last_event_id(&headers)?
+        .map(crate::bounds::after_seq)
+        .transpose()?;
+    let after = header.or(query).unwrap_or(0);
     let permit = app
         .stream_quota
         .acquire(&tenant.0)
@@ -178,6 +192,7 @@ pub async fn trace_stream(
     };
     let (tx, rx) = mpsc::channel(CONNECTION_BUFFER);
     let (grace, keepalive) = (app.config.stream_grace, app.config.sse_keepalive);
+    let end_at = tokio::time::Instant::now() + app.config.stream_max_lifetime;
     let mut shutdown = app.shutdown.clone();
     tokio::spawn(async move {
         let _permit = permit;
@@ -191,6 +206,7 @@ pub async fn trace_stream(
             render,
             tx,
             grace,
+            end_at,
             &mut shutdown,
         )
         .await;
@@ -199,7 +215,8 @@ pub async fn trace_stream(
 }
 
 /// Sends replay then live events until the trace ended (plus grace), the subscriber
-/// lagged, the client left, or the server stops. Errors mean the client is gone.
+/// lagged, the stream's lifetime is over (`end_at`), the client left, or the server
+/// stops. Errors mean the client is gone.
 #[allow(clippy::too_many_arguments)]
 async fn follow_trace(
     store: std::sync::Arc<dyn Store>,
@@ -211,6 +228,7 @@ async fn follow_trace(
     render: Render,
     tx: mpsc::Sender<SseEvent>,
     grace: Duration,
+    end_at: tokio::time::Instant,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ()> {
     let mut last = after;
@@ -241,10 +259,16 @@ async fn follow_trace(
         if !full {
             break;
         }
+        if tokio::time::Instant::now() >= end_at {
+            let _ = tx.send(lifetime_reached()).await;
+            return Ok(());
+        }
     }
     let deadline = tokio::time::sleep(if ended { grace } else { Duration::MAX / 4 });
     tokio::pin!(deadline);
     let mut armed = ended;
+    let lifetime = tokio::time::sleep_until(end_at);
+    tokio::pin!(lifetime);
     loop {
         tokio::select! {
             e = sub.events.recv() => match e {
@@ -269,6 +293,10 @@ async fn follow_trace(
                 }
             },
             _ = &mut deadline, if armed => return Ok(()),
+            _ = &mut lifetime => {
+                let _ = tx.send(lifetime_reached()).await;
+                return Ok(());
+            }
             _ = stopping(shutdown) => return Ok(()),
             _ = tx.closed() => return Err(()),
         }
@@ -298,13 +326,14 @@ pub struct TenantStreamParams {
 /// Live only: event ids are `trace_id:seq`; resume a trace with its own stream. A client
 /// that falls behind gets a last `lagged` event that names, per trace, the seq to resume
 /// after. Holds one slot of the tenant's live-stream quota while open (429 past it).
+/// Open `--stream-max-lifetime` at most, then ends after a last comment (ADR 007).
 #[utoipa::path(
     get,
     path = "/api/v1/stream",
     tag = "streaming",
     operation_id = "tenantStream",
     summary = "Stream the tenant (SSE)",
-    description = "Server-sent events of the tenant's traces as they commit: trace started, state changed, errors and trace ended (every event with `all=true`), filtered by agent or state. Live only: each message's `id` is `trace_id:seq`, `event` the type, `data` the event's JSON or a readable line; resume a trace with its own stream. A subscriber that falls behind gets a final `lagged` event whose data is `{\"trace_id\", \"resume_after_seq\", \"resume\": [{\"trace_id\", \"after_seq\"}], \"resume_complete\"}`: per trace the stream sent, the seq to resume that trace's own stream after. Holds one slot of the tenant's live-stream quota while open.",
+    description = "Server-sent events of the tenant's traces as they commit: trace started, state changed, errors and trace ended (every event with `all=true`), filtered by agent or state. Live only: each message's `id` is `trace_id:seq`, `event` the type, `data` the event's JSON or a readable line; resume a trace with its own stream. A subscriber that falls behind gets a final `lagged` event whose data is `{\"trace_id\", \"resume_after_seq\", \"resume\": [{\"trace_id\", \"after_seq\"}], \"resume_complete\"}`: per trace the stream sent, the seq to resume that trace's own stream after. Holds one slot of the tenant's live-stream quota while open. A response stays open at most the server's `--stream-max-lifetime` (default 30 min): then a last comment says so and the server ends it; reconnect (events committed meanwhile are not replayed: read the traces for those).",
     params(TenantStreamParams, TenantHeader),
     responses(
         (status = 200, description = "The event stream.", body = crate::openapi::SseEvent, content_type = "text/event-stream"),
@@ -339,9 +368,11 @@ pub async fn tenant_stream(
     };
     let (tx, rx) = mpsc::channel(CONNECTION_BUFFER);
     let mut shutdown = app.shutdown.clone();
+    let lifetime = tokio::time::sleep(app.config.stream_max_lifetime);
     tokio::spawn(async move {
         let _permit = permit;
         let mut sent = SentSeqs::default();
+        tokio::pin!(lifetime);
         loop {
             tokio::select! {
                 e = sub.events.recv() => match e {
@@ -361,6 +392,10 @@ pub async fn tenant_stream(
                         return;
                     }
                 },
+                _ = &mut lifetime => {
+                    let _ = tx.send(lifetime_reached()).await;
+                    return;
+                }
                 _ = stopping(&mut shutdown) => return,
                 _ = tx.closed() => return,
             }

@@ -300,8 +300,9 @@ export class ListView {
   live() {
     this.stream = openStream('/api/v1/stream', {
       resume: false,
-      // Shown again from the back-forward cache: the stream resumed nothing (ADR 007), so
-      // what started or changed meanwhile comes from the newest page, re-read.
+      // Reopened (the server ended it at its lifetime, the connection dropped, or the page
+      // was shown again from the back-forward cache): the stream resumes nothing (ADR 007),
+      // so what started or changed meanwhile comes from the newest page, re-read.
       onResume: () => this.refreshTop(),
       onState: (s) => setLive(s === 'open' ? 'live' : s === 'retrying' ? 'reconnecting' : 'offline'),
       onEvent: (m) => {

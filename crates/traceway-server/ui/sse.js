@@ -28,8 +28,11 @@ window.addEventListener('pageshow', (e) => {
  * `onEvent({type, id, data})` gets each event; `onState('open'|'retrying'|'closed', err)`
  * the connection's state; `shouldReconnect()` is asked when the server ends the stream.
  * Stops for good on 400, 401, 403 and 404. While the page is in the back-forward cache the
- * stream is closed; shown again, it reconnects (from the last event seen when `resume`)
- * and calls `onResume()`, for what a stream that resumes nothing missed meanwhile.
+ * stream is closed; shown again, it reconnects (from the last event seen when `resume`).
+ * Each connection opened after an earlier one (the server ended a stream at its
+ * `--stream-max-lifetime`, a connection dropped, the page was shown again) calls
+ * `onResume()` once it is open, for what a stream that resumes nothing missed meanwhile:
+ * read then, after the new subscription exists, it leaves no gap (ADR 007).
  */
 export function openStream(path, opts) {
   const {
@@ -38,6 +41,8 @@ export function openStream(path, opts) {
   let last = opts.lastEventId == null ? null : String(opts.lastEventId);
   let closed = false;
   let backoff = 200;
+  /** Whether a connection was open before: the next one calls `onResume`. */
+  let opened = false;
   /** The connection of the moment (one per attempt, so a paused one can be reopened). */
   let ctrl = null;
   /** Paused: no connection until `wake` is called (by `resume` or `close`). */
@@ -55,6 +60,10 @@ export function openStream(path, opts) {
     }
     onState('open');
     backoff = 200;
+    if (opened) {
+      try { onResume(); } catch (e) { console.error(e); }
+    }
+    opened = true;
     const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
     let buf = '';
     let ev = { type: 'message', id: null, data: [] };
@@ -103,7 +112,6 @@ export function openStream(path, opts) {
       paused = false;
       backoff = 200;
       if (wake) wake();
-      try { onResume(); } catch (e) { console.error(e); }
     },
     get lastEventId() { return last; },
   };

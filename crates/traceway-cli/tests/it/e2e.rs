@@ -777,3 +777,96 @@ async fn kill9_once_acknowledged<T: Clone>(
     );
     acked
 }
+
+/// A server that ends every stream response after `--stream-max-lifetime` (1 s here):
+/// `traceway tail` reconnects with `Last-Event-ID` each time and prints every event of
+/// the trace exactly once, in order, then exits when the trace ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_follows_a_trace_across_stream_lifetime_ends_missing_and_repeating_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(dir.path(), &["--stream-max-lifetime", "1s"]);
+    let c = client();
+    let base = server.url.clone();
+    let (_, t) = post(
+        &c,
+        format!("{base}/api/v1/traces"),
+        &json!({"name": "long"}),
+    )
+    .await;
+    let id = t["trace_id"].as_str().expect("id").to_string();
+    let mut tail = Command::new(BIN)
+        .args(["tail", &id, "--json", "--server", &base])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn tail");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = tail.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seqs: Vec<u64> = Vec::new();
+    // Reads tail's lines until one has seq `want`; a generous deadline against a hang.
+    let mut until_seq = |want: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while seqs.last() != Some(&want) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("tail never printed seq {want}: {seqs:?}"));
+            let e: Value = serde_json::from_str(&line).expect("an event's JSON");
+            seqs.push(e["seq"].as_u64().expect("seq"));
+        }
+    };
+    until_seq(1);
+    // One step at a time, each printed before the next, for more than three lifetimes:
+    // the stream was ended under tail at least three times.
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_millis(3500) {
+        n += 1;
+        let (status, v) = post(
+            &c,
+            format!("{base}/api/v1/traces/{id}/events"),
+            &json!({"events": [{"type": "span_ended", "span": {"span_id": format!("{n:016x}"), "kind": "tool", "name": format!("t{n}")}}]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        let last = get(&c, format!("{base}/api/v1/traces/{id}")).await.1["trace"]["last_seq"]
+            .as_u64()
+            .expect("last_seq");
+        until_seq(last);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = c
+        .patch(format!("{base}/api/v1/traces/{id}"))
+        .json(&json!({"state": "COMPLETED"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(r.status().as_u16(), 200);
+    let last = get(&c, format!("{base}/api/v1/traces/{id}")).await.1["trace"]["last_seq"]
+        .as_u64()
+        .expect("last_seq");
+    until_seq(last);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = tail.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tail did not exit after the trace ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    while let Ok(line) = rx.try_recv() {
+        let e: Value = serde_json::from_str(&line).expect("json");
+        seqs.push(e["seq"].as_u64().expect("seq"));
+    }
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "{n} steps");
+    server.stop();
+}

@@ -967,3 +967,78 @@ async fn a_page_left_for_another_gives_back_its_stream_and_resumes_it_when_shown
         .await;
     server.stop();
 }
+
+/// A server that ends every stream response after `--stream-max-lifetime` (1 s here).
+/// The trace view reconnects each time with `Last-Event-ID` of the last event it applied
+/// and shows every step once; the list, whose tenant stream resumes nothing, re-reads its
+/// newest page when a connection reopens, so a trace that started while it was cut off
+/// shows up (ADR 007).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_ended_at_their_lifetime_are_followed_again_with_nothing_missed_or_repeated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(dir.path(), &["--stream-max-lifetime", "1s"]);
+    let (status, t) = post(
+        &client(),
+        format!("{}/api/v1/traces", server.url),
+        &json!({"name": "long-run", "agent_id": "support"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{t}");
+    let id = t["trace_id"].as_str().expect("id").to_string();
+    let relay = Relay::start(&server.url).await;
+    let browser = Browser::start().await;
+    let (page, api) = (relay.url.clone(), server.url.clone());
+    let (srv, relay) = (&server, &relay);
+    let stream_path = format!("/api/v1/traces/{id}/stream");
+    browser
+        .run(|c| async move {
+            let c = &c;
+            c.goto(&format!("{page}/#/trace/{id}")).await.expect("open");
+            wait_js(c, "the trace view, following its stream", "return document.getElementById('live').textContent === 'live'").await;
+            // One step at a time, each shown before the next, until the page has
+            // reconnected three times after the server ended its stream.
+            let mut steps = Vec::new();
+            while relay.last_event_ids(&stream_path).len() < 4 {
+                let span = format!("{:016x}", 0xa000 + steps.len());
+                append(srv, None, &id, json!([{"type": "span_ended", "span": {
+                    "span_id": span, "kind": "tool", "name": format!("step-{}", steps.len()),
+                    "start_time": at(100), "end_time": at(50), "status": {"code": "ok"}}}])).await;
+                wait_js(c, "the step", &format!("return !!document.querySelector('.wf-row[data-id=\"{span}\"]')")).await;
+                steps.push(span);
+                assert!(steps.len() < 2000, "the page never reconnected: {:?}", relay.last_event_ids(&stream_path));
+            }
+            let last = get(&client(), format!("{api}/api/v1/traces/{id}")).await.1["trace"]["last_seq"].as_u64().expect("last_seq");
+            wait_js(c, "every event applied", &format!("return document.querySelector('.trace-head').dataset.lastSeq === '{last}'")).await;
+            let rows = c.execute("return [...document.querySelectorAll('.wf-row[data-id]')].map(r => r.dataset.id)", vec![]).await.expect("rows");
+            let mut rows: Vec<String> = rows.as_array().expect("rows").iter().map(|r| r.as_str().unwrap_or("").to_string()).collect();
+            rows.sort_unstable();
+            let mut want = steps.clone();
+            want.sort_unstable();
+            assert_eq!(rows, want, "each step once");
+            // Every reconnect resumed from an event the page had: ids never go back.
+            let ids: Vec<u64> = relay.last_event_ids(&stream_path).iter()
+                .map(|i| i.as_deref().expect("each request resumes").parse().expect("a seq")).collect();
+            assert!(ids.windows(2).all(|w| w[0] <= w[1]), "{ids:?}");
+
+            // The list: cut off, a trace starts; reconnected, it shows up. Every listed trace
+            // is finished, so the list's poll of running traces does not re-read it.
+            let r = client().patch(format!("{api}/api/v1/traces/{id}")).json(&json!({"state": "COMPLETED"})).send().await.expect("patch");
+            assert!(r.status().is_success());
+            c.goto(&format!("{page}/#/")).await.expect("list");
+            wait_js(c, "the list, following the tenant", &format!(
+                "return !!document.querySelector('tr.trace-row[data-id=\"{id}\"]') && document.getElementById('live').textContent === 'live'"
+            )).await;
+            relay.cut();
+            wait_js(c, "the page noticing the dropped connection", "return document.getElementById('live').textContent === 'reconnecting'").await;
+            let (_, t2) = post(&client(), format!("{api}/api/v1/traces"), &json!({"name": "started-while-cut-off"})).await;
+            let id2 = t2["trace_id"].as_str().expect("id").to_string();
+            relay.restore();
+            wait_js(c, "the trace that started meanwhile", &format!(
+                "return !!document.querySelector('tr.trace-row[data-id=\"{id2}\"]')"
+            )).await;
+            let n = c.execute(&format!("return document.querySelectorAll('tr.trace-row[data-id=\"{id2}\"]').length"), vec![]).await.expect("count");
+            assert_eq!(n, json!(1));
+        })
+        .await;
+    server.stop();
+}

@@ -602,3 +602,182 @@ async fn live_streams_past_the_tenant_quota_are_refused_with_retry_after_until_o
     drop(second);
 }
 }
+
+/// The comment a stream ends with when it has been open `--stream-max-lifetime`.
+const LIFETIME_END: &str =
+    ": stream lifetime reached; reconnect (with Last-Event-ID to resume)\n\n";
+
+/// A served app whose streams stay open `lifetime` at most.
+async fn live_with_lifetime(backend: Backend, lifetime: Duration, streams: u32) -> Live {
+    let config = Config {
+        stream_grace: Duration::from_millis(300),
+        sse_keepalive: Duration::from_millis(200),
+        stream_max_lifetime: lifetime,
+        quota_live_streams: streams,
+        ..Config::default()
+    };
+    let app = backend.app_with(config).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let router = app.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Live {
+        app,
+        base,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
+    }
+}
+
+/// A whole stream response, until the server ends it: its events and its raw text (the
+/// comments included). Fails if it is still open after 20 s (a deadline against a
+/// stream that never ends, not a measure of speed: keep-alives would keep a per-read
+/// timeout from firing).
+async fn read_to_end(resp: &mut reqwest::Response) -> (Vec<crate::sse::SseMessage>, String) {
+    let mut reader = crate::sse::TestSseReader::default();
+    let (mut events, mut raw) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, resp.chunk())
+            .await
+            .expect("the stream was still open after 20 s");
+        let Some(bytes) = chunk.expect("read") else {
+            return (events, String::from_utf8(raw).expect("utf-8"));
+        };
+        raw.extend_from_slice(&bytes);
+        events.extend(reader.push(&bytes));
+    }
+}
+
+on_both! {
+/// A trace's stream ends after `--stream-max-lifetime` with a last comment, while writers
+/// append; reconnecting each time with the last id gets exactly the events after it, and
+/// the stream that sees `trace_ended` closes after the grace, with no lifetime comment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_stream_ends_after_its_lifetime_and_resuming_with_the_last_id_is_exact(backend: Backend) {
+    let l = live_with_lifetime(backend, Duration::from_millis(700), 0).await;
+    let id = l.create().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (http, base, id, stop) = (l.http.clone(), l.base.clone(), id.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let r = http
+                    .post(format!("{base}/api/v1/traces/{id}/events"))
+                    .json(&json!({"events": [tool(n)]}))
+                    .send()
+                    .await
+                    .expect("append");
+                assert_eq!(r.status(), 200);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            n
+        })
+    };
+    let mut seen: Vec<u64> = Vec::new();
+    let mut lifetime_ends = 0;
+    while lifetime_ends < 3 {
+        let mut resp = l
+            .open(&format!("/api/v1/traces/{id}/stream"), seen.last().copied())
+            .await;
+        assert_eq!(resp.status(), 200);
+        let (events, raw) = read_to_end(&mut resp).await;
+        assert!(raw.ends_with(LIFETIME_END), "ended otherwise: {raw:?}");
+        lifetime_ends += 1;
+        seen.extend(events.iter().map(seq));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let tools = writer.await.expect("writer");
+    l.complete(&id).await;
+    let mut resp = l
+        .open(&format!("/api/v1/traces/{id}/stream"), seen.last().copied())
+        .await;
+    let (events, raw) = read_to_end(&mut resp).await;
+    assert!(!raw.contains(LIFETIME_END), "{raw:?}");
+    assert_eq!(events.last().and_then(|m| m.event.as_deref()), Some("trace_ended"));
+    seen.extend(events.iter().map(seq));
+    // trace_started, RUNNING, one per tool, COMPLETED, trace_ended.
+    let total = 2 + tools + 2;
+    assert_eq!(seen, (1..=total).collect::<Vec<_>>());
+}
+}
+
+on_both! {
+/// The tenant stream ends after its lifetime too, with the same last comment, having
+/// carried what committed while it was open; its slot of the live-stream quota is
+/// released, so a reconnect is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_stream_ends_after_its_lifetime_and_frees_its_quota_slot(backend: Backend) {
+    let l = live_with_lifetime(backend, Duration::from_millis(700), 1).await;
+    let mut resp = l.open("/api/v1/stream", None).await;
+    assert_eq!(resp.status(), 200);
+    let id = l.create().await;
+    let (events, raw) = read_to_end(&mut resp).await;
+    assert!(raw.ends_with(LIFETIME_END), "ended otherwise: {raw:?}");
+    assert_eq!(
+        events.first().and_then(|m| m.id.clone()),
+        Some(format!("{id}:1"))
+    );
+    // The slot is released as the stream's task ends, just after its last byte: poll.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut again = loop {
+        let r = l.open("/api/v1/stream", None).await;
+        if r.status() == 200 || Instant::now() > deadline {
+            break r;
+        }
+        assert_eq!(r.status(), 429);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(again.status(), 200);
+    let (_, raw) = read_to_end(&mut again).await;
+    assert!(raw.ends_with(LIFETIME_END), "{raw:?}");
+}
+}
+
+on_both! {
+/// Found by schemathesis once the stream was in its run: `after_seq=2^63` with a
+/// `Last-Event-ID` was served (the header wins, so the query was never checked). Each is
+/// checked now: a bad value in either is a 400 with the JSON error, whichever would win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_range_after_seq_is_refused_even_when_last_event_id_wins(backend: Backend) {
+    let l = live(backend).await;
+    let id = l.create().await;
+    for (query, header) in [
+        ("?after_seq=9223372036854775808", Some(0)),
+        ("?after_seq=1", Some(9_223_372_036_854_775_808)),
+        ("?after_seq=9223372036854775808", None),
+    ] {
+        let r = l
+            .open(&format!("/api/v1/traces/{id}/stream{query}"), header)
+            .await;
+        assert_eq!(r.status(), 400, "{query} {header:?}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/json",
+            "{query} {header:?}"
+        );
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "invalid_argument", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("at most"),
+            "{body}"
+        );
+    }
+    let mut ok = l
+        .open(&format!("/api/v1/traces/{id}/stream?after_seq=5"), Some(0))
+        .await;
+    assert_eq!(ok.status(), 200, "the header still wins over a valid query");
+    let got = read_until(&mut ok, |m| seq(m) == 1).await;
+    assert_eq!(got.iter().map(seq).collect::<Vec<_>>(), vec![1]);
+}
+}
