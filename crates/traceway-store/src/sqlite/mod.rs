@@ -83,6 +83,14 @@ pub struct SqliteStore {
     hub: crate::InProcessHub,
 }
 
+/// One page of a trace's span events after a seq. Its `LIMIT` is written into the SQL (the
+/// largest page and the row past it) and the reader takes only the rows it needs: with a
+/// bound `LIMIT ?`, SQLite (this build, with STAT4) prepares the statement again on every
+/// run, as it did the workflow purge (ADR 023).
+const SPAN_PAGE_SQL: &str = "SELECT seq, body FROM events WHERE trace_ref = ?1 AND seq > ?2 \
+     AND type IN ('span_started', 'span_ended') ORDER BY seq LIMIT 10001";
+const _: () = assert!(crate::contract::MAX_SPAN_PAGE + 1 == 10_001);
+
 /// SQLite's default page size, which this schema keeps.
 const PAGE_BYTES: u64 = 4096;
 /// The WAL is started over once it holds this much.
@@ -570,20 +578,16 @@ impl Traces for SqliteStore {
                 return Ok(Some((trace, crate::SpanPage::default())));
             }
             // A seek on (trace_ref, seq): the page costs its own rows, and one more that
-            // says whether another page follows (a full last page has no cursor).
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT seq, body FROM events WHERE trace_ref = ?1 AND seq > ?2 \
-                     AND type IN ('span_started', 'span_ended') ORDER BY seq LIMIT ?3",
-                )
-                .map_err(internal)?;
+            // says whether another page follows (a full last page has no cursor). The rows
+            // come in index order, so taking `limit + 1` of them stops the walk there.
+            let mut stmt = c.prepare_cached(SPAN_PAGE_SQL).map_err(internal)?;
             let rows = stmt
-                .query_map(params![rowid, after, limit + 1], |r| {
+                .query_map(params![rowid, after], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
                 })
                 .map_err(internal)?;
             let mut events = Vec::new();
-            for row in rows {
+            for row in rows.take(limit as usize + 1) {
                 let (seq, body) = row.map_err(internal)?;
                 events.push((seq as u64, span_of_event_body(&body)?));
             }
@@ -955,6 +959,34 @@ mod tests {
             .collect::<Result<_, _>>()
             .expect("rows");
         rows.join("; ")
+    }
+
+    /// A span page walks the (trace_ref, seq) index in order, with no sort, so the reader
+    /// stops after the rows it takes; and the statement stays prepared from one page to the
+    /// next (a bound `LIMIT ?` was prepared again on every run).
+    #[test]
+    fn a_span_page_walks_the_index_in_order_and_stays_prepared() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        schema::migrate(&mut conn).expect("migrate");
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {SPAN_PAGE_SQL}"))
+            .expect("prepare")
+            .query_map(params![1i64, 0i64], |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let plan = plan.join("; ");
+        assert!(
+            plan.contains("USING INDEX") || plan.contains("USING COVERING INDEX"),
+            "{plan}"
+        );
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        let mut stmt = conn.prepare_cached(SPAN_PAGE_SQL).expect("cached");
+        for after in [0i64, 7, 700] {
+            let mut rows = stmt.query(params![1i64, after]).expect("query");
+            while rows.next().expect("row").is_some() {}
+        }
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }
 
     fn pages() -> [PageRequest; 2] {
