@@ -509,18 +509,7 @@ async fn tail_shows_running_and_ended_steps_and_resumes_after_a_server_restart()
         .expect("patch");
     assert_eq!(r.status().as_u16(), 200);
     wait_for("trace ended COMPLETED");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = tail.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tail did not exit after the trace ended"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success());
+    assert!(exit_of(&mut tail, "tail did not exit after the trace ended").success());
     while let Ok(l) = rx.try_recv() {
         lines.lock().expect("lock").push(l);
     }
@@ -851,22 +840,23 @@ async fn tail_follows_a_trace_across_stream_lifetime_ends_missing_and_repeating_
         .as_u64()
         .expect("last_seq");
     until_seq(last);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = tail.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tail did not exit after the trace ended"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success());
+    assert!(exit_of(&mut tail, "tail did not exit after the trace ended").success());
     while let Ok(line) = rx.try_recv() {
         let e: Value = serde_json::from_str(&line).expect("json");
         seqs.push(e["seq"].as_u64().expect("seq"));
     }
     assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "{n} steps");
     server.stop();
+}
+
+/// The exit status of `child`, polled for up to 15 s; fails with `what` past that.
+fn exit_of(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -17,12 +17,20 @@ struct Live {
 }
 
 async fn live(backend: Backend) -> Live {
-    let config = Config {
-        stream_grace: Duration::from_millis(300),
-        sse_keepalive: Duration::from_millis(500),
-        max_wait: Duration::from_secs(3),
-        ..Config::default()
-    };
+    serve(
+        backend,
+        Config {
+            stream_grace: Duration::from_millis(300),
+            sse_keepalive: Duration::from_millis(500),
+            max_wait: Duration::from_secs(3),
+            ..Config::default()
+        },
+    )
+    .await
+}
+
+/// The app of `config` served on 127.0.0.1 (port 0).
+async fn serve(backend: Backend, config: Config) -> Live {
     let app = backend.app_with(config).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -616,21 +624,7 @@ async fn live_with_lifetime(backend: Backend, lifetime: Duration, streams: u32) 
         quota_live_streams: streams,
         ..Config::default()
     };
-    let app = backend.app_with(config).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let router = app.router.clone();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    Live {
-        app,
-        base,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client"),
-    }
+    serve(backend, config).await
 }
 
 /// A whole stream response, until the server ends it: its events and its raw text (the
