@@ -41,26 +41,29 @@ struct Loaded {
 
 async fn load(app: &AppState, tenant: &str, id: TraceId) -> Result<Loaded, ApiError> {
     let not_found = || ApiError::not_found(format!("trace {id} not found"));
-    let (trace, spans) = app
-        .store
-        .get_trace_with_spans(tenant, id)
-        .await?
-        .ok_or_else(not_found)?;
-    let counts = app
-        .store
-        .count_events(tenant, id)
-        .await?
-        .ok_or_else(not_found)?;
-    let (errors, errors_truncated) = traceway_store::read_events_paged(
-        &*app.store,
-        tenant,
-        id,
-        &[EventType::Error],
-        None,
-        MAX_ANALYSIS_EVENTS as usize,
-    )
-    .await?
-    .ok_or_else(not_found)?;
+    // The three reads are independent: run together, the counts and the `error` events
+    // (each a walk of the trace's index) are read while the spans are (ADR 037).
+    let (with_spans, counts, errors) = tokio::try_join!(
+        async { Ok::<_, ApiError>(app.store.get_trace_with_spans(tenant, id).await?) },
+        async { Ok::<_, ApiError>(app.store.count_events(tenant, id).await?) },
+        async {
+            Ok::<_, ApiError>(
+                traceway_store::read_events_paged(
+                    &*app.store,
+                    tenant,
+                    id,
+                    &[EventType::Error],
+                    None,
+                    MAX_ANALYSIS_EVENTS as usize,
+                )
+                .await?,
+            )
+        },
+    )?;
+    let ((trace, spans), counts, (errors, errors_truncated)) = match (with_spans, counts, errors) {
+        (Some(t), Some(c), Some(e)) => (t, c, e),
+        _ => return Err(not_found()),
+    };
     Ok(Loaded {
         trace,
         spans,
