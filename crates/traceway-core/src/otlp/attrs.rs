@@ -158,26 +158,50 @@ impl<'a> Attrs<'a> {
         key: &str,
         conv: impl Fn(&any_value::Value) -> Option<T>,
     ) -> Option<T> {
-        let v = self.get(key).and_then(conv)?;
-        self.mark(key);
+        let &i = self.index.get(key)?;
+        let v = conv(self.items[i].1?)?;
+        self.used[i] = true;
+        Some(v)
+    }
+
+    /// The value of `key`, marking it (one lookup for both).
+    pub(crate) fn take_value(&mut self, key: &str) -> Option<&'a any_value::Value> {
+        let &i = self.index.get(key)?;
+        let v = self.items[i].1?;
+        self.used[i] = true;
         Some(v)
     }
 
     /// The first of `keys` whose value converts. Every key holding that same value is marked;
     /// a key with a different value (a requested model that differs from the one that
-    /// answered) is left for the attributes, so nothing is lost.
+    /// answered) is left for the attributes, so nothing is lost. Each key is looked up once,
+    /// and a later key is converted only when its value differs from the chosen one's.
     pub(crate) fn take_first<T: PartialEq>(
         &mut self,
         keys: &[&str],
         conv: impl Fn(&any_value::Value) -> Option<T>,
     ) -> Option<T> {
-        let chosen = keys.iter().find_map(|k| self.get(k).and_then(&conv))?;
+        let mut chosen: Option<(T, &'a any_value::Value)> = None;
         for k in keys {
-            if self.get(k).and_then(&conv).as_ref() == Some(&chosen) {
-                self.mark(k);
+            let Some(&i) = self.index.get(*k) else {
+                continue;
+            };
+            let Some(v) = self.items[i].1 else { continue };
+            match &chosen {
+                None => {
+                    if let Some(t) = conv(v) {
+                        self.used[i] = true;
+                        chosen = Some((t, v));
+                    }
+                }
+                Some((t, first)) => {
+                    if v == *first || conv(v).as_ref() == Some(t) {
+                        self.used[i] = true;
+                    }
+                }
             }
         }
-        Some(chosen)
+        chosen.map(|(t, _)| t)
     }
 
     /// The first of `keys` whose value converts, without marking anything.

@@ -480,44 +480,56 @@ fn map_status(s: Option<&opentelemetry_proto::tonic::trace::v1::Status>) -> Span
     }
 }
 
-/// The kind, marking the attribute that decided it.
+/// The kind, marking the attribute that decided it. The names are compared without
+/// regard to ASCII case, in place (no lower- or upper-cased copy per span).
 fn detect_kind(attrs: &mut Attrs<'_>) -> SpanKind {
-    if let Some(k) = attrs.take("traceway.span.kind", |v| {
-        let s = as_text(v)?.to_ascii_lowercase();
-        SpanKind::ALL.into_iter().find(|k| k.as_str() == s)
+    /// The value of a kind attribute as the entry of `table` it names, ignoring case.
+    fn named(table: &[(&str, SpanKind)], v: &any_value::Value) -> Option<SpanKind> {
+        let any_value::Value::StringValue(s) = v else {
+            return None;
+        };
+        table
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(s))
+            .map(|&(_, k)| k)
+    }
+    const OPENINFERENCE: &[(&str, SpanKind)] = &[
+        ("AGENT", SpanKind::Agent),
+        ("CHAIN", SpanKind::Chain),
+        ("LLM", SpanKind::Llm),
+        ("TOOL", SpanKind::Tool),
+        ("RETRIEVER", SpanKind::Retriever),
+        ("EMBEDDING", SpanKind::Embedding),
+        ("RERANKER", SpanKind::Reranker),
+        ("GUARDRAIL", SpanKind::Guardrail),
+        ("PROMPT", SpanKind::Prompt),
+        ("EVALUATOR", SpanKind::Evaluator),
+        ("DECISION", SpanKind::Decision),
+        ("UNKNOWN", SpanKind::Other),
+    ];
+    const GENAI_OPERATIONS: &[(&str, SpanKind)] = &[
+        ("chat", SpanKind::Llm),
+        ("text_completion", SpanKind::Llm),
+        ("generate_content", SpanKind::Llm),
+        ("execute_tool", SpanKind::Tool),
+        ("invoke_agent", SpanKind::Agent),
+        ("create_agent", SpanKind::Agent),
+        ("embeddings", SpanKind::Embedding),
+        ("retrieval", SpanKind::Retriever),
+        ("invoke_workflow", SpanKind::Chain),
+    ];
+    if let Some(k) = attrs.take("traceway.span.kind", |v| match v {
+        any_value::Value::StringValue(s) => SpanKind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s)),
+        _ => None,
     }) {
         return k;
     }
-    if let Some(k) = attrs.take("openinference.span.kind", |v| {
-        Some(match as_text(v)?.to_ascii_uppercase().as_str() {
-            "AGENT" => SpanKind::Agent,
-            "CHAIN" => SpanKind::Chain,
-            "LLM" => SpanKind::Llm,
-            "TOOL" => SpanKind::Tool,
-            "RETRIEVER" => SpanKind::Retriever,
-            "EMBEDDING" => SpanKind::Embedding,
-            "RERANKER" => SpanKind::Reranker,
-            "GUARDRAIL" => SpanKind::Guardrail,
-            "PROMPT" => SpanKind::Prompt,
-            "EVALUATOR" => SpanKind::Evaluator,
-            "DECISION" => SpanKind::Decision,
-            "UNKNOWN" => SpanKind::Other,
-            _ => return None,
-        })
-    }) {
+    if let Some(k) = attrs.take("openinference.span.kind", |v| named(OPENINFERENCE, v)) {
         return k;
     }
-    if let Some(k) = attrs.take("gen_ai.operation.name", |v| {
-        Some(match as_text(v)?.to_ascii_lowercase().as_str() {
-            "chat" | "text_completion" | "generate_content" => SpanKind::Llm,
-            "execute_tool" => SpanKind::Tool,
-            "invoke_agent" | "create_agent" => SpanKind::Agent,
-            "embeddings" => SpanKind::Embedding,
-            "retrieval" => SpanKind::Retriever,
-            "invoke_workflow" => SpanKind::Chain,
-            _ => return None,
-        })
-    }) {
+    if let Some(k) = attrs.take("gen_ai.operation.name", |v| named(GENAI_OPERATIONS, v)) {
         return k;
     }
     // Instrumentations older than `gen_ai.operation.name` mark an LLM call only by its model.
@@ -533,22 +545,22 @@ fn detect_kind(attrs: &mut Attrs<'_>) -> SpanKind {
 }
 
 /// `input.value` or `output.value` as it came (`raw`, for a retrieval query) and as the JSON
-/// the span stores.
-struct Io {
-    raw: Option<String>,
+/// the span stores. `raw` borrows the request: only a retrieval span keeps it (as its
+/// query), so the text is copied once, into `value`, for every other span.
+struct Io<'a> {
+    raw: Option<&'a str>,
     value: Value,
 }
 
-fn take_io(attrs: &mut Attrs<'_>, value_key: &str, mime_key: &str) -> Option<Io> {
-    let v = attrs.get(value_key)?;
-    attrs.mark(value_key);
+fn take_io<'a>(attrs: &mut Attrs<'a>, value_key: &str, mime_key: &str) -> Option<Io<'a>> {
+    let v = attrs.take_value(value_key)?;
     let is_json = attrs.take(mime_key, |m| match m {
         any_value::Value::StringValue(s) => Some(is_json_mime(s)),
         _ => None,
     });
     Some(match v {
         any_value::Value::StringValue(s) => Io {
-            raw: Some(s.clone()),
+            raw: Some(s.as_str()),
             value: if is_json == Some(true) {
                 parse_json_or_string(s)
             } else {
@@ -563,13 +575,9 @@ fn take_io(attrs: &mut Attrs<'_>, value_key: &str, mime_key: &str) -> Option<Io>
 }
 
 fn is_json_mime(mime: &str) -> bool {
-    let media = mime
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    media == "application/json" || media.ends_with("+json")
+    let media = mime.split(';').next().unwrap_or("").trim().as_bytes();
+    media.eq_ignore_ascii_case(b"application/json")
+        || (media.len() >= 5 && media[media.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }
 
 fn llm_details(attrs: &mut Attrs<'_>) -> LlmDetails {
@@ -930,8 +938,8 @@ fn legacy_messages(attrs: &mut Attrs<'_>, prefix: &str, default_role: &str) -> V
 
 fn tool_details(
     attrs: &mut Attrs<'_>,
-    input: &mut Option<Io>,
-    output: &mut Option<Io>,
+    input: &mut Option<Io<'_>>,
+    output: &mut Option<Io<'_>>,
 ) -> ToolDetails {
     let name = attrs.take_first(&["tool.name", "gen_ai.tool.name"], as_text);
     let arguments = attrs
@@ -953,7 +961,7 @@ fn tool_details(
 fn retrieval_details(
     attrs: &mut Attrs<'_>,
     kind: SpanKind,
-    input: &mut Option<Io>,
+    input: &mut Option<Io<'_>>,
 ) -> RetrievalDetails {
     let (docs_prefix, query_key) = match kind {
         SpanKind::Reranker => ("reranker.output_documents", "reranker.query"),
@@ -962,7 +970,7 @@ fn retrieval_details(
     let query = attrs
         .take(query_key, as_text)
         .or_else(|| match input.take() {
-            Some(Io { raw: Some(raw), .. }) => Some(raw),
+            Some(Io { raw: Some(raw), .. }) => Some(raw.to_string()),
             Some(Io { raw: None, value }) => Some(value.to_string()),
             None => None,
         });
