@@ -1,6 +1,7 @@
 //! OTLP resource + scope + span → Traceway spans. See the module documentation of
 //! [`crate::otlp`] for the table of attributes.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use opentelemetry_proto::tonic::common::v1::{any_value, InstrumentationScope, KeyValue};
@@ -8,7 +9,8 @@ use opentelemetry_proto::tonic::trace::v1::{span, status, Span as OtlpSpan};
 use serde_json::{json, Map, Value};
 
 use super::attrs::{
-    as_count, as_json, as_number, as_text, parse_json_or_string, to_json, to_json_map, Attrs,
+    as_count, as_json, as_number, as_text, as_text_ref, parse_json_or_string, to_json, to_json_map,
+    Attrs,
 };
 use super::{
     ExportTraceServiceRequest, MapOptions, MappedBatch, MappedEvent, MappedSpan, MappedTrace,
@@ -80,9 +82,9 @@ pub fn map_request(req: &ExportTraceServiceRequest) -> MappedBatch {
 /// `rejected_spans` and the rest are kept.
 pub fn map_request_with(req: &ExportTraceServiceRequest, opts: &MapOptions) -> MappedBatch {
     /// A mapped span before the batch decides whether it is a root.
-    struct Pending {
+    struct Pending<'a> {
         span: MappedSpan,
-        hints: TraceHints,
+        hints: SpanHints<'a>,
         /// No remote-parent flags, OTLP kind server or consumer: a local root when its
         /// parent is not in the batch (ADR 020).
         legacy_entry: bool,
@@ -191,10 +193,13 @@ pub fn map_request_with(req: &ExportTraceServiceRequest, opts: &MapOptions) -> M
 }
 
 /// A root span's hints win; other spans only fill what is still unknown.
-fn merge_hints(into: &mut TraceHints, from: TraceHints, span: &MappedSpan) {
-    fn merge(slot: &mut Option<String>, v: Option<String>, root: bool) {
-        if v.is_some() && (root || slot.is_none()) {
-            *slot = v;
+/// A span's hints are borrowed from the request and copied only when they are taken.
+fn merge_hints(into: &mut TraceHints, from: SpanHints<'_>, span: &MappedSpan) {
+    fn merge(slot: &mut Option<String>, v: Option<Cow<'_, str>>, root: bool) {
+        if let Some(v) = v {
+            if root || slot.is_none() {
+                *slot = Some(v.into_owned());
+            }
         }
     }
     let root = span.is_root;
@@ -248,10 +253,20 @@ fn span_metadata(attrs: &Attrs<'_>, into: &mut BTreeMap<String, String>) {
 /// What a resource contributes to each of its spans.
 struct ResourceInfo<'a> {
     kvs: &'a [KeyValue],
-    service: Option<String>,
-    agent: Option<String>,
-    session: Option<String>,
-    user: Option<String>,
+    service: Option<Cow<'a, str>>,
+    agent: Option<Cow<'a, str>>,
+    session: Option<Cow<'a, str>>,
+    user: Option<Cow<'a, str>>,
+}
+
+/// What one span says about its trace ([`TraceHints`] before they are merged), borrowing
+/// the request's strings.
+struct SpanHints<'a> {
+    metadata: BTreeMap<String, String>,
+    agent_id: Option<Cow<'a, str>>,
+    session_id: Option<Cow<'a, str>>,
+    user_id: Option<Cow<'a, str>>,
+    service: Option<Cow<'a, str>>,
 }
 
 impl<'a> ResourceInfo<'a> {
@@ -259,10 +274,10 @@ impl<'a> ResourceInfo<'a> {
         let a = Attrs::new(kvs);
         ResourceInfo {
             kvs,
-            service: a.peek_first(&["service.name"], as_text),
-            agent: a.peek_first(AGENT_KEYS, as_text),
-            session: a.peek_first(SESSION_KEYS, as_text),
-            user: a.peek_first(USER_KEYS, as_text),
+            service: a.peek_first(&["service.name"], as_text_ref),
+            agent: a.peek_first(AGENT_KEYS, as_text_ref),
+            session: a.peek_first(SESSION_KEYS, as_text_ref),
+            user: a.peek_first(USER_KEYS, as_text_ref),
         }
     }
 }
@@ -296,12 +311,12 @@ fn timestamp(nanos: u64) -> Timestamp {
     Timestamp::from_unix_nanos(i64::try_from(nanos).unwrap_or(i64::MAX))
 }
 
-fn map_span(
-    otlp: &OtlpSpan,
-    resource: &ResourceInfo<'_>,
+fn map_span<'a>(
+    otlp: &'a OtlpSpan,
+    resource: &ResourceInfo<'a>,
     scope: Option<&InstrumentationScope>,
     opts: &MapOptions,
-) -> Result<(TraceId, MappedSpan, TraceHints, bool), String> {
+) -> Result<(TraceId, MappedSpan, SpanHints<'a>, bool), String> {
     let trace_id = trace_id_of(&otlp.trace_id)?;
     let span_id = span_id_of(&otlp.span_id, "span id")?.ok_or("span id is all zeros")?;
     // Empty means root; eight zero bytes are read as "no parent" too.
@@ -328,25 +343,24 @@ fn map_span(
     let mut span = Span::new(span_id, kind, name, start);
     span.parent_span_id = parent;
     span.end_time = Some(timestamp(end_nanos).max(start));
-    span.service = resource.service.clone();
+    span.service = resource.service.as_deref().map(str::to_string);
     span.component_id = attrs.take("traceway.component_id", as_text);
     span.status = map_status(otlp.status.as_ref());
 
     let mut metadata = BTreeMap::new();
     span_metadata(&attrs, &mut metadata);
-    let hints = TraceHints {
+    let hints = SpanHints {
         metadata,
         agent_id: attrs
-            .peek_first(AGENT_KEYS, as_text)
+            .peek_first(AGENT_KEYS, as_text_ref)
             .or_else(|| resource.agent.clone()),
         session_id: attrs
-            .peek_first(SESSION_KEYS, as_text)
+            .peek_first(SESSION_KEYS, as_text_ref)
             .or_else(|| resource.session.clone()),
         user_id: attrs
-            .peek_first(USER_KEYS, as_text)
+            .peek_first(USER_KEYS, as_text_ref)
             .or_else(|| resource.user.clone()),
         service: resource.service.clone(),
-        name: None,
     };
 
     let mut input = take_io(&mut attrs, "input.value", "input.mime_type");
@@ -538,7 +552,7 @@ fn detect_kind(attrs: &mut Attrs<'_>) -> SpanKind {
         "gen_ai.request.model",
         "gen_ai.response.model",
     ];
-    if attrs.peek_first(&model_keys, as_text).is_some() {
+    if attrs.peek_first(&model_keys, as_text_ref).is_some() {
         return SpanKind::Llm;
     }
     SpanKind::Other
