@@ -94,7 +94,8 @@ pub fn map_request_with(req: &ExportTraceServiceRequest, opts: &MapOptions) -> M
     let mut pending: Vec<(TraceId, Vec<Pending>)> = Vec::new();
     // Each resource's attributes as trace metadata, computed once per resource.
     let mut resource_metadata: Vec<BTreeMap<String, String>> = Vec::new();
-    let mut by_id: HashMap<TraceId, usize> = HashMap::new();
+    // Trace ids come from clients: a seeded foldhash, as for attribute keys (ADR 043).
+    let mut by_id: HashMap<TraceId, usize, foldhash::fast::RandomState> = HashMap::default();
     let mut rejected: u64 = 0;
     let mut reasons: Vec<String> = Vec::new();
 
@@ -134,15 +135,19 @@ pub fn map_request_with(req: &ExportTraceServiceRequest, opts: &MapOptions) -> M
     let traces = pending
         .into_iter()
         .map(|(trace_id, mut spans)| {
-            let ids: HashSet<SpanId> = spans.iter().map(|p| p.span.span.span_id).collect();
-            for p in &mut spans {
-                if p.legacy_entry
-                    && p.span
-                        .span
-                        .parent_span_id
-                        .is_some_and(|parent| !ids.contains(&parent))
-                {
-                    p.span.is_root = true;
+            // Only spans that may be legacy entries need the trace's span ids.
+            if spans.iter().any(|p| p.legacy_entry) {
+                let ids: HashSet<SpanId, foldhash::fast::RandomState> =
+                    spans.iter().map(|p| p.span.span.span_id).collect();
+                for p in &mut spans {
+                    if p.legacy_entry
+                        && p.span
+                            .span
+                            .parent_span_id
+                            .is_some_and(|parent| !ids.contains(&parent))
+                    {
+                        p.span.is_root = true;
+                    }
                 }
             }
             let mut trace = MappedTrace {
