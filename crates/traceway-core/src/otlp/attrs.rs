@@ -1,6 +1,7 @@
 //! OTLP attribute values as JSON, and a bag of attributes that remembers which ones the
 //! mapping moved into typed fields.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
@@ -55,6 +56,15 @@ pub(crate) fn as_text(v: &any_value::Value) -> Option<String> {
     }
 }
 
+/// [`as_text`] borrowing the request's string (a copy only for an integer).
+pub(crate) fn as_text_ref(v: &any_value::Value) -> Option<Cow<'_, str>> {
+    match v {
+        any_value::Value::StringValue(s) if !s.is_empty() => Some(Cow::Borrowed(s)),
+        any_value::Value::IntValue(i) => Some(Cow::Owned(i.to_string())),
+        _ => None,
+    }
+}
+
 /// A non-negative whole count: an integer, a whole double, or a decimal string.
 pub(crate) fn as_count(v: &any_value::Value) -> Option<u64> {
     match v {
@@ -96,50 +106,56 @@ pub(crate) fn parse_json_or_string(s: &str) -> Value {
 /// mapping moved into a typed field.
 pub(crate) struct Attrs<'a> {
     /// Key and value in arrival order; a repeated key keeps only its last occurrence.
-    items: Vec<(&'a str, Option<&'a any_value::Value>)>,
+    items: Vec<Item<'a>>,
     /// Keys come from clients, so the hasher is seeded per process (no collisions made in
     /// advance), and it is foldhash rather than SipHash: lookups are most of the mapping's
     /// hashing (ADR 043).
     index: HashMap<&'a str, usize, RandomState>,
-    used: Vec<bool>,
+}
+
+/// One attribute of an [`Attrs`], with its marks kept beside it (one allocation per span
+/// for all of them).
+struct Item<'a> {
+    key: &'a str,
+    value: Option<&'a any_value::Value>,
+    /// Moved into a typed field.
+    used: bool,
     /// Moved elsewhere and never repeated, even when every attribute is kept.
-    dropped: Vec<bool>,
+    dropped: bool,
 }
 
 impl<'a> Attrs<'a> {
     pub(crate) fn new(kvs: &'a [KeyValue]) -> Attrs<'a> {
-        let mut items: Vec<(&'a str, Option<&'a any_value::Value>)> = Vec::with_capacity(kvs.len());
+        let mut items: Vec<Item<'a>> = Vec::with_capacity(kvs.len());
         let mut index: HashMap<&'a str, usize, RandomState> =
             HashMap::with_capacity_and_hasher(kvs.len(), RandomState::default());
         for kv in kvs {
-            let v = value_of(kv);
+            let value = value_of(kv);
             match index.get(kv.key.as_str()) {
-                Some(&i) => items[i].1 = v,
+                Some(&i) => items[i].value = value,
                 None => {
                     index.insert(kv.key.as_str(), items.len());
-                    items.push((kv.key.as_str(), v));
+                    items.push(Item {
+                        key: kv.key.as_str(),
+                        value,
+                        used: false,
+                        dropped: false,
+                    });
                 }
             }
         }
-        let used = vec![false; items.len()];
-        let dropped = used.clone();
-        Attrs {
-            items,
-            index,
-            used,
-            dropped,
-        }
+        Attrs { items, index }
     }
 
     /// The value of `key`, without marking it.
     pub(crate) fn get(&self, key: &str) -> Option<&'a any_value::Value> {
-        self.index.get(key).and_then(|&i| self.items[i].1)
+        self.index.get(key).and_then(|&i| self.items[i].value)
     }
 
     /// Marks `key` as moved into a typed field.
     pub(crate) fn mark(&mut self, key: &str) {
         if let Some(&i) = self.index.get(key) {
-            self.used[i] = true;
+            self.items[i].used = true;
         }
     }
 
@@ -147,8 +163,8 @@ impl<'a> Attrs<'a> {
     /// stored once).
     pub(crate) fn drop_key(&mut self, key: &str) {
         if let Some(&i) = self.index.get(key) {
-            self.used[i] = true;
-            self.dropped[i] = true;
+            self.items[i].used = true;
+            self.items[i].dropped = true;
         }
     }
 
@@ -158,33 +174,59 @@ impl<'a> Attrs<'a> {
         key: &str,
         conv: impl Fn(&any_value::Value) -> Option<T>,
     ) -> Option<T> {
-        let v = self.get(key).and_then(conv)?;
-        self.mark(key);
+        let &i = self.index.get(key)?;
+        let v = conv(self.items[i].value?)?;
+        self.items[i].used = true;
+        Some(v)
+    }
+
+    /// The value of `key`, marking it (one lookup for both).
+    pub(crate) fn take_value(&mut self, key: &str) -> Option<&'a any_value::Value> {
+        let &i = self.index.get(key)?;
+        let v = self.items[i].value?;
+        self.items[i].used = true;
         Some(v)
     }
 
     /// The first of `keys` whose value converts. Every key holding that same value is marked;
     /// a key with a different value (a requested model that differs from the one that
-    /// answered) is left for the attributes, so nothing is lost.
+    /// answered) is left for the attributes, so nothing is lost. Each key is looked up once,
+    /// and a later key is converted only when its value differs from the chosen one's.
     pub(crate) fn take_first<T: PartialEq>(
         &mut self,
         keys: &[&str],
         conv: impl Fn(&any_value::Value) -> Option<T>,
     ) -> Option<T> {
-        let chosen = keys.iter().find_map(|k| self.get(k).and_then(&conv))?;
+        let mut chosen: Option<(T, &'a any_value::Value)> = None;
         for k in keys {
-            if self.get(k).and_then(&conv).as_ref() == Some(&chosen) {
-                self.mark(k);
+            let Some(&i) = self.index.get(*k) else {
+                continue;
+            };
+            let Some(v) = self.items[i].value else {
+                continue;
+            };
+            match &chosen {
+                None => {
+                    if let Some(t) = conv(v) {
+                        self.items[i].used = true;
+                        chosen = Some((t, v));
+                    }
+                }
+                Some((t, first)) => {
+                    if v == *first || conv(v).as_ref() == Some(t) {
+                        self.items[i].used = true;
+                    }
+                }
             }
         }
-        Some(chosen)
+        chosen.map(|(t, _)| t)
     }
 
     /// The first of `keys` whose value converts, without marking anything.
     pub(crate) fn peek_first<T>(
         &self,
         keys: &[&str],
-        conv: impl Fn(&any_value::Value) -> Option<T>,
+        conv: impl Fn(&'a any_value::Value) -> Option<T>,
     ) -> Option<T> {
         keys.iter().find_map(|k| self.get(k).and_then(&conv))
     }
@@ -194,7 +236,7 @@ impl<'a> Attrs<'a> {
     pub(crate) fn indexed(&self, prefix: &str) -> Vec<(usize, Vec<(&'a str, &'a str)>)> {
         let mut groups: std::collections::BTreeMap<usize, Vec<(&'a str, &'a str)>> =
             std::collections::BTreeMap::new();
-        for &(key, _) in &self.items {
+        for &Item { key, .. } in &self.items {
             let Some(rest) = key.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) else {
                 continue;
             };
@@ -215,9 +257,8 @@ impl<'a> Attrs<'a> {
     pub(crate) fn to_json_map(&self, all: bool) -> Map<String, Value> {
         self.items
             .iter()
-            .zip(self.used.iter().zip(&self.dropped))
-            .filter(|(_, (used, dropped))| !**dropped && (all || !**used))
-            .map(|((k, v), _)| (k.to_string(), to_json(*v)))
+            .filter(|it| !it.dropped && (all || !it.used))
+            .map(|it| (it.key.to_string(), to_json(it.value)))
             .collect()
     }
 }

@@ -1,6 +1,7 @@
 //! OTLP resource + scope + span → Traceway spans. See the module documentation of
 //! [`crate::otlp`] for the table of attributes.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use opentelemetry_proto::tonic::common::v1::{any_value, InstrumentationScope, KeyValue};
@@ -8,7 +9,8 @@ use opentelemetry_proto::tonic::trace::v1::{span, status, Span as OtlpSpan};
 use serde_json::{json, Map, Value};
 
 use super::attrs::{
-    as_count, as_json, as_number, as_text, parse_json_or_string, to_json, to_json_map, Attrs,
+    as_count, as_json, as_number, as_text, as_text_ref, parse_json_or_string, to_json, to_json_map,
+    Attrs,
 };
 use super::{
     ExportTraceServiceRequest, MapOptions, MappedBatch, MappedEvent, MappedSpan, MappedTrace,
@@ -80,9 +82,9 @@ pub fn map_request(req: &ExportTraceServiceRequest) -> MappedBatch {
 /// `rejected_spans` and the rest are kept.
 pub fn map_request_with(req: &ExportTraceServiceRequest, opts: &MapOptions) -> MappedBatch {
     /// A mapped span before the batch decides whether it is a root.
-    struct Pending {
+    struct Pending<'a> {
         span: MappedSpan,
-        hints: TraceHints,
+        hints: SpanHints<'a>,
         /// No remote-parent flags, OTLP kind server or consumer: a local root when its
         /// parent is not in the batch (ADR 020).
         legacy_entry: bool,
@@ -92,7 +94,8 @@ pub fn map_request_with(req: &ExportTraceServiceRequest, opts: &MapOptions) -> M
     let mut pending: Vec<(TraceId, Vec<Pending>)> = Vec::new();
     // Each resource's attributes as trace metadata, computed once per resource.
     let mut resource_metadata: Vec<BTreeMap<String, String>> = Vec::new();
-    let mut by_id: HashMap<TraceId, usize> = HashMap::new();
+    // Trace ids come from clients: a seeded foldhash, as for attribute keys (ADR 043).
+    let mut by_id: HashMap<TraceId, usize, foldhash::fast::RandomState> = HashMap::default();
     let mut rejected: u64 = 0;
     let mut reasons: Vec<String> = Vec::new();
 
@@ -132,15 +135,19 @@ pub fn map_request_with(req: &ExportTraceServiceRequest, opts: &MapOptions) -> M
     let traces = pending
         .into_iter()
         .map(|(trace_id, mut spans)| {
-            let ids: HashSet<SpanId> = spans.iter().map(|p| p.span.span.span_id).collect();
-            for p in &mut spans {
-                if p.legacy_entry
-                    && p.span
-                        .span
-                        .parent_span_id
-                        .is_some_and(|parent| !ids.contains(&parent))
-                {
-                    p.span.is_root = true;
+            // Only spans that may be legacy entries need the trace's span ids.
+            if spans.iter().any(|p| p.legacy_entry) {
+                let ids: HashSet<SpanId, foldhash::fast::RandomState> =
+                    spans.iter().map(|p| p.span.span.span_id).collect();
+                for p in &mut spans {
+                    if p.legacy_entry
+                        && p.span
+                            .span
+                            .parent_span_id
+                            .is_some_and(|parent| !ids.contains(&parent))
+                    {
+                        p.span.is_root = true;
+                    }
                 }
             }
             let mut trace = MappedTrace {
@@ -191,10 +198,13 @@ pub fn map_request_with(req: &ExportTraceServiceRequest, opts: &MapOptions) -> M
 }
 
 /// A root span's hints win; other spans only fill what is still unknown.
-fn merge_hints(into: &mut TraceHints, from: TraceHints, span: &MappedSpan) {
-    fn merge(slot: &mut Option<String>, v: Option<String>, root: bool) {
-        if v.is_some() && (root || slot.is_none()) {
-            *slot = v;
+/// A span's hints are borrowed from the request and copied only when they are taken.
+fn merge_hints(into: &mut TraceHints, from: SpanHints<'_>, span: &MappedSpan) {
+    fn merge(slot: &mut Option<String>, v: Option<Cow<'_, str>>, root: bool) {
+        if let Some(v) = v {
+            if root || slot.is_none() {
+                *slot = Some(v.into_owned());
+            }
         }
     }
     let root = span.is_root;
@@ -248,10 +258,20 @@ fn span_metadata(attrs: &Attrs<'_>, into: &mut BTreeMap<String, String>) {
 /// What a resource contributes to each of its spans.
 struct ResourceInfo<'a> {
     kvs: &'a [KeyValue],
-    service: Option<String>,
-    agent: Option<String>,
-    session: Option<String>,
-    user: Option<String>,
+    service: Option<Cow<'a, str>>,
+    agent: Option<Cow<'a, str>>,
+    session: Option<Cow<'a, str>>,
+    user: Option<Cow<'a, str>>,
+}
+
+/// What one span says about its trace ([`TraceHints`] before they are merged), borrowing
+/// the request's strings.
+struct SpanHints<'a> {
+    metadata: BTreeMap<String, String>,
+    agent_id: Option<Cow<'a, str>>,
+    session_id: Option<Cow<'a, str>>,
+    user_id: Option<Cow<'a, str>>,
+    service: Option<Cow<'a, str>>,
 }
 
 impl<'a> ResourceInfo<'a> {
@@ -259,10 +279,10 @@ impl<'a> ResourceInfo<'a> {
         let a = Attrs::new(kvs);
         ResourceInfo {
             kvs,
-            service: a.peek_first(&["service.name"], as_text),
-            agent: a.peek_first(AGENT_KEYS, as_text),
-            session: a.peek_first(SESSION_KEYS, as_text),
-            user: a.peek_first(USER_KEYS, as_text),
+            service: a.peek_first(&["service.name"], as_text_ref),
+            agent: a.peek_first(AGENT_KEYS, as_text_ref),
+            session: a.peek_first(SESSION_KEYS, as_text_ref),
+            user: a.peek_first(USER_KEYS, as_text_ref),
         }
     }
 }
@@ -296,12 +316,12 @@ fn timestamp(nanos: u64) -> Timestamp {
     Timestamp::from_unix_nanos(i64::try_from(nanos).unwrap_or(i64::MAX))
 }
 
-fn map_span(
-    otlp: &OtlpSpan,
-    resource: &ResourceInfo<'_>,
+fn map_span<'a>(
+    otlp: &'a OtlpSpan,
+    resource: &ResourceInfo<'a>,
     scope: Option<&InstrumentationScope>,
     opts: &MapOptions,
-) -> Result<(TraceId, MappedSpan, TraceHints, bool), String> {
+) -> Result<(TraceId, MappedSpan, SpanHints<'a>, bool), String> {
     let trace_id = trace_id_of(&otlp.trace_id)?;
     let span_id = span_id_of(&otlp.span_id, "span id")?.ok_or("span id is all zeros")?;
     // Empty means root; eight zero bytes are read as "no parent" too.
@@ -328,25 +348,24 @@ fn map_span(
     let mut span = Span::new(span_id, kind, name, start);
     span.parent_span_id = parent;
     span.end_time = Some(timestamp(end_nanos).max(start));
-    span.service = resource.service.clone();
+    span.service = resource.service.as_deref().map(str::to_string);
     span.component_id = attrs.take("traceway.component_id", as_text);
     span.status = map_status(otlp.status.as_ref());
 
     let mut metadata = BTreeMap::new();
     span_metadata(&attrs, &mut metadata);
-    let hints = TraceHints {
+    let hints = SpanHints {
         metadata,
         agent_id: attrs
-            .peek_first(AGENT_KEYS, as_text)
+            .peek_first(AGENT_KEYS, as_text_ref)
             .or_else(|| resource.agent.clone()),
         session_id: attrs
-            .peek_first(SESSION_KEYS, as_text)
+            .peek_first(SESSION_KEYS, as_text_ref)
             .or_else(|| resource.session.clone()),
         user_id: attrs
-            .peek_first(USER_KEYS, as_text)
+            .peek_first(USER_KEYS, as_text_ref)
             .or_else(|| resource.user.clone()),
         service: resource.service.clone(),
-        name: None,
     };
 
     let mut input = take_io(&mut attrs, "input.value", "input.mime_type");
@@ -480,44 +499,56 @@ fn map_status(s: Option<&opentelemetry_proto::tonic::trace::v1::Status>) -> Span
     }
 }
 
-/// The kind, marking the attribute that decided it.
+/// The kind, marking the attribute that decided it. The names are compared without
+/// regard to ASCII case, in place (no lower- or upper-cased copy per span).
 fn detect_kind(attrs: &mut Attrs<'_>) -> SpanKind {
-    if let Some(k) = attrs.take("traceway.span.kind", |v| {
-        let s = as_text(v)?.to_ascii_lowercase();
-        SpanKind::ALL.into_iter().find(|k| k.as_str() == s)
+    /// The value of a kind attribute as the entry of `table` it names, ignoring case.
+    fn named(table: &[(&str, SpanKind)], v: &any_value::Value) -> Option<SpanKind> {
+        let any_value::Value::StringValue(s) = v else {
+            return None;
+        };
+        table
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(s))
+            .map(|&(_, k)| k)
+    }
+    const OPENINFERENCE: &[(&str, SpanKind)] = &[
+        ("AGENT", SpanKind::Agent),
+        ("CHAIN", SpanKind::Chain),
+        ("LLM", SpanKind::Llm),
+        ("TOOL", SpanKind::Tool),
+        ("RETRIEVER", SpanKind::Retriever),
+        ("EMBEDDING", SpanKind::Embedding),
+        ("RERANKER", SpanKind::Reranker),
+        ("GUARDRAIL", SpanKind::Guardrail),
+        ("PROMPT", SpanKind::Prompt),
+        ("EVALUATOR", SpanKind::Evaluator),
+        ("DECISION", SpanKind::Decision),
+        ("UNKNOWN", SpanKind::Other),
+    ];
+    const GENAI_OPERATIONS: &[(&str, SpanKind)] = &[
+        ("chat", SpanKind::Llm),
+        ("text_completion", SpanKind::Llm),
+        ("generate_content", SpanKind::Llm),
+        ("execute_tool", SpanKind::Tool),
+        ("invoke_agent", SpanKind::Agent),
+        ("create_agent", SpanKind::Agent),
+        ("embeddings", SpanKind::Embedding),
+        ("retrieval", SpanKind::Retriever),
+        ("invoke_workflow", SpanKind::Chain),
+    ];
+    if let Some(k) = attrs.take("traceway.span.kind", |v| match v {
+        any_value::Value::StringValue(s) => SpanKind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s)),
+        _ => None,
     }) {
         return k;
     }
-    if let Some(k) = attrs.take("openinference.span.kind", |v| {
-        Some(match as_text(v)?.to_ascii_uppercase().as_str() {
-            "AGENT" => SpanKind::Agent,
-            "CHAIN" => SpanKind::Chain,
-            "LLM" => SpanKind::Llm,
-            "TOOL" => SpanKind::Tool,
-            "RETRIEVER" => SpanKind::Retriever,
-            "EMBEDDING" => SpanKind::Embedding,
-            "RERANKER" => SpanKind::Reranker,
-            "GUARDRAIL" => SpanKind::Guardrail,
-            "PROMPT" => SpanKind::Prompt,
-            "EVALUATOR" => SpanKind::Evaluator,
-            "DECISION" => SpanKind::Decision,
-            "UNKNOWN" => SpanKind::Other,
-            _ => return None,
-        })
-    }) {
+    if let Some(k) = attrs.take("openinference.span.kind", |v| named(OPENINFERENCE, v)) {
         return k;
     }
-    if let Some(k) = attrs.take("gen_ai.operation.name", |v| {
-        Some(match as_text(v)?.to_ascii_lowercase().as_str() {
-            "chat" | "text_completion" | "generate_content" => SpanKind::Llm,
-            "execute_tool" => SpanKind::Tool,
-            "invoke_agent" | "create_agent" => SpanKind::Agent,
-            "embeddings" => SpanKind::Embedding,
-            "retrieval" => SpanKind::Retriever,
-            "invoke_workflow" => SpanKind::Chain,
-            _ => return None,
-        })
-    }) {
+    if let Some(k) = attrs.take("gen_ai.operation.name", |v| named(GENAI_OPERATIONS, v)) {
         return k;
     }
     // Instrumentations older than `gen_ai.operation.name` mark an LLM call only by its model.
@@ -526,29 +557,29 @@ fn detect_kind(attrs: &mut Attrs<'_>) -> SpanKind {
         "gen_ai.request.model",
         "gen_ai.response.model",
     ];
-    if attrs.peek_first(&model_keys, as_text).is_some() {
+    if attrs.peek_first(&model_keys, as_text_ref).is_some() {
         return SpanKind::Llm;
     }
     SpanKind::Other
 }
 
 /// `input.value` or `output.value` as it came (`raw`, for a retrieval query) and as the JSON
-/// the span stores.
-struct Io {
-    raw: Option<String>,
+/// the span stores. `raw` borrows the request: only a retrieval span keeps it (as its
+/// query), so the text is copied once, into `value`, for every other span.
+struct Io<'a> {
+    raw: Option<&'a str>,
     value: Value,
 }
 
-fn take_io(attrs: &mut Attrs<'_>, value_key: &str, mime_key: &str) -> Option<Io> {
-    let v = attrs.get(value_key)?;
-    attrs.mark(value_key);
+fn take_io<'a>(attrs: &mut Attrs<'a>, value_key: &str, mime_key: &str) -> Option<Io<'a>> {
+    let v = attrs.take_value(value_key)?;
     let is_json = attrs.take(mime_key, |m| match m {
         any_value::Value::StringValue(s) => Some(is_json_mime(s)),
         _ => None,
     });
     Some(match v {
         any_value::Value::StringValue(s) => Io {
-            raw: Some(s.clone()),
+            raw: Some(s.as_str()),
             value: if is_json == Some(true) {
                 parse_json_or_string(s)
             } else {
@@ -563,13 +594,9 @@ fn take_io(attrs: &mut Attrs<'_>, value_key: &str, mime_key: &str) -> Option<Io>
 }
 
 fn is_json_mime(mime: &str) -> bool {
-    let media = mime
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    media == "application/json" || media.ends_with("+json")
+    let media = mime.split(';').next().unwrap_or("").trim().as_bytes();
+    media.eq_ignore_ascii_case(b"application/json")
+        || (media.len() >= 5 && media[media.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }
 
 fn llm_details(attrs: &mut Attrs<'_>) -> LlmDetails {
@@ -930,8 +957,8 @@ fn legacy_messages(attrs: &mut Attrs<'_>, prefix: &str, default_role: &str) -> V
 
 fn tool_details(
     attrs: &mut Attrs<'_>,
-    input: &mut Option<Io>,
-    output: &mut Option<Io>,
+    input: &mut Option<Io<'_>>,
+    output: &mut Option<Io<'_>>,
 ) -> ToolDetails {
     let name = attrs.take_first(&["tool.name", "gen_ai.tool.name"], as_text);
     let arguments = attrs
@@ -953,7 +980,7 @@ fn tool_details(
 fn retrieval_details(
     attrs: &mut Attrs<'_>,
     kind: SpanKind,
-    input: &mut Option<Io>,
+    input: &mut Option<Io<'_>>,
 ) -> RetrievalDetails {
     let (docs_prefix, query_key) = match kind {
         SpanKind::Reranker => ("reranker.output_documents", "reranker.query"),
@@ -962,7 +989,7 @@ fn retrieval_details(
     let query = attrs
         .take(query_key, as_text)
         .or_else(|| match input.take() {
-            Some(Io { raw: Some(raw), .. }) => Some(raw),
+            Some(Io { raw: Some(raw), .. }) => Some(raw.to_string()),
             Some(Io { raw: None, value }) => Some(value.to_string()),
             None => None,
         });

@@ -334,6 +334,14 @@ fn content_type(encoding: Encoding) -> HeaderValue {
 /// 200 with an `ExportTraceServiceResponse`; `partial_success` only when spans were
 /// rejected (the specification asks to leave it unset on full success).
 fn success(encoding: Encoding, done: &Ingested) -> Response {
+    if done.rejected_spans == 0 {
+        // The common answer, fixed: an empty message (protobuf) or `{}` (JSON).
+        let body = match encoding {
+            Encoding::Protobuf => Bytes::new(),
+            Encoding::Json => Bytes::from_static(b"{}"),
+        };
+        return ([(CONTENT_TYPE, content_type(encoding))], body).into_response();
+    }
     let partial = (done.rejected_spans > 0).then(|| ExportTracePartialSuccess {
         rejected_spans: i64::try_from(done.rejected_spans).unwrap_or(i64::MAX),
         error_message: done.rejection_message.clone().unwrap_or_default(),
@@ -431,6 +439,37 @@ mod tests {
         assert_eq!(err.kind, FailureKind::TooLarge);
         let err = gunzip(b"not gzip at all", 100).unwrap_err();
         assert_eq!(err.kind, FailureKind::BadData);
+    }
+
+    #[tokio::test]
+    async fn the_fixed_success_bodies_are_what_the_encoders_write() {
+        for encoding in [Encoding::Protobuf, Encoding::Json] {
+            let resp = success(encoding, &Ingested::default());
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(resp.headers()[CONTENT_TYPE], content_type(encoding));
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let want = match encoding {
+                Encoding::Protobuf => ExportTraceServiceResponse::default().encode_to_vec(),
+                Encoding::Json => serde_json::to_vec(&json!({})).unwrap(),
+            };
+            assert_eq!(body.as_ref(), want.as_slice(), "{encoding:?}");
+        }
+        // A partial success is still encoded.
+        let partial = Ingested {
+            rejected_spans: 2,
+            rejection_message: Some("bad ids".into()),
+            ..Ingested::default()
+        };
+        let body = axum::body::to_bytes(success(Encoding::Json, &partial).into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({"partialSuccess": {"rejectedSpans": "2", "errorMessage": "bad ids"}})
+        );
     }
 
     #[test]

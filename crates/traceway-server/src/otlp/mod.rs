@@ -297,13 +297,20 @@ pub async fn ingest_logs(
 }
 
 /// Awaits one write per trace (concurrently, so they share one group commit), adds up what
-/// they stored, and answers the most severe failure if any failed.
+/// they stored, and answers the most severe failure if any failed (of equally severe ones,
+/// the first trace's). The writes are polled as a `FuturesUnordered`: each is polled when
+/// it is woken, and nothing collects or reorders their results.
 async fn gather<W>(mut out: Ingested, writes: impl Iterator<Item = W>) -> Result<Ingested, Failure>
 where
     W: std::future::Future<Output = Result<(u32, u32), TraceError>>,
 {
-    let mut failure: Option<Failure> = None;
-    for result in futures::future::join_all(writes).await {
+    use futures::stream::{FuturesUnordered, StreamExt as _};
+    let mut pending: FuturesUnordered<_> = writes
+        .enumerate()
+        .map(|(i, w)| async move { (i, w.await) })
+        .collect();
+    let mut failure: Option<(usize, Failure)> = None;
+    while let Some((i, result)) = pending.next().await {
         match result {
             Ok((accepted, duplicates)) => {
                 out.accepted += u64::from(accepted);
@@ -311,14 +318,17 @@ where
             }
             Err(e) => {
                 let f = Failure::from(e);
-                if failure.as_ref().is_none_or(|g| f.severity() > g.severity()) {
-                    failure = Some(f);
+                let worse = failure.as_ref().is_none_or(|(j, g)| {
+                    f.severity() > g.severity() || (f.severity() == g.severity() && i < *j)
+                });
+                if worse {
+                    failure = Some((i, f));
                 }
             }
         }
     }
     match failure {
-        Some(f) => Err(f),
+        Some((_, f)) => Err(f),
         None => Ok(out),
     }
 }
