@@ -299,3 +299,42 @@ pub async fn an_ended_trace_gets_its_digest_from_the_decorator(h: &Harness) {
     assert_eq!(s.dropped(), 0);
     assert!(s.digests_stored() >= 3);
 }
+
+/// Many traces ending together get their digests in batches (more than the worker makes
+/// at once, so a batch stops at its limit and the next starts where it left off): every
+/// trace gets its own digest, none is dropped.
+pub async fn traces_ending_together_all_get_their_digests(h: &Harness) {
+    let settings = AnalysisSettings {
+        delay: Duration::from_millis(200),
+        queue: 256,
+    };
+    let s = AnalysedStore::new(h.store.clone(), Arc::new(h.clock.clone()), settings);
+    let n = crate::analysed::DIGESTS_AT_ONCE * 2 + 5;
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(ended_trace(h, &s, T).await);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for id in &ids {
+        loop {
+            let t = h
+                .store
+                .get_trace(T, *id)
+                .await
+                .expect("get")
+                .expect("exists");
+            if let Some(d) = &t.rollups.analysis {
+                assert_eq!(d.at_seq, t.last_seq, "{id}");
+                assert_eq!(d.components.len(), 3, "{id}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no digest for {id} after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(s.dropped(), 0);
+    assert_eq!(s.digests_stored(), n as u64);
+}

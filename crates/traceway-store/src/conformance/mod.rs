@@ -114,7 +114,8 @@ macro_rules! conformance_suite {
             message_fills_land_on_running_and_ended_spans_once,
             pending_message_fills_are_bounded_per_trace,
             an_analysis_digest_is_kept_on_the_row_only_for_the_state_it_describes,
-            an_ended_trace_gets_its_digest_from_the_decorator
+            an_ended_trace_gets_its_digest_from_the_decorator,
+            traces_ending_together_all_get_their_digests
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
