@@ -4,10 +4,8 @@
 //! When a write leaves a trace terminal (an append that ended it or added to it after its
 //! end, a patch to a terminal state, the orphan sweep), the trace is queued. A worker task
 //! takes the queue in order, waits until `delay` after the write (late spans of other
-//! services arrive in that time), takes with it every job already due (at most
-//! [`DIGESTS_AT_ONCE`]) and makes their digests concurrently, so that their reads overlap
-//! and their writes share the writer's group commits. For each it reads the trace with its
-//! spans (one read of the row) and its error events, runs
+//! services arrive in that time), reads the trace with its spans (one read) and its error
+//! events, runs
 //! [`traceway_core::analysis::analyze`] and stores [`digest`] of it with
 //! [`Traces::put_analysis`], which refuses it if the trace changed since it was read (the
 //! write that changed it queued the trace again). The queue is bounded: when it is full
@@ -33,12 +31,6 @@ use crate::{
 
 /// Error events read for one digest (their types and messages make the error groups).
 pub const MAX_DIGEST_ERROR_EVENTS: usize = 100_000;
-
-/// Digests made at once by the worker: the jobs already due when it wakes, up to this
-/// many. One job at a time made each digest's reads and write a round trip of their own
-/// through the reader and writer threads (more than twice the server's context switches
-/// under OTLP load, BENCHMARKS.md "Analysis digests in batches").
-pub const DIGESTS_AT_ONCE: usize = 32;
 
 /// Settings of [`AnalysedStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,53 +137,19 @@ async fn work(
     pending: Pending,
     done: Arc<AtomicU64>,
 ) {
-    use futures::stream::{FuturesUnordered, StreamExt as _};
-    // A job taken from the queue that was not due yet: the first of the next batch.
-    let mut held: Option<Job> = None;
-    loop {
-        let first = match held.take() {
-            Some(job) => job,
-            None => match rx.recv().await {
-                Some(job) => job,
-                None => return,
-            },
-        };
-        tokio::time::sleep_until(first.due).await;
-        // The queue is in the order of `due` (one delay for all), so the jobs due now are
-        // at its front.
-        let now = Instant::now();
-        let mut batch = vec![first];
-        while batch.len() < DIGESTS_AT_ONCE {
-            match rx.try_recv() {
-                Ok(job) if job.due <= now => batch.push(job),
-                Ok(job) => {
-                    held = Some(job);
-                    break;
-                }
-                Err(_) => break,
+    while let Some(job) = rx.recv().await {
+        tokio::time::sleep_until(job.due).await;
+        pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(job.tenant.clone(), job.id));
+        match store_digest(&*store, &job.tenant, job.id, clock.now()).await {
+            Ok(true) => {
+                done.fetch_add(1, Ordering::Relaxed);
             }
-        }
-        {
-            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-            for job in &batch {
-                p.remove(&(job.tenant.clone(), job.id));
-            }
-        }
-        let at = clock.now();
-        let inner: &dyn Store = &*store;
-        let mut runs: FuturesUnordered<_> = batch
-            .iter()
-            .map(|job| async move { (job, store_digest(inner, &job.tenant, job.id, at).await) })
-            .collect();
-        while let Some((job, result)) = runs.next().await {
-            match result {
-                Ok(true) => {
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::debug!(tenant = job.tenant, trace_id = %job.id, error = %crate::ErrorChain(&e), "no digest")
-                }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(tenant = job.tenant, trace_id = %job.id, error = %crate::ErrorChain(&e), "no digest")
             }
         }
     }
@@ -206,6 +164,7 @@ pub async fn store_digest(
     id: TraceId,
     now: Timestamp,
 ) -> Result<bool, TraceError> {
+    // The row and its spans from one read (one reader round trip, one snapshot).
     let Some((trace, spans)) = store.get_trace_with_spans(tenant, id).await? else {
         return Ok(false);
     };

@@ -300,16 +300,15 @@ pub async fn an_ended_trace_gets_its_digest_from_the_decorator(h: &Harness) {
     assert!(s.digests_stored() >= 3);
 }
 
-/// Many traces ending together get their digests in batches (more than the worker makes
-/// at once, so a batch stops at its limit and the next starts where it left off): every
-/// trace gets its own digest, none is dropped.
+/// Many traces ending together, all waiting in the queue at once: every trace gets its own
+/// digest, none is dropped.
 pub async fn traces_ending_together_all_get_their_digests(h: &Harness) {
     let settings = AnalysisSettings {
         delay: Duration::from_millis(200),
         queue: 256,
     };
     let s = AnalysedStore::new(h.store.clone(), Arc::new(h.clock.clone()), settings);
-    let n = crate::analysed::DIGESTS_AT_ONCE * 2 + 5;
+    let n = 69;
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
         ids.push(ended_trace(h, &s, T).await);
