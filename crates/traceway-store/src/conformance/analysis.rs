@@ -276,23 +276,7 @@ pub async fn an_ended_trace_gets_its_digest_from_the_decorator(h: &Harness) {
 
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     for id in [by_append, by_patch, orphan] {
-        loop {
-            let t = h
-                .store
-                .get_trace(T, id)
-                .await
-                .expect("get")
-                .expect("exists");
-            if let Some(d) = &t.rollups.analysis {
-                assert_eq!(d.at_seq, t.last_seq);
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no digest for {id} after 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_digest(h, id, deadline).await;
     }
     let d = row_digest(h, T, by_patch).await.expect("digest");
     assert_eq!(d.components.len(), 3);
@@ -315,25 +299,31 @@ pub async fn traces_ending_together_all_get_their_digests(h: &Harness) {
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     for id in &ids {
-        loop {
-            let t = h
-                .store
-                .get_trace(T, *id)
-                .await
-                .expect("get")
-                .expect("exists");
-            if let Some(d) = &t.rollups.analysis {
-                assert_eq!(d.at_seq, t.last_seq, "{id}");
-                assert_eq!(d.components.len(), 3, "{id}");
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no digest for {id} after 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let d = wait_for_digest(h, *id, deadline).await;
+        assert_eq!(d.components.len(), 3, "{id}");
     }
     assert_eq!(s.dropped(), 0);
     assert_eq!(s.digests_stored(), n as u64);
+}
+
+/// Polls the row of `id` until it carries a digest of its current state; fails past
+/// `deadline`.
+async fn wait_for_digest(h: &Harness, id: TraceId, deadline: std::time::Instant) -> AnalysisDigest {
+    loop {
+        let t = h
+            .store
+            .get_trace(T, id)
+            .await
+            .expect("get")
+            .expect("exists");
+        if let Some(d) = t.rollups.analysis {
+            assert_eq!(d.at_seq, t.last_seq, "{id}");
+            return d;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no digest for {id} by the deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
