@@ -49,11 +49,7 @@ fn value_of(kv: &KeyValue) -> Option<&any_value::Value> {
 
 /// A string or an integer, as text (ids such as `user.id` come as either).
 pub(crate) fn as_text(v: &any_value::Value) -> Option<String> {
-    match v {
-        any_value::Value::StringValue(s) if !s.is_empty() => Some(s.clone()),
-        any_value::Value::IntValue(i) => Some(i.to_string()),
-        _ => None,
-    }
+    as_text_ref(v).map(Cow::into_owned)
 }
 
 /// [`as_text`] borrowing the request's string (a copy only for an integer).

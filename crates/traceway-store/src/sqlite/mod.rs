@@ -345,8 +345,13 @@ fn spans_of_bodies(bodies: &str, ranges: &[(usize, usize)]) -> Result<Vec<Span>,
             .map(|&(from, to)| span_of_event_body(&bodies[from..to]))
             .collect::<Result<Vec<Span>, _>>()
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
+    if ranges.len() < PARALLEL_PARSE_FROM {
+        return parse(ranges);
+    }
+    // Asked once: `available_parallelism` reads the affinity mask and cgroup files.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = cores
         .min(MAX_PARSE_THREADS)
         .min(ranges.len() / (PARALLEL_PARSE_FROM / 2));
     if threads < 2 {
