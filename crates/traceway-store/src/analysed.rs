@@ -25,12 +25,16 @@ use traceway_core::analysis::{analyze, digest, AnalysisOptions};
 use traceway_core::{Event, EventType, Timestamp, Trace, TraceId, TracePatch};
 
 use crate::{
-    AppendOutcome, AppendRequest, Clock, Decorates, EventCounts, EventFilter, Lease,
+    AppendOutcome, AppendRequest, Clock, Decorates, DigestInput, EventCounts, EventFilter, Lease,
     LifecycleError, LifecycleLayer, Orphaned, Store, TraceError, TracesLayer, MAX_EVENTS_PAGE,
 };
 
 /// Error events read for one digest (their types and messages make the error groups).
 pub const MAX_DIGEST_ERROR_EVENTS: usize = 100_000;
+
+/// Most traces whose digests are read, made and written together: one read and one write
+/// for all of them, instead of a reader and a writer round trip each.
+pub const DIGEST_BATCH: usize = 64;
 
 /// Settings of [`AnalysedStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,19 +141,44 @@ async fn work(
     pending: Pending,
     done: Arc<AtomicU64>,
 ) {
-    while let Some(job) = rx.recv().await {
-        tokio::time::sleep_until(job.due).await;
-        pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(job.tenant.clone(), job.id));
-        match store_digest(&*store, &job.tenant, job.id, clock.now()).await {
-            Ok(true) => {
-                done.fetch_add(1, Ordering::Relaxed);
+    // The queue is in `due` order (one delay for all), so a batch is the jobs due now,
+    // up to the first that is not, which starts the next batch.
+    let mut next: Option<Job> = None;
+    loop {
+        let first = match next.take() {
+            Some(j) => j,
+            None => match rx.recv().await {
+                Some(j) => j,
+                None => return,
+            },
+        };
+        tokio::time::sleep_until(first.due).await;
+        let now = Instant::now();
+        let mut batch = vec![first];
+        while batch.len() < DIGEST_BATCH {
+            match rx.try_recv() {
+                Ok(j) if j.due <= now => batch.push(j),
+                Ok(j) => {
+                    next = Some(j);
+                    break;
+                }
+                Err(_) => break,
             }
-            Ok(false) => {}
+        }
+        let keys: Vec<(String, TraceId)> = batch.into_iter().map(|j| (j.tenant, j.id)).collect();
+        {
+            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            for k in &keys {
+                p.remove(k);
+            }
+        }
+        match store_digests(&*store, &keys, clock.now()).await {
+            Ok(stored) => {
+                let n = stored.iter().filter(|s| **s).count() as u64;
+                done.fetch_add(n, Ordering::Relaxed);
+            }
             Err(e) => {
-                tracing::debug!(tenant = job.tenant, trace_id = %job.id, error = %crate::ErrorChain(&e), "no digest")
+                tracing::debug!(traces = keys.len(), error = %crate::ErrorChain(&e), "no digests")
             }
         }
     }
@@ -164,33 +193,107 @@ pub async fn store_digest(
     id: TraceId,
     now: Timestamp,
 ) -> Result<bool, TraceError> {
-    // The row and its spans from one read (one reader round trip, one snapshot).
-    let Some((trace, spans)) = store.get_trace_with_spans(tenant, id).await? else {
-        return Ok(false);
-    };
-    if !trace.state.is_terminal() {
-        return Ok(false);
-    }
-    let events = error_events(store, &trace).await?;
-    let at = trace.ended_at.unwrap_or(now);
-    let a = analyze(&trace, &spans, &events, at, &AnalysisOptions::default());
-    store
-        .put_analysis(tenant, id, digest(&a, trace.last_seq))
-        .await
+    let stored = store_digests(store, &[(tenant.to_string(), id)], now).await?;
+    Ok(stored.first().copied().unwrap_or(false))
 }
 
-/// The trace's `error` events up to its `last_seq` as read, in pages.
-async fn error_events(store: &dyn Store, trace: &Trace) -> Result<Vec<Event>, TraceError> {
-    let read = read_events_paged(
-        store,
-        &trace.tenant,
-        trace.trace_id,
-        &[EventType::Error],
-        Some(trace.last_seq),
-        MAX_DIGEST_ERROR_EVENTS,
-    )
-    .await?;
-    Ok(read.map(|(events, _)| events).unwrap_or_default())
+/// [`store_digest`] of many traces: their inputs in as few reads as the store allows
+/// ([`Traces::digest_inputs`], one on SQLite), their digests in one write
+/// ([`Traces::put_analyses`]). The `i`-th answer is for `keys[i]`.
+pub async fn store_digests(
+    store: &dyn Store,
+    keys: &[(String, TraceId)],
+    now: Timestamp,
+) -> Result<Vec<bool>, TraceError> {
+    let mut out = vec![false; keys.len()];
+    let mut from = 0;
+    while from < keys.len() {
+        let part = &keys[from..];
+        let inputs = store.digest_inputs(part, MAX_DIGEST_ERROR_EVENTS).await?;
+        if inputs.is_empty() {
+            return Err(TraceError::Backend(crate::BackendError::internal(
+                "digest_inputs answered none of a non-empty batch",
+            )));
+        }
+        let n = inputs.len().min(part.len());
+        for (i, ok) in make_and_put(store, &part[..n], inputs, now).await? {
+            out[from + i] = ok;
+        }
+        from += n;
+    }
+    Ok(out)
+}
+
+/// The digests of the terminal traces among `inputs` (for `keys`), stored in one write:
+/// the place in `keys` of each digest written, and whether it was stored.
+async fn make_and_put(
+    store: &dyn Store,
+    keys: &[(String, TraceId)],
+    inputs: Vec<Option<DigestInput>>,
+    now: Timestamp,
+) -> Result<Vec<(usize, bool)>, TraceError> {
+    let mut puts = Vec::with_capacity(keys.len());
+    let mut slots = Vec::with_capacity(keys.len());
+    for (i, ((tenant, id), input)) in keys.iter().zip(inputs).enumerate() {
+        let Some(DigestInput {
+            trace,
+            spans,
+            errors,
+        }) = input
+        else {
+            continue;
+        };
+        if !trace.state.is_terminal() {
+            continue;
+        }
+        let at = trace.ended_at.unwrap_or(now);
+        let a = analyze(&trace, &spans, &errors, at, &AnalysisOptions::default());
+        puts.push((tenant.clone(), *id, digest(&a, trace.last_seq)));
+        slots.push(i);
+    }
+    if puts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stored = store.put_analyses(puts).await?;
+    Ok(slots.into_iter().zip(stored).collect())
+}
+
+/// [`Traces::digest_inputs`] by one read of each trace and of its error events: what a
+/// backend without a batched read does.
+pub(crate) async fn digest_inputs_each(
+    store: &dyn Store,
+    keys: &[(String, TraceId)],
+    max_errors: usize,
+) -> Result<Vec<Option<DigestInput>>, TraceError> {
+    let mut out = Vec::with_capacity(keys.len());
+    let mut read = 0;
+    for (tenant, id) in keys {
+        if read >= crate::DIGEST_BATCH_SPANS {
+            break;
+        }
+        let Some((trace, spans)) = store.get_trace_with_spans(tenant, *id).await? else {
+            out.push(None);
+            continue;
+        };
+        let errors = read_events_paged(
+            store,
+            tenant,
+            *id,
+            &[EventType::Error],
+            Some(trace.last_seq),
+            max_errors,
+        )
+        .await?
+        .map(|(events, _)| events)
+        .unwrap_or_default();
+        read += spans.len();
+        out.push(Some(DigestInput {
+            trace,
+            spans,
+            errors,
+        }));
+    }
+    Ok(out)
 }
 
 /// A trace's events of `types` (all when empty) in `seq` order, read a page of at most

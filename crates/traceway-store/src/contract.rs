@@ -486,10 +486,46 @@ pub trait Traces: Send + Sync + 'static {
         digest: AnalysisDigest,
     ) -> Result<bool, TraceError>;
 
+    /// What the digests of many ended traces are made of, as few reads as the backend
+    /// allows (SQLite: one, with the spans cut): the `i`-th answer is for `keys[i]`,
+    /// `None` when that trace does not exist. At most `max_errors` error events a trace.
+    /// Memory stays bounded: once [`DIGEST_BATCH_SPANS`] spans are read the answer stops,
+    /// so it may cover only a prefix of `keys` (never none of a non-empty `keys`); ask
+    /// again for the rest.
+    async fn digest_inputs(
+        &self,
+        keys: &[(String, TraceId)],
+        max_errors: usize,
+    ) -> Result<Vec<Option<DigestInput>>, TraceError>;
+
+    /// [`Traces::put_analysis`] of many digests in one write; the `i`-th answer says
+    /// whether `digests[i]` was stored.
+    async fn put_analyses(
+        &self,
+        digests: Vec<(String, TraceId, AnalysisDigest)>,
+    ) -> Result<Vec<bool>, TraceError>;
+
     /// The bytes of the tenant's stored event log (its events' JSON), the figure of the
     /// stored-bytes quota (ADR 040). A counter kept by every write, delete and purge, so
     /// reading it costs one lookup; it is not the file's or the server's memory use.
     async fn stored_bytes(&self, tenant: &str) -> Result<u64, TraceError>;
+}
+
+/// Spans after which [`Traces::digest_inputs`] stops reading further traces.
+pub const DIGEST_BATCH_SPANS: usize = 20_000;
+
+/// One ended trace as its analysis digest reads it (ADR 028), from
+/// [`Traces::digest_inputs`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigestInput {
+    /// The row as read.
+    pub trace: Trace,
+    /// Its spans by start time, whole or cut to what a digest reads
+    /// (`traceway_core::analysis::digest_span_of_event_json`).
+    pub spans: Vec<Span>,
+    /// Its `error` events up to the row's `last_seq`, in `seq` order, at most the number
+    /// asked for.
+    pub errors: Vec<Event>,
 }
 
 /// The store's lifecycle work across tenants: the active count, the watchdog's fenced
@@ -707,6 +743,23 @@ pub trait TracesLayer: Decorates {
         self.inner().put_analysis(tenant, id, digest).await
     }
 
+    /// [`Traces::digest_inputs`].
+    async fn digest_inputs(
+        &self,
+        keys: &[(String, TraceId)],
+        max_errors: usize,
+    ) -> Result<Vec<Option<DigestInput>>, TraceError> {
+        self.inner().digest_inputs(keys, max_errors).await
+    }
+
+    /// [`Traces::put_analyses`].
+    async fn put_analyses(
+        &self,
+        digests: Vec<(String, TraceId, AnalysisDigest)>,
+    ) -> Result<Vec<bool>, TraceError> {
+        self.inner().put_analyses(digests).await
+    }
+
     /// [`Traces::stored_bytes`].
     async fn stored_bytes(&self, tenant: &str) -> Result<u64, TraceError> {
         self.inner().stored_bytes(tenant).await
@@ -811,6 +864,21 @@ impl<T: TracesLayer> Traces for T {
         digest: AnalysisDigest,
     ) -> Result<bool, TraceError> {
         TracesLayer::put_analysis(self, tenant, id, digest).await
+    }
+
+    async fn digest_inputs(
+        &self,
+        keys: &[(String, TraceId)],
+        max_errors: usize,
+    ) -> Result<Vec<Option<DigestInput>>, TraceError> {
+        TracesLayer::digest_inputs(self, keys, max_errors).await
+    }
+
+    async fn put_analyses(
+        &self,
+        digests: Vec<(String, TraceId, AnalysisDigest)>,
+    ) -> Result<Vec<bool>, TraceError> {
+        TracesLayer::put_analyses(self, digests).await
     }
 
     async fn stored_bytes(&self, tenant: &str) -> Result<u64, TraceError> {

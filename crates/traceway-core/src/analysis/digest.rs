@@ -4,10 +4,13 @@
 
 use std::collections::HashMap;
 
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::Analysis;
-use crate::model::SpanKind;
+use crate::model::{Span, SpanKind, SpanStatus};
+use crate::{SpanId, Timestamp};
 
 /// Entries a digest keeps of each list (components, span names, error groups).
 pub const DIGEST_TOP: usize = 5;
@@ -282,5 +285,100 @@ impl Across {
             names,
             error_groups,
         }
+    }
+}
+
+/// The span of a stored `span_started` / `span_ended` event (`{"type": …, "payload":
+/// span}`), cut to what [`digest`] reads of it: its ids, kind, name, component, times,
+/// status and the error type among its attributes (`exception.type`, `error.type`).
+/// Content, LLM, tool and retrieval details, other attributes and links are skipped
+/// unread, which is most of a span's parse (ADR 028, the digest without a full read-back).
+/// The digest of an analysis of cut spans is that of the whole spans (test
+/// `a_digest_of_cut_spans_is_the_digest_of_whole_spans`); the rest of such an analysis is
+/// not meaningful.
+pub fn digest_span_of_event_json(body: &str) -> serde_json::Result<Span> {
+    let CutEvent { payload: s } = serde_json::from_str(body)?;
+    let mut span = Span::new(s.span_id, s.kind, s.name, s.start_time);
+    span.parent_span_id = s.parent_span_id;
+    span.component_id = s.component_id;
+    span.end_time = s.end_time;
+    span.status = s.status;
+    span.attributes = s.attributes.0;
+    Ok(span)
+}
+
+#[derive(Deserialize)]
+struct CutEvent {
+    payload: CutSpan,
+}
+
+#[derive(Deserialize)]
+struct CutSpan {
+    span_id: SpanId,
+    #[serde(default)]
+    parent_span_id: Option<SpanId>,
+    #[serde(default)]
+    kind: SpanKind,
+    name: String,
+    #[serde(default)]
+    component_id: Option<String>,
+    start_time: Timestamp,
+    #[serde(default)]
+    end_time: Option<Timestamp>,
+    #[serde(default)]
+    status: SpanStatus,
+    #[serde(default)]
+    attributes: ErrorTypeAttributes,
+}
+
+/// Of a span's attributes, only those the error groups read.
+#[derive(Default)]
+struct ErrorTypeAttributes(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for ErrorTypeAttributes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ErrorTypeAttributes, D::Error> {
+        struct Keep;
+        impl<'de> Visitor<'de> for Keep {
+            type Value = ErrorTypeAttributes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of attributes")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut out = Map::new();
+                while let Some(key) = m.next_key::<AttributeKey>()? {
+                    match key.0 {
+                        Some(k) => {
+                            out.insert(k.to_string(), m.next_value::<Value>()?);
+                        }
+                        None => {
+                            m.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(ErrorTypeAttributes(out))
+            }
+        }
+        d.deserialize_map(Keep)
+    }
+}
+
+/// An attribute key: one of the error type keys, or `None` for any other (not copied).
+struct AttributeKey(Option<&'static str>);
+
+impl<'de> Deserialize<'de> for AttributeKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<AttributeKey, D::Error> {
+        struct Key;
+        impl Visitor<'_> for Key {
+            type Value = AttributeKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an attribute key")
+            }
+            fn visit_str<E: serde::de::Error>(self, k: &str) -> Result<AttributeKey, E> {
+                Ok(AttributeKey(
+                    super::ERROR_TYPE_KEYS.iter().copied().find(|x| *x == k),
+                ))
+            }
+        }
+        d.deserialize_str(Key)
     }
 }

@@ -21,8 +21,8 @@ use crate::model::{Event, EventBody, EventType, Span, SpanKind, State, StatusCod
 use crate::{SpanId, Timestamp};
 
 pub use digest::{
-    digest, Across, AcrossTop, AnalysisDigest, CrossErrorGroup, CrossTiming, DigestErrorGroup,
-    DigestTiming, DIGEST_TOP,
+    digest, digest_span_of_event_json, Across, AcrossTop, AnalysisDigest, CrossErrorGroup,
+    CrossTiming, DigestErrorGroup, DigestTiming, DIGEST_TOP,
 };
 pub use normalize::{normalize_message, DEFAULT_VOLATILE_KEYS};
 pub use timeline::{critical_path, span_timings, CriticalPath, PathShare, Segment, SpanTiming};
@@ -420,9 +420,12 @@ fn is_retrieval(s: &Span) -> bool {
     s.kind == SpanKind::Retriever || s.retrieval.is_some()
 }
 
+/// The attributes that name a span's error type, the first found wins.
+const ERROR_TYPE_KEYS: [&str; 2] = ["exception.type", "error.type"];
+
 /// The error type a span reports in its attributes.
 fn attr_error_type(s: &Span) -> Option<String> {
-    ["exception.type", "error.type"]
+    ERROR_TYPE_KEYS
         .iter()
         .find_map(|k| s.attributes.get(*k).and_then(Value::as_str))
         .map(str::to_string)

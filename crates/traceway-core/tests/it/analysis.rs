@@ -624,3 +624,126 @@ fn the_analysis_from_event_counts_and_error_events_is_the_analysis_of_the_whole_
         summarize(&t, &spans, &events, at(100_000))
     );
 }
+
+/// ADR 028: a digest made from spans cut to what it reads (the stored span events parsed
+/// by `digest_span_of_event_json`) is the digest made from the whole spans, and the cut
+/// leaves the content behind.
+#[test]
+fn a_digest_of_cut_spans_is_the_digest_of_whole_spans() {
+    use traceway_core::analysis::{digest, digest_span_of_event_json};
+    let mut spans = big_trace();
+    // Errors typed by each attribute key, by an error event, and untyped; a running span;
+    // a tool whose tool name is not its span name; content, retrieval and other
+    // attributes that the cut skips; a name and message that need JSON escapes.
+    let mut typed = failed(
+        span(20_001, Some(1), SpanKind::Tool, "fetch", 10, Some(90)),
+        "HTTP 503 \"upstream\"\nretry in 3s",
+    );
+    typed
+        .attributes
+        .insert("exception.type".into(), json!("TimeoutError"));
+    typed.attributes.insert("http.status".into(), json!(503));
+    spans.push(typed);
+    let mut typed2 = failed(
+        span(
+            20_002,
+            Some(1),
+            SpanKind::Llm,
+            "chat \u{e9}t\u{e9}",
+            100,
+            Some(300),
+        ),
+        "rate limited",
+    );
+    typed2
+        .attributes
+        .insert("error.type".into(), json!("RateLimit"));
+    typed2.input = Some(json!({"messages": [{"role": "user", "content": "hi"}]}));
+    spans.push(typed2);
+    spans.push(failed(
+        span(20_003, Some(1), SpanKind::Tool, "fetch", 400, Some(450)),
+        "",
+    ));
+    let mut named = tool(
+        span(20_004, Some(1), SpanKind::Tool, "call", 500, Some(650)),
+        json!({"q": 1}),
+        json!({"ok": true}),
+    );
+    named.tool.as_mut().unwrap().name = Some("search".into());
+    named.component_id = Some("tools \"x\"".into());
+    spans.push(named);
+    let mut retrieval = span(20_005, Some(1), SpanKind::Retriever, "docs", 700, None);
+    retrieval.retrieval = Some(RetrievalDetails::default());
+    retrieval.output = Some(json!([1.5, 2.5]));
+    spans.push(retrieval);
+    let t = trace(State::Errored, &spans);
+    let error = |seq: u64, span: Option<u64>, ty: Option<&str>, message: &str| Event {
+        trace_id: t.trace_id,
+        seq,
+        time: at(seq as i64),
+        component_id: None,
+        body: EventBody::Error(ErrorRecord {
+            span_id: span.and_then(traceway_core::SpanId::from_u64),
+            error_type: ty.map(str::to_string),
+            message: message.into(),
+            stacktrace: None,
+        }),
+    };
+    let events = [
+        error(1, Some(20_003), Some("ConnectionReset"), "reset by peer"),
+        error(2, None, None, "budget exceeded after 12 calls"),
+    ];
+    let cut: Vec<Span> = spans
+        .iter()
+        .map(|s| {
+            let body = if s.end_time.is_some() {
+                EventBody::SpanEnded(s.clone())
+            } else {
+                EventBody::SpanStarted(s.clone())
+            };
+            digest_span_of_event_json(&serde_json::to_string(&body).unwrap()).unwrap()
+        })
+        .collect();
+    let now = at(100_000);
+    let opts = AnalysisOptions::default();
+    let whole = digest(&analyze(&t, &spans, &events, now, &opts), 7);
+    let of_cut = digest(&analyze(&t, &cut, &events, now, &opts), 7);
+    assert_eq!(of_cut, whole);
+    assert!(!whole.error_groups.is_empty() && !whole.components.is_empty());
+    let types: Vec<Option<&str>> = whole
+        .error_groups
+        .iter()
+        .map(|g| g.error_type.as_deref())
+        .collect();
+    for ty in ["TimeoutError", "RateLimit", "ConnectionReset"] {
+        assert!(types.contains(&Some(ty)), "{ty} in {types:?}");
+    }
+    // What the cut keeps, and what it leaves.
+    let c = cut.iter().find(|s| s.span_id == typed_id(20_001)).unwrap();
+    assert_eq!(
+        c.attributes.len(),
+        1,
+        "only the error type: {:?}",
+        c.attributes
+    );
+    assert_eq!(
+        c.status.message.as_deref(),
+        Some("HTTP 503 \"upstream\"\nretry in 3s")
+    );
+    assert!(cut.iter().all(|s| s.input.is_none()
+        && s.output.is_none()
+        && s.llm.is_none()
+        && s.tool.is_none()
+        && s.retrieval.is_none()));
+    assert!(
+        cut.iter().any(|s| s.end_time.is_none()),
+        "the running span stays running"
+    );
+    // A body that is not a span event is an error, not a panic.
+    assert!(digest_span_of_event_json("{\"type\":\"log\",\"payload\":{}}").is_err());
+    assert!(digest_span_of_event_json("not json").is_err());
+}
+
+fn typed_id(n: u64) -> traceway_core::SpanId {
+    traceway_core::SpanId::from_u64(n).unwrap()
+}

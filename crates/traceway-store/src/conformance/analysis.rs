@@ -327,3 +327,98 @@ async fn wait_for_digest(h: &Harness, id: TraceId, deadline: std::time::Instant)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The batched read and write of digests: each answer in the place of its key, a missing
+/// or foreign trace answered `None`, the error events up to the row's `last_seq`, a
+/// digest made from the batch the same as the per-trace analysis's, and a batched write
+/// that stores only the digests of the states they describe, in their tenant.
+pub async fn digests_are_read_and_written_in_batches_per_key(h: &Harness) {
+    let a = ended_trace(h, &*h.store, T).await;
+    let b = ended_trace(h, &*h.store, T).await;
+    let foreign = ended_trace(h, &*h.store, T2).await;
+    let keys = vec![
+        (T.to_string(), a),
+        (T.to_string(), TraceId::new_v7()),
+        (T.to_string(), foreign),
+        (T.to_string(), b),
+    ];
+    let inputs = h.store.digest_inputs(&keys, 10).await.expect("read");
+    assert_eq!(inputs.len(), keys.len(), "one answer per key");
+    assert!(
+        inputs[1].is_none() && inputs[2].is_none(),
+        "missing, foreign"
+    );
+    for (place, id) in [(0, a), (3, b)] {
+        let input = inputs[place].as_ref().expect("stored");
+        assert_eq!(input.trace.trace_id, id);
+        assert_eq!(input.spans.len(), 3);
+        assert_eq!(input.errors.len(), 1);
+        assert!(input.errors.iter().all(|e| e.seq <= input.trace.last_seq));
+        let whole = h
+            .store
+            .get_spans(T, id)
+            .await
+            .expect("spans")
+            .expect("exists");
+        let events = h
+            .store
+            .read_events(T, id, &all_events())
+            .await
+            .expect("events")
+            .expect("exists");
+        let at = input.trace.ended_at.expect("ended");
+        let opts = AnalysisOptions::default();
+        assert_eq!(
+            digest(
+                &analyze(&input.trace, &input.spans, &input.errors, at, &opts),
+                input.trace.last_seq
+            ),
+            digest(
+                &analyze(&input.trace, &whole, &events, at, &opts),
+                input.trace.last_seq
+            ),
+            "the batch's digest is the analysis's"
+        );
+    }
+    let no_errors = h.store.digest_inputs(&keys[..1], 0).await.expect("read");
+    assert!(no_errors[0].as_ref().expect("stored").errors.is_empty());
+
+    let seq_of = |i: usize| inputs[i].as_ref().expect("stored").trace.last_seq;
+    let fresh = AnalysisDigest {
+        at_seq: seq_of(0),
+        ..AnalysisDigest::default()
+    };
+    let stale = AnalysisDigest {
+        at_seq: seq_of(3) - 1,
+        ..AnalysisDigest::default()
+    };
+    let stored = h
+        .store
+        .put_analyses(vec![
+            (T.to_string(), a, fresh.clone()),
+            (T.to_string(), b, stale),
+            (T2.to_string(), a, fresh.clone()),
+            (T.to_string(), foreign, fresh.clone()),
+        ])
+        .await
+        .expect("write");
+    assert_eq!(stored, [true, false, false, false]);
+    assert_eq!(row_digest(h, T, a).await, Some(fresh));
+    assert_eq!(row_digest(h, T, b).await, None);
+    assert_eq!(row_digest(h, T2, foreign).await, None);
+    assert!(h
+        .store
+        .put_analyses(Vec::new())
+        .await
+        .expect("none")
+        .is_empty());
+
+    // The worker's path: every ended trace of the batch gets its digest, the missing one
+    // none.
+    let now = h.clock.now_for_tests();
+    let stored = crate::analysed::store_digests(&*h.store, &keys, now)
+        .await
+        .expect("digests");
+    assert_eq!(stored, [true, false, false, true]);
+    assert_eq!(row_digest(h, T, b).await.map(|d| d.at_seq), Some(seq_of(3)));
+}

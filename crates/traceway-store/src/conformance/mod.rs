@@ -115,7 +115,8 @@ macro_rules! conformance_suite {
             pending_message_fills_are_bounded_per_trace,
             an_analysis_digest_is_kept_on_the_row_only_for_the_state_it_describes,
             an_ended_trace_gets_its_digest_from_the_decorator,
-            traces_ending_together_all_get_their_digests
+            traces_ending_together_all_get_their_digests,
+            digests_are_read_and_written_in_batches_per_key
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {

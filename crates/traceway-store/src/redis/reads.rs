@@ -750,6 +750,26 @@ impl Traces for RedisStore {
         Ok(n.unwrap_or(0).max(0) as u64)
     }
 
+    async fn digest_inputs(
+        &self,
+        keys: &[(String, TraceId)],
+        max_errors: usize,
+    ) -> Result<Vec<Option<crate::DigestInput>>, TraceError> {
+        // Each trace is its own keys (and Cluster slot): read one at a time.
+        crate::analysed::digest_inputs_each(self, keys, max_errors).await
+    }
+
+    async fn put_analyses(
+        &self,
+        digests: Vec<(String, TraceId, traceway_core::analysis::AnalysisDigest)>,
+    ) -> Result<Vec<bool>, TraceError> {
+        let mut stored = Vec::with_capacity(digests.len());
+        for (tenant, id, digest) in digests {
+            stored.push(self.put_analysis(&tenant, id, digest).await?);
+        }
+        Ok(stored)
+    }
+
     async fn put_analysis(
         &self,
         tenant: &str,

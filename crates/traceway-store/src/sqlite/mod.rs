@@ -843,16 +843,132 @@ impl Traces for SqliteStore {
         id: TraceId,
         digest: traceway_core::analysis::AnalysisDigest,
     ) -> Result<bool, TraceError> {
-        let op = Op::PutAnalysis {
-            tenant: tenant.to_string(),
-            id,
-            digest: Box::new(digest),
-        };
-        match self.write(op).await? {
-            OpResult::Count(n) => Ok(n > 0),
+        let mut stored = self
+            .put_analyses(vec![(tenant.to_string(), id, digest)])
+            .await?;
+        Ok(stored.pop().unwrap_or(false))
+    }
+
+    async fn digest_inputs(
+        &self,
+        keys: &[(String, TraceId)],
+        max_errors: usize,
+    ) -> Result<Vec<Option<crate::DigestInput>>, TraceError> {
+        let keys = keys.to_vec();
+        // One reader round trip for the whole batch; each trace's span and error events
+        // come from one range of `events_by_seq`, and the spans are parsed cut (ADR 028).
+        self.read(move |c, now| {
+            let mut out = Vec::with_capacity(keys.len());
+            let mut spans = 0;
+            for (tenant, id) in &keys {
+                if spans >= crate::DIGEST_BATCH_SPANS {
+                    break;
+                }
+                let input = digest_input(c, tenant, *id, now, max_errors)?;
+                spans += input.as_ref().map_or(0, |i| i.spans.len());
+                out.push(input);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_analyses(
+        &self,
+        digests: Vec<(String, TraceId, traceway_core::analysis::AnalysisDigest)>,
+    ) -> Result<Vec<bool>, TraceError> {
+        if digests.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.write(Op::PutAnalyses { digests }).await? {
+            OpResult::Stored(v) => Ok(v),
             _ => Err(unexpected_reply()),
         }
     }
+}
+
+/// One trace's [`crate::DigestInput`], read on `c`.
+fn digest_input(
+    c: &Connection,
+    tenant: &str,
+    id: TraceId,
+    now: Timestamp,
+    max_errors: usize,
+) -> Result<Option<crate::DigestInput>, BackendError> {
+    let row = c
+        .prepare_cached(&format!(
+            "SELECT id, data_expires_at, {TRACE_COLUMNS} FROM traces \
+             WHERE tenant = ?1 AND trace_id = ?2 AND expires_at > ?3"
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![tenant, &id.to_bytes()[..], now.unix_nanos()], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    read_trace_row(r, 2)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(internal)?;
+    let Some((rowid, data_expires, trace)) = row else {
+        return Ok(None);
+    };
+    let mut input = crate::DigestInput {
+        trace,
+        spans: Vec::new(),
+        errors: Vec::new(),
+    };
+    if data_expires <= now.unix_nanos() {
+        return Ok(Some(input));
+    }
+    let upto = input.trace.last_seq;
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT span_id, type = 'error', seq, time, component_id, body FROM events \
+             WHERE trace_ref = ?1 AND type IN ('span_started', 'span_ended', 'error') \
+             ORDER BY seq",
+        )
+        .map_err(internal)?;
+    let mut rows = stmt.query([rowid]).map_err(internal)?;
+    let mut bodies = String::new();
+    let mut latest: std::collections::HashMap<i64, (usize, usize)> =
+        std::collections::HashMap::new();
+    while let Some(r) = rows.next().map_err(internal)? {
+        let body = r
+            .get_ref(5)
+            .and_then(|v| Ok(v.as_str()?))
+            .map_err(internal)?;
+        if r.get::<_, bool>(1).map_err(internal)? {
+            let seq = r.get::<_, i64>(2).map_err(internal)? as u64;
+            if seq > upto || input.errors.len() >= max_errors {
+                continue;
+            }
+            let body: EventBody = serde_json::from_str(body)
+                .map_err(|e| BackendError::internal(format!("stored event: {e}")))?;
+            input.errors.push(Event {
+                trace_id: id,
+                seq,
+                time: Timestamp::from_unix_nanos(r.get::<_, i64>(3).map_err(internal)?),
+                component_id: r.get::<_, Option<String>>(4).map_err(internal)?,
+                body,
+            });
+            continue;
+        }
+        let span_id = r.get::<_, i64>(0).map_err(internal)?;
+        let at = bodies.len();
+        bodies.push_str(body);
+        latest.insert(span_id, (at, bodies.len()));
+    }
+    let spans = latest
+        .into_values()
+        .map(|(from, to)| {
+            traceway_core::analysis::digest_span_of_event_json(&bodies[from..to])
+                .map_err(|e| BackendError::internal(format!("stored span: {e}")))
+        })
+        .collect::<Result<Vec<Span>, _>>()?;
+    input.spans = crate::shared::sort_spans(spans);
+    Ok(Some(input))
 }
 
 #[async_trait]

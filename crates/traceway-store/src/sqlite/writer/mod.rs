@@ -85,11 +85,9 @@ pub(crate) enum Op {
     },
     /// An API-key write (`sqlite/keys.rs`).
     Keys(super::keys::KeyOp),
-    /// A trace's analysis digest onto its row (ADR 028).
-    PutAnalysis {
-        tenant: String,
-        id: TraceId,
-        digest: Box<traceway_core::analysis::AnalysisDigest>,
+    /// Traces' analysis digests onto their rows (ADR 028), many in one command.
+    PutAnalyses {
+        digests: Vec<(String, TraceId, traceway_core::analysis::AnalysisDigest)>,
     },
 }
 
@@ -113,6 +111,8 @@ pub(crate) enum OpResult {
     Orphaned(Vec<OrphanedTrace>),
     Purged(Purged),
     Keys(super::keys::KeyReply),
+    /// Per digest of [`Op::PutAnalyses`], whether it was stored.
+    Stored(Vec<bool>),
 }
 
 // Queue slots are bounded (capacity × ~270 bytes); a shutdown message is rare.

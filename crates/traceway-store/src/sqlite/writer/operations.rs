@@ -102,8 +102,14 @@ pub(super) fn execute(
             Ok(OpResult::Count(rowids.len() as u64))
         }
         Op::Keys(op) => Ok(crate::sqlite::keys::execute(tx, op, now).map(OpResult::Keys)?),
-        Op::PutAnalysis { tenant, id, digest } => {
-            Ok(put_analysis(tx, cache, &tenant, id, *digest, now).map(OpResult::Count)?)
+        Op::PutAnalyses { digests } => {
+            let stored = digests
+                .into_iter()
+                .map(|(tenant, id, digest)| {
+                    put_analysis(tx, cache, &tenant, id, digest, now).map(|n| n > 0)
+                })
+                .collect::<Result<Vec<bool>, _>>()?;
+            Ok(OpResult::Stored(stored))
         }
         Op::AcquireLease { name, holder, ttl } => {
             Ok(acquire_lease(tx, name, holder, ttl, now).map(OpResult::Lease)?)
