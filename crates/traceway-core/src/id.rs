@@ -285,8 +285,19 @@ macro_rules! serde_as_string {
 
         impl<'de> Deserialize<'de> for $t {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
+                // Parsed from the borrowed text: serde's `Cow<str>` would copy it into a
+                // `String` first (two ids per span read back).
+                struct Hex;
+                impl serde::de::Visitor<'_> for Hex {
+                    type Value = $t;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a hex id string")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$t, E> {
+                        v.parse().map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(Hex)
             }
         }
     };
