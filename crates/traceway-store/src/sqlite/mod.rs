@@ -151,14 +151,21 @@ impl Drop for Checkpointer {
     }
 }
 
+/// The read connections: at most `keep` open at once. A read waits for a permit before it
+/// takes a connection (or opens one), so concurrent reads never open connections past
+/// `keep` (each with its own page cache and a schema read when opened).
 struct ReaderPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     keep: usize,
+    permits: Arc<tokio::sync::Semaphore>,
+    /// Connections opened so far (for the bound's test).
+    opened: AtomicU64,
 }
 
 impl ReaderPool {
     fn open(&self) -> Result<Connection, BackendError> {
+        self.opened.fetch_add(1, Ordering::Relaxed);
         let conn = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -233,7 +240,9 @@ impl SqliteStore {
             readers: Arc::new(ReaderPool {
                 path: cfg.path,
                 idle: Mutex::new(Vec::new()),
-                keep: cfg.readers,
+                keep: cfg.readers.max(1),
+                permits: Arc::new(tokio::sync::Semaphore::new(cfg.readers.max(1))),
+                opened: AtomicU64::new(0),
             }),
             clock,
             enqueue_timeout: cfg.enqueue_timeout,
@@ -266,10 +275,21 @@ impl SqliteStore {
         f: impl FnOnce(&Connection, Timestamp) -> Result<T, BackendError> + Send + 'static,
     ) -> Result<T, E> {
         let pool = self.readers.clone();
-        let now = self.clock.now();
-        let r = tokio::task::spawn_blocking(move || pool.with(|c| f(c, now)))
+        // Held by the blocking task until it is done, also if this future is dropped.
+        let permit = pool
+            .permits
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|e| BackendError::internal_by("reader task", e))?;
+            .map_err(|e| BackendError::internal_by("reader permits", e))?;
+        let now = self.clock.now();
+        let r = tokio::task::spawn_blocking(move || {
+            let r = pool.with(|c| f(c, now));
+            drop(permit);
+            r
+        })
+        .await
+        .map_err(|e| BackendError::internal_by("reader task", e))?;
         Ok(r?)
     }
 }
@@ -283,11 +303,16 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection, Timestamp) -> Result<T, BackendError> + Send + 'static,
     ) -> Result<T, E> {
+        let Ok(permit) = self.readers.permits.try_acquire() else {
+            return self.read(f).await;
+        };
         let Some(conn) = self.readers.try_take() else {
+            drop(permit);
             return self.read(f).await;
         };
         let r = f(&conn, self.clock.now());
         self.readers.put_back(conn);
+        drop(permit);
         Ok(r?)
     }
 }
@@ -1299,5 +1324,40 @@ mod tests {
                 assert!(!p.contains("TEMP B-TREE"), "{p}");
             }
         }
+    }
+
+    /// Many reads at once (the analysis route's three, the digests, listings from many
+    /// clients) share the `readers` connections: none is opened past them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_reads_open_no_connection_past_the_readers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = SqliteConfig::new(dir.path().join("traceway.db"));
+        cfg.readers = 3;
+        let store = Arc::new(SqliteStore::open(cfg, Arc::new(crate::SystemClock)).expect("open"));
+        let (t, _) = store
+            .create_trace("t", traceway_core::NewTrace::default())
+            .await
+            .expect("create");
+        let reads: Vec<_> = (0..64)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    if i % 2 == 0 {
+                        store
+                            .get_trace_with_spans("t", t.trace_id)
+                            .await
+                            .map(|r| r.is_some())
+                    } else {
+                        store.get_trace("t", t.trace_id).await.map(|r| r.is_some())
+                    }
+                })
+            })
+            .collect();
+        for r in reads {
+            assert!(r.await.expect("task").expect("read"), "found");
+        }
+        let opened = store.readers.opened.load(Ordering::Relaxed);
+        assert!((1..=3).contains(&opened), "{opened} connections opened");
+        store.shutdown().await;
     }
 }
